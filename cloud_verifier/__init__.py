@@ -1,0 +1,3 @@
+"""QSV cloud verifier: exact rejection sampling against the large model, sessions and batching."""
+
+__version__ = "0.1.0"
