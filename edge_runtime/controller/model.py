@@ -1,0 +1,227 @@
+"""Throughput model of one speculative round, with every parameter estimated online.
+
+E[N] (tokens per round: accepted drafts + the corrected or bonus token) from per-position acceptance probabilities:
+
+    E[N] = Σ_{k=1..L} k·(Π_{j<k} α_j)(1 − α_k) + (L+1)·Π_{j≤L} α_j  =  Σ_{k=0..L} Π_{j≤k} α_j
+
+(the second form: N ≥ k+1 exactly when the first k drafts are accepted). Round time:
+
+    T(L, ℓ) = L·t_draft + bits(L, ℓ)·s_up + RTT + t_verify(L) + bits_down·s_down
+
+with s = seconds per bit from the channel estimator. Throughput = E[N] / T.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bits import uplink_bits_per_token
+from .estimators import AffineFit, Ewma
+from .types import ChannelView, ControllerError, RoundObservation
+
+DEFAULT_CONF_EDGES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+def expected_tokens(alphas: Sequence[float] | np.ndarray) -> float:
+    """E[N] for per-position acceptance probabilities α_1..α_L (L may be 0: one target token per round)."""
+    a = np.asarray(alphas, dtype=np.float64)
+    if a.size and (np.any(a < 0) or np.any(a > 1) or not np.all(np.isfinite(a))):
+        raise ControllerError("acceptance probabilities must lie in [0, 1]")
+    return float(1.0 + np.cumprod(a).sum()) if a.size else 1.0
+
+
+def expected_tokens_iid(alpha: float, length: int) -> float:
+    """Closed form (1 − α^{L+1}) / (1 − α) for i.i.d. acceptance."""
+    if alpha >= 1.0:
+        return float(length + 1)
+    return (1.0 - alpha ** (length + 1)) / (1.0 - alpha)
+
+
+class AcceptanceModel:
+    """α as a function of the draft token's confidence q(x), per quantizer resolution ℓ.
+
+    Two binned tables per ℓ (EWMA per bin, prior α = confidence with a small pseudo-count):
+    ``own``: α_i given the drafted token's own confidence c_i (used once a token is drafted);
+    ``next``: α_{i+1} given the previous token's confidence c_i (used to predict a token not drafted yet).
+    Updates use the verifier's α_i when reported, otherwise the accept/reject outcomes up to the first rejection
+    (unbiased: whether position i is verified depends only on earlier positions).
+    """
+
+    def __init__(
+        self,
+        edges: Sequence[float] = DEFAULT_CONF_EDGES,
+        alpha: float = 0.02,
+        prior: Callable[[float], float] | None = None,
+        prior_weight: float = 2.0,
+    ) -> None:
+        e = np.asarray(edges, dtype=np.float64)
+        if e.ndim != 1 or e.size < 2 or e[0] != 0.0 or e[-1] != 1.0 or np.any(np.diff(e) <= 0):
+            raise ControllerError("confidence bin edges must increase from 0.0 to 1.0")
+        self.edges = e
+        self.centers = 0.5 * (e[:-1] + e[1:])
+        self.alpha = alpha
+        self.prior = prior or (lambda c: c)
+        self.prior_weight = prior_weight
+        self._own: dict[int, list[Ewma]] = {}
+        self._next: dict[int, list[Ewma]] = {}
+        self.samples: dict[int, int] = {}
+
+    def _table(self, store: dict[int, list[Ewma]], ell: int) -> list[Ewma]:
+        tab = store.get(ell)
+        if tab is None:
+            tab = [Ewma(self.alpha, prior=self.prior(float(c)), prior_weight=self.prior_weight) for c in self.centers]
+            store[ell] = tab
+        return tab
+
+    def bin_of(self, conf: float) -> int:
+        if not 0.0 <= conf <= 1.0 + 1e-9:
+            raise ControllerError(f"confidence must lie in [0, 1], got {conf}")
+        return int(min(np.searchsorted(self.edges, conf, side="right") - 1, self.centers.size - 1))
+
+    def predict(self, ell: int, conf: float) -> float:
+        return float(np.clip(self._table(self._own, ell)[self.bin_of(conf)].value, 0.0, 1.0))
+
+    def predict_next(self, ell: int, prev_conf: float) -> float:
+        return float(np.clip(self._table(self._next, ell)[self.bin_of(prev_conf)].value, 0.0, 1.0))
+
+    def predict_many(self, ell: int, confs: Iterable[float]) -> np.ndarray:
+        return np.array([self.predict(ell, c) for c in confs], dtype=np.float64)
+
+    def update(
+        self, ell: int, confidences: Sequence[float], accepted: int, alphas: Sequence[float] | None = None
+    ) -> None:
+        n = len(confidences)
+        if alphas is not None:
+            targets = [float(a) for a in alphas[:n]]
+        else:
+            targets = [1.0] * accepted + ([0.0] if accepted < n else [])
+        own = self._table(self._own, ell)
+        nxt = self._table(self._next, ell)
+        for i, t in enumerate(targets):
+            own[self.bin_of(confidences[i])].update(t)
+            if i > 0:
+                nxt[self.bin_of(confidences[i - 1])].update(t)
+        self.samples[ell] = self.samples.get(ell, 0) + len(targets)
+
+    def table(self, ell: int) -> list[tuple[float, float, float]]:
+        """(bin center, α estimate, sample count) for reporting."""
+        return [(float(c), e.value, e.count) for c, e in zip(self.centers, self._table(self._own, ell), strict=True)]
+
+
+@dataclass
+class TimingPriors:
+    """Starting values before measurements arrive (seconds)."""
+
+    draft_per_token_s: float = 0.005
+    verify_intercept_s: float = 0.030
+    verify_per_token_s: float = 0.001
+    downlink_bits: float = 256.0
+
+
+class TimingModel:
+    """Per-device compute and message-size estimates from measured rounds."""
+
+    def __init__(self, vocab_size: int, priors: TimingPriors | None = None, alpha: float = 0.05) -> None:
+        if vocab_size < 2:
+            raise ControllerError("vocab_size must be >= 2")
+        self.vocab_size = vocab_size
+        p = priors or TimingPriors()
+        self.draft_per_token = Ewma(alpha, prior=p.draft_per_token_s, prior_weight=1.0)
+        self.verify = AffineFit(p.verify_intercept_s, p.verify_per_token_s)
+        self.downlink_bits = Ewma(alpha, prior=p.downlink_bits, prior_weight=1.0)
+        self._uplink: dict[int, AffineFit] = {}
+
+    def _uplink_fit(self, ell: int) -> AffineFit:
+        fit = self._uplink.get(ell)
+        if fit is None:
+            fit = AffineFit(0.0, float(uplink_bits_per_token(self.vocab_size, ell)))
+            self._uplink[ell] = fit
+        return fit
+
+    def uplink_bits(self, length: int, ell: int) -> float:
+        return max(0.0, self._uplink_fit(ell).predict(length))
+
+    def bits_per_token(self, ell: int) -> float:
+        return self._uplink_fit(ell).coefficients()[1]
+
+    def update(self, obs: RoundObservation) -> None:
+        self.draft_per_token.update(obs.draft_s / obs.drafted)
+        self.verify.update(obs.drafted, obs.verify_s)
+        self._uplink_fit(obs.ell).update(obs.drafted, obs.uplink_bits)
+        if obs.downlink_bits:
+            self.downlink_bits.update(obs.downlink_bits)
+
+    def compute_time(self, length: int) -> float:
+        return length * self.draft_per_token.value + max(0.0, self.verify.predict(length))
+
+    def round_time(self, length: int, ell: int, channel: ChannelView) -> float:
+        return (
+            self.compute_time(length)
+            + self.uplink_bits(length, ell) * channel.sec_per_bit
+            + channel.rtt_s
+            + self.downlink_bits.value * channel.downlink_sec_per_bit
+        )
+
+    def marginal_time(self, ell: int, channel: ChannelView) -> float:
+        """Extra round time of one more draft token."""
+        upload = self.bits_per_token(ell) * channel.sec_per_bit
+        return self.draft_per_token.value + upload + self.verify.coefficients()[1]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    length: int
+    ell: int
+    expected_tokens: float
+    round_time_s: float
+
+    @property
+    def throughput(self) -> float:
+        return self.expected_tokens / self.round_time_s
+
+
+class ThroughputModel:
+    """Acceptance + timing model; predicts E[N], T and E[N]/T for a candidate (L, ℓ)."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        timing_priors: TimingPriors | None = None,
+        acceptance: AcceptanceModel | None = None,
+    ) -> None:
+        self.acceptance = acceptance or AcceptanceModel()
+        self.timing = TimingModel(vocab_size, timing_priors)
+
+    def observe(self, obs: RoundObservation) -> None:
+        self.acceptance.update(obs.ell, obs.confidences, obs.accepted, obs.alphas)
+        self.timing.update(obs)
+
+    def predict(self, alphas: Sequence[float], ell: int, channel: ChannelView) -> Prediction:
+        length = len(alphas)
+        t = self.timing.round_time(length, ell, channel)
+        if not t > 0 or not math.isfinite(t):
+            raise ControllerError(f"non-positive predicted round time {t}")
+        return Prediction(length, ell, expected_tokens(alphas), t)
+
+    def predict_from_confidences(self, confidences: Sequence[float], ell: int, channel: ChannelView) -> Prediction:
+        return self.predict(self.acceptance.predict_many(ell, confidences), ell, channel)
+
+    def best(
+        self, lengths: Sequence[int], ells: Sequence[int], alpha_for: Callable[[int], float], channel: ChannelView
+    ) -> Prediction:
+        """Argmax of predicted throughput over (L, ℓ), with the same α̂ = alpha_for(ℓ) at every position."""
+        best: Prediction | None = None
+        for ell in ells:
+            a = alpha_for(ell)
+            for length in lengths:
+                t = self.timing.round_time(length, ell, channel)
+                p = Prediction(length, ell, expected_tokens_iid(a, length), t)
+                if best is None or p.throughput > best.throughput:
+                    best = p
+        if best is None:
+            raise ControllerError("empty (L, ell) search space")
+        return best

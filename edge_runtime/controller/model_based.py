@@ -1,0 +1,118 @@
+"""Model-based adaptive controller: pick (L, ℓ) maximising predicted throughput, stop drafting per token when the
+next draft token is predicted not to pay (in the spirit of SpecDec++ / AdaEDL).
+
+Per round: α̂ for the coming tokens = ``next``-table prediction from the confidence of the last accepted token;
+(L*, ℓ*) = argmax E[N]/T over the allowed grid. With early stopping the round may draft up to ``max_length``;
+after drafting token i (confidence c_i), with P_i = Π_{j≤i} α̂(c_j), E_i = Σ_{k=0..i} P_k and T_i the predicted
+round time for i tokens, one more token adds P_i·α̂_next(c_i) expected tokens and Δt time; it pays iff
+P_i·α̂_next(c_i)/Δt > E_i/T_i (the ratio (E+g)/(T+Δt) beats E/T exactly then; with a constant α̂ later tokens
+add less, so the one-step test is also the look-ahead test).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .base import Controller
+from .model import Prediction, ThroughputModel, TimingPriors
+from .types import ChannelView, ControllerError, Decision, RoundObservation
+
+if TYPE_CHECKING:
+    from edge_runtime.channel.estimator import ChannelEstimator
+
+log = logging.getLogger(__name__)
+
+
+class ModelBasedController(Controller):
+    def __init__(
+        self,
+        vocab_size: int,
+        lengths: Sequence[int] = tuple(range(1, 13)),
+        ells: Sequence[int] = (240, 720),
+        early_stop: bool = True,
+        explore_rounds: int = 4,
+        epsilon: float = 0.02,
+        seed: int = 0,
+        timing_priors: TimingPriors | None = None,
+        channel_estimator: ChannelEstimator | None = None,
+        model: ThroughputModel | None = None,
+    ) -> None:
+        if not lengths or min(lengths) < 1 or not ells or min(ells) < 1:
+            raise ControllerError("need non-empty L and ell sets with positive values")
+        self.lengths = tuple(sorted(set(lengths)))
+        self.ells = tuple(sorted(set(ells)))
+        self.early_stop = early_stop
+        self.explore_rounds = explore_rounds
+        self.epsilon = epsilon
+        self.model = model or ThroughputModel(vocab_size, timing_priors)
+        if channel_estimator is None:
+            from edge_runtime.channel.estimator import ChannelEstimator
+
+            channel_estimator = ChannelEstimator()
+        self.channel = channel_estimator
+        self._rng = np.random.default_rng(seed)
+        self.name = "model" + ("+stop" if early_stop else "")
+        self._last_conf = 0.9
+        self._round: _RoundState | None = None
+        self.last_prediction: Prediction | None = None
+
+    def _channel(self, hint: ChannelView | None) -> ChannelView:
+        return hint if hint is not None else self.channel.view()
+
+    def choose(self, channel: ChannelView | None = None) -> Decision:
+        view = self._channel(channel)
+        under_explored = [e for e in self.ells if self.model.acceptance.samples.get(e, 0) < self.explore_rounds * 2]
+        if under_explored:
+            ells: Sequence[int] = (under_explored[0],)
+        elif self.epsilon > 0 and self._rng.random() < self.epsilon:
+            ells = (self.ells[int(self._rng.integers(len(self.ells)))],)
+        else:
+            ells = self.ells
+        best = self.model.best(
+            self.lengths, ells, lambda e: self.model.acceptance.predict_next(e, self._last_conf), view
+        )
+        self.last_prediction = best
+        length = self.lengths[-1] if self.early_stop else best.length
+        self._round = _RoundState(best.ell, view, self.model)
+        return Decision(length, best.ell)
+
+    def should_continue(self, confidence: float, position: int) -> bool:
+        if not self.early_stop or self._round is None:
+            return True
+        return self._round.add(confidence, position)
+
+    def observe(self, obs: RoundObservation) -> None:
+        self.model.observe(obs)
+        if obs.elapsed_s is not None and obs.uplink_bits > 0:
+            self.channel.observe_round(obs.uplink_bits, obs.elapsed_s, obs.verify_s)
+        if obs.accepted > 0:
+            self._last_conf = float(obs.confidences[obs.accepted - 1])
+        self._round = None
+
+    def reset(self) -> None:
+        self._last_conf = 0.9
+        self._round = None
+
+
+class _RoundState:
+    """Running P_i, E_i for the early-stopping test within one round."""
+
+    def __init__(self, ell: int, view: ChannelView, model: ThroughputModel) -> None:
+        self.ell = ell
+        self.view = view
+        self.model = model
+        self.prob_all = 1.0
+        self.expected = 1.0
+        self.dt = model.timing.marginal_time(ell, view)
+
+    def add(self, confidence: float, position: int) -> bool:
+        acc = self.model.acceptance
+        self.prob_all *= acc.predict(self.ell, confidence)
+        self.expected += self.prob_all
+        t_now = self.model.timing.round_time(position, self.ell, self.view)
+        gain = self.prob_all * acc.predict_next(self.ell, confidence)
+        return gain / self.dt > self.expected / t_now
