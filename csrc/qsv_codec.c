@@ -1,0 +1,396 @@
+/*
+ * QSV lattice-point codec: message framing (flag bit, auto choice, exact length and padding rules), the sparse
+ * variable-length code, and token-id packing. The enumerative payload lives in qsv_codec_enum.c.
+ * Layout reference: docs/CODEC.md.
+ */
+#include <string.h>
+
+#include "qsv_codec_internal.h"
+
+#define GAP_K_BITS 5u
+#define GAP_K_MAX 24u
+#define CNT_K_BITS 4u
+#define CNT_K_MAX 15u
+enum { FAMILY_RICE = 0, FAMILY_EXPGOLOMB = 1 };
+
+static int valid_dims(uint32_t vocab_size, uint32_t ell) {
+    return vocab_size >= 1 && vocab_size <= QSV_CODEC_MAX_VOCAB && ell >= 1 && ell <= QSV_CODEC_MAX_ELL;
+}
+
+int qsv_codec_params_init(qsv_codec_params *params, uint32_t vocab_size, uint32_t ell, void *workspace,
+                          size_t workspace_bytes) {
+    if (params == NULL || !valid_dims(vocab_size, ell)) return QSV_CODEC_E_ARG;
+    qsv_codec_params p;
+    memset(&p, 0, sizeof p);
+    p.vocab_size = vocab_size;
+    p.ell = ell;
+    p.max_nnz = ell < vocab_size ? ell : vocab_size;
+    p.token_bits = qsv_bitlen32(vocab_size - 1);
+    p.nnz_bits = qsv_bitlen32(p.max_nnz - 1);
+    p.workspace_bytes = qsv_codec_workspace_bytes(vocab_size, ell);
+    int certain;
+    qsv_enum_bound_float(vocab_size, ell, &p.bound_bits, &certain);
+    if (!certain) {
+        int rc = qsv_codec_bound_bits(vocab_size, ell, &p.bound_bits, workspace, workspace_bytes);
+        if (rc) return rc;
+    }
+    *params = p;
+    return 0;
+}
+
+static int valid_params(const qsv_codec_params *p) { return p != NULL && valid_dims(p->vocab_size, p->ell); }
+
+int qsv_codec_check_point(const qsv_codec_params *p, const uint32_t *indices, const uint32_t *counts,
+                          uint32_t nnz) {
+    if (!valid_params(p)) return QSV_CODEC_E_ARG;
+    if (nnz == 0 || nnz > p->max_nnz || indices == NULL || counts == NULL) return QSV_CODEC_E_POINT;
+    uint64_t sum = 0;
+    for (uint32_t j = 0; j < nnz; ++j) {
+        if (indices[j] >= p->vocab_size || counts[j] == 0) return QSV_CODEC_E_POINT;
+        if (j > 0 && indices[j] <= indices[j - 1]) return QSV_CODEC_E_POINT;
+        sum += counts[j];
+    }
+    return sum == p->ell ? 0 : QSV_CODEC_E_POINT;
+}
+
+/* ------------------------------------------------------------------ sparse code ---------------------------- */
+
+typedef struct sparse_plan {
+    unsigned gap_family, gap_k, cnt_family, cnt_k;
+    uint64_t bits; /* whole message, flag included */
+} sparse_plan;
+
+/* Cost in bits of coding the values v(j) (gaps or counts-1) with one family and parameter. */
+static uint64_t gap_cost(const uint32_t *idx, uint32_t m, unsigned family, unsigned k) {
+    uint64_t s = 0;
+    uint32_t prev1 = 0; /* previous index + 1 */
+    if (family == FAMILY_RICE) {
+        for (uint32_t j = 0; j < m; ++j) {
+            s += (idx[j] - prev1) >> k;
+            prev1 = idx[j] + 1;
+        }
+        return s + (uint64_t)m * (k + 1);
+    }
+    for (uint32_t j = 0; j < m; ++j) {
+        s += qsv_bitlen32((idx[j] - prev1) + (1u << k));
+        prev1 = idx[j] + 1;
+    }
+    return 2 * s - (uint64_t)m * (k + 1);
+}
+
+static uint64_t cnt_cost(const uint32_t *cnt, uint32_t n, unsigned family, unsigned k) {
+    uint64_t s = 0;
+    if (family == FAMILY_RICE) {
+        for (uint32_t j = 0; j < n; ++j) s += (cnt[j] - 1u) >> k;
+        return s + (uint64_t)n * (k + 1);
+    }
+    for (uint32_t j = 0; j < n; ++j) s += qsv_bitlen32((cnt[j] - 1u) + (1u << k));
+    return 2 * s - (uint64_t)n * (k + 1);
+}
+
+typedef uint64_t (*cost_fn)(const uint32_t *, uint32_t, unsigned, unsigned);
+
+/* Local search over k (the costs are convex in k for Rice and nearly so for Exp-Golomb). */
+static void best_k(cost_fn f, const uint32_t *v, uint32_t n, unsigned family, unsigned start, unsigned kmax,
+                   unsigned *k_out, uint64_t *cost_out) {
+    unsigned k = start > kmax ? kmax : start;
+    uint64_t c = f(v, n, family, k);
+    while (k < kmax) {
+        uint64_t cn = f(v, n, family, k + 1);
+        if (cn >= c) break;
+        c = cn;
+        ++k;
+    }
+    while (k > 0) {
+        uint64_t cn = f(v, n, family, k - 1);
+        if (cn >= c) break;
+        c = cn;
+        --k;
+    }
+    *k_out = k;
+    *cost_out = c;
+}
+
+static void choose(cost_fn f, const uint32_t *v, uint32_t n, unsigned start, unsigned kmax, unsigned *family,
+                   unsigned *k, uint64_t *cost) {
+    unsigned kr, ke;
+    uint64_t cr, ce;
+    best_k(f, v, n, FAMILY_RICE, start, kmax, &kr, &cr);
+    best_k(f, v, n, FAMILY_EXPGOLOMB, start > 0 ? start - 1 : 0, kmax, &ke, &ce);
+    if (ce < cr) {
+        *family = FAMILY_EXPGOLOMB;
+        *k = ke;
+        *cost = ce;
+    } else {
+        *family = FAMILY_RICE;
+        *k = kr;
+        *cost = cr;
+    }
+}
+
+static void sparse_plan_make(const qsv_codec_params *p, const uint32_t *idx, const uint32_t *cnt, uint32_t m,
+                             sparse_plan *plan) {
+    uint64_t bits = 1u + p->nnz_bits + 1u + GAP_K_BITS;
+    /* start the search near log2 of the mean value */
+    uint64_t gap_total = (uint64_t)idx[m - 1] + 1u - m;
+    unsigned start = qsv_bitlen32((uint32_t)(gap_total / m));
+    start = start > 0 ? start - 1 : 0;
+    uint64_t c;
+    choose(gap_cost, idx, m, start, GAP_K_MAX, &plan->gap_family, &plan->gap_k, &c);
+    bits += c;
+    plan->cnt_family = FAMILY_RICE;
+    plan->cnt_k = 0;
+    if (m >= 2) {
+        uint64_t cnt_total = 0;
+        for (uint32_t j = 0; j + 1 < m; ++j) cnt_total += cnt[j] - 1u;
+        start = qsv_bitlen32((uint32_t)(cnt_total / (m - 1)));
+        start = start > 0 ? start - 1 : 0;
+        choose(cnt_cost, cnt, m - 1, start, CNT_K_MAX, &plan->cnt_family, &plan->cnt_k, &c);
+        bits += 1u + CNT_K_BITS + c;
+    }
+    plan->bits = bits;
+}
+
+static void put_value(qsv_bitwriter *w, uint32_t x, unsigned family, unsigned k) {
+    if (family == FAMILY_RICE) {
+        qsv_bw_zeros(w, x >> k);
+        qsv_bw_put(w, 1, 1);
+        qsv_bw_put(w, x, k);
+    } else {
+        uint32_t y = x + (1u << k);
+        unsigned nb = qsv_bitlen32(y);
+        qsv_bw_zeros(w, nb - k - 1);
+        qsv_bw_put(w, y, nb);
+    }
+}
+
+static void sparse_write(const qsv_codec_params *p, const uint32_t *idx, const uint32_t *cnt, uint32_t m,
+                         const sparse_plan *plan, qsv_bitwriter *w) {
+    qsv_bw_put(w, m - 1, p->nnz_bits);
+    qsv_bw_put(w, plan->gap_family, 1);
+    qsv_bw_put(w, plan->gap_k, GAP_K_BITS);
+    if (m >= 2) {
+        qsv_bw_put(w, plan->cnt_family, 1);
+        qsv_bw_put(w, plan->cnt_k, CNT_K_BITS);
+    }
+    uint32_t prev1 = 0;
+    for (uint32_t j = 0; j < m; ++j) {
+        put_value(w, idx[j] - prev1, plan->gap_family, plan->gap_k);
+        prev1 = idx[j] + 1;
+    }
+    for (uint32_t j = 0; j + 1 < m; ++j) put_value(w, cnt[j] - 1u, plan->cnt_family, plan->cnt_k);
+}
+
+/* Read one value in [0, max] (max < 2^25). */
+static int get_value(qsv_bitreader *r, uint32_t max, unsigned family, unsigned k, uint32_t *x) {
+    int rc;
+    uint64_t zeros;
+    uint32_t bits;
+    if (family == FAMILY_RICE) {
+        rc = qsv_br_zeros(r, (uint64_t)(max >> k), &zeros);
+        if (rc) return rc;
+        rc = qsv_br_get(r, 1, &bits); /* the terminating 1 */
+        if (rc) return rc;
+        rc = qsv_br_get(r, k, &bits);
+        if (rc) return rc;
+        uint64_t v = (zeros << k) | bits;
+        if (v > max) return QSV_CODEC_E_MALFORMED;
+        *x = (uint32_t)v;
+        return 0;
+    }
+    unsigned maxlen = qsv_bitlen32(max + (1u << k)); /* longest y = x + 2^k */
+    rc = qsv_br_zeros(r, (uint64_t)(maxlen - k - 1), &zeros);
+    if (rc) return rc;
+    rc = qsv_br_get(r, (unsigned)zeros + k + 1, &bits); /* <= 26 bits, starts with the 1 */
+    if (rc) return rc;
+    uint32_t v = bits - (1u << k);
+    if (v > max) return QSV_CODEC_E_MALFORMED;
+    *x = v;
+    return 0;
+}
+
+static int sparse_read(const qsv_codec_params *p, qsv_bitreader *r, uint32_t *idx, uint32_t *cnt,
+                       uint32_t capacity, uint32_t *nnz_out) {
+    uint32_t field;
+    int rc = qsv_br_get(r, p->nnz_bits, &field);
+    if (rc) return rc;
+    if (field >= p->max_nnz) return QSV_CODEC_E_MALFORMED;
+    const uint32_t m = field + 1;
+    if (m > capacity) return QSV_CODEC_E_SPACE;
+    uint32_t gap_family, gap_k, cnt_family = FAMILY_RICE, cnt_k = 0;
+    rc = qsv_br_get(r, 1, &gap_family);
+    if (!rc) rc = qsv_br_get(r, GAP_K_BITS, &gap_k);
+    if (!rc && m >= 2) rc = qsv_br_get(r, 1, &cnt_family);
+    if (!rc && m >= 2) rc = qsv_br_get(r, CNT_K_BITS, &cnt_k);
+    if (rc) return rc;
+    if (gap_k > GAP_K_MAX) return QSV_CODEC_E_MALFORMED;
+    const uint32_t V = p->vocab_size, ell = p->ell;
+    uint32_t next = 0; /* smallest allowed index */
+    for (uint32_t j = 0; j < m; ++j) {
+        uint32_t room = V - (m - j) - next; /* m <= V: the remaining m-j entries need m-j-1 slots after this */
+        uint32_t gap;
+        rc = get_value(r, room, gap_family, gap_k, &gap);
+        if (rc) return rc;
+        idx[j] = next + gap;
+        next = idx[j] + 1;
+    }
+    uint32_t sum = 0;
+    for (uint32_t j = 0; j + 1 < m; ++j) {
+        uint32_t room = ell - (m - j) - sum; /* count - 1 may use what the remaining entries leave */
+        uint32_t c;
+        rc = get_value(r, room, cnt_family, cnt_k, &c);
+        if (rc) return rc;
+        cnt[j] = c + 1;
+        sum += c + 1;
+    }
+    cnt[m - 1] = ell - sum;
+    *nnz_out = m;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ framing -------------------------------- */
+
+static int plan_message(const qsv_codec_params *p, const uint32_t *idx, const uint32_t *cnt, uint32_t nnz,
+                        int mode, sparse_plan *plan, uint64_t *bits, int *chosen) {
+    if (mode != QSV_CODEC_MODE_AUTO && mode != QSV_CODEC_MODE_ENUM && mode != QSV_CODEC_MODE_SPARSE)
+        return QSV_CODEC_E_ARG;
+    int rc = qsv_codec_check_point(p, idx, cnt, nnz);
+    if (rc) return rc;
+    const uint64_t enum_bits = 1u + p->bound_bits;
+    if (mode == QSV_CODEC_MODE_ENUM) {
+        *bits = enum_bits;
+        *chosen = QSV_CODEC_MODE_ENUM;
+        return 0;
+    }
+    sparse_plan_make(p, idx, cnt, nnz, plan);
+    if (mode == QSV_CODEC_MODE_SPARSE || plan->bits <= enum_bits) {
+        *bits = plan->bits;
+        *chosen = QSV_CODEC_MODE_SPARSE;
+    } else {
+        *bits = enum_bits;
+        *chosen = QSV_CODEC_MODE_ENUM;
+    }
+    return 0;
+}
+
+int qsv_codec_encoded_bits(const qsv_codec_params *p, const uint32_t *indices, const uint32_t *counts,
+                           uint32_t nnz, int mode, uint64_t *bits_out, int *chosen_mode_out) {
+    if (bits_out == NULL) return QSV_CODEC_E_ARG;
+    sparse_plan plan;
+    int chosen;
+    int rc = plan_message(p, indices, counts, nnz, mode, &plan, bits_out, &chosen);
+    if (rc) return rc;
+    if (chosen_mode_out) *chosen_mode_out = chosen;
+    return 0;
+}
+
+int qsv_codec_encode(const qsv_codec_params *p, int mode, const uint32_t *indices, const uint32_t *counts,
+                     uint32_t nnz, uint8_t *out, size_t out_capacity, uint64_t *bits_out, int *chosen_mode_out,
+                     void *workspace, size_t workspace_bytes) {
+    sparse_plan plan;
+    uint64_t bits;
+    int chosen;
+    int rc = plan_message(p, indices, counts, nnz, mode, &plan, &bits, &chosen);
+    if (rc) return rc;
+    uint64_t bytes = (bits + 7) / 8;
+    if (out == NULL || (uint64_t)out_capacity < bytes) return QSV_CODEC_E_SPACE;
+    qsv_bitwriter w;
+    qsv_bw_init(&w, out, (size_t)bytes);
+    if (chosen == QSV_CODEC_MODE_SPARSE) {
+        qsv_bw_put(&w, 1, 1);
+        sparse_write(p, indices, counts, nnz, &plan, &w);
+    } else {
+        qsv_bw_put(&w, 0, 1);
+        rc = qsv_enum_write(p, indices, counts, nnz, &w, workspace, workspace_bytes);
+        if (rc) return rc;
+    }
+    size_t written = qsv_bw_finish(&w);
+    if (w.overflow || written != bytes) return QSV_CODEC_E_INTERNAL;
+    if (bits_out) *bits_out = bits;
+    if (chosen_mode_out) *chosen_mode_out = chosen;
+    return 0;
+}
+
+int qsv_codec_decode(const qsv_codec_params *p, const uint8_t *in, size_t in_len, uint32_t *indices,
+                     uint32_t *counts, uint32_t capacity, uint32_t *nnz_out, int *mode_out, void *workspace,
+                     size_t workspace_bytes) {
+    if (!valid_params(p) || (in == NULL && in_len > 0) || indices == NULL || counts == NULL || nnz_out == NULL)
+        return QSV_CODEC_E_ARG;
+    qsv_bitreader r;
+    qsv_br_init(&r, in, in_len);
+    uint32_t flag;
+    int rc = qsv_br_get(&r, 1, &flag);
+    if (rc) return rc;
+    uint32_t nnz = 0;
+    if (flag) {
+        rc = sparse_read(p, &r, indices, counts, capacity, &nnz);
+    } else {
+        rc = qsv_enum_read(p, &r, indices, counts, capacity, &nnz, workspace, workspace_bytes);
+    }
+    if (rc) return rc;
+    rc = qsv_br_finish(&r);
+    if (rc) return rc;
+    *nnz_out = nnz;
+    if (mode_out) *mode_out = flag ? QSV_CODEC_MODE_SPARSE : QSV_CODEC_MODE_ENUM;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ token ids ------------------------------ */
+
+size_t qsv_codec_token_bytes(uint32_t vocab_size, size_t count) {
+    if (vocab_size < 1 || vocab_size > QSV_CODEC_MAX_VOCAB) return 0;
+    size_t w = qsv_bitlen32(vocab_size - 1);
+    return (count / 8) * w + ((count % 8) * w + 7) / 8;
+}
+
+int qsv_codec_pack_tokens(const uint32_t *ids, size_t count, uint32_t vocab_size, uint8_t *out,
+                          size_t out_capacity) {
+    if (vocab_size < 1 || vocab_size > QSV_CODEC_MAX_VOCAB || (ids == NULL && count > 0)) return QSV_CODEC_E_ARG;
+    size_t bytes = qsv_codec_token_bytes(vocab_size, count);
+    if (out_capacity < bytes || (out == NULL && bytes > 0)) return QSV_CODEC_E_SPACE;
+    unsigned w = qsv_bitlen32(vocab_size - 1);
+    for (size_t i = 0; i < count; ++i) {
+        if (ids[i] >= vocab_size) return QSV_CODEC_E_RANGE;
+    }
+    qsv_bitwriter bw;
+    qsv_bw_init(&bw, out, bytes);
+    for (size_t i = 0; i < count; ++i) qsv_bw_put(&bw, ids[i], w);
+    if (qsv_bw_finish(&bw) != bytes || bw.overflow) return QSV_CODEC_E_INTERNAL;
+    return 0;
+}
+
+int qsv_codec_unpack_tokens(const uint8_t *in, size_t in_len, size_t count, uint32_t vocab_size, uint32_t *ids) {
+    if (vocab_size < 1 || vocab_size > QSV_CODEC_MAX_VOCAB || (in == NULL && in_len > 0) ||
+        (ids == NULL && count > 0))
+        return QSV_CODEC_E_ARG;
+    size_t bytes = qsv_codec_token_bytes(vocab_size, count);
+    if (in_len < bytes) return QSV_CODEC_E_TRUNCATED;
+    if (in_len > bytes) return QSV_CODEC_E_TRAILING;
+    unsigned w = qsv_bitlen32(vocab_size - 1);
+    qsv_bitreader r;
+    qsv_br_init(&r, in, in_len);
+    for (size_t i = 0; i < count; ++i) {
+        uint32_t v;
+        int rc = qsv_br_get(&r, w, &v);
+        if (rc) return rc;
+        if (v >= vocab_size) return QSV_CODEC_E_RANGE;
+        ids[i] = v;
+    }
+    return qsv_br_finish(&r);
+}
+
+const char *qsv_codec_strerror(int status) {
+    switch (status) {
+    case QSV_CODEC_OK: return "ok";
+    case QSV_CODEC_E_ARG: return "invalid argument (vocab size, ell, mode or pointer)";
+    case QSV_CODEC_E_POINT: return "invalid lattice point (indices not strictly increasing and < V, zero count, "
+                                   "or counts not summing to ell)";
+    case QSV_CODEC_E_SPACE: return "buffer, output arrays or workspace too small";
+    case QSV_CODEC_E_TRUNCATED: return "message truncated";
+    case QSV_CODEC_E_MALFORMED: return "malformed message (field out of range)";
+    case QSV_CODEC_E_RANGE: return "value out of range (enumerative index >= C(ell+V-1, V-1) or token id >= V)";
+    case QSV_CODEC_E_TRAILING: return "trailing bytes or nonzero padding bits after the message";
+    case QSV_CODEC_E_INTERNAL: return "internal codec error";
+    default: return "unknown codec status";
+    }
+}

@@ -1,0 +1,106 @@
+/*
+ * QSV lattice-point codec: how a quantized draft distribution b (counts over V tokens summing to ell) and the
+ * drafted token ids travel on the uplink. Bit layout: docs/CODEC.md.
+ *
+ * Two payloads behind a 1-bit flag (first bit of the message):
+ *   0  enumerative index: exactly ceil(log2 C(ell+V-1, V-1)) bits, the paper's fixed-length bound;
+ *   1  sparse code: nonzero count, index gaps and counts in Rice / Exp-Golomb codes with per-message parameters.
+ * Auto mode sends the shorter one, so a message never exceeds bound + 1 bits (rounded up to whole bytes).
+ *
+ * Conventions: C11, no globals, no allocation; the caller owns every buffer. Functions that need bignum scratch
+ * space take a workspace of at least qsv_codec_workspace_bytes(V, ell) bytes (any alignment). Every function
+ * returns QSV_CODEC_OK (0) or a negative qsv_codec_status. Decoders never read or write out of bounds and reject
+ * malformed, truncated or non-canonical input (wrong length, nonzero padding bits). Thread-safe: no shared state.
+ */
+#ifndef QSV_CODEC_H
+#define QSV_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CFFI_BEGIN */
+enum qsv_codec_status {
+    QSV_CODEC_OK = 0,
+    QSV_CODEC_E_ARG = -1,       /* invalid argument: V or ell out of range, NULL pointer, unknown mode */
+    QSV_CODEC_E_POINT = -2,     /* the lattice point breaks its invariants (order, range, zero count, sum) */
+    QSV_CODEC_E_SPACE = -3,     /* output buffer, output arrays or workspace too small */
+    QSV_CODEC_E_TRUNCATED = -4, /* the message ends before the decoder is done */
+    QSV_CODEC_E_MALFORMED = -5, /* a field holds a value the format does not allow */
+    QSV_CODEC_E_RANGE = -6,     /* enumerative index >= C(ell+V-1, V-1), or a token id >= V */
+    QSV_CODEC_E_TRAILING = -7,  /* bytes beyond the message, or nonzero padding bits */
+    QSV_CODEC_E_INTERNAL = -8   /* an internal consistency check failed (a bug: please report) */
+};
+
+enum qsv_codec_mode {
+    QSV_CODEC_MODE_AUTO = 0,    /* the shorter of ENUM and SPARSE (SPARSE on a tie) */
+    QSV_CODEC_MODE_ENUM = 1,
+    QSV_CODEC_MODE_SPARSE = 2
+};
+
+/* Per-(V, ell) constants, filled by qsv_codec_params_init; read-only afterwards (share freely across threads). */
+typedef struct qsv_codec_params {
+    uint32_t vocab_size;       /* V, 1 .. 2^24 */
+    uint32_t ell;              /* 1 .. 65535 */
+    uint32_t max_nnz;          /* min(V, ell): most nonzero entries a point can have */
+    uint32_t token_bits;       /* ceil(log2 V): width of a packed token id */
+    uint32_t nnz_bits;         /* ceil(log2 max_nnz): width of the sparse header's nnz-1 field */
+    uint64_t bound_bits;       /* ceil(log2 C(ell+V-1, V-1)): width of the enumerative index */
+    size_t workspace_bytes;    /* workspace the enumerative coder needs for these V, ell */
+} qsv_codec_params;
+
+/* Workspace bytes for qsv_codec_params_init / encode / decode at these V, ell (0 if V or ell is out of range). */
+size_t qsv_codec_workspace_bytes(uint32_t vocab_size, uint32_t ell);
+
+/* Fill *params. The bound is computed in floating point with a rigorous error bound and, only when that cannot
+ * decide the ceiling (C within a relative 1e-9 of a power of two), exactly with bignums in the workspace. */
+int qsv_codec_params_init(qsv_codec_params *params, uint32_t vocab_size, uint32_t ell,
+                          void *workspace, size_t workspace_bytes);
+
+/* Exact ceil(log2 C(ell+V-1, V-1)) without a params struct (needs the same workspace). */
+int qsv_codec_bound_bits(uint32_t vocab_size, uint32_t ell, uint64_t *bits_out,
+                         void *workspace, size_t workspace_bytes);
+
+/* Validate a lattice point (nnz entries: strictly increasing indices < V, counts >= 1, sum ell). */
+int qsv_codec_check_point(const qsv_codec_params *params, const uint32_t *indices, const uint32_t *counts,
+                          uint32_t nnz);
+
+/* Exact message length in bits (flag bit included) that qsv_codec_encode would produce in this mode. No
+ * workspace needed: the enumerative length is 1 + bound_bits. Validates the point. */
+int qsv_codec_encoded_bits(const qsv_codec_params *params, const uint32_t *indices, const uint32_t *counts,
+                           uint32_t nnz, int mode, uint64_t *bits_out, int *chosen_mode_out);
+
+/* Encode into out (ceil(bits / 8) bytes, padding bits zero). *bits_out (may be NULL) gets the bit length,
+ * *chosen_mode_out (may be NULL) QSV_CODEC_MODE_ENUM or QSV_CODEC_MODE_SPARSE. The workspace is only used when the
+ * enumerative payload is written (it may be NULL in SPARSE mode). */
+int qsv_codec_encode(const qsv_codec_params *params, int mode, const uint32_t *indices, const uint32_t *counts,
+                     uint32_t nnz, uint8_t *out, size_t out_capacity, uint64_t *bits_out, int *chosen_mode_out,
+                     void *workspace, size_t workspace_bytes);
+
+/* Decode a whole message of in_len bytes. indices/counts must hold `capacity` entries (params->max_nnz always
+ * suffices). Checks everything: field ranges, sum, order, index < C, exact length, zero padding. */
+int qsv_codec_decode(const qsv_codec_params *params, const uint8_t *in, size_t in_len, uint32_t *indices,
+                     uint32_t *counts, uint32_t capacity, uint32_t *nnz_out, int *mode_out,
+                     void *workspace, size_t workspace_bytes);
+
+/* Token ids at ceil(log2 V) bits each, MSB first, zero-padded to whole bytes. */
+size_t qsv_codec_token_bytes(uint32_t vocab_size, size_t count);
+int qsv_codec_pack_tokens(const uint32_t *ids, size_t count, uint32_t vocab_size, uint8_t *out,
+                          size_t out_capacity);
+int qsv_codec_unpack_tokens(const uint8_t *in, size_t in_len, size_t count, uint32_t vocab_size, uint32_t *ids);
+
+/* Static description of a status code. */
+const char *qsv_codec_strerror(int status);
+/* CFFI_END */
+
+#define QSV_CODEC_MAX_VOCAB (1u << 24)
+#define QSV_CODEC_MAX_ELL 65535u
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QSV_CODEC_H */
