@@ -173,12 +173,21 @@ def packed_size(count: int, vocab_size: int) -> int:
     return (count * token_bits(vocab_size) + 7) // 8
 
 
+_SMALL = 64  # up to this many ids, Python integers beat numpy
+
+
 def pack_ids(ids: Sequence[int], vocab_size: int) -> bytes:
     """Token i occupies bits [i·b, (i+1)·b) of the output, least significant bit first (b = ⌈log2 V⌉)."""
     bits = token_bits(vocab_size)
+    if len(ids) <= _SMALL:
+        acc = 0
+        for i, t in enumerate(ids):
+            t = int(t)
+            if not 0 <= t < vocab_size:
+                raise ValueError(f"token id {t} out of range for vocab_size {vocab_size}")
+            acc |= t << (i * bits)
+        return acc.to_bytes(packed_size(len(ids), vocab_size), "little")
     arr = np.asarray(ids, dtype=np.int64)
-    if arr.size == 0:
-        return b""
     if arr.min() < 0 or arr.max() >= vocab_size:
         raise ValueError(f"token id out of range for vocab_size {vocab_size}")
     as_bytes = arr.astype("<u4").view(np.uint8).reshape(-1, 4)
@@ -190,8 +199,13 @@ def unpack_ids(data: bytes, count: int, vocab_size: int) -> tuple[int, ...]:
     bits = token_bits(vocab_size)
     if len(data) != packed_size(count, vocab_size):
         raise ValueError("packed token data has the wrong length")
-    if count == 0:
-        return ()
+    if count <= _SMALL:
+        acc = int.from_bytes(data, "little")
+        mask = (1 << bits) - 1
+        out = tuple((acc >> (i * bits)) & mask for i in range(count))
+        if out and max(out) >= vocab_size:
+            raise ValueError(f"token id {max(out)} out of range for vocab_size {vocab_size}")
+        return out
     flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: count * bits]
     padded = np.zeros((count, 32), dtype=np.uint8)
     padded[:, :bits] = flat.reshape(count, bits)
@@ -209,6 +223,7 @@ _DRAFT_FIXED = struct.Struct("<Q I I I H B B")  # session, round_seq, position, 
 _FEEDBACK_FIXED = struct.Struct("<Q I I B I I I B")  # session, seq, position, accepted, next, queue, verify, n_probs
 _ERROR_FIXED = struct.Struct("<Q I H H")  # session, round_seq, code, message length
 _CLOSE_FIXED = struct.Struct("<Q B")
+_U32 = struct.Struct("<I")
 
 
 def _check_id(value: str, what: str, limits: Limits) -> bytes:
@@ -301,15 +316,15 @@ def encode(msg: Message, limits: Limits = DEFAULT_LIMITS) -> bytes:
             raise ProtocolError(ErrorCode.TOO_LARGE, "feedback longer than the maximum draft length")
         if n and msg.accepted > n:
             raise ProtocolError(ErrorCode.MALFORMED, "accepted count exceeds the number of probabilities")
-        probs = np.asarray(msg.accept_probs, dtype=np.float64)
-        if n and not (np.all(np.isfinite(probs)) and probs.min() >= 0.0 and probs.max() <= 1.0):
+        probs = [float(a) for a in msg.accept_probs]
+        if not all(0.0 <= a <= 1.0 for a in probs):  # also rejects NaN
             raise ProtocolError(ErrorCode.MALFORMED, "acceptance probabilities must lie in [0, 1]")
         fixed = _FEEDBACK_FIXED.pack(
             _check_u(msg.session_id, 64, "session_id"), _check_u(msg.round_seq, 32, "round_seq"),
             _check_u(msg.position, 32, "position"), msg.accepted, _check_u(msg.next_token, 32, "next_token"),
             _check_u(msg.queue_us, 32, "queue_us"), _check_u(msg.verify_us, 32, "verify_us"), n,
         )
-        fixed_probs = np.rint(probs * 65535.0).astype("<u2").tobytes() if n else b""
+        fixed_probs = struct.pack(f"<{n}H", *(round(a * 65535.0) for a in probs))
         return _frame(MsgType.FEEDBACK, fixed + fixed_probs, 0, limits)
     if isinstance(msg, ErrorReply):
         text = msg.message[: limits.max_error_chars].encode("utf-8")[: limits.max_error_chars * 4]
@@ -398,7 +413,7 @@ def decode(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS
 
 def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Message:
     header = decode_header(data, limits)
-    r = _Reader(memoryview(bytes(data))[HEADER_SIZE:])
+    r = _Reader(memoryview(data)[HEADER_SIZE:])
     mtype = MsgType(header.msg_type)
     if mtype is MsgType.OPEN:
         session, vocab, next_seq, temp, top_k, top_p, seed, n_hist, vhash = r.unpack(_OPEN_FIXED, "open")
@@ -434,7 +449,7 @@ def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Message:
         tokens = unpack_ids(bytes(r.take(packed_size(n, vocab), "draft tokens")), n, vocab)
         blobs = []
         for _ in range(n):
-            (size,) = r.unpack(struct.Struct("<I"), "lattice length")
+            (size,) = r.unpack(_U32, "lattice length")
             if size == 0:
                 raise ProtocolError(ErrorCode.MALFORMED, "empty lattice point", session, seq)
             blobs.append(bytes(r.take(size, "lattice point")))
@@ -446,7 +461,7 @@ def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Message:
             raise ProtocolError(ErrorCode.MALFORMED, "feedback counts out of range", session, seq)
         raw = bytes(r.take(2 * n, "acceptance probabilities"))
         r.done()
-        probs = tuple(float(v) / 65535.0 for v in np.frombuffer(raw, dtype="<u2"))
+        probs = tuple(v / 65535.0 for v in struct.unpack(f"<{n}H", raw))
         return Feedback(session, seq, position, accepted, next_token, probs, queue_us, verify_us)
     if mtype is MsgType.ERROR:
         session, seq, code, n = r.unpack(_ERROR_FIXED, "error")

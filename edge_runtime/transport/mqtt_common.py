@@ -1,16 +1,21 @@
-"""paho-mqtt 2.x client construction shared by the board and the verifier: MQTT 5, TLS, credentials,
-TCP_NODELAY on connect, reconnect with exponential backoff."""
+"""paho-mqtt 2.x client plumbing shared by the board and the verifier: MQTT 5, TLS, credentials, TCP_NODELAY on
+connect, an owner-thread loop driver with reconnect + exponential backoff, and cheap PUBLISH properties."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import ssl
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +53,11 @@ def make_client(
     client_id: str,
     endpoint: BrokerEndpoint,
     on_connect: Callable[[mqtt.Client], None] | None = None,
-    reconnect_min_s: float = 0.05,
-    reconnect_max_s: float = 5.0,
 ) -> mqtt.Client:
     """An MQTT 5 client; ``on_connect(client)`` runs (on the network thread) after every successful (re)connect,
     after TCP_NODELAY is set; use it to (re)subscribe."""
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=True
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=False
     )
     if endpoint.username is not None:
         client.username_pw_set(endpoint.username, endpoint.password)
@@ -66,7 +69,6 @@ def make_client(
             cert_reqs=ssl.CERT_REQUIRED,
             tls_version=ssl.PROTOCOL_TLS_CLIENT,
         )
-    client.reconnect_delay_set(min_delay=reconnect_min_s, max_delay=reconnect_max_s)  # type: ignore[arg-type]
     client.max_inflight_messages_set(100)
 
     def _on_connect(c: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode, props: object) -> None:
@@ -82,7 +84,106 @@ def make_client(
     return client
 
 
-def connect_and_start(client: mqtt.Client, endpoint: BrokerEndpoint, keepalive: int = 30) -> None:
-    """Connect (clean start) and run the network loop on its own thread; reconnects happen in that thread."""
-    client.connect(endpoint.host, endpoint.port, keepalive=keepalive, clean_start=True)
-    client.loop_start()
+class LoopDriver:
+    """Drives a paho client from its owner's thread — no paho network thread. Callbacks run inside ``pump`` and
+    only enqueue; the owner processes the queue between pumps. This saves two thread hand-offs per message
+    direction (about 0.1–0.3 ms per round on a loaded machine) and makes the board side single-threaded.
+    A lost connection is re-established with exponential backoff (``min_s`` doubling up to ``max_s``)."""
+
+    def __init__(self, client: mqtt.Client, endpoint: BrokerEndpoint, keepalive: int = 60,
+                 min_s: float = 0.05, max_s: float = 5.0) -> None:
+        self.client = client
+        self.endpoint = endpoint
+        self.keepalive = keepalive
+        self.min_s = min_s
+        self.max_s = max_s
+        self._backoff = min_s
+        self._next_attempt = 0.0
+        self.reconnects = 0
+
+    def connect(self) -> None:
+        """First connection; raises OSError / ssl.SSLError when the broker cannot be reached."""
+        self.client.connect(self.endpoint.host, self.endpoint.port, keepalive=self.keepalive, clean_start=True)
+
+    def pump(self, timeout_s: float) -> None:
+        """Run network I/O (and callbacks) for up to ``timeout_s``; returns early once something was processed."""
+        now = time.monotonic()
+        if self._next_attempt:
+            if now < self._next_attempt:
+                time.sleep(min(timeout_s, self._next_attempt - now))
+                return
+            try:
+                self.client.reconnect()
+                self._next_attempt = 0.0
+                self._backoff = self.min_s
+                self.reconnects += 1
+            except (OSError, ssl.SSLError) as exc:
+                log.info("reconnect to %s:%d failed (%s); next try in %.2fs", self.endpoint.host,
+                         self.endpoint.port, exc, self._backoff)
+                self._schedule_reconnect()
+                return
+        rc = self.client.loop(timeout=max(0.0, timeout_s))
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            log.info("connection lost (%s); reconnecting", mqtt.error_string(rc))
+            self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        self._next_attempt = time.monotonic() + self._backoff
+        self._backoff = min(self.max_s, self._backoff * 2)
+
+    def pump_until(self, done: Callable[[], bool], timeout_s: float, slice_s: float = 0.05) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.pump(min(left, slice_s))
+        return True
+
+    def close(self) -> None:
+        if self.client.is_connected():
+            self.client.disconnect()
+            self.client.loop(timeout=0.05)
+
+
+class _PrepackedProperties(Properties):
+    """PUBLISH properties whose wire form is computed once, by hand: paho's generic ``Properties.pack`` costs
+    ~50 µs per publish in pure Python, a large share of the per-round budget. Attribute reads behave as usual."""
+
+    def pack(self) -> bytes:  # noqa: D401 - paho API
+        return self.__dict__["_qsv_packed"]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+@functools.cache
+def _publish_template() -> Properties:
+    return Properties(PacketTypes.PUBLISH)
+
+
+def publish_properties(response_topic: str | None, correlation: bytes | None, expiry_s: int | None) -> Properties:
+    """MQTT 5 PUBLISH properties (message expiry 0x02, response topic 0x08, correlation data 0x09)."""
+    body = bytearray()
+    attrs: dict[str, object] = {}
+    if expiry_s is not None:
+        body += b"\x02" + struct.pack(">I", expiry_s)
+        attrs["MessageExpiryInterval"] = expiry_s
+    if response_topic is not None:
+        raw = response_topic.encode("utf-8")
+        body += b"\x08" + struct.pack(">H", len(raw)) + raw
+        attrs["ResponseTopic"] = response_topic
+    if correlation is not None:
+        body += b"\x09" + struct.pack(">H", len(correlation)) + correlation
+        attrs["CorrelationData"] = correlation
+    props = _PrepackedProperties.__new__(_PrepackedProperties)  # Properties.__init__ alone costs ~40 µs
+    props.__dict__.update(_publish_template().__dict__)
+    props.__dict__.update(attrs)
+    props.__dict__["_qsv_packed"] = _varint(len(body)) + bytes(body)
+    return props

@@ -1,0 +1,368 @@
+"""MQTT 5 binding of the verifier: one worker process of a verifier group.
+
+Subscriptions (docs/PROTOCOL.md, docs/DEPLOYMENT.md):
+- ``$share/<group>/qsv/v1/+/draft``: session opens (and stray rounds) are load-balanced over the group's workers;
+- ``qsv/v1/+/draft/<worker_id>``: rounds of the sessions this worker holds (session affinity: the KV cache stays).
+
+One thread drives the MQTT client (``LoopDriver``, no paho network thread); the paho callback only enqueues, and the
+same thread, between network pumps, decodes, checks (protocol limits, topic device owns the session,
+per-device token-bucket rate limit), deduplicates by (session, round seq) — a duplicate gets the cached reply —
+calls the handler (the transport-agnostic verifier core) and publishes the reply with QoS 1 on the device's
+feedback topic, echoing the correlation data. Sessions idle longer than ``idle_timeout_s`` are closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import paho.mqtt.client as mqtt
+
+from edge_runtime.protocol import (
+    CloseSession,
+    DraftRound,
+    ErrorCode,
+    ErrorReply,
+    Feedback,
+    Limits,
+    OpenAck,
+    OpenSession,
+    ProtocolError,
+    decode,
+    encode,
+)
+from edge_runtime.transport import topics
+from edge_runtime.transport.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
+
+log = logging.getLogger(__name__)
+
+
+class VerifierHandler(Protocol):
+    """What the MQTT service needs from the verifier core (plain dataclasses in and out)."""
+
+    def open(self, msg: OpenSession) -> int | ErrorReply:
+        """Create or replace the session with this full history; return the history length held."""
+
+    def verify(self, msg: DraftRound) -> Feedback | ErrorReply: ...
+
+    def close(self, session_id: int) -> None: ...
+
+
+class TokenBucket:
+    """``rate`` messages per second with bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class _Session:
+    device_id: str
+    last_seq: int = -1  # round seq of the last verified round
+    last_reply: bytes | None = None
+    last_active: float = 0.0
+
+
+@dataclass
+class ServiceStats:
+    received: int = 0
+    opens: int = 0
+    rounds: int = 0
+    duplicates: int = 0
+    stale_dropped: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    idle_closed: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    worker_id: str
+    group: str = topics.DEFAULT_SHARE_GROUP
+    idle_timeout_s: float = 60.0
+    rate_per_s: float = 200.0  # per device; a board sends one draft per round
+    rate_burst: float = 50.0
+    reply_expiry_s: int = 30
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class _Inbound:
+    topic: str
+    payload: bytes
+    correlation: bytes | None
+    received: float
+
+
+class MqttVerifierService:
+    """Runs until ``stop()``; ``start()`` connects and starts the network loop and the worker thread."""
+
+    def __init__(self, handler: VerifierHandler, endpoint: BrokerEndpoint, config: ServiceConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        topics.check_client_id(config.worker_id)
+        self.handler = handler
+        self.endpoint = endpoint
+        self.config = config
+        self.clock = clock
+        self.stats = ServiceStats()
+        self.sessions: dict[int, _Session] = {}
+        self._buckets: dict[str, TokenBucket] = {}
+        self._inbox: collections.deque[_Inbound] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._subscribed = threading.Event()
+        self.client = make_client(f"qsv-verifier-{config.worker_id}", endpoint, on_connect=self._on_connect)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.loop = LoopDriver(self.client, endpoint)
+
+    # ------------------------------------------------------------------ callbacks (inside loop.pump; never block)
+    def _on_connect(self, client: mqtt.Client) -> None:
+        client.subscribe([(topics.shared_open_filter(self.config.group), 1),
+                          (topics.worker_filter(self.config.worker_id), 1)])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list, props: object) -> None:
+        bad = [r for r in reasons if r.is_failure]
+        if bad:
+            log.error("worker %s: subscription refused: %s", self.config.worker_id, bad)
+        else:
+            self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        props = message.properties
+        corr = getattr(props, "CorrelationData", None) if props is not None else None
+        self._inbox.append(_Inbound(message.topic, bytes(message.payload), corr, self.clock()))
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, wait_s: float = 10.0) -> MqttVerifierService:
+        """Connect, then serve on a background thread; returns once the subscriptions are granted."""
+        self.loop.connect()
+        self._thread = threading.Thread(target=self.serve, name=f"verifier-{self.config.worker_id}", daemon=True)
+        self._thread.start()
+        if not self._subscribed.wait(wait_s):
+            self.stop()
+            raise TimeoutError(f"worker {self.config.worker_id}: not subscribed after {wait_s}s")
+        log.info("worker %s ready (group %s)", self.config.worker_id, self.config.group)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> MqttVerifierService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ the serving loop
+    def serve(self) -> None:
+        """Pump the network, handle what arrived, sweep idle sessions; until ``stop()``."""
+        sweep_every = max(0.05, self.config.idle_timeout_s / 4)
+        next_sweep = self.clock() + sweep_every
+        try:
+            while not self._stop.is_set():
+                self.loop.pump(0.05)
+                while self._inbox:
+                    item = self._inbox.popleft()
+                    try:
+                        self._handle(item)
+                    except Exception:  # noqa: BLE001 - one bad message must not stop the worker
+                        log.exception("worker %s: failure handling a message on %s", self.config.worker_id,
+                                      item.topic)
+                now = self.clock()
+                if now >= next_sweep:
+                    self._sweep_idle(now)
+                    next_sweep = now + sweep_every
+        finally:
+            self.loop.close()
+
+    def _sweep_idle(self, now: float) -> None:
+        for sid in [s for s, st in self.sessions.items() if now - st.last_active > self.config.idle_timeout_s]:
+            log.info("worker %s: session %x idle, closed", self.config.worker_id, sid)
+            self.sessions.pop(sid, None)
+            self.handler.close(sid)
+            self.stats.idle_closed += 1
+
+    def _reply(self, device: str, payload: bytes, correlation: bytes | None) -> None:
+        props = publish_properties(None, correlation, self.config.reply_expiry_s)
+        # Always the device's own feedback topic, whatever ResponseTopic the request named: a device must not be
+        # able to make the verifier publish into another device's feedback.
+        self.client.publish(topics.feedback_topic(device), payload, qos=1, properties=props)
+
+    def _error(self, device: str, corr: bytes | None, code: ErrorCode, text: str, sid: int = 0, seq: int = 0) -> bytes:
+        self.stats.errors += 1
+        payload = encode(ErrorReply(code, text, sid, seq))
+        self._reply(device, payload, corr)
+        return payload
+
+    def _handle(self, item: _Inbound) -> None:
+        self.stats.received += 1
+        parsed = topics.parse_draft_topic(item.topic)
+        if parsed is None:
+            log.warning("message on unexpected topic %s ignored", item.topic)
+            return
+        device, _worker = parsed
+        now = self.clock()
+        bucket = self._buckets.get(device)
+        if bucket is None:
+            bucket = self._buckets[device] = TokenBucket(self.config.rate_per_s, self.config.rate_burst, now)
+        if not bucket.take(now):
+            self.stats.rate_limited += 1
+            self._error(device, item.correlation, ErrorCode.RATE_LIMITED, "message rate limit exceeded")
+            return
+        try:
+            msg = decode(item.payload, self.config.limits)
+        except ProtocolError as exc:
+            self._error(device, item.correlation, exc.code, exc.detail, exc.session_id, exc.round_seq)
+            return
+        if isinstance(msg, OpenSession):
+            self._open(device, msg, item)
+        elif isinstance(msg, DraftRound):
+            self._round(device, msg, item)
+        elif isinstance(msg, CloseSession):
+            st = self.sessions.get(msg.session_id)
+            if st is not None and st.device_id == device:
+                self.sessions.pop(msg.session_id)
+                self.handler.close(msg.session_id)
+        else:
+            self._error(device, item.correlation, ErrorCode.UNEXPECTED, f"{type(msg).__name__} not accepted here")
+
+    def _open(self, device: str, msg: OpenSession, item: _Inbound) -> None:
+        if msg.device_id != device:
+            self._error(device, item.correlation, ErrorCode.NOT_OWNER, "device_id differs from the topic's device",
+                        msg.session_id)
+            return
+        held = self.sessions.get(msg.session_id)
+        if held is not None and held.device_id != device:
+            self._error(device, item.correlation, ErrorCode.NOT_OWNER, "session belongs to another device",
+                        msg.session_id)
+            return
+        if held is not None and msg.next_round_seq <= held.last_seq:
+            self.stats.stale_dropped += 1  # a late copy of an older open: the session has moved on
+            return
+        self.stats.opens += 1
+        result = self.handler.open(msg)
+        if isinstance(result, ErrorReply):
+            self.stats.errors += 1
+            self._reply(device, encode(result), item.correlation)
+            return
+        self.sessions[msg.session_id] = _Session(device, msg.next_round_seq - 1, None, self.clock())
+        ack = OpenAck(msg.session_id, self.config.worker_id, result, msg.next_round_seq)
+        self._reply(device, encode(ack), item.correlation)
+
+    def _round(self, device: str, msg: DraftRound, item: _Inbound) -> None:
+        sid, seq = msg.session_id, msg.round_seq
+        st = self.sessions.get(sid)
+        if st is None:
+            self._error(device, item.correlation, ErrorCode.UNKNOWN_SESSION, "session not held by this worker", sid,
+                        seq)
+            return
+        if st.device_id != device:
+            self._error(device, item.correlation, ErrorCode.NOT_OWNER, "session belongs to another device", sid, seq)
+            return
+        st.last_active = self.clock()
+        if seq == st.last_seq and st.last_reply is not None:
+            self.stats.duplicates += 1
+            self._reply(device, st.last_reply, item.correlation)
+            return
+        if seq <= st.last_seq:
+            self.stats.stale_dropped += 1
+            log.debug("session %x: stale round %d (at %d) dropped", sid, seq, st.last_seq)
+            return
+        if seq != st.last_seq + 1:
+            self._error(device, item.correlation, ErrorCode.DESYNC, f"round {seq} after {st.last_seq}", sid, seq)
+            return
+        start = self.clock()
+        result = self.handler.verify(msg)
+        done = self.clock()
+        if isinstance(result, Feedback):
+            result = dataclasses.replace(result, queue_us=int((start - item.received) * 1e6),
+                                         verify_us=int((done - start) * 1e6))
+            self.stats.rounds += 1
+        else:
+            self.stats.errors += 1
+        payload = encode(result)
+        if isinstance(result, Feedback):
+            st.last_seq, st.last_reply = seq, payload
+        self._reply(device, payload, item.correlation)
+
+
+# ---------------------------------------------------------------------------------------------------------- CLI
+
+
+def _endpoint_from_args(args: argparse.Namespace) -> BrokerEndpoint:
+    password = Path(args.password_file).read_text().strip() if args.password_file else args.password
+    return BrokerEndpoint(args.host, args.port, args.username, password, args.ca, args.cert, args.key)
+
+
+def add_endpoint_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8883)
+    p.add_argument("--username")
+    p.add_argument("--password", help="prefer --password-file")
+    p.add_argument("--password-file", type=Path)
+    p.add_argument("--ca", type=Path, help="CA certificate; enables TLS")
+    p.add_argument("--cert", type=Path, help="client certificate (mutual TLS)")
+    p.add_argument("--key", type=Path, help="client key")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="QSV verifier worker on MQTT (one process of a shared-subscription group)")
+    add_endpoint_args(p)
+    p.add_argument("--worker-id", required=True)
+    p.add_argument("--group", default=topics.DEFAULT_SHARE_GROUP)
+    p.add_argument("--idle-timeout", type=float, default=60.0, help="seconds before an idle session is dropped")
+    p.add_argument("--rate", type=float, default=200.0, help="messages/s per device (token bucket)")
+    p.add_argument("--burst", type=float, default=50.0)
+    p.add_argument("--toy", action="store_true", help="serve the deterministic toy verifier (tests, demo, bench)")
+    p.add_argument("--toy-vocab", type=int, default=64)
+    p.add_argument("--echo", action="store_true", help="serve the zero-compute echo verifier (transport benchmark)")
+    p.add_argument("--log-level", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edge_runtime.transport.toy import EchoVerifier, ToyModel, ToyVerifier
+
+    handler: VerifierHandler
+    if args.echo:
+        handler = EchoVerifier()
+    elif args.toy:
+        handler = ToyVerifier(ToyModel(vocab_size=args.toy_vocab))
+    else:
+        p.error("choose --toy or --echo; the PyTorch verifier core binds through VerifierHandler (see docs)")
+    cfg = ServiceConfig(args.worker_id, args.group, args.idle_timeout, args.rate, args.burst)
+    service = MqttVerifierService(handler, _endpoint_from_args(args), cfg)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    service.start()
+    print(f"READY {args.worker_id}", flush=True)  # noqa: T201 - readiness line for supervisors and tests
+    stop.wait()
+    service.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,254 @@
+"""The board's view of the cloud verifier over MQTT 5: ``open`` a session, then ``verify`` one draft round at a time.
+
+Faults are handled here, invisibly to the drafter:
+- no feedback within ``feedback_timeout_s``: the same round (same sequence number) is published again — the
+  verifier answers a duplicate with its cached feedback, so a resend never advances the generation twice;
+- still nothing after ``max_resends`` resends, or an UNKNOWN_SESSION / DESYNC error (the worker died, restarted or
+  dropped an idle session): resync — reopen the session on the shared topic with the full token history (prompt +
+  every committed token), get a new worker, resend the round there;
+- RATE_LIMITED: back off and retry; broker loss: paho reconnects with exponential backoff and resubscribes.
+Replies are matched by MQTT correlation data (session, seq, kind); anything else on the feedback topic (late
+duplicates, replies to superseded attempts) is dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import struct
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+
+from edge_runtime.protocol import (
+    CloseSession,
+    DraftRound,
+    ErrorCode,
+    ErrorReply,
+    Feedback,
+    Message,
+    OpenAck,
+    OpenSession,
+    ProtocolError,
+    SamplingParams,
+    decode,
+    encode,
+)
+from edge_runtime.transport import topics
+from edge_runtime.transport.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
+
+log = logging.getLogger(__name__)
+
+_CORR = struct.Struct("<QIB")
+_KIND_OPEN, _KIND_ROUND = 1, 2
+_RESYNC_CODES = {ErrorCode.UNKNOWN_SESSION, ErrorCode.DESYNC}
+
+
+class RemoteVerifierError(RuntimeError):
+    """The verifier refused (with an error the board cannot recover from) or stayed unreachable."""
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class EdgeTransportConfig:
+    feedback_timeout_s: float = 2.0
+    open_timeout_s: float = 2.0
+    max_resends: int = 1  # resends to the same worker before resyncing on another one
+    max_resyncs: int = 8  # per round, before giving up
+    resync_backoff_s: float = 0.05  # doubled per consecutive failed resync, capped at 2 s
+    rate_limited_backoff_s: float = 0.05
+    draft_expiry_s: int = 10  # MQTT message expiry: a draft nobody took within this is discarded by the broker
+    connect_timeout_s: float = 10.0
+
+
+@dataclass
+class EdgeStats:
+    rounds: int = 0
+    resends: int = 0
+    resyncs: int = 0
+    dropped_replies: int = 0
+    rate_limited: int = 0
+    round_trip_us: list[int] = field(default_factory=list)
+
+
+class RemoteVerifier:
+    """One board's session with the verifier group. Single-threaded: the caller's thread drives the MQTT client
+    (``LoopDriver``) while it waits for a reply; between rounds nothing runs."""
+
+    def __init__(self, device_id: str, endpoint: BrokerEndpoint, config: EdgeTransportConfig | None = None,
+                 session_id: int | None = None) -> None:
+        self.device_id = topics.check_client_id(device_id)
+        self.endpoint = endpoint
+        self.config = config or EdgeTransportConfig()
+        self.session_id = session_id if session_id is not None else random.getrandbits(63)
+        self.stats = EdgeStats()
+        self.history: list[int] = []
+        self.prompt_len = 0
+        self.worker_id: str | None = None
+        self.next_seq = 0
+        self._sampling = SamplingParams()
+        self._vocab_size = 0
+        self._vocab_hash = bytes(32)
+        self._open_nonce = 0
+        self._replies: collections.deque[tuple[bytes, bytes | None]] = collections.deque()
+        self._subscribed = False
+        self._feedback_topic = topics.feedback_topic(device_id)
+        self.client = make_client(f"qsv-edge-{device_id}-{self.session_id & 0xFFFFFF:06x}", endpoint,
+                                  on_connect=self._on_connect)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self.loop = LoopDriver(self.client, endpoint)
+
+    # ------------------------------------------------------------------ callbacks (run inside loop.pump, never block)
+    def _on_connect(self, client: mqtt.Client) -> None:
+        self._subscribed = False
+        client.subscribe(self._feedback_topic, qos=1)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list, props: object) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("%s: feedback subscription refused: %s", self.device_id, reasons)
+        else:
+            self._subscribed = True
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        corr = getattr(message.properties, "CorrelationData", None) if message.properties is not None else None
+        self._replies.append((bytes(message.payload), corr))
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self) -> RemoteVerifier:
+        self.loop.connect()
+        if not self.loop.pump_until(lambda: self._subscribed, self.config.connect_timeout_s):
+            raise RemoteVerifierError(f"{self.device_id}: no feedback subscription after "
+                                      f"{self.config.connect_timeout_s}s (broker down or not authorized)")
+        return self
+
+    def disconnect(self, send_close: bool = True) -> None:
+        if send_close and self.worker_id is not None:
+            self._publish(topics.worker_topic(self.device_id, self.worker_id),
+                          encode(CloseSession(self.session_id, 0)), None)
+            self.loop.pump(0.0)
+        self.loop.close()
+
+    def __enter__(self) -> RemoteVerifier:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
+
+    # ------------------------------------------------------------------ requests
+    def _publish(self, topic: str, payload: bytes, corr: bytes | None) -> None:
+        props = publish_properties(self._feedback_topic, corr, self.config.draft_expiry_s)
+        info = self.client.publish(topic, payload, qos=1, properties=props)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_QUEUE_SIZE):
+            log.warning("%s: publish on %s returned %s", self.device_id, topic, mqtt.error_string(info.rc))
+
+    def _await(self, corr: bytes, timeout_s: float) -> Message | None:
+        """The decoded reply carrying ``corr``, or None on timeout; other replies are dropped."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self._replies:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.loop.pump(min(left, 0.05))
+                continue
+            payload, got = self._replies.popleft()
+            if got != corr:
+                self.stats.dropped_replies += 1
+                continue
+            try:
+                return decode(payload)
+            except ProtocolError as exc:
+                log.warning("%s: undecodable reply dropped: %s", self.device_id, exc)
+                self.stats.dropped_replies += 1
+
+    def open(self, prompt: Sequence[int], sampling: SamplingParams, vocab_size: int, vocab_hash: bytes) -> OpenAck:
+        """Start a generation from ``prompt``. Raises RemoteVerifierError when no worker accepts it."""
+        self.history = [int(t) for t in prompt]
+        self.prompt_len = len(self.history)
+        self._sampling, self._vocab_size, self._vocab_hash = sampling, vocab_size, bytes(vocab_hash)
+        self.next_seq = 0
+        return self._open(resync=False)
+
+    def _open(self, resync: bool) -> OpenAck:
+        msg = OpenSession(self.device_id, self.session_id, tuple(self.history), self._sampling, self._vocab_size,
+                          self._vocab_hash, self.next_seq, resync)
+        payload = encode(msg)
+        backoff = self.config.resync_backoff_s
+        for _attempt in range(self.config.max_resyncs):
+            self._open_nonce += 1
+            corr = _CORR.pack(self.session_id, self._open_nonce, _KIND_OPEN)
+            self._publish(topics.open_topic(self.device_id), payload, corr)
+            reply = self._await(corr, self.config.open_timeout_s)
+            if isinstance(reply, OpenAck):
+                if reply.position != len(self.history) or reply.session_id != self.session_id:
+                    raise RemoteVerifierError(f"open ack for position {reply.position}, sent {len(self.history)}")
+                self.worker_id = reply.worker_id
+                log.info("%s: session %x %s on worker %s at position %d", self.device_id, self.session_id,
+                         "resynced" if resync else "opened", reply.worker_id, reply.position)
+                return reply
+            if isinstance(reply, ErrorReply) and reply.code not in (ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL):
+                raise RemoteVerifierError(f"open refused: {reply.code.name}: {reply.message}", reply.code)
+            self.loop.pump_until(lambda: False, backoff)
+            backoff = min(2.0, backoff * 2)
+        raise RemoteVerifierError(f"{self.device_id}: no verifier accepted the session", None)
+
+    def resync(self) -> OpenAck:
+        self.stats.resyncs += 1
+        return self._open(resync=True)
+
+    def verify(self, tokens: Sequence[int], lattice: Sequence[bytes], ell: int, codec_mode: int) -> Feedback:
+        """Send one draft round and return its feedback; the committed history grows by accepted + 1 tokens."""
+        if self.worker_id is None:
+            raise RemoteVerifierError("verify before open")
+        seq, position = self.next_seq, len(self.history)
+        msg = DraftRound(self.session_id, seq, position, self._vocab_size, ell, codec_mode,
+                         tuple(int(t) for t in tokens), tuple(lattice))
+        payload = encode(msg)
+        corr = _CORR.pack(self.session_id, seq, _KIND_ROUND)
+        sends_on_worker = 0
+        resyncs = 0
+        while True:
+            t0 = time.perf_counter()
+            self.loop.pump(0.0)  # acks and late replies that arrived while the board was drafting
+            self._publish(topics.worker_topic(self.device_id, self.worker_id), payload, corr)
+            reply = self._await(corr, self.config.feedback_timeout_s)
+            if isinstance(reply, Feedback):
+                return self._commit(msg, reply, t0)
+            if isinstance(reply, ErrorReply) and reply.code == ErrorCode.RATE_LIMITED:
+                self.stats.rate_limited += 1
+                self.loop.pump_until(lambda: False, self.config.rate_limited_backoff_s)
+                continue
+            if isinstance(reply, ErrorReply) and reply.code not in _RESYNC_CODES:
+                raise RemoteVerifierError(f"round {seq} refused: {reply.code.name}: {reply.message}", reply.code)
+            if reply is None and sends_on_worker < self.config.max_resends:
+                sends_on_worker += 1
+                self.stats.resends += 1
+                log.info("%s: no feedback for round %d from %s, resending", self.device_id, seq, self.worker_id)
+                continue
+            resyncs += 1
+            if resyncs > self.config.max_resyncs:
+                raise RemoteVerifierError(f"round {seq}: gave up after {resyncs - 1} resyncs")
+            self.resync()
+            sends_on_worker = 0
+
+    def _commit(self, msg: DraftRound, fb: Feedback, t0: float) -> Feedback:
+        consistent = fb.round_seq == msg.round_seq and fb.position == msg.position
+        if not consistent or fb.accepted > msg.draft_len or not 0 <= fb.next_token < msg.vocab_size:
+            raise RemoteVerifierError(f"inconsistent feedback for round {msg.round_seq}: {fb}")
+        self.history.extend(msg.tokens[: fb.accepted])
+        self.history.append(fb.next_token)
+        self.next_seq += 1
+        self.stats.rounds += 1
+        self.stats.round_trip_us.append(int((time.perf_counter() - t0) * 1e6))
+        return fb
+
+    @property
+    def generated(self) -> list[int]:
+        return self.history[self.prompt_len:]
