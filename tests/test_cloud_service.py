@@ -1,0 +1,313 @@
+"""VerifierService end to end with tiny random-weight models: greedy exactness, eviction + resync, idempotent and
+out-of-order rounds, bad requests, batching equivalence, the scheduler, idle expiry.
+
+The "board" here drafts with a second tiny torch model (the ONNX drafter is the edge's; the verifier only sees token
+ids and lattice points). Its draft randomness, like the verifier's, is a function of (seed, position), so a run that
+is interrupted by an eviction and resynced must produce exactly the tokens of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from cloud_verifier.sampling import SamplingParams, sample_from_rows, target_probs
+from cloud_verifier.service import ServiceConfig, ServiceErrorCode, VerifierErrorReply, VerifierService
+from cloud_verifier.target import TargetModel
+from edge_runtime.lattice import LatticePoint
+from edge_runtime.protocol import DraftRound, ErrorCode, Feedback, OpenSession
+from edge_runtime.protocol import SamplingParams as WireSampling
+
+VOCAB = 96
+HASH = hashlib.sha256(b"tiny-vocab").digest()
+
+
+def tiny_llama(seed: int, hidden: int = 32, layers: int = 2) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    model = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():  # sharpen the random logits so drafts are sometimes accepted and rows are not flat
+        model.lm_head.weight.mul_(8.0)
+    return model
+
+
+def quantize(q: np.ndarray, ell: int) -> LatticePoint:
+    """Lattice point of q: the C core when it exists, else the rule from the paper in numpy."""
+    try:
+        from edge_runtime.core import quantize_probs  # type: ignore[import-not-found]
+    except ImportError:
+        quantize_probs = None
+    if quantize_probs is not None:
+        return quantize_probs(np.asarray(q, dtype=np.float64), ell)
+    scaled = ell * np.asarray(q, dtype=np.float64)
+    b = np.floor(scaled + 0.5).astype(np.int64)
+    d = ell - int(b.sum())
+    if d > 0:
+        b[np.argsort(-(scaled - b), kind="stable")[:d]] += 1
+    elif d < 0:
+        b[np.argsort(-(b - scaled), kind="stable")[:-d]] -= 1
+    return LatticePoint.from_dense(b, ell)
+
+
+@pytest.fixture(scope="module")
+def target() -> TargetModel:
+    return TargetModel(tiny_llama(0))
+
+
+@pytest.fixture(scope="module")
+def drafter() -> LlamaForCausalLM:
+    return tiny_llama(1, hidden=16, layers=1)
+
+
+class Board:
+    """A simulated board: drafts L tokens from q̂ (Q-S) with a torch drafter, applies the verifier's feedback."""
+
+    def __init__(self, drafter: LlamaForCausalLM, session_id: int, prompt: list[int], params: SamplingParams,
+                 seed: int, draft_len: int = 3, ell: int = 16) -> None:
+        self.drafter, self.session_id, self.params, self.seed = drafter, session_id, params, seed
+        self.history = list(prompt)
+        self.draft_len, self.ell = draft_len, ell
+        self.seq = 0
+
+    def open_msg(self, resync: bool = False) -> OpenSession:
+        wire = WireSampling(self.params.temperature, self.params.top_k, self.params.top_p, self.seed)
+        return OpenSession("board-1", self.session_id, tuple(self.history), wire, VOCAB, HASH, self.seq, resync)
+
+    @torch.no_grad()
+    def draft(self) -> DraftRound:
+        context = list(self.history)
+        tokens, points = [], []
+        for i in range(self.draft_len):
+            logits = self.drafter(torch.tensor([context])).logits[0, -1]
+            q = target_probs(logits, self.params).numpy()
+            point = quantize(q, self.ell)
+            digest = hashlib.sha256(f"board:{self.seed}:{len(self.history) + i}".encode()).digest()
+            gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+            u = torch.rand((), generator=gen, dtype=torch.float64)
+            tok = int(sample_from_rows(torch.from_numpy(point.probs()), u))
+            tokens.append(tok)
+            points.append(point)
+            context.append(tok)
+        return DraftRound(self.session_id, self.seq, len(self.history), VOCAB, self.ell, 0, tuple(tokens),
+                          tuple(points))
+
+    def apply(self, msg: DraftRound, fb: Feedback) -> None:
+        assert fb.round_seq == msg.round_seq and fb.position == len(self.history)
+        self.history += list(msg.tokens[: fb.accepted]) + [fb.next_token]
+        self.seq += 1
+
+
+def run_board(service: VerifierService, board: Board, new_tokens: int, between_rounds=None) -> list[int]:
+    """Drive a board until it has ``new_tokens`` more tokens; resync on EVICTED / UNKNOWN_SESSION."""
+    target_len = len(board.history) + new_tokens
+    assert service.open(board.open_msg()) == len(board.history)
+    resyncs = 0
+    while len(board.history) < target_len:
+        msg = board.draft()
+        reply = service.verify(msg)
+        if isinstance(reply, VerifierErrorReply):
+            assert reply.reason is ServiceErrorCode.EVICTED, reply
+            assert reply.code is ErrorCode.UNKNOWN_SESSION
+            resyncs += 1
+            assert service.open(board.open_msg(resync=True)) == len(board.history)
+            continue
+        board.apply(msg, reply)
+        if between_rounds is not None:
+            between_rounds(board)
+    board.resyncs = resyncs
+    return board.history[:target_len]
+
+
+def greedy_reference(model: LlamaForCausalLM, prompt: list[int], new_tokens: int) -> list[int]:
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            ids.append(int(model(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids
+
+
+def make_service(target: TargetModel, **overrides) -> VerifierService:
+    cfg = ServiceConfig(vocab_hash=HASH, **overrides)
+    return VerifierService(target, cfg)
+
+
+PROMPT = [5, 17, 33, 2, 71, 40]
+
+
+def test_greedy_verification_reproduces_target_greedy_text(target, drafter) -> None:
+    service = make_service(target)
+    board = Board(drafter, 1, PROMPT, SamplingParams(temperature=0.0), seed=0, draft_len=4, ell=16)
+    out = run_board(service, board, 40)
+    assert out == greedy_reference(target.model, PROMPT, 40)
+    stats = service.session_stats(1)
+    assert 0 < stats["acceptance_rate"] < 1, "the test should exercise both acceptance and rejection"
+    assert stats["emitted"] >= 40 and stats["rounds"] < 40
+
+
+def test_eviction_and_resync_loses_and_duplicates_nothing(target, drafter) -> None:
+    params = SamplingParams(temperature=1.0)
+    reference = run_board(make_service(target), Board(drafter, 7, PROMPT, params, seed=11), 30)
+
+    service = make_service(target, max_sessions=1)
+    other = Board(drafter, 8, [1, 2, 3], params, seed=3)
+    rounds = {"n": 0}
+
+    def evict_now_and_then(board: Board) -> None:
+        rounds["n"] += 1
+        if rounds["n"] % 3 == 0:  # another board opens: with max_sessions=1 this evicts session 7
+            assert service.open(other.open_msg()) == 3
+
+    board = Board(drafter, 7, PROMPT, params, seed=11)
+    out = run_board(service, board, 30, between_rounds=evict_now_and_then)
+    assert board.resyncs >= 2, "the run should have been evicted and resynced"
+    assert out == reference
+
+
+def test_duplicate_round_is_idempotent_and_out_of_order_is_refused(target, drafter) -> None:
+    service = make_service(target)
+    board = Board(drafter, 3, PROMPT, SamplingParams(temperature=0.8), seed=4)
+    service.open(board.open_msg())
+    msg = board.draft()
+    first = service.verify(msg)
+    assert isinstance(first, Feedback)
+    board.apply(msg, first)
+    history = service.history(3)
+    assert service.verify(msg) == first  # retransmission: stored feedback, nothing re-verified
+    assert service.history(3) == history
+    skipped = DraftRound(3, board.seq + 1, len(board.history), VOCAB, 16, 0, msg.tokens, msg.lattice)
+    reply = service.verify(skipped)
+    assert isinstance(reply, VerifierErrorReply) and reply.reason is ServiceErrorCode.OUT_OF_ORDER
+    assert reply.code is ErrorCode.DESYNC
+    stale = DraftRound(3, board.seq, len(board.history) - 1, VOCAB, 16, 0, msg.tokens, msg.lattice)
+    assert service.verify(stale).reason is ServiceErrorCode.OUT_OF_ORDER  # right seq, wrong position
+    assert service.history(3) == history
+    nxt = board.draft()
+    assert isinstance(service.verify(nxt), Feedback)
+
+
+def _bad_rounds(board: Board) -> list[tuple[DraftRound, ServiceErrorCode]]:
+    good = board.draft()
+    pts = list(good.lattice)
+    outside = next(t for t in range(VOCAB) if pts[0].count_of(t) == 0)
+    wrong_ell = quantize(np.full(VOCAB, 1.0 / VOCAB), 8)
+
+    def with_(**kw) -> DraftRound:
+        fields = dict(session_id=good.session_id, round_seq=good.round_seq, position=good.position,
+                      vocab_size=good.vocab_size, ell=good.ell, codec_mode=0, tokens=good.tokens, lattice=good.lattice)
+        fields.update(kw)
+        return DraftRound(**fields)
+
+    return [
+        (with_(session_id=999), ServiceErrorCode.UNKNOWN_SESSION),
+        (with_(tokens=(1,) * 40, lattice=(pts[0],) * 40), ServiceErrorCode.ROUND_TOO_LARGE),
+        (with_(tokens=(outside,) + good.tokens[1:]), ServiceErrorCode.MALFORMED_LATTICE),
+        (with_(lattice=(wrong_ell,) + good.lattice[1:]), ServiceErrorCode.MALFORMED_LATTICE),
+        (with_(lattice=(b"\x00\x01garbage",) + good.lattice[1:]), ServiceErrorCode.MALFORMED_LATTICE),
+        (with_(lattice=good.lattice[:-1]), ServiceErrorCode.MALFORMED_ROUND),
+        (with_(vocab_size=VOCAB + 1), ServiceErrorCode.VOCAB_MISMATCH),
+        (with_(round_seq=5), ServiceErrorCode.OUT_OF_ORDER),
+    ]
+
+
+def test_bad_requests_get_clear_errors_and_leave_sessions_untouched(target, drafter) -> None:
+    params = SamplingParams(temperature=0.9, top_k=20)
+    reference = run_board(make_service(target), Board(drafter, 2, PROMPT, params, seed=8), 12)
+
+    service = make_service(target)
+    victim = Board(drafter, 1, [9, 9, 9], SamplingParams(temperature=0.0), seed=1)
+    service.open(victim.open_msg())
+    for msg, reason in _bad_rounds(victim):
+        before = service.history(1)
+        reply = service.verify(msg)
+        assert isinstance(reply, VerifierErrorReply), msg
+        assert reply.reason is reason, (reason, reply)
+        assert reply.message.startswith(reason.name) and reply.code is reason.wire
+        assert service.history(1) == before
+
+    bad_open = [
+        (OpenSession("b", 4, (1, 2), WireSampling(), VOCAB + 4, HASH), ServiceErrorCode.VOCAB_MISMATCH),
+        (OpenSession("b", 4, (1, 2), WireSampling(), VOCAB, b"\x00" * 32), ServiceErrorCode.VOCAB_MISMATCH),
+        (OpenSession("b", 4, (1, VOCAB), WireSampling(), VOCAB, HASH), ServiceErrorCode.BAD_PARAMS),
+        (OpenSession("b", 4, (1, 2), WireSampling(temperature=-1.0), VOCAB, HASH), ServiceErrorCode.BAD_PARAMS),
+        (OpenSession("b", 4, (), WireSampling(), VOCAB, HASH), ServiceErrorCode.HISTORY_TOO_LARGE),
+    ]
+    for msg, reason in bad_open:
+        reply = service.open(msg)
+        assert isinstance(reply, VerifierErrorReply) and reply.reason is reason, (msg, reply)
+    assert 4 not in service.sessions
+
+    # the other sessions are unaffected: the same board run gives the same tokens as on a clean service
+    assert run_board(service, Board(drafter, 2, PROMPT, params, seed=8), 12) == reference
+    assert service.metrics.value("errors_total", reason="MALFORMED_LATTICE") == 3
+
+
+def test_batched_rounds_equal_one_at_a_time(target, drafter) -> None:
+    params = [SamplingParams(temperature=1.0), SamplingParams(temperature=0.0), SamplingParams(temperature=0.7,
+                                                                                               top_p=0.9)]
+    prompts = [PROMPT, [4, 4], list(range(20, 45)), [88]]
+    solo_service, batch_service = make_service(target), make_service(target)
+    solo = [Board(drafter, i, p, params[i % 3], seed=i) for i, p in enumerate(prompts)]
+    batch = [Board(drafter, i, p, params[i % 3], seed=i) for i, p in enumerate(prompts)]
+    for s, b in zip(solo, batch, strict=True):
+        solo_service.open(s.open_msg())
+        batch_service.open(b.open_msg())
+    for _ in range(6):
+        msgs = [b.draft() for b in batch]
+        replies = batch_service.verify_many(msgs)
+        for b, m, r in zip(batch, msgs, replies, strict=True):
+            b.apply(m, r)
+        for s in solo:
+            m = s.draft()
+            s.apply(m, solo_service.verify(m))
+    assert [s.history for s in solo] == [b.history for b in batch]
+    assert batch_service.metrics._hists["batch_size"].counts[2] == 6  # six forwards of 4 rounds (bucket ≤ 4)
+
+
+def test_scheduler_batches_concurrent_boards(target, drafter) -> None:
+    service = make_service(target, max_batch=8, max_wait_s=0.05)
+    boards = [Board(drafter, 100 + i, [i + 1, 7, 9], SamplingParams(temperature=1.0), seed=i) for i in range(6)]
+    reference = [run_board(make_service(target), Board(drafter, b.session_id, [i + 1, 7, 9], b.params, seed=i), 10)
+                 for i, b in enumerate(boards)]
+    results: dict[int, list[int]] = {}
+    with service:
+        threads = [threading.Thread(target=lambda b=b: results.__setitem__(b.session_id, run_board(service, b, 10)))
+                   for b in boards]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert [results[b.session_id] for b in boards] == reference
+    hist = service.metrics._hists["batch_size"]
+    assert sum(hist.counts[1:]) > 0, "some forwards should have carried more than one round"
+    assert service.scheduler.items == service.metrics.value("rounds_total")
+
+
+def test_idle_sessions_expire_and_report_evicted(target, drafter) -> None:
+    now = {"t": 0.0}
+    service = VerifierService(target, ServiceConfig(vocab_hash=HASH, idle_timeout_s=10.0), clock=lambda: now["t"])
+    board = Board(drafter, 5, PROMPT, SamplingParams(temperature=0.0), seed=0)
+    service.open(board.open_msg())
+    now["t"] = 11.0
+    assert service.expire_idle() == [5]
+    reply = service.verify(board.draft())
+    assert reply.reason is ServiceErrorCode.EVICTED and "idle" in reply.message
+    assert service.open(board.open_msg(resync=True)) == len(board.history)
+    service.close(5)
+    assert service.verify(board.draft()).reason is ServiceErrorCode.UNKNOWN_SESSION
+
+
+def test_memory_budget_evicts_least_recently_used(target, drafter) -> None:
+    one = target.prefill(PROMPT[:-1]).nbytes
+    service = make_service(target, memory_budget_bytes=int(2.5 * one))
+    for sid in (1, 2, 3):
+        service.open(Board(drafter, sid, PROMPT, SamplingParams(), seed=sid).open_msg())
+    assert 1 not in service.sessions and 2 in service.sessions and 3 in service.sessions
+    assert service.sessions.kv_bytes <= 2.5 * one
+    reply = service.verify(Board(drafter, 1, PROMPT, SamplingParams(), seed=1).draft())
+    assert reply.reason is ServiceErrorCode.EVICTED and "memory" in reply.message
