@@ -22,7 +22,8 @@ class ChannelEstimator:
         prior_rate_bps: float = 4e6,
         prior_rtt_s: float = 0.02,
         alpha: float = 0.1,
-        window: int = 64,
+        window: int = 32,
+        fit_window: int = 512,
         state_rates_bps: Sequence[float] | None = None,
     ) -> None:
         if not prior_rate_bps > 0 or prior_rtt_s < 0:
@@ -31,7 +32,7 @@ class ChannelEstimator:
         self.sec_per_bit = Ewma(alpha, prior=1.0 / prior_rate_bps, prior_weight=1.0)
         self.last_sec_per_bit = 1.0 / prior_rate_bps
         self._probe_rtt = WindowedMin(window)
-        self._fit = AffineFit(prior_rtt_s, 1.0 / prior_rate_bps, window=window)
+        self._fit = AffineFit(prior_rtt_s, 1.0 / prior_rate_bps, window=fit_window)
         self.state_rates_bps = tuple(state_rates_bps) if state_rates_bps else None
         self.rounds = 0
 

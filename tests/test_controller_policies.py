@@ -1,0 +1,149 @@
+"""Controllers choose sensibly in constructed cases; the DDQN learns in the simulator; weights round-trip."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.channel import SCENARIOS, MarkovChannel
+from edge_runtime.controller import ModelBasedController, StaticController
+from edge_runtime.controller.model import TimingPriors
+from edge_runtime.controller.types import ChannelView, ControllerError, Decision, RoundObservation
+from edge_runtime.sim import PROFILES, SimRoundExecutor, generate_traces, run_episode
+
+V = 151_936
+PRIORS = TimingPriors(draft_per_token_s=0.004, verify_intercept_s=0.03, verify_per_token_s=0.001)
+
+
+def teach(ctl: ModelBasedController, ell: int, conf: float, alpha: float, rounds: int = 200) -> None:
+    """Feed rounds where every draft token has confidence ``conf`` and acceptance probability ``alpha``."""
+    for _ in range(rounds):
+        ctl.model.acceptance.update(ell, [conf] * 6, 6, alphas=[alpha] * 6)
+    ctl._last_conf = conf
+
+
+def test_static_controller_is_fixed() -> None:
+    ctl = StaticController(3, 240)
+    assert ctl.choose() == Decision(3, 240)
+    assert ctl.should_continue(0.01, 1)
+    assert ctl.name == "static(3,240)"
+    with pytest.raises(ControllerError):
+        StaticController(0, 240)
+
+
+def test_high_confidence_fast_link_gives_long_drafts_low_confidence_short() -> None:
+    fast = ChannelView.from_rate(50e6, rtt_s=0.01)
+    ctl = ModelBasedController(V, ells=(240,), early_stop=False, explore_rounds=0, epsilon=0, timing_priors=PRIORS)
+    teach(ctl, 240, 0.98, 0.97)
+    assert ctl.choose(fast).max_draft >= 10
+    ctl = ModelBasedController(V, ells=(240,), early_stop=False, explore_rounds=0, epsilon=0, timing_priors=PRIORS)
+    teach(ctl, 240, 0.3, 0.3)
+    assert ctl.choose(fast).max_draft <= 2
+
+
+def test_slow_link_picks_small_ell_fast_link_picks_accurate_ell() -> None:
+    def make() -> ModelBasedController:
+        ctl = ModelBasedController(V, ells=(16, 720), early_stop=False, explore_rounds=0, epsilon=0,
+                                   timing_priors=PRIORS)
+        teach(ctl, 16, 0.8, 0.70)
+        teach(ctl, 720, 0.8, 0.85)
+        return ctl
+
+    assert make().choose(ChannelView.from_rate(300e3, rtt_s=0.02)).ell == 16
+    assert make().choose(ChannelView.from_rate(100e6, rtt_s=0.02)).ell == 720
+
+
+def test_early_stop_after_unlikely_token_continues_after_likely_one() -> None:
+    ctl = ModelBasedController(V, ells=(240,), early_stop=True, explore_rounds=0, epsilon=0, timing_priors=PRIORS)
+    for _ in range(300):  # confident tokens are accepted and followed by acceptable ones; unsure ones are not
+        ctl.model.acceptance.update(240, [0.97, 0.97, 0.2, 0.2], 4, alphas=[0.97, 0.97, 0.15, 0.15])
+    view = ChannelView.from_rate(4e6, rtt_s=0.02)
+    d = ctl.choose(view)
+    assert d.max_draft == 12  # early stopping decides the length
+    assert ctl.should_continue(0.97, 1)
+    assert ctl.should_continue(0.97, 2)
+    assert not ctl.should_continue(0.2, 3)
+
+
+def test_model_controller_learns_timings_and_channel_from_observations() -> None:
+    ctl = ModelBasedController(V, ells=(240,), timing_priors=TimingPriors(0.05, 0.2, 0.01))
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        L = int(rng.integers(1, 8))
+        bits = 400 + 2591 * L
+        verify = 0.03 + 0.001 * L
+        ctl.observe(RoundObservation(240, [0.9] * L, L, 0.004 * L, verify, bits,
+                                     elapsed_s=0.02 + bits / 4e6 + verify))
+    ctl.channel.observe_probe(0.02)
+    view = ctl.channel.view()
+    assert view.rate_bps == pytest.approx(4e6, rel=0.02)
+    assert ctl.model.timing.draft_per_token.value == pytest.approx(0.004, rel=1e-3)
+
+
+def test_model_based_beats_static_baselines_in_simulator() -> None:
+    traces = generate_traces(30, 80, (240, 720), seed=11)
+    results = {}
+    for make in (lambda: StaticController(3, 240), lambda: StaticController(4, 240),
+                 lambda: ModelBasedController(V, ells=(240, 720), seed=0)):
+        ctl = make()
+        ex = SimRoundExecutor(traces, MarkovChannel(SCENARIOS["4mbps"], seed=5), PROFILES["paper-gpu"], seed=6)
+        eps = [run_episode(ctl, ex, s.seq, 52) for s in traces.sequences]
+        results[ctl.name] = sum(e.tokens for e in eps) / sum(e.time_s for e in eps)
+    best_static = max(results["static(3,240)"], results["static(4,240)"])
+    assert results["model+stop"] > 1.03 * best_static, results
+
+
+# ----------------------------------------------------------------------------------------------- DDQN (torch)
+
+
+def test_ddqn_trains_quickly_loss_falls_and_beats_random(tmp_path: Path) -> None:
+    from edge_runtime.controller.ddqn import DdqnController, DdqnHyper, train_ddqn
+
+    traces = generate_traces(20, 80, (240, 720), seed=21)
+    seqs = [s.seq for s in traces.sequences]
+    # lr above the paper's 1e-4 so that a few hundred steps suffice in a unit test
+    agent = DdqnController((240, 720), hyper=DdqnHyper(lr=1e-3), seed=0)
+    ex = SimRoundExecutor(traces, MarkovChannel(SCENARIOS["4mbps"], seed=1), PROFILES["paper-gpu"], seed=2)
+    t0 = time.monotonic()
+    log = train_ddqn(agent, ex, seqs, episodes=50, max_new_tokens=52, eps_decay=0.93)
+    assert time.monotonic() - t0 < 60
+    assert agent.steps >= 300
+    assert np.mean(log.losses[-100:]) < np.mean(log.losses[:100])
+
+    def evaluate(ctl: object, seed: int) -> float:
+        ex = SimRoundExecutor(traces, MarkovChannel(SCENARIOS["4mbps"], seed=seed), PROFILES["paper-gpu"],
+                              seed=seed + 1)
+        eps = [run_episode(ctl, ex, s, 52) for s in seqs]  # type: ignore[arg-type]
+        return sum(e.tokens for e in eps) / sum(e.time_s for e in eps)
+
+    rand = DdqnController((240, 720), seed=3)
+    rand.epsilon = 1.0  # uniformly random actions
+    assert evaluate(agent, 100) > 1.05 * evaluate(rand, 100)
+
+    path = tmp_path / "policy.pt"
+    agent.save(path)
+    loaded = DdqnController.load(path)
+    probe = ChannelView.from_rate(2e6, state=0)
+    for conf in (0.1, 0.5, 0.95):
+        agent.reset()
+        loaded.reset()
+        o = RoundObservation(240, [conf] * 5, 5, 0.01, 0.03, 1000)
+        agent.observe(o)
+        loaded.observe(o)
+        assert agent.choose(probe) == loaded.choose(probe)
+
+
+def test_ddqn_state_layout() -> None:
+    from edge_runtime.controller.ddqn import WINDOW, DdqnController
+
+    ctl = DdqnController((2, 16))
+    assert len(ctl.actions) == 22
+    ctl.observe(RoundObservation(16, [0.5, 0.7, 0.1], 2, 0.01, 0.03, 1000))  # only accepted tokens enter the window
+    s = ctl.state(ChannelView.from_rate(175e3, state=1))
+    assert s.shape == (WINDOW + 3,)
+    assert list(s[WINDOW - 2:WINDOW]) == pytest.approx([0.5, 0.7])
+    assert s[: WINDOW - 2].sum() == 0.0
+    assert s[WINDOW:] == pytest.approx([0.6, 0.7, 1.0])
