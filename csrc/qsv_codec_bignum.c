@@ -234,27 +234,29 @@ static int bn_mul_run(qsv_bn *a, uint32_t first, uint32_t count) {
     return acc == 1 ? 0 : qsv_bn_mul_small(a, (uint32_t)acc);
 }
 
-/* Chunk length for qsv_bn_ratio: a chunk's numerators add at most 16 * 25 bits before the exact division. */
-#define QSV_RATIO_CHUNK 16u
-
 int qsv_bn_ratio(qsv_bn *a, uint32_t num, uint32_t den, uint32_t c, qsv_bn_scratch *s) {
     while (c > 0 && a->n > 0) {
         uint32_t k = c < QSV_RATIO_CHUNK ? c : QSV_RATIO_CHUNK;
-        int rc = bn_mul_run(a, num, k);
-        if (rc) return rc;
+        int rc;
+        qsv_bn_set_u32(&s->num, 1);
         qsv_bn_set_u32(&s->den, 1);
-        rc = bn_mul_run(&s->den, den, k);
-        if (rc) return rc;
+        if ((rc = bn_mul_run(&s->num, num, k)) != 0 || (rc = bn_mul_run(&s->den, den, k)) != 0) return rc;
         if (s->den.n == 0) return QSV_CODEC_E_INTERNAL; /* a zero denominator */
+        if (s->num.n <= 1) {
+            rc = qsv_bn_mul_small(a, s->num.n ? s->num.d[0] : 0u);
+        } else {
+            rc = qsv_bn_mul(&s->prod, a, &s->num);
+            if (!rc) rc = qsv_bn_copy(a, &s->prod); /* copies, never swaps: callers keep their storage */
+        }
+        if (rc) return rc;
         if (s->den.n == 1) {
             if (qsv_bn_div_small(a, s->den.d[0]) != 0) return QSV_CODEC_E_INTERNAL;
         } else {
             rc = qsv_bn_divmod(&s->quo, &s->rem, a, &s->den, s);
             if (rc) return rc;
             if (s->rem.n != 0) return QSV_CODEC_E_INTERNAL;
-            qsv_bn tmp = *a; /* swap storage: a takes the quotient */
-            *a = s->quo;
-            s->quo = tmp;
+            rc = qsv_bn_copy(a, &s->quo);
+            if (rc) return rc;
         }
         num += k;
         den += k;

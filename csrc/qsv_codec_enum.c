@@ -18,9 +18,10 @@
 
 #include "qsv_codec_internal.h"
 
-/* Slack limbs on top of the index width: ratio chunks (16 factors of <= 25 bits), term updates (40 bits). */
-#define QSV_ENUM_SLACK_LIMBS 24u
-#define QSV_ENUM_NUM_BN 8u
+/* Slack limbs on top of the index width: a ratio chunk's numerators, term updates (40 bits), margin. */
+#define QSV_ENUM_SLACK_LIMBS (QSV_RATIO_CHUNK_LIMBS + 8u)
+#define QSV_ENUM_NUM_BN 6u
+#define QSV_ENUM_ARENA_PER_LEVEL 4u
 
 /* ---------------------------------------------------------------- the bound ---------------------------------- */
 
@@ -59,10 +60,19 @@ void qsv_enum_bound_float(uint32_t vocab_size, uint32_t ell, uint64_t *bits, int
 
 static size_t limbs_for_bits(uint64_t bits) { return (size_t)((bits + 31) / 32) + QSV_ENUM_SLACK_LIMBS; }
 
-static size_t bytes_for(uint64_t bits, uint32_t max_nnz) {
+/* Recursion depth of subset_rank over a universe of n: n halves per level, base case at n <= 1. */
+static size_t arena_count(uint32_t vocab_size, uint32_t ell) {
+    uint32_t n = vocab_size > ell ? vocab_size : ell;
+    return ((size_t)qsv_bitlen32(n) + 2u) * QSV_ENUM_ARENA_PER_LEVEL;
+}
+
+static size_t bytes_for(uint64_t bits, uint32_t vocab_size, uint32_t ell) {
     size_t limbs = limbs_for_bits(bits);
-    /* QSV_ENUM_NUM_BN bignums + scratch (den, quo, rem, vn: limbs each; un: limbs + 1) + xs (max_nnz + 1) */
-    return ((QSV_ENUM_NUM_BN + 5u) * limbs + 1u + (size_t)max_nnz + 1u) * sizeof(uint32_t) + 16u;
+    uint32_t max_nnz = ell < vocab_size ? ell : vocab_size;
+    /* QSV_ENUM_NUM_BN bignums, scratch (num, den, prod, quo, rem, vn: limbs each; un: limbs + 1), the subset-rank
+     * arena, xs (max_nnz + 1), alignment */
+    size_t nbn = QSV_ENUM_NUM_BN + 7u + arena_count(vocab_size, ell);
+    return (nbn * limbs + 1u + (size_t)max_nnz + 1u) * sizeof(uint32_t) + 16u;
 }
 
 size_t qsv_codec_workspace_bytes(uint32_t vocab_size, uint32_t ell) {
@@ -71,17 +81,26 @@ size_t qsv_codec_workspace_bytes(uint32_t vocab_size, uint32_t ell) {
     int certain;
     qsv_enum_bound_float(vocab_size, ell, &bits, &certain);
     if (!certain) ++bits;
-    return bytes_for(bits, ell < vocab_size ? ell : vocab_size);
+    return bytes_for(bits, vocab_size, ell);
 }
+
+/* Arena of equally sized bignums handed out in stack order (QSV_ENUM_ARENA_PER_LEVEL per recursion level). */
+typedef struct bn_arena {
+    uint32_t *base;
+    size_t limbs; /* per bignum */
+    size_t used, count;
+} bn_arena;
 
 typedef struct enum_ws {
     qsv_bn bn[QSV_ENUM_NUM_BN];
     qsv_bn_scratch s;
+    bn_arena arena;
     uint32_t *xs;
 } enum_ws;
 
-static int ws_layout(uint64_t bits, uint32_t max_nnz, void *workspace, size_t workspace_bytes, enum_ws *e) {
-    if (workspace == NULL || workspace_bytes < bytes_for(bits, max_nnz)) return QSV_CODEC_E_SPACE;
+static int ws_layout(uint64_t bits, uint32_t vocab_size, uint32_t ell, void *workspace, size_t workspace_bytes,
+                     enum_ws *e) {
+    if (workspace == NULL || workspace_bytes < bytes_for(bits, vocab_size, ell)) return QSV_CODEC_E_SPACE;
     uintptr_t base = (uintptr_t)workspace;
     uintptr_t aligned = (base + 7u) & ~(uintptr_t)7u;
     uint32_t *p = (uint32_t *)(void *)((unsigned char *)workspace + (aligned - base));
@@ -92,8 +111,8 @@ static int ws_layout(uint64_t bits, uint32_t max_nnz, void *workspace, size_t wo
         e->bn[i].cap = limbs;
         p += limbs;
     }
-    qsv_bn *sc[3] = {&e->s.den, &e->s.quo, &e->s.rem};
-    for (unsigned i = 0; i < 3; ++i) {
+    qsv_bn *sc[5] = {&e->s.num, &e->s.den, &e->s.prod, &e->s.quo, &e->s.rem};
+    for (unsigned i = 0; i < 5; ++i) {
         sc[i]->d = p;
         sc[i]->n = 0;
         sc[i]->cap = limbs;
@@ -104,6 +123,11 @@ static int ws_layout(uint64_t bits, uint32_t max_nnz, void *workspace, size_t wo
     e->s.un = p;
     p += limbs + 1;
     e->s.cap = limbs;
+    e->arena.base = p;
+    e->arena.limbs = limbs;
+    e->arena.used = 0;
+    e->arena.count = arena_count(vocab_size, ell);
+    p += e->arena.count * limbs;
     e->xs = p;
     return 0;
 }
@@ -135,8 +159,7 @@ int qsv_codec_bound_bits(uint32_t vocab_size, uint32_t ell, uint64_t *bits_out, 
     qsv_enum_bound_float(vocab_size, ell, &bits, &certain);
     if (!certain) {
         enum_ws e;
-        uint32_t max_nnz = ell < vocab_size ? ell : vocab_size;
-        int rc = ws_layout(bits + 1, max_nnz, workspace, workspace_bytes, &e);
+        int rc = ws_layout(bits + 1, vocab_size, ell, workspace, workspace_bytes, &e);
         if (rc) return rc;
         rc = qsv_enum_bound_exact(vocab_size, ell, &bits, &e.bn[0], &e.s);
         if (rc) return rc;
@@ -158,150 +181,115 @@ static int binom_scratch(qsv_bn *b, uint32_t x, uint32_t j, qsv_bn_scratch *s) {
     return qsv_bn_ratio(b, x - jj + 1, 1, jj, s);
 }
 
-static uint32_t min_u32(uint32_t a, uint32_t b) { return a < b ? a : b; }
 
-/* C(x, j) -> C(x_to, j) for x_to < x (requires C(x, j) > 0 i.e. x >= j, and x_to >= j). Chunks run from the top
- * so that each intermediate is a binomial coefficient (exact division). */
-static int binom_down_x(qsv_bn *b, uint32_t x, uint32_t j, uint32_t x_to, qsv_bn_scratch *s) {
-    uint32_t top = x;
-    while (top > x_to) {
-        uint32_t c = min_u32(16u, top - x_to);
-        uint32_t low = top - c + 1; /* steps s = top .. low: C(s-1, j) = C(s, j) (s-j) / s */
-        int rc = qsv_bn_ratio(b, low - j, low, c, s);
-        if (rc) return rc;
-        top -= c;
+/* ------------------------------------------------------------- subset ranking ------------------------------ */
+/*
+ * rank of an m-subset of [lo, lo+n), by halving the universe: with h = floor(n/2), nr = n - h and a elements in
+ * the lower half,
+ *     rank = sum_{a' < a} C(h, a') C(nr, m-a')  +  rank_lower * C(nr, m-a)  +  rank_upper
+ * (a' from max(0, m-nr)). Base cases: m == 0 or m == n (one subset, rank 0), m == 1 (rank = x - lo).
+ * Work per node is O(m) small-factor steps on numbers of the node's size; the tree has depth <= log2(n) + 1.
+ */
+
+
+static int arena_take(bn_arena *ar, qsv_bn *out, unsigned k) {
+    if (ar->used + k > ar->count) return QSV_CODEC_E_INTERNAL;
+    for (unsigned i = 0; i < k; ++i) {
+        out[i].d = ar->base + (ar->used + i) * ar->limbs;
+        out[i].n = 0;
+        out[i].cap = ar->limbs;
     }
+    ar->used += k;
     return 0;
 }
 
-/* Natural log of Gamma(x) for x >= 1 (Stirling series after shifting x to >= 16). */
-static double ln_gamma(double x) {
-    double shift = 0.0;
-    while (x < 16.0) {
-        shift -= log(x);
-        x += 1.0;
-    }
-    double inv = 1.0 / x, inv2 = inv * inv;
-    double series = inv * (1.0 / 12.0 - inv2 * (1.0 / 360.0 - inv2 * (1.0 / 1260.0 - inv2 * (1.0 / 1680.0))));
-    return shift + (x - 0.5) * log(x) - x + 0.91893853320467274178 + series;
+static void arena_give(bn_arena *ar, unsigned k) { ar->used -= k; }
+
+/* term = C(h, amin) C(nr, m - amin) at the first feasible a'. */
+static int first_term(qsv_bn *term, uint32_t h, uint32_t nr, uint32_t m, uint32_t amin, qsv_bn_scratch *s) {
+    return amin == 0 ? binom_scratch(term, nr, m, s) : binom_scratch(term, h, amin, s);
 }
 
-/* Real x >= k with C(x, k) ~ exp(ln_target), clamped to [lo, hi]. */
-static uint32_t estimate_x(double ln_target, uint32_t k, uint32_t lo, uint32_t hi) {
-    double lk = ln_gamma((double)k + 1.0);
-    double x = 0.5 * ((double)k - 1.0) + exp((ln_target + lk) / (double)k);
-    double dlo = (double)lo, dhi = (double)hi;
-    if (!(x >= dlo)) x = dlo;
-    if (!(x <= dhi)) x = dhi;
-    for (int it = 0; it < 4; ++it) {
-        double f = ln_gamma(x + 1.0) - lk - ln_gamma(x - (double)k + 1.0) - ln_target;
-        double slope = log((x + 1.0) / (x + 1.0 - (double)k)); /* ln C(x+1,k) - ln C(x,k) */
-        if (!(slope > 0.0)) break;
-        double xn = x - f / slope;
-        if (!(xn >= dlo)) xn = dlo;
-        if (!(xn <= dhi)) xn = dhi;
-        double delta = xn - x;
-        x = xn;
-        if (delta < 0.25 && delta > -0.25) break;
-    }
-    uint32_t xi = (uint32_t)x;
-    if (xi < lo) xi = lo;
-    if (xi > hi) xi = hi;
-    return xi;
+/* term(a') -> term(a'+1): * (h-a')/(a'+1) * (m-a')/(nr-m+a'+1); each partial result is an integer. */
+static int step_term(qsv_bn *term, uint32_t h, uint32_t nr, uint32_t m, uint32_t ap, qsv_bn_scratch *s) {
+    int rc = qsv_bn_ratio(term, h - ap, ap + 1, 1, s);
+    return rc ? rc : qsv_bn_ratio(term, m - ap, nr - m + ap + 1, 1, s);
 }
 
-/* ------------------------------------------------------------- ranking ------------------------------------- */
-
-/* r = sum_{k=1..n} C(xs[k-1], k) for strictly increasing xs. b is scratch. */
-static int comb_rank(const uint32_t *xs, uint32_t n, qsv_bn *r, qsv_bn *b, qsv_bn_scratch *s) {
-    r->n = 0;
-    int have = 0; /* b holds C(bx, k-1) > 0 */
-    uint32_t bx = 0;
-    for (uint32_t k = 1; k <= n; ++k) {
-        uint32_t x = xs[k - 1];
-        if (x < k) { /* C(x, k) = 0 */
-            have = 0;
-            continue;
-        }
-        int rc;
-        if (k == 1) {
-            qsv_bn_set_u32(b, x);
-        } else {
-            uint32_t scratch_cost = min_u32(k, x - k);
-            if (have && x - bx + 1 < scratch_cost) {
-                /* C(bx, k-1) -> C(x, k-1) -> C(x, k) */
-                rc = qsv_bn_ratio(b, bx + 1, bx + 1 - (k - 1), x - bx, s);
-                if (!rc) rc = qsv_bn_ratio(b, x - k + 1, k, 1, s);
-            } else {
-                rc = binom_scratch(b, x, k, s);
-            }
-            if (rc) return rc;
-        }
-        rc = qsv_bn_add(r, b);
-        if (rc) return rc;
-        have = 1;
-        bx = x;
-    }
-    return 0;
-}
-
-/* Inverse of comb_rank: xs[0..n-1] strictly increasing, all < upper, from r < C(upper, n). r is consumed. */
-static int comb_unrank(qsv_bn *r, uint32_t n, uint32_t upper, uint32_t *xs, qsv_bn *b, qsv_bn *t,
+static int subset_rank(const uint32_t *xs, uint32_t m, uint32_t lo, uint32_t n, qsv_bn *out, bn_arena *ar,
                        qsv_bn_scratch *s) {
-    int have = 0; /* b holds C(bx, k+1) > 0 */
-    uint32_t bx = 0;
-    for (uint32_t k = n; k >= 1; --k) {
-        if (upper < k) return QSV_CODEC_E_INTERNAL;
-        uint32_t hi = upper - 1;
-        if (r->n == 0) { /* the rest is 0, 1, ..., k-1 */
-            for (uint32_t j = 1; j <= k; ++j) xs[j - 1] = j - 1;
-            return 0;
-        }
-        if (k == 1) {
-            if (r->n > 1 || r->d[0] > hi) return QSV_CODEC_E_INTERNAL;
-            xs[0] = r->d[0];
-            r->n = 0;
-            return 0;
-        }
-        if (hi < k) return QSV_CODEC_E_INTERNAL; /* r >= 1 needs C(hi, k) >= 1 */
-        uint32_t x = estimate_x(qsv_bn_ln(r), k, k, hi);
-        int rc;
-        uint32_t scratch_cost = min_u32(k, x - k);
-        if (have && bx - x + 1 < scratch_cost) {
-            /* C(bx, k+1) -> C(bx, k) -> C(x, k) */
-            rc = qsv_bn_ratio(b, k + 1, bx - k, 1, s);
-            if (!rc && bx > x) rc = binom_down_x(b, bx, k, x, s);
-        } else {
-            rc = binom_scratch(b, x, k, s);
-        }
-        if (rc) return rc;
-        /* exact correction: largest x in [k-1, hi] with C(x, k) <= r */
-        while (qsv_bn_cmp(b, r) > 0) {
-            rc = qsv_bn_ratio(b, x - k, x, 1, s); /* C(x-1, k); zero once x-1 < k */
-            if (rc) return rc;
-            --x;
-        }
-        while (x < hi) {
-            if (b->n == 0) {
-                qsv_bn_set_u32(t, 1); /* C(k, k) */
-            } else {
-                rc = qsv_bn_copy(t, b);
-                if (!rc) rc = qsv_bn_ratio(t, x + 1, x + 1 - k, 1, s);
-                if (rc) return rc;
-            }
-            if (qsv_bn_cmp(t, r) > 0) break;
-            qsv_bn tmp = *b;
-            *b = *t;
-            *t = tmp;
-            ++x;
-        }
-        xs[k - 1] = x;
-        qsv_bn_sub(r, b);
-        upper = x;
-        have = b->n != 0;
-        bx = x;
+    if (m == 0 || m == n) {
+        out->n = 0;
+        return 0;
     }
-    return 0;
+    if (m == 1) {
+        qsv_bn_set_u32(out, xs[0] - lo);
+        return 0;
+    }
+    const uint32_t h = n / 2, nr = n - h, mid = lo + h;
+    uint32_t a = 0, hi_a = m; /* a = number of xs below mid (binary search) */
+    while (a < hi_a) {
+        uint32_t c = a + (hi_a - a) / 2;
+        if (xs[c] < mid) a = c + 1;
+        else hi_a = c;
+    }
+    const uint32_t amin = m > nr ? m - nr : 0;
+    qsv_bn buf[3]; /* term / product, C(nr, m-a), sub-rank */
+    int rc = arena_take(ar, buf, 3);
+    if (rc) return rc;
+    out->n = 0;
+    if (a > amin) {
+        rc = first_term(&buf[0], h, nr, m, amin, s);
+        for (uint32_t ap = amin; !rc && ap < a; ++ap) {
+            rc = qsv_bn_add(out, &buf[0]);
+            if (!rc && ap + 1 < a) rc = step_term(&buf[0], h, nr, m, ap, s);
+        }
+    }
+    if (!rc) rc = binom_scratch(&buf[1], nr, m - a, s);
+    if (!rc) rc = subset_rank(xs, a, lo, h, &buf[2], ar, s);
+    if (!rc) rc = qsv_bn_mul(&buf[0], &buf[2], &buf[1]);
+    if (!rc) rc = qsv_bn_add(out, &buf[0]);
+    if (!rc) rc = subset_rank(xs + a, m - a, mid, nr, &buf[2], ar, s);
+    if (!rc) rc = qsv_bn_add(out, &buf[2]);
+    arena_give(ar, 3);
+    return rc;
+}
+
+/* Inverse of subset_rank; r < C(n, m) is consumed. */
+static int subset_unrank(qsv_bn *r, uint32_t m, uint32_t lo, uint32_t n, uint32_t *xs, bn_arena *ar,
+                         qsv_bn_scratch *s) {
+    if (m == 0) return r->n == 0 ? 0 : QSV_CODEC_E_INTERNAL;
+    if (m == n) {
+        for (uint32_t i = 0; i < n; ++i) xs[i] = lo + i;
+        return r->n == 0 ? 0 : QSV_CODEC_E_INTERNAL;
+    }
+    if (m == 1) {
+        if (r->n > 1 || (r->n == 1 && r->d[0] >= n)) return QSV_CODEC_E_INTERNAL;
+        xs[0] = lo + (r->n ? r->d[0] : 0u);
+        return 0;
+    }
+    const uint32_t h = n / 2, nr = n - h, mid = lo + h;
+    const uint32_t amin = m > nr ? m - nr : 0, amax = m < h ? m : h;
+    qsv_bn buf[4]; /* term, C(nr, m-a), lower rank, upper rank */
+    int rc = arena_take(ar, buf, 4);
+    if (rc) return rc;
+    uint32_t a = amin;
+    rc = first_term(&buf[0], h, nr, m, amin, s);
+    while (!rc && qsv_bn_cmp(r, &buf[0]) >= 0) {
+        if (a >= amax) {
+            rc = QSV_CODEC_E_INTERNAL; /* r >= C(n, m) */
+            break;
+        }
+        qsv_bn_sub(r, &buf[0]);
+        rc = step_term(&buf[0], h, nr, m, a, s);
+        ++a;
+    }
+    if (!rc) rc = binom_scratch(&buf[1], nr, m - a, s);
+    if (!rc) rc = qsv_bn_divmod(&buf[2], &buf[3], r, &buf[1], s);
+    if (!rc) rc = subset_unrank(&buf[2], a, lo, h, xs, ar, s);
+    if (!rc) rc = subset_unrank(&buf[3], m - a, mid, nr, xs + a, ar, s);
+    arena_give(ar, 4);
+    return rc;
 }
 
 /* term = C(V, m) C(ell-1, m-1) -> the same for m + 1. */
@@ -316,10 +304,10 @@ static int next_term(qsv_bn *term, uint32_t vocab_size, uint32_t ell, uint32_t m
 int qsv_enum_write(const qsv_codec_params *p, const uint32_t *indices, const uint32_t *counts, uint32_t nnz,
                    qsv_bitwriter *w, void *workspace, size_t workspace_bytes) {
     enum_ws e;
-    int rc = ws_layout(p->bound_bits, p->max_nnz, workspace, workspace_bytes, &e);
+    int rc = ws_layout(p->bound_bits, p->vocab_size, p->ell, workspace, workspace_bytes, &e);
     if (rc) return rc;
-    qsv_bn *idx = &e.bn[0], *term = &e.bn[1], *b = &e.bn[2], *rank_s = &e.bn[3], *cl = &e.bn[4],
-           *rank_c = &e.bn[5], *prod = &e.bn[6];
+    qsv_bn *idx = &e.bn[0], *term = &e.bn[1], *prod = &e.bn[2], *rank_s = &e.bn[3], *cl = &e.bn[4],
+           *rank_c = &e.bn[5];
     const uint32_t m = nnz, V = p->vocab_size, ell = p->ell;
     /* offset of the m-group */
     idx->n = 0;
@@ -330,14 +318,14 @@ int qsv_enum_write(const qsv_codec_params *p, const uint32_t *indices, const uin
         if (rc) return rc;
     }
     rc = binom_scratch(cl, ell - 1, m - 1, &e.s);
-    if (!rc) rc = comb_rank(indices, m, rank_s, b, &e.s);
+    if (!rc) rc = subset_rank(indices, m, 0, V, rank_s, &e.arena, &e.s);
     if (rc) return rc;
     uint32_t partial = 0;
     for (uint32_t k = 0; k + 1 < m; ++k) {
         partial += counts[k];
         e.xs[k] = partial - 1;
     }
-    rc = comb_rank(e.xs, m - 1, rank_c, b, &e.s);
+    rc = subset_rank(e.xs, m - 1, 0, ell - 1, rank_c, &e.arena, &e.s);
     if (!rc) rc = qsv_bn_mul(prod, rank_s, cl);
     if (!rc) rc = qsv_bn_add(idx, prod);
     if (!rc) rc = qsv_bn_add(idx, rank_c);
@@ -355,10 +343,9 @@ int qsv_enum_write(const qsv_codec_params *p, const uint32_t *indices, const uin
 int qsv_enum_read(const qsv_codec_params *p, qsv_bitreader *rd, uint32_t *indices, uint32_t *counts,
                   uint32_t capacity, uint32_t *nnz_out, void *workspace, size_t workspace_bytes) {
     enum_ws e;
-    int rc = ws_layout(p->bound_bits, p->max_nnz, workspace, workspace_bytes, &e);
+    int rc = ws_layout(p->bound_bits, p->vocab_size, p->ell, workspace, workspace_bytes, &e);
     if (rc) return rc;
-    qsv_bn *r = &e.bn[0], *term = &e.bn[1], *b = &e.bn[2], *rank_s = &e.bn[3], *cl = &e.bn[4],
-           *rank_c = &e.bn[5], *t = &e.bn[6];
+    qsv_bn *r = &e.bn[0], *term = &e.bn[1], *rank_s = &e.bn[3], *cl = &e.bn[4], *rank_c = &e.bn[5];
     const uint32_t V = p->vocab_size, ell = p->ell;
     const uint64_t bits = p->bound_bits;
     size_t limbs = (size_t)(bits / 32);
@@ -388,8 +375,8 @@ int qsv_enum_read(const qsv_codec_params *p, qsv_bitreader *rd, uint32_t *indice
     if (m > capacity) return QSV_CODEC_E_SPACE;
     rc = binom_scratch(cl, ell - 1, m - 1, &e.s);
     if (!rc) rc = qsv_bn_divmod(rank_s, rank_c, r, cl, &e.s);
-    if (!rc) rc = comb_unrank(rank_s, m, V, indices, b, t, &e.s);
-    if (!rc) rc = comb_unrank(rank_c, m - 1, ell - 1, e.xs, b, t, &e.s);
+    if (!rc) rc = subset_unrank(rank_s, m, 0, V, indices, &e.arena, &e.s);
+    if (!rc) rc = subset_unrank(rank_c, m - 1, 0, ell - 1, e.xs, &e.arena, &e.s);
     if (rc) return rc;
     uint32_t prev = 0;
     for (uint32_t k = 0; k + 1 < m; ++k) {

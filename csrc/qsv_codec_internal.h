@@ -176,7 +176,9 @@ typedef struct qsv_bn {
 
 /* Scratch for bignum division and binomial updates. */
 typedef struct qsv_bn_scratch {
-    qsv_bn den;   /* product of denominators */
+    qsv_bn num;   /* product of numerators (QSV_RATIO_CHUNK_LIMBS) */
+    qsv_bn den;   /* product of denominators (QSV_RATIO_CHUNK_LIMBS) */
+    qsv_bn prod;  /* a * num */
     qsv_bn quo;   /* quotient */
     qsv_bn rem;   /* remainder */
     uint32_t *un; /* normalized dividend, cap + 1 limbs */
@@ -196,7 +198,10 @@ int qsv_bn_mul(qsv_bn *c, const qsv_bn *a, const qsv_bn *b); /* c distinct from 
 int qsv_bn_divmod(qsv_bn *q, qsv_bn *r, const qsv_bn *u, const qsv_bn *v, qsv_bn_scratch *s);
 uint64_t qsv_bn_bitlen(const qsv_bn *a);
 double qsv_bn_ln(const qsv_bn *a); /* natural log (-inf for zero), ~1e-15 relative */
-/* a <- a * prod_{t<c}(num + t) / prod_{t<c}(den + t); the caller guarantees the quotient is exact. */
+/* a <- a * prod_{t<c}(num + t) / prod_{t<c}(den + t) (factors < 2^25), in chunks of QSV_RATIO_CHUNK factors: the
+ * caller guarantees that every chunk boundary gives an integer. a needs QSV_RATIO_CHUNK_LIMBS limbs of headroom. */
+#define QSV_RATIO_CHUNK 64u
+#define QSV_RATIO_CHUNK_LIMBS 52u
 int qsv_bn_ratio(qsv_bn *a, uint32_t num, uint32_t den, uint32_t c, qsv_bn_scratch *s);
 
 /* Exact ceil(log2 C(n, k)) with bignums (bn must hold the value; tmp is scratch of the same size). */

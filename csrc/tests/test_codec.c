@@ -148,14 +148,16 @@ static void test_bounds(void) {
             int rc = ctx_init(&c, V, ell);
             CHECK(rc == 0, "params rc %d", rc);
             qsv_bn_scratch s;
-            size_t L = (size_t)(c.p.bound_bits / 32) + 40;
-            uint32_t *mem = calloc(6 * L + 2, sizeof(uint32_t));
+            size_t L = (size_t)(c.p.bound_bits / 32) + QSV_RATIO_CHUNK_LIMBS + 8;
+            uint32_t *mem = calloc(8 * L + 2, sizeof(uint32_t));
             qsv_bn bn = {mem, 0, L};
-            s.den = (qsv_bn){mem + L, 0, L};
-            s.quo = (qsv_bn){mem + 2 * L, 0, L};
-            s.rem = (qsv_bn){mem + 3 * L, 0, L};
-            s.vn = mem + 4 * L;
-            s.un = mem + 5 * L;
+            s.num = (qsv_bn){mem + L, 0, L};
+            s.den = (qsv_bn){mem + 2 * L, 0, L};
+            s.prod = (qsv_bn){mem + 3 * L, 0, L};
+            s.quo = (qsv_bn){mem + 4 * L, 0, L};
+            s.rem = (qsv_bn){mem + 5 * L, 0, L};
+            s.vn = mem + 6 * L;
+            s.un = mem + 7 * L;
             s.cap = L;
             uint64_t exact = 0;
             rc = qsv_enum_bound_exact(V, ell, &exact, &bn, &s);
@@ -375,10 +377,11 @@ static void test_tokens(void) {
 
 static void test_divmod(void) {
     enum { L = 64 };
-    uint32_t mem[12 * L + 2];
+    uint32_t mem[14 * L + 2];
     qsv_bn u = {mem, 0, L}, v = {mem + L, 0, L}, q = {mem + 2 * L, 0, L}, r = {mem + 3 * L, 0, L},
            t = {mem + 4 * L, 0, 2 * L};
-    qsv_bn_scratch s = {{mem + 6 * L, 0, L}, {mem + 7 * L, 0, L}, {mem + 8 * L, 0, L}, mem + 10 * L, mem + 9 * L, L};
+    qsv_bn_scratch s = {{mem + 6 * L, 0, L},      {mem + 7 * L, 0, L}, {mem + 8 * L, 0, L}, {mem + 9 * L, 0, L},
+                        {mem + 10 * L, 0, L},     mem + 12 * L,        mem + 11 * L,        L};
     for (int rep = 0; rep < 3000; ++rep) {
         size_t nu = 1 + rng_below(40), nv = 1 + rng_below(20);
         for (size_t i = 0; i < nu; ++i) u.d[i] = (uint32_t)rng_next();
