@@ -1,0 +1,936 @@
+/* QSV core: lattice quantizer (fused softmax and probability paths) and Q-S sampler. See qsv_quant.h.
+ *
+ * Cost is O(V) with small constants: one vectorized pass for the maximum (with per-block maxima), one for the
+ * polynomial exp (stored to the workspace) and its sum, then a candidate pass that skips every block whose maximum
+ * cannot reach the threshold. The lattice rule runs on the candidates only: with V >> ell, everything with
+ * x_i < 0.495 rounds to 0, so the rounding and the d < 0 fix only touch candidates, and the d > 0 fix needs the top-d
+ * residuals, taken by quickselect among candidates once the d-th one provably beats every non-candidate
+ * (otherwise the threshold drops 16x and the pass repeats). The result is exactly the rule applied to all V entries.
+ */
+#include "qsv_quant.h"
+
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#define QB 64u /* block length of the kernels */
+#define QL 8u  /* float lanes */
+
+/* Polynomial expf (Cephes coefficients): e^x = 2^n * P(r), n = round(x log2 e), r = x - n ln 2. */
+#define QSV_EXP_LO (-87.0f)
+#define QSV_LOG2EF 1.44269504088896341f
+#define QSV_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer */
+#define QSV_LN2_HI 0.693359375f
+#define QSV_LN2_LO (-2.12194440e-4f)
+#define QSV_P0 1.9875691500e-4f
+#define QSV_P1 1.3981999507e-3f
+#define QSV_P2 8.3334519073e-3f
+#define QSV_P3 4.1665795894e-2f
+#define QSV_P4 1.6666665459e-1f
+#define QSV_P5 5.0000001201e-1f
+
+#define THRESH_X 0.495       /* first candidate threshold on x = ell q: everything below rounds to 0 */
+#define LOWER_FACTOR 0.0625  /* threshold drop when the d > 0 fix needs entries below it */
+#define SKIP_MARGIN 1e-4     /* log-domain safety margin of the block skip (>> error of fexp_s) */
+#define PROB_SUM_TOL 1e-3
+
+static inline uint32_t f2u(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float u2f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Scalar twin of the vector exp: same operations in the same order (the AVX2 kernel fuses the multiply-adds).
+ * x must not be NaN; x < -87 is clamped to -87 (e^-87 ~ 1.6e-38 instead of a smaller value). */
+static inline float fexp_s(float x) {
+    x = x > QSV_EXP_LO ? x : QSV_EXP_LO;
+    float fx = x * QSV_LOG2EF;
+    fx = fx + QSV_MAGIC;
+    const uint32_t pw = f2u(fx) << 23; /* = n << 23 (mod 2^32), n = round(x log2 e) */
+    fx = fx - QSV_MAGIC;
+    float r = fx * -QSV_LN2_HI;
+    r = r + x;
+    float c = fx * -QSV_LN2_LO;
+    r = c + r;
+    float p = QSV_P0 * r;
+    p = p + QSV_P1;
+    p = p * r + QSV_P2;
+    p = p * r + QSV_P3;
+    p = p * r + QSV_P4;
+    p = p * r + QSV_P5;
+    p = p * r;
+    p = p * r;
+    p = p + r;
+    p = p + 1.0f;
+    return u2f(f2u(p) + pw);
+}
+
+/* t of a block's largest logit, computed like the elements' t (a monotone function of z). */
+static inline float block_t(float zmax, float m, float inv_t) {
+    float t = zmax - m;
+    return t * inv_t;
+}
+
+/* Tail (n % QB values) of k_max; shared by all kernels. Returns 0 when a value is not finite. */
+static int tail_max(const float *z, uint32_t n, uint32_t nb, float *bmax, float *m) {
+    const uint32_t start = nb * QB;
+    if (start == n) return 1;
+    float mx = z[start];
+    float bad = 0.0f;
+    for (uint32_t i = start; i < n; i++) {
+        bad = bad + (z[i] - z[i]);
+        mx = z[i] > mx ? z[i] : mx;
+    }
+    bmax[nb] = mx;
+    *m = mx > *m ? mx : *m;
+    return bad == 0.0f;
+}
+
+static double tail_exp(const float *z, uint32_t n, uint32_t nb, float m, float inv_t, const float *bmax,
+                       float t_skip, float *e) {
+    double s = 0.0;
+    if (nb * QB < n && block_t(bmax[nb], m, inv_t) < t_skip) {
+        for (uint32_t i = nb * QB; i < n; i++) e[i] = 0.0f;
+        return 0.0;
+    }
+    for (uint32_t i = nb * QB; i < n; i++) {
+        float t = z[i] - m;
+        t = t * inv_t;
+        e[i] = fexp_s(t);
+        s += (double)e[i];
+    }
+    return s;
+}
+
+/* ---- scalar kernels (portable C; the reference for the vector ones) ---- */
+
+static int s_k_max(const float *z, uint32_t n, float *bmax, float *out_m) {
+    const uint32_t nb = n / QB;
+    float m = -FLT_MAX;
+    float bad[QL] = {0};
+    for (uint32_t b = 0; b < nb; b++) {
+        const float *zb = z + (size_t)b * QB;
+        float mx[QL];
+        for (unsigned j = 0; j < QL; j++) {
+            mx[j] = zb[j];
+            bad[j] = bad[j] + (zb[j] - zb[j]);
+        }
+        for (unsigned v = 1; v < QB / QL; v++) {
+            for (unsigned j = 0; j < QL; j++) {
+                const float w = zb[v * QL + j];
+                bad[j] = bad[j] + (w - w);
+                mx[j] = w > mx[j] ? w : mx[j];
+            }
+        }
+        float h = mx[0];
+        for (unsigned j = 1; j < QL; j++) h = mx[j] > h ? mx[j] : h;
+        bmax[b] = h;
+        m = h > m ? h : m;
+    }
+    int finite = 1;
+    for (unsigned j = 0; j < QL; j++) finite &= (bad[j] == 0.0f);
+    finite &= tail_max(z, n, nb, bmax, &m);
+    *out_m = m;
+    return finite;
+}
+
+static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, const float *bmax, float t_skip, float *e) {
+    const uint32_t nb = n / QB;
+    double s = 0.0;
+    for (uint32_t b = 0; b < nb; b++) {
+        const float *zb = z + (size_t)b * QB;
+        float *eb = e + (size_t)b * QB;
+        if (block_t(bmax[b], m, inv_t) < t_skip) {
+            memset(eb, 0, QB * sizeof *eb);
+            continue;
+        }
+        float acc[QL] = {0};
+        for (unsigned v = 0; v < QB / QL; v++) {
+            for (unsigned j = 0; j < QL; j++) {
+                float t = zb[v * QL + j] - m;
+                t = t * inv_t;
+                const float ev = fexp_s(t);
+                eb[v * QL + j] = ev;
+                acc[j] = acc[j] + ev;
+            }
+        }
+        float bs = acc[0];
+        for (unsigned j = 1; j < QL; j++) bs += acc[j];
+        s += (double)bs;
+    }
+    return s + tail_exp(z, n, nb, m, inv_t, bmax, t_skip, e);
+}
+
+static void s_k_fexp(const float *in, float *out, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) out[i] = fexp_s(in[i]);
+}
+
+/* ---- vector kernels ---- */
+
+#if defined(__GNUC__) || defined(__clang__)
+#define QSV_HAVE_VECTOR 1
+typedef float qv_f __attribute__((vector_size(32)));
+typedef int32_t qv_i __attribute__((vector_size(32)));
+typedef uint32_t qv_u __attribute__((vector_size(32)));
+
+#define KSUFFIX _vec
+#define KATTR
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#define VMAXK(a, b) VMAX(a, b)
+#include "quant_kernels.h"
+#undef KSUFFIX
+#undef KATTR
+#undef VFMA
+#undef VMAXK
+
+#if defined(__x86_64__)
+#define QSV_HAVE_AVX2 1
+#define KSUFFIX _avx2
+#define KATTR __attribute__((target("avx2,fma")))
+#define VFMA(a, b, c) __builtin_ia32_vfmaddps256((a), (b), (c))
+#define VMAXK(a, b) __builtin_ia32_maxps256((a), (b))
+#include "quant_kernels.h"
+#undef KSUFFIX
+#undef KATTR
+#undef VFMA
+#undef VMAXK
+#endif
+#endif
+
+typedef int (*max_fn)(const float *, uint32_t, float *, float *);
+typedef double (*exp_fn)(const float *, uint32_t, float, float, const float *, float, float *);
+typedef void (*fexp_fn)(const float *, float *, uint32_t);
+
+typedef struct {
+    max_fn kmax;
+    exp_fn kexp;
+    fexp_fn kfexp;
+} kernels_t;
+
+int qsv_kernel_available(int kernel) {
+    switch (kernel) {
+    case QSV_KERNEL_AUTO:
+    case QSV_KERNEL_SCALAR:
+        return 1;
+    case QSV_KERNEL_VECTOR:
+#ifdef QSV_HAVE_VECTOR
+        return 1;
+#else
+        return 0;
+#endif
+    case QSV_KERNEL_AVX2:
+#ifdef QSV_HAVE_AVX2
+        return __builtin_cpu_supports("avx2") ? 1 : 0;
+#else
+        return 0;
+#endif
+    default:
+        return 0;
+    }
+}
+
+static int pick_kernels(int kernel, kernels_t *k) {
+    if (kernel == QSV_KERNEL_AUTO) {
+        kernel = qsv_kernel_available(QSV_KERNEL_AVX2)     ? QSV_KERNEL_AVX2
+                 : qsv_kernel_available(QSV_KERNEL_VECTOR) ? QSV_KERNEL_VECTOR
+                                                           : QSV_KERNEL_SCALAR;
+    }
+    if (!qsv_kernel_available(kernel)) return QSV_ERR_KERNEL;
+    k->kmax = s_k_max;
+    k->kexp = s_k_exp;
+    k->kfexp = s_k_fexp;
+#ifdef QSV_HAVE_VECTOR
+    if (kernel == QSV_KERNEL_VECTOR) {
+        k->kmax = k_max_vec;
+        k->kexp = k_exp_vec;
+        k->kfexp = k_fexp_vec;
+    }
+#endif
+#ifdef QSV_HAVE_AVX2
+    if (kernel == QSV_KERNEL_AVX2) {
+        k->kmax = k_max_avx2;
+        k->kexp = k_exp_avx2;
+        k->kfexp = k_fexp_avx2;
+    }
+#endif
+    return QSV_OK;
+}
+
+int qsv_fast_exp(const float *in, float *out, uint32_t n, int kernel) {
+    if (!in || !out) return QSV_ERR_NULL;
+    kernels_t k;
+    const int rc = pick_kernels(kernel, &k);
+    if (rc != QSV_OK) return rc;
+    for (uint32_t i = 0; i < n; i++)
+        if (isnan(in[i]) || in[i] > 0.0f) return QSV_ERR_NONFINITE; /* domain: [-inf, 0] */
+    k.kfexp(in, out, n);
+    return QSV_OK;
+}
+
+/* ---- workspace ---- */
+
+typedef struct {
+    void *bmax;      /* per-block maxima: nb floats or doubles */
+    float *e;        /* V exp values */
+    uint32_t *cidx;  /* candidate token ids, ascending */
+    int32_t *cb;     /* candidate counts */
+    double *cx;      /* candidate values (x = ell q, or e / z on the way) */
+    double *tmp;     /* selection scratch */
+} ws_t;
+
+static size_t al64(size_t s) { return (s + 63u) & ~(size_t)63u; }
+
+size_t qsv_quant_workspace_size(uint32_t vocab_size) {
+    if (vocab_size == 0 || vocab_size > QSV_MAX_VOCAB) return 0;
+    const size_t v = vocab_size;
+    const size_t nb = (v + QB - 1) / QB;
+    return 64 + al64(nb * sizeof(double)) + 3 * al64(v * 4) + 2 * al64(v * sizeof(double));
+}
+
+static int ws_init(ws_t *w, void *ws, size_t size, uint32_t v) {
+    if (!ws || size < qsv_quant_workspace_size(v)) return QSV_ERR_WORKSPACE;
+    const size_t nb = ((size_t)v + QB - 1) / QB;
+    unsigned char *p = (unsigned char *)ws;
+    p += (64u - ((uintptr_t)p & 63u)) & 63u;
+    w->bmax = p;
+    p += al64(nb * sizeof(double));
+    w->e = (float *)(void *)p;
+    p += al64((size_t)v * 4);
+    w->cidx = (uint32_t *)(void *)p;
+    p += al64((size_t)v * 4);
+    w->cb = (int32_t *)(void *)p;
+    p += al64((size_t)v * 4);
+    w->cx = (double *)(void *)p;
+    p += al64((size_t)v * sizeof(double));
+    w->tmp = (double *)(void *)p;
+    return QSV_OK;
+}
+
+/* ---- selection ---- */
+
+static inline void dswap(double *a, size_t i, size_t j) {
+    const double t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+}
+
+static void heap_sort(double *a, size_t n) {
+    if (n < 2) return;
+    for (size_t start = n / 2; start-- > 0;) {
+        size_t root = start;
+        for (;;) {
+            size_t child = 2 * root + 1;
+            if (child >= n) break;
+            if (child + 1 < n && a[child] < a[child + 1]) child++;
+            if (!(a[root] < a[child])) break;
+            dswap(a, root, child);
+            root = child;
+        }
+    }
+    for (size_t end = n - 1; end > 0; end--) {
+        dswap(a, 0, end);
+        size_t root = 0;
+        for (;;) {
+            size_t child = 2 * root + 1;
+            if (child >= end) break;
+            if (child + 1 < end && a[child] < a[child + 1]) child++;
+            if (!(a[root] < a[child])) break;
+            dswap(a, root, child);
+            root = child;
+        }
+    }
+}
+
+static double median3(double a, double b, double c) {
+    if (a < b) {
+        if (b < c) return b;
+        return a < c ? c : a;
+    }
+    if (a < c) return a;
+    return b < c ? c : b;
+}
+
+static unsigned depth_budget(size_t n) {
+    unsigned d = 16;
+    while (n > 1) {
+        n >>= 1;
+        d += 2;
+    }
+    return d;
+}
+
+/* The k-th smallest (0-based) of a[0..n), reordering a. Introselect: 3-way quickselect, heap sort past a depth. */
+static double kth_smallest(double *a, size_t n, size_t k) {
+    size_t lo = 0, hi = n;
+    unsigned budget = depth_budget(n);
+    while (hi - lo > 16) {
+        if (budget-- == 0) {
+            heap_sort(a + lo, hi - lo);
+            return a[k];
+        }
+        const double p = median3(a[lo], a[lo + (hi - lo) / 2], a[hi - 1]);
+        size_t lt = lo, i = lo, gt = hi;
+        while (i < gt) {
+            if (a[i] < p)
+                dswap(a, lt++, i++);
+            else if (a[i] > p)
+                dswap(a, i, --gt);
+            else
+                i++;
+        }
+        if (k < lt)
+            hi = lt;
+        else if (k >= gt)
+            lo = gt;
+        else
+            return p;
+    }
+    heap_sort(a + lo, hi - lo);
+    return a[k];
+}
+
+/* Weighted selection over non-negative a[0..n): finds v with sum(a > v) < target <= sum(a >= v). Returns 0 and v,
+ * or 1 when the whole sum stays below target. Reorders a. */
+static int wselect_desc(double *a, size_t n, double target, double *v_out) {
+    size_t lo = 0, hi = n;
+    double acc = 0.0;
+    unsigned budget = depth_budget(n);
+    while (hi > lo) {
+        if (budget-- == 0 || hi - lo <= 16) {
+            heap_sort(a + lo, hi - lo); /* ascending: walk from the top */
+            size_t i = hi;
+            while (i > lo) {
+                const double val = a[i - 1];
+                double s_eq = 0.0;
+                while (i > lo && a[i - 1] == val) s_eq += a[--i];
+                if (acc + s_eq >= target) {
+                    *v_out = val;
+                    return 0;
+                }
+                acc += s_eq;
+            }
+            return 1;
+        }
+        const double p = median3(a[lo], a[lo + (hi - lo) / 2], a[hi - 1]);
+        size_t lt = lo, i = lo, gt = hi; /* [lo,lt) > p, [lt,gt) == p, [gt,hi) < p */
+        while (i < gt) {
+            if (a[i] > p)
+                dswap(a, lt++, i++);
+            else if (a[i] < p)
+                dswap(a, i, --gt);
+            else
+                i++;
+        }
+        double s_g = 0.0, s_e = 0.0;
+        for (size_t j = lo; j < lt; j++) s_g += a[j];
+        for (size_t j = lt; j < gt; j++) s_e += a[j];
+        if (acc + s_g >= target) {
+            hi = lt;
+        } else if (acc + s_g + s_e >= target) {
+            *v_out = p;
+            return 0;
+        } else {
+            acc += s_g + s_e;
+            lo = gt;
+        }
+    }
+    return 1;
+}
+
+/* ---- the lattice rule on a candidate set ---- */
+
+enum { FIX_MORE = -1 };
+
+/* Applies the rule to candidates (cidx ascending, x in cx). When `outside` is set, the tokens not listed all have
+ * x <= bound (< 0.5, so b = 0 there); FIX_MORE asks for more candidates when the d > 0 fix could reach them.
+ * Counts go to cb. */
+static int lattice_fix(const double *cx, uint32_t k, uint32_t ell, int outside, double bound, int32_t *cb,
+                       double *tmp) {
+    int64_t sum = 0;
+    for (uint32_t j = 0; j < k; j++) {
+        const double y = cx[j] + 0.5;
+        cb[j] = (int32_t)y; /* y >= 0.5: truncation is floor */
+        sum += cb[j];
+    }
+    const int64_t d = (int64_t)ell - sum;
+    if (d == 0) return QSV_OK;
+    if (d > 0) {
+        const uint32_t need = (uint32_t)d;
+        if (need > k) return outside ? FIX_MORE : QSV_ERR_PROBS;
+        for (uint32_t j = 0; j < k; j++) tmp[j] = cx[j] - (double)cb[j];
+        const double v = kth_smallest(tmp, k, k - need);
+        if (outside && !(v > bound)) return FIX_MORE;
+        uint32_t greater = 0;
+        for (uint32_t j = 0; j < k; j++) greater += (cx[j] - (double)cb[j]) > v;
+        uint32_t ties = need - greater;
+        for (uint32_t j = 0; j < k; j++) {
+            const double r = cx[j] - (double)cb[j];
+            if (r > v) {
+                cb[j]++;
+            } else if (r == v && ties > 0) {
+                cb[j]++;
+                ties--;
+            }
+        }
+        return QSV_OK;
+    }
+    const uint32_t need = (uint32_t)(-d);
+    uint32_t pos = 0;
+    for (uint32_t j = 0; j < k; j++)
+        if (cb[j] >= 1) tmp[pos++] = cx[j] - (double)cb[j];
+    if (pos < need) return QSV_ERR_PROBS;
+    const double v = kth_smallest(tmp, pos, need - 1);
+    uint32_t smaller = 0;
+    for (uint32_t j = 0; j < k; j++) smaller += cb[j] >= 1 && (cx[j] - (double)cb[j]) < v;
+    uint32_t ties = need - smaller;
+    for (uint32_t j = 0; j < k; j++) {
+        if (cb[j] < 1) continue;
+        const double r = cx[j] - (double)cb[j];
+        if (r < v) {
+            cb[j]--;
+        } else if (r == v && ties > 0) {
+            cb[j]--;
+            ties--;
+        }
+    }
+    return QSV_OK;
+}
+
+static int emit(const uint32_t *cidx, const int32_t *cb, uint32_t k, uint32_t vocab, uint32_t *out_indices,
+                uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz, uint32_t *out_dense) {
+    uint32_t nnz = 0;
+    if (out_dense) memset(out_dense, 0, (size_t)vocab * sizeof *out_dense);
+    for (uint32_t j = 0; j < k; j++) {
+        if (cb[j] <= 0) continue;
+        if (nnz >= capacity) return QSV_ERR_CAPACITY; /* unreachable: nnz <= min(ell, V) */
+        out_indices[nnz] = cidx[j];
+        out_counts[nnz] = (uint32_t)cb[j];
+        if (out_dense) out_dense[cidx[j]] = (uint32_t)cb[j];
+        nnz++;
+    }
+    *out_nnz = nnz;
+    return QSV_OK;
+}
+
+/* ---- the fused logits path ---- */
+
+enum { PREP_GREEDY = 0, PREP_DENSE = 1, PREP_SPARSE = 2 };
+
+typedef struct {
+    int mode;
+    uint32_t argmax; /* greedy */
+    uint32_t nk;     /* sparse: kept entries in cidx / cx (cx = x) */
+    double scale;    /* dense: x_i = e_i * scale */
+    float m, inv_t;
+} prep_t;
+
+static uint32_t first_argmax(const float *z, uint32_t v, const float *bmax, float m) {
+    const uint32_t nb = (v + QB - 1) / QB;
+    for (uint32_t b = 0; b < nb; b++) {
+        if (bmax[b] != m) continue;
+        const uint32_t end = (b + 1) * QB < v ? (b + 1) * QB : v;
+        for (uint32_t i = b * QB; i < end; i++)
+            if (z[i] == m) return i;
+    }
+    return 0; /* unreachable: m is one of the values */
+}
+
+/* Tokens with z >= thr (block skip on the z maxima) into cidx, z into cx. */
+static uint32_t collect_z(const float *z, uint32_t v, const float *bmax, float thr, uint32_t *cidx, double *cx) {
+    const uint32_t nb = (v + QB - 1) / QB;
+    uint32_t k = 0;
+    for (uint32_t b = 0; b < nb; b++) {
+        if (bmax[b] < thr) continue;
+        const uint32_t end = (b + 1) * QB < v ? (b + 1) * QB : v;
+        for (uint32_t i = b * QB; i < end; i++) {
+            if (z[i] >= thr) {
+                cidx[k] = i;
+                cx[k] = (double)z[i];
+                k++;
+            }
+        }
+    }
+    return k;
+}
+
+/* Tokens with e >= thr into cidx, x = e * scale into cx. Blocks whose maximum logit maps below thr are skipped. */
+static uint32_t collect_e(const float *e, uint32_t v, const float *bmax, float m, float inv_t, float thr,
+                          double scale, uint32_t *cidx, double *cx) {
+    const uint32_t nb = (v + QB - 1) / QB;
+    const float t_skip = thr > 0.0f ? (float)(log((double)thr) - SKIP_MARGIN) : -INFINITY;
+    uint32_t k = 0;
+    for (uint32_t b = 0; b < nb; b++) {
+        float tb = bmax[b] - m;
+        tb = tb * inv_t;
+        if (tb < t_skip) continue;
+        const uint32_t end = (b + 1) * QB < v ? (b + 1) * QB : v;
+        for (uint32_t i = b * QB; i < end; i++) {
+            if (e[i] >= thr) {
+                cidx[k] = i;
+                cx[k] = (double)e[i] * scale;
+                k++;
+            }
+        }
+    }
+    return k;
+}
+
+/* Keeps the shortest prefix (by e descending, index ascending) of the k entries in cidx/cx (cx = e) whose sum
+ * reaches target; compacts in place, returns the new count. */
+static uint32_t top_p_filter(uint32_t *cidx, double *cx, uint32_t k, double target, double *tmp) {
+    memcpy(tmp, cx, (size_t)k * sizeof *tmp);
+    double v;
+    if (wselect_desc(tmp, k, target, &v) != 0) return k;
+    double acc = 0.0;
+    for (uint32_t j = 0; j < k; j++)
+        if (cx[j] > v) acc += cx[j];
+    uint32_t out = 0;
+    for (uint32_t j = 0; j < k; j++) {
+        int keep = cx[j] > v;
+        if (!keep && cx[j] == v && acc < target) {
+            keep = 1;
+            acc += cx[j];
+        }
+        if (keep) {
+            cidx[out] = cidx[j];
+            cx[out] = cx[j];
+            out++;
+        }
+    }
+    return out;
+}
+
+/* Blocks whose largest logit has t below this are skipped by the exp pass (e = 0): together they hold less than
+ * V e^t <= 1e-9 of the (>= 1) sum. */
+static float exp_skip_t(uint32_t v) { return (float)(-log((double)v) - 9.0 * log(10.0)); }
+
+static int check_logit_args(const float *logits, uint32_t v, uint32_t ell, double temperature, double top_p) {
+    if (!logits) return QSV_ERR_NULL;
+    if (v == 0 || v > QSV_MAX_VOCAB) return QSV_ERR_VOCAB;
+    if (ell == 0 || ell > QSV_MAX_ELL) return QSV_ERR_ELL;
+    if (!(temperature == 0.0 || (temperature >= 1e-6 && temperature <= 1e6))) return QSV_ERR_TEMPERATURE;
+    if (!(top_p > 0.0 && top_p <= 1.0)) return QSV_ERR_TOP_P;
+    return QSV_OK;
+}
+
+static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperature, uint32_t top_k, double top_p,
+                       const kernels_t *kern, ws_t *w, prep_t *p) {
+    float *bmax = (float *)w->bmax;
+    float m;
+    if (!kern->kmax(z, v, bmax, &m)) return QSV_ERR_NONFINITE;
+    p->m = m;
+    if (temperature == 0.0 || v == 1) {
+        p->mode = PREP_GREEDY;
+        p->argmax = first_argmax(z, v, bmax, m);
+        return QSV_OK;
+    }
+    const float inv_t = (float)(1.0 / temperature);
+    p->inv_t = inv_t;
+    const int use_k = top_k > 0 && top_k < v;
+    const int use_p = top_p < 1.0;
+    if (!use_k && !use_p) {
+        const double s = kern->kexp(z, v, m, inv_t, bmax, exp_skip_t(v), w->e);
+        p->mode = PREP_DENSE;
+        p->scale = (double)ell / s;
+        return QSV_OK;
+    }
+    uint32_t k;
+    if (use_k) {
+        /* the top_k largest logits: collect z >= m - delta until there are enough, then select */
+        float delta = 1.0f;
+        for (;;) {
+            float thr = m - delta;
+            if (!(thr > -FLT_MAX) || delta > FLT_MAX / 16) thr = -FLT_MAX;
+            k = collect_z(z, v, bmax, thr, w->cidx, w->cx);
+            if (k >= top_k || thr == -FLT_MAX) break;
+            delta *= 16.0f;
+        }
+        memcpy(w->tmp, w->cx, (size_t)k * sizeof *w->tmp);
+        const double zk = kth_smallest(w->tmp, k, k - top_k);
+        uint32_t greater = 0;
+        for (uint32_t j = 0; j < k; j++) greater += w->cx[j] > zk;
+        uint32_t ties = top_k - greater;
+        uint32_t out = 0;
+        for (uint32_t j = 0; j < k; j++) {
+            int keep = w->cx[j] > zk;
+            if (!keep && w->cx[j] == zk && ties > 0) {
+                keep = 1;
+                ties--;
+            }
+            if (keep) {
+                float t = (float)w->cx[j] - m;
+                t = t * inv_t;
+                w->cidx[out] = w->cidx[j];
+                w->cx[out] = (double)fexp_s(t);
+                out++;
+            }
+        }
+        k = out;
+    } else {
+        /* top-p over all: candidates e >= thr until they hold at least top_p of the mass */
+        const double s = kern->kexp(z, v, m, inv_t, bmax, exp_skip_t(v), w->e);
+        const double target = top_p * s;
+        float thr = 1.0f / 64.0f;
+        for (;;) {
+            k = collect_e(w->e, v, bmax, m, inv_t, thr, 1.0, w->cidx, w->cx);
+            double mass = 0.0;
+            for (uint32_t j = 0; j < k; j++) mass += w->cx[j];
+            if (mass >= target || thr == 0.0f) break;
+            thr *= (float)LOWER_FACTOR;
+            if (thr < FLT_MIN) thr = 0.0f;
+        }
+    }
+    if (use_p) {
+        double s = 0.0;
+        for (uint32_t j = 0; j < k; j++) s += w->cx[j];
+        k = top_p_filter(w->cidx, w->cx, k, top_p * s, w->tmp);
+    }
+    double s = 0.0;
+    for (uint32_t j = 0; j < k; j++) s += w->cx[j];
+    const double scale = (double)ell / s;
+    for (uint32_t j = 0; j < k; j++) w->cx[j] = w->cx[j] * scale;
+    p->mode = PREP_SPARSE;
+    p->nk = k;
+    return QSV_OK;
+}
+
+int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature,
+                               uint32_t top_k, double top_p, int kernel, void *workspace, size_t workspace_size,
+                               uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz,
+                               uint32_t *out_dense) {
+    int rc = check_logit_args(logits, vocab_size, ell, temperature, top_p);
+    if (rc != QSV_OK) return rc;
+    if (!out_indices || !out_counts || !out_nnz) return QSV_ERR_NULL;
+    if (capacity < (ell < vocab_size ? ell : vocab_size)) return QSV_ERR_CAPACITY;
+    kernels_t kern;
+    if ((rc = pick_kernels(kernel, &kern)) != QSV_OK) return rc;
+    ws_t w;
+    if ((rc = ws_init(&w, workspace, workspace_size, vocab_size)) != QSV_OK) return rc;
+    prep_t p;
+    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
+    uint32_t k;
+    if (p.mode == PREP_GREEDY) {
+        w.cidx[0] = p.argmax;
+        w.cb[0] = (int32_t)ell;
+        k = 1;
+    } else if (p.mode == PREP_SPARSE) {
+        k = p.nk;
+        rc = lattice_fix(w.cx, k, ell, 0, 0.0, w.cb, w.tmp);
+        if (rc != QSV_OK) return QSV_ERR_PROBS; /* unreachable: a renormalized set always admits the fix */
+    } else {
+        float thr = (float)(THRESH_X / p.scale);
+        for (;;) {
+            k = collect_e(w.e, vocab_size, (const float *)w.bmax, p.m, p.inv_t, thr, p.scale, w.cidx, w.cx);
+            rc = lattice_fix(w.cx, k, ell, thr > 0.0f, (double)thr * p.scale, w.cb, w.tmp);
+            if (rc != FIX_MORE) break;
+            thr *= (float)LOWER_FACTOR;
+            if (thr < FLT_MIN) thr = 0.0f;
+        }
+        if (rc != QSV_OK) return rc;
+    }
+    return emit(w.cidx, w.cb, k, vocab_size, out_indices, out_counts, capacity, out_nnz, out_dense);
+}
+
+int qsv_quantize_logits(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
+                        double top_p, void *workspace, size_t workspace_size, uint32_t *out_indices,
+                        uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz, uint32_t *out_dense) {
+    return qsv_quantize_logits_kernel(logits, vocab_size, ell, temperature, top_k, top_p, QSV_KERNEL_AUTO, workspace,
+                                      workspace_size, out_indices, out_counts, capacity, out_nnz, out_dense);
+}
+
+int qsv_logits_scaled(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
+                      double top_p, int kernel, void *workspace, size_t workspace_size, double *out_x) {
+    int rc = check_logit_args(logits, vocab_size, ell, temperature, top_p);
+    if (rc != QSV_OK) return rc;
+    if (!out_x) return QSV_ERR_NULL;
+    kernels_t kern;
+    if ((rc = pick_kernels(kernel, &kern)) != QSV_OK) return rc;
+    ws_t w;
+    if ((rc = ws_init(&w, workspace, workspace_size, vocab_size)) != QSV_OK) return rc;
+    prep_t p;
+    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
+    if (p.mode == PREP_DENSE) {
+        for (uint32_t i = 0; i < vocab_size; i++) out_x[i] = (double)w.e[i] * p.scale;
+        return QSV_OK;
+    }
+    for (uint32_t i = 0; i < vocab_size; i++) out_x[i] = 0.0;
+    if (p.mode == PREP_GREEDY) {
+        out_x[p.argmax] = (double)ell;
+    } else {
+        for (uint32_t j = 0; j < p.nk; j++) out_x[w.cidx[j]] = w.cx[j];
+    }
+    return QSV_OK;
+}
+
+/* ---- the probability paths ---- */
+
+/* Validates probabilities (finite, >= 0, sum within PROB_SUM_TOL of 1) and writes per-block maxima. */
+static int scan_probs_f64(const double *q, uint32_t v, double *bmax) {
+    const uint32_t nb = (v + QB - 1) / QB;
+    double sum = 0.0;
+    int ok = 1;
+    for (uint32_t b = 0; b < nb; b++) {
+        const uint32_t end = (b + 1) * QB < v ? (b + 1) * QB : v;
+        double mx = 0.0, bs = 0.0;
+        for (uint32_t i = b * QB; i < end; i++) {
+            const double x = q[i];
+            ok &= (x >= 0.0) & (x <= DBL_MAX);
+            mx = x > mx ? x : mx;
+            bs += x;
+        }
+        bmax[b] = mx;
+        sum += bs;
+    }
+    if (!ok) return isfinite(sum) ? QSV_ERR_PROBS : QSV_ERR_NONFINITE;
+    return fabs(sum - 1.0) <= PROB_SUM_TOL ? QSV_OK : QSV_ERR_PROBS;
+}
+
+static int scan_probs_f32(const float *q, uint32_t v, float *bmax) {
+    const uint32_t nb = (v + QB - 1) / QB;
+    double sum = 0.0;
+    int ok = 1;
+    for (uint32_t b = 0; b < nb; b++) {
+        const uint32_t end = (b + 1) * QB < v ? (b + 1) * QB : v;
+        float mx = 0.0f;
+        double bs = 0.0;
+        for (uint32_t i = b * QB; i < end; i++) {
+            const float x = q[i];
+            ok &= (x >= 0.0f) & (x <= FLT_MAX);
+            mx = x > mx ? x : mx;
+            bs += (double)x;
+        }
+        bmax[b] = mx;
+        sum += bs;
+    }
+    if (!ok) return isfinite(sum) ? QSV_ERR_PROBS : QSV_ERR_NONFINITE;
+    return fabs(sum - 1.0) <= PROB_SUM_TOL ? QSV_OK : QSV_ERR_PROBS;
+}
+
+static uint32_t collect_q64(const double *q, uint32_t v, const double *bmax, double thr, double ell, uint32_t *cidx,
+                            double *cx) {
+    const uint32_t nb = (v + QB - 1) / QB;
+    uint32_t k = 0;
+    for (uint32_t b = 0; b < nb; b++) {
+        if (bmax[b] < thr) continue;
+        const uint32_t end = (b + 1) * QB < v ? (b + 1) * QB : v;
+        for (uint32_t i = b * QB; i < end; i++) {
+            if (q[i] >= thr) {
+                cidx[k] = i;
+                cx[k] = ell * q[i];
+                k++;
+            }
+        }
+    }
+    return k;
+}
+
+static uint32_t collect_q32(const float *q, uint32_t v, const float *bmax, double thr, double ell, uint32_t *cidx,
+                            double *cx) {
+    const uint32_t nb = (v + QB - 1) / QB;
+    uint32_t k = 0;
+    for (uint32_t b = 0; b < nb; b++) {
+        if ((double)bmax[b] < thr) continue;
+        const uint32_t end = (b + 1) * QB < v ? (b + 1) * QB : v;
+        for (uint32_t i = b * QB; i < end; i++) {
+            if ((double)q[i] >= thr) {
+                cidx[k] = i;
+                cx[k] = ell * (double)q[i];
+                k++;
+            }
+        }
+    }
+    return k;
+}
+
+static int quantize_probs(const double *q64, const float *q32, uint32_t v, uint32_t ell, void *workspace,
+                          size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
+                          uint32_t *out_nnz, uint32_t *out_dense) {
+    if (!out_indices || !out_counts || !out_nnz) return QSV_ERR_NULL;
+    if (v == 0 || v > QSV_MAX_VOCAB) return QSV_ERR_VOCAB;
+    if (ell == 0 || ell > QSV_MAX_ELL) return QSV_ERR_ELL;
+    if (capacity < (ell < v ? ell : v)) return QSV_ERR_CAPACITY;
+    ws_t w;
+    int rc = ws_init(&w, workspace, workspace_size, v);
+    if (rc != QSV_OK) return rc;
+    rc = q64 ? scan_probs_f64(q64, v, (double *)w.bmax) : scan_probs_f32(q32, v, (float *)w.bmax);
+    if (rc != QSV_OK) return rc;
+    const double l = (double)ell;
+    double thr = THRESH_X / l;
+    uint32_t k;
+    for (;;) {
+        k = q64 ? collect_q64(q64, v, (const double *)w.bmax, thr, l, w.cidx, w.cx)
+                : collect_q32(q32, v, (const float *)w.bmax, thr, l, w.cidx, w.cx);
+        rc = lattice_fix(w.cx, k, ell, thr > 0.0, l * thr, w.cb, w.tmp);
+        if (rc != FIX_MORE) break;
+        thr *= LOWER_FACTOR;
+        if (thr < 1e-300) thr = 0.0;
+    }
+    if (rc != QSV_OK) return rc;
+    return emit(w.cidx, w.cb, k, v, out_indices, out_counts, capacity, out_nnz, out_dense);
+}
+
+int qsv_quantize_probs_f64(const double *probs, uint32_t vocab_size, uint32_t ell, void *workspace,
+                           size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
+                           uint32_t *out_nnz, uint32_t *out_dense) {
+    if (!probs) return QSV_ERR_NULL;
+    return quantize_probs(probs, NULL, vocab_size, ell, workspace, workspace_size, out_indices, out_counts, capacity,
+                          out_nnz, out_dense);
+}
+
+int qsv_quantize_probs_f32(const float *probs, uint32_t vocab_size, uint32_t ell, void *workspace,
+                           size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
+                           uint32_t *out_nnz, uint32_t *out_dense) {
+    if (!probs) return QSV_ERR_NULL;
+    return quantize_probs(NULL, probs, vocab_size, ell, workspace, workspace_size, out_indices, out_counts, capacity,
+                          out_nnz, out_dense);
+}
+
+/* ---- sampling ---- */
+
+int qsv_sample(const uint32_t *indices, const uint32_t *counts, uint32_t nnz, uint32_t ell, uint32_t u,
+               uint32_t *out_token) {
+    if (!indices || !counts || !out_token) return QSV_ERR_NULL;
+    if (ell == 0 || ell > QSV_MAX_ELL) return QSV_ERR_ELL;
+    if (nnz == 0 || u >= ell) return QSV_ERR_SAMPLE;
+    uint64_t cum = 0;
+    uint32_t token = 0;
+    int found = 0;
+    for (uint32_t j = 0; j < nnz; j++) {
+        cum += counts[j];
+        if (!found && u < cum) {
+            token = indices[j];
+            found = 1;
+        }
+    }
+    if (!found || cum != ell) return QSV_ERR_SAMPLE;
+    *out_token = token;
+    return QSV_OK;
+}
+
+const char *qsv_status_message(int status) {
+    switch (status) {
+    case QSV_OK: return "ok";
+    case QSV_ERR_NULL: return "a required pointer is NULL";
+    case QSV_ERR_VOCAB: return "vocabulary size must be in 1..2097152";
+    case QSV_ERR_ELL: return "ell must be in 1..65535";
+    case QSV_ERR_NONFINITE: return "logits / probabilities must be finite";
+    case QSV_ERR_TEMPERATURE: return "temperature must be 0 (greedy) or in [1e-6, 1e6]";
+    case QSV_ERR_TOP_P: return "top_p must be in (0, 1]";
+    case QSV_ERR_WORKSPACE: return "workspace missing or smaller than qsv_quant_workspace_size(V)";
+    case QSV_ERR_CAPACITY: return "output capacity must be at least min(ell, V)";
+    case QSV_ERR_PROBS: return "probabilities must be >= 0 and sum to 1 within 1e-3";
+    case QSV_ERR_SAMPLE: return "u must be in [0, ell) and the counts must sum to ell";
+    case QSV_ERR_KERNEL: return "kernel not available on this CPU / build";
+    default: return "unknown status";
+    }
+}

@@ -1,0 +1,109 @@
+/* QSV core: lattice quantizer and quantize-then-sample (Q-S) sampler.
+ *
+ * The lattice quantizer with resolution ell (1..65535) maps a distribution q over V tokens to integer counts b with
+ * sum(b) = ell (q_hat = b / ell):
+ *   x_i = ell * q_i;  b_i = floor(x_i + 1/2);  d = ell - sum(b)
+ *   d > 0: add 1 to the d entries with the largest residual r_i = x_i - b_i (all entries take part);
+ *   d < 0: subtract 1 from the |d| entries with b_i >= 1 and the largest b_i - x_i (= the smallest r_i);
+ *   ties between equal residuals go to the lower token index.
+ * All arithmetic of the rule is IEEE double (x_i = (double)ell * q_i, floor(x_i + 0.5), x_i - b_i); the numpy
+ * reference edge_runtime/reference.py performs the same operations, so the probability paths match it bit for bit.
+ *
+ * Fused logits path: logits (float32) -> temperature -> top-k -> top-p -> softmax -> lattice rule. The softmax runs in
+ * float32 with a polynomial expf (max relative error 2^-22 on [-87, 0], inputs below -87 clamped) and a
+ * double-accumulated sum; blocks of 64 logits whose largest t = (z - max) / T is below -ln(V) - 9 ln(10) are not
+ * exponentiated (e = 0: together under 1e-9 of the mass). The lattice rule is then applied exactly to
+ * x_i = e_i * (ell / S). Relative to a float64 softmax, |x_i - ell q_i| <= 1e-5 * ell q_i + 1e-9 * ell / V (tested;
+ * observed relative error ~1e-6), so the fused output equals the exact rule applied to probabilities
+ * within that tolerance of the float64 ones: results can differ from a float64 computation only for entries whose
+ * rounding or selection decision lies within the tolerance of a boundary.
+ *   temperature: 0 = greedy (all ell on the argmax, lowest index on ties); otherwise 1e-6 <= T <= 1e6.
+ *   top_k: 0 or >= V disables; otherwise keeps the k largest logits, ties at the k-th value go to lower indices
+ *          (exactly k tokens survive).
+ *   top_p: 1.0 disables; otherwise in (0, 1): tokens ordered by probability descending (ties: lower index first);
+ *          the shortest prefix whose cumulative probability reaches top_p survives (cumulated in double).
+ *   Survivors are renormalized before quantization. Non-finite logits are rejected.
+ *
+ * Calling convention: no globals, no allocation; every buffer belongs to the caller. A workspace of
+ * qsv_quant_workspace_size(V) bytes (any alignment) is scratch for one call at a time: threads need their own
+ * workspace, otherwise all functions are reentrant. Sparse output: out_indices ascending token ids, out_counts >= 1,
+ * *out_nnz entries; capacity must be >= min(ell, V) (nnz never exceeds it). out_dense (optional, V entries) receives
+ * the dense counts. Returns QSV_OK or an error code (outputs are then unspecified).
+ */
+#ifndef QSV_QUANT_H
+#define QSV_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* CFFI_BEGIN */
+enum qsv_quant_limits {
+    QSV_MAX_ELL = 65535,
+    QSV_MAX_VOCAB = 2097152
+};
+
+enum qsv_status {
+    QSV_OK = 0,
+    QSV_ERR_NULL = 1,        /* a required pointer is NULL */
+    QSV_ERR_VOCAB = 2,       /* vocab size is 0 or above QSV_MAX_VOCAB */
+    QSV_ERR_ELL = 3,         /* ell outside 1..QSV_MAX_ELL */
+    QSV_ERR_NONFINITE = 4,   /* NaN or infinite logit / probability */
+    QSV_ERR_TEMPERATURE = 5, /* temperature not 0 and not in [1e-6, 1e6] (or not finite) */
+    QSV_ERR_TOP_P = 6,       /* top_p not in (0, 1] */
+    QSV_ERR_WORKSPACE = 7,   /* workspace NULL or smaller than qsv_quant_workspace_size(V) */
+    QSV_ERR_CAPACITY = 8,    /* sparse output capacity below min(ell, V) */
+    QSV_ERR_PROBS = 9,       /* negative probability, or the sum is not within 1e-3 of 1 */
+    QSV_ERR_SAMPLE = 10,     /* u >= ell, counts that do not sum to ell, or an empty point */
+    QSV_ERR_KERNEL = 11      /* the requested kernel is not available on this CPU / build */
+};
+
+enum qsv_kernel {
+    QSV_KERNEL_AUTO = 0,     /* best available: AVX2 on x86-64 CPUs that have it, else VECTOR */
+    QSV_KERNEL_SCALAR = 1,   /* portable C, no vector extensions */
+    QSV_KERNEL_VECTOR = 2,   /* GCC/clang vector extensions at the baseline ISA (SSE2 on x86-64, NEON on aarch64) */
+    QSV_KERNEL_AVX2 = 3      /* x86-64 only: the same vector code compiled for AVX2 */
+};
+
+size_t qsv_quant_workspace_size(uint32_t vocab_size);
+const char *qsv_status_message(int status);
+int qsv_kernel_available(int kernel);
+
+int qsv_quantize_logits(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
+                        double top_p, void *workspace, size_t workspace_size, uint32_t *out_indices,
+                        uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz, uint32_t *out_dense);
+
+/* Same with an explicit kernel (results are bit-identical across kernels; used by tests and benchmarks). */
+int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature,
+                               uint32_t top_k, double top_p, int kernel, void *workspace, size_t workspace_size,
+                               uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz,
+                               uint32_t *out_dense);
+
+/* The x_i = ell * q_i (dense, V doubles) the fused path feeds into the lattice rule; for tests of the float path. */
+int qsv_logits_scaled(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
+                      double top_p, int kernel, void *workspace, size_t workspace_size, double *out_x);
+
+/* Integer-steps path from probabilities (no softmax): finite, >= 0, sum within 1e-3 of 1 (not renormalized). */
+int qsv_quantize_probs_f64(const double *probs, uint32_t vocab_size, uint32_t ell, void *workspace,
+                           size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
+                           uint32_t *out_nnz, uint32_t *out_dense);
+int qsv_quantize_probs_f32(const float *probs, uint32_t vocab_size, uint32_t ell, void *workspace,
+                           size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
+                           uint32_t *out_nnz, uint32_t *out_dense);
+
+/* Q-S sampling: the token t with cum(t-1) <= u < cum(t), cumulating counts in index order; u in [0, ell). */
+int qsv_sample(const uint32_t *indices, const uint32_t *counts, uint32_t nnz, uint32_t ell, uint32_t u,
+               uint32_t *out_token);
+
+/* The polynomial expf of the fused path over n values (kernel as above); for accuracy tests. */
+int qsv_fast_exp(const float *in, float *out, uint32_t n, int kernel);
+/* CFFI_END */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QSV_QUANT_H */

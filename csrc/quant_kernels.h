@@ -1,0 +1,122 @@
+/* Vector kernels of the fused softmax, instantiated once per target by qsv_quant.c (not a public header).
+ *
+ * Before including: KSUFFIX (name suffix) and KATTR (function attributes, e.g. a target ISA). The code uses
+ * GCC/clang vector extensions with 8 float lanes: one source for SSE2, AVX2 and NEON. Every operation, its order
+ * and the lane structure of the sums match the scalar kernels in qsv_quant.c exactly (no FMA contraction), so all
+ * kernels produce bit-identical results.
+ */
+
+#define KCAT2(a, b) a##b
+#define KCAT(a, b) KCAT2(a, b)
+#define KN(name) KCAT(name, KSUFFIX)
+
+/* Helpers are macros, not functions: no vector travels through a call, so no ABI depends on the target. */
+#define VLD(v, p) memcpy(&(v), (p), sizeof(v))
+#define VST(p, v) memcpy((p), &(v), sizeof(v))
+#define VSPLAT(c) ((qv_f){(c), (c), (c), (c), (c), (c), (c), (c)})
+/* a > b ? a : b per lane */
+#define VMAX(a, b) ((qv_f)(((qv_i)(a) & ((a) > (b))) | ((qv_i)(b) & ~((a) > (b)))))
+/* x = fexp_s(x) lane-wise (same operations in the same order; VFMA is a fused multiply-add only on AVX2) */
+#define VEXP(x)                                                                                                      \
+    do {                                                                                                             \
+        (x) = VMAXK((x), VSPLAT(QSV_EXP_LO));                                                                        \
+        qv_f fx_ = VFMA((x), VSPLAT(QSV_LOG2EF), VSPLAT(QSV_MAGIC));                                                 \
+        const qv_u pw_ = (qv_u)fx_ << 23;                                                                            \
+        fx_ = fx_ - VSPLAT(QSV_MAGIC);                                                                               \
+        qv_f r_ = VFMA(fx_, VSPLAT(-QSV_LN2_HI), (x));                                                               \
+        r_ = VFMA(fx_, VSPLAT(-QSV_LN2_LO), r_);                                                                     \
+        qv_f p_ = VFMA(VSPLAT(QSV_P0), r_, VSPLAT(QSV_P1));                                                          \
+        p_ = VFMA(p_, r_, VSPLAT(QSV_P2));                                                                           \
+        p_ = VFMA(p_, r_, VSPLAT(QSV_P3));                                                                           \
+        p_ = VFMA(p_, r_, VSPLAT(QSV_P4));                                                                           \
+        p_ = VFMA(p_, r_, VSPLAT(QSV_P5));                                                                           \
+        p_ = p_ * r_;                                                                                                \
+        p_ = VFMA(p_, r_, r_);                                                                                       \
+        p_ = p_ + VSPLAT(1.0f);                                                                                      \
+        (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
+    } while (0)
+
+/* Maximum of z, per-block maxima (blocks of QB) into bmax; returns 0 when some value is not finite. */
+static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m) {
+    const uint32_t nb = n / QB;
+    float m = -FLT_MAX;
+    qv_f bad = VSPLAT(0.0f);
+    for (uint32_t b = 0; b < nb; b++) {
+        const float *zb = z + (size_t)b * QB;
+        qv_f mx;
+        VLD(mx, zb);
+        bad = bad + (mx - mx);
+        for (unsigned v = 1; v < QB / QL; v++) {
+            qv_f w;
+            VLD(w, zb + v * QL);
+            bad = bad + (w - w);
+            mx = VMAX(w, mx);
+        }
+        float l[QL];
+        memcpy(l, &mx, sizeof l);
+        float h = l[0];
+        for (unsigned j = 1; j < QL; j++) h = l[j] > h ? l[j] : h;
+        bmax[b] = h;
+        m = h > m ? h : m;
+    }
+    float lb[QL];
+    memcpy(lb, &bad, sizeof lb);
+    int finite = 1;
+    for (unsigned j = 0; j < QL; j++) finite &= (lb[j] == 0.0f);
+    finite &= tail_max(z, n, nb, bmax, &m);
+    *out_m = m;
+    return finite;
+}
+
+/* e_i = fexp((z_i - m) * inv_t) into e; returns the sum (8 float lanes per block, block sums in double). */
+static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, const float *bmax, float t_skip,
+                                float *e) {
+    const uint32_t nb = n / QB;
+    const qv_f vm = VSPLAT(m);
+    const qv_f vi = VSPLAT(inv_t);
+    double s = 0.0;
+    for (uint32_t b = 0; b < nb; b++) {
+        const float *zb = z + (size_t)b * QB;
+        float *eb = e + (size_t)b * QB;
+        if (block_t(bmax[b], m, inv_t) < t_skip) {
+            memset(eb, 0, QB * sizeof *eb);
+            continue;
+        }
+        qv_f acc = VSPLAT(0.0f);
+        for (unsigned v = 0; v < QB / QL; v++) {
+            qv_f t;
+            VLD(t, zb + v * QL);
+            t = t - vm;
+            t = t * vi;
+            VEXP(t);
+            VST(eb + v * QL, t);
+            acc = acc + t;
+        }
+        float l[QL];
+        memcpy(l, &acc, sizeof l);
+        float bs = l[0];
+        for (unsigned j = 1; j < QL; j++) bs += l[j];
+        s += (double)bs;
+    }
+    return s + tail_exp(z, n, nb, m, inv_t, bmax, t_skip, e);
+}
+
+static KATTR void KN(k_fexp)(const float *in, float *out, uint32_t n) {
+    uint32_t i = 0;
+    for (; i + QL <= n; i += QL) {
+        qv_f x;
+        VLD(x, in + i);
+        VEXP(x);
+        VST(out + i, x);
+    }
+    for (; i < n; i++) out[i] = fexp_s(in[i]);
+}
+
+#undef KN
+#undef KCAT
+#undef KCAT2
+#undef VLD
+#undef VST
+#undef VSPLAT
+#undef VMAX
+#undef VEXP

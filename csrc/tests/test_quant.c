@@ -1,0 +1,436 @@
+/* Tests of the quantizer and sampler (csrc/qsv_quant.c) against an independent full-sort implementation of the
+ * lattice rule, plus kernel agreement, exp accuracy, top-k / top-p / greedy semantics and error codes.
+ * Plain C program: exit status 0 when every check passes. */
+#include "qsv_quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+
+#define CHECK(cond, ...)                                                                                             \
+    do {                                                                                                             \
+        if (!(cond)) {                                                                                               \
+            failures++;                                                                                              \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                     \
+            fprintf(stderr, __VA_ARGS__);                                                                            \
+            fputc('\n', stderr);                                                                                     \
+        }                                                                                                            \
+    } while (0)
+
+/* xorshift64* with explicit state */
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
+static double rng_gauss(uint64_t *s) {
+    const double u1 = rng_unit(s) + 1e-300, u2 = rng_unit(s);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+/* ---- independent reference of the rule: full sort ---- */
+
+typedef struct {
+    double key;
+    uint32_t idx;
+} keyed_t;
+
+static int by_key_desc(const void *a, const void *b) {
+    const keyed_t *x = a, *y = b;
+    if (x->key != y->key) return x->key > y->key ? -1 : 1;
+    return x->idx < y->idx ? -1 : (x->idx > y->idx);
+}
+
+/* b from x = ell * q (dense); returns 0 on success. */
+static int ref_rule(const double *x, uint32_t v, uint32_t ell, int64_t *b) {
+    int64_t sum = 0;
+    for (uint32_t i = 0; i < v; i++) {
+        b[i] = (int64_t)floor(x[i] + 0.5);
+        sum += b[i];
+    }
+    int64_t d = (int64_t)ell - sum;
+    if (d == 0) return 0;
+    keyed_t *k = malloc(sizeof *k * v);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < v; i++) {
+        const double r = x[i] - (double)b[i];
+        if (d > 0) {
+            k[n].key = r;
+            k[n++].idx = i;
+        } else if (b[i] >= 1) {
+            k[n].key = -r; /* largest b - x; -(x - b) == b - x exactly in IEEE */
+            k[n++].idx = i;
+        }
+    }
+    qsort(k, n, sizeof *k, by_key_desc);
+    const uint64_t need = (uint64_t)(d > 0 ? d : -d);
+    if (need > n) {
+        free(k);
+        return -1;
+    }
+    for (uint64_t j = 0; j < need; j++) b[k[j].idx] += d > 0 ? 1 : -1;
+    free(k);
+    return 0;
+}
+
+typedef struct {
+    uint32_t *idx, *cnt, *dense, nnz;
+    void *ws;
+    size_t wsz;
+} out_t;
+
+static void out_alloc(out_t *o, uint32_t v) {
+    o->idx = malloc(sizeof(uint32_t) * v);
+    o->cnt = malloc(sizeof(uint32_t) * v);
+    o->dense = malloc(sizeof(uint32_t) * v);
+    o->wsz = qsv_quant_workspace_size(v);
+    o->ws = malloc(o->wsz);
+}
+
+static void out_free(out_t *o) {
+    free(o->idx);
+    free(o->cnt);
+    free(o->dense);
+    free(o->ws);
+}
+
+/* sparse output invariants + dense agreement */
+static int check_point(const out_t *o, uint32_t v, uint32_t ell, const char *what) {
+    uint64_t sum = 0;
+    int ok = 1;
+    for (uint32_t j = 0; j < o->nnz; j++) {
+        ok &= o->idx[j] < v && o->cnt[j] >= 1 && (j == 0 || o->idx[j] > o->idx[j - 1]);
+        ok &= o->dense[o->idx[j]] == o->cnt[j];
+        sum += o->cnt[j];
+    }
+    uint32_t nz = 0;
+    for (uint32_t i = 0; i < v; i++) nz += o->dense[i] != 0;
+    ok &= sum == ell && nz == o->nnz && o->nnz >= 1;
+    CHECK(ok, "%s: invalid lattice point (V=%u ell=%u nnz=%u sum=%llu)", what, v, ell, o->nnz,
+          (unsigned long long)sum);
+    return ok;
+}
+
+static int equal_to_ref(const out_t *o, const double *x, uint32_t v, uint32_t ell, const char *what) {
+    int64_t *b = malloc(sizeof *b * v);
+    const int rrc = ref_rule(x, v, ell, b);
+    int ok = rrc == 0;
+    for (uint32_t i = 0; ok && i < v; i++) ok &= (int64_t)o->dense[i] == b[i];
+    CHECK(ok, "%s: differs from the full-sort reference (V=%u ell=%u)", what, v, ell);
+    free(b);
+    return ok;
+}
+
+static void probs_case(const double *q, uint32_t v, uint32_t ell, out_t *o, const char *what) {
+    const int rc = qsv_quantize_probs_f64(q, v, ell, o->ws, o->wsz, o->idx, o->cnt, v, &o->nnz, o->dense);
+    CHECK(rc == QSV_OK, "%s: rc=%d (%s)", what, rc, qsv_status_message(rc));
+    if (rc != QSV_OK) return;
+    if (!check_point(o, v, ell, what)) return;
+    double *x = malloc(sizeof *x * v);
+    for (uint32_t i = 0; i < v; i++) x[i] = (double)ell * q[i];
+    equal_to_ref(o, x, v, ell, what);
+    free(x);
+}
+
+static void normalize(double *q, uint32_t v) {
+    double s = 0.0;
+    for (uint32_t i = 0; i < v; i++) s += q[i];
+    for (uint32_t i = 0; i < v; i++) q[i] /= s;
+}
+
+static void test_probs(void) {
+    uint64_t s = 42;
+    const uint32_t vs[] = {1, 2, 3, 7, 64, 65, 1000, 50272};
+    const uint32_t ells[] = {1, 2, 3, 16, 240, 720, 65535};
+    char what[96];
+    for (size_t a = 0; a < sizeof vs / sizeof *vs; a++) {
+        const uint32_t v = vs[a];
+        out_t o;
+        out_alloc(&o, v);
+        double *q = malloc(sizeof *q * v);
+        for (size_t c = 0; c < sizeof ells / sizeof *ells; c++) {
+            const uint32_t ell = ells[c];
+            for (int kind = 0; kind < 7; kind++) {
+                for (uint32_t i = 0; i < v; i++) {
+                    switch (kind) {
+                    case 0: q[i] = rng_unit(&s); break;                                 /* dense random */
+                    case 1: q[i] = exp(3.0 * rng_gauss(&s)); break;                      /* heavy tailed */
+                    case 2: q[i] = 1.0; break;                                           /* uniform: ties */
+                    case 3: q[i] = i == v / 2 ? 1.0 : 0.0; break;                        /* one-hot */
+                    case 4: q[i] = (double)(1 + rng_next(&s) % 4); break;                /* many exact ties */
+                    case 5: q[i] = rng_unit(&s) < 0.01 ? rng_unit(&s) : 0.0; break;      /* sparse */
+                    default: q[i] = (double)(1 + (i % 3)) * (i % 5 == 0 ? 1e-9 : 1.0); break;
+                    }
+                }
+                if (kind == 5) q[rng_next(&s) % v] += 1.0;
+                normalize(q, v);
+                snprintf(what, sizeof what, "probs kind=%d V=%u ell=%u", kind, v, ell);
+                probs_case(q, v, ell, &o, what);
+            }
+            /* residual ties at the cut: x_i = 1/2 exactly for many entries (d < 0) and 1/4 (d > 0) */
+            if (v >= 4) {
+                for (uint32_t i = 0; i < v; i++) q[i] = 0.0;
+                const uint32_t n_half = v < 2 * ell ? v : 2 * ell;
+                for (uint32_t i = 0; i < n_half; i++) q[i] = 0.5 / ell;
+                double rest = 1.0 - n_half * (0.5 / ell);
+                if (rest > 1e-12) q[v - 1] += rest;
+                normalize(q, v);
+                snprintf(what, sizeof what, "half ties V=%u ell=%u", v, ell);
+                probs_case(q, v, ell, &o, what);
+            }
+        }
+        free(q);
+        out_free(&o);
+    }
+}
+
+static void test_large_vocab(void) {
+    const uint32_t v = 262144;
+    out_t o;
+    out_alloc(&o, v);
+    double *q = malloc(sizeof *q * v);
+    uint64_t s = 7;
+    const uint32_t ells[] = {1, 16, 720, 65535};
+    for (size_t c = 0; c < 4; c++) {
+        for (uint32_t i = 0; i < v; i++) q[i] = exp(2.5 * rng_gauss(&s));
+        normalize(q, v);
+        probs_case(q, v, ells[c], &o, "V=262144 lognormal");
+        for (uint32_t i = 0; i < v; i++) q[i] = 1.0 / v;
+        probs_case(q, v, ells[c], &o, "V=262144 uniform");
+    }
+    free(q);
+    out_free(&o);
+}
+
+/* f32 probabilities: same rule on x = ell * (double)q */
+static void test_probs_f32(void) {
+    const uint32_t v = 5000, ell = 240;
+    out_t o;
+    out_alloc(&o, v);
+    float *q = malloc(sizeof *q * v);
+    double *x = malloc(sizeof *x * v);
+    uint64_t s = 11;
+    double sum = 0.0;
+    for (uint32_t i = 0; i < v; i++) sum += (q[i] = (float)exp(2.0 * rng_gauss(&s)));
+    for (uint32_t i = 0; i < v; i++) q[i] = (float)(q[i] / sum);
+    const int rc = qsv_quantize_probs_f32(q, v, ell, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    CHECK(rc == QSV_OK, "f32 rc=%d", rc);
+    for (uint32_t i = 0; i < v; i++) x[i] = (double)ell * (double)q[i];
+    if (rc == QSV_OK && check_point(&o, v, ell, "f32")) equal_to_ref(&o, x, v, ell, "f32");
+    free(q);
+    free(x);
+    out_free(&o);
+}
+
+static void test_fast_exp(void) {
+    const uint32_t n = 200000;
+    float *in = malloc(sizeof *in * n), *out = malloc(sizeof *out * n), *ref = malloc(sizeof *ref * n);
+    for (uint32_t i = 0; i < n; i++) in[i] = -87.0f * (float)i / (float)(n - 1);
+    in[0] = 0.0f;
+    CHECK(qsv_fast_exp(in, ref, n, QSV_KERNEL_SCALAR) == QSV_OK, "scalar exp");
+    double worst = 0.0;
+    for (uint32_t i = 0; i < n; i++) {
+        const double e = exp((double)in[i]);
+        const double rel = fabs((double)ref[i] - e) / e;
+        worst = rel > worst ? rel : worst;
+    }
+    CHECK(worst <= 2.4e-7, "scalar fexp max rel error %.3g > 2^-22", worst);
+    for (int k = QSV_KERNEL_VECTOR; k <= QSV_KERNEL_AVX2; k++) {
+        if (!qsv_kernel_available(k)) continue;
+        CHECK(qsv_fast_exp(in, out, n, k) == QSV_OK, "kernel %d exp", k);
+        double w = 0.0;
+        int same = 1;
+        for (uint32_t i = 0; i < n; i++) {
+            const double e = exp((double)in[i]);
+            const double rel = fabs((double)out[i] - e) / e;
+            w = rel > w ? rel : w;
+            same &= out[i] == ref[i];
+        }
+        CHECK(w <= 2.4e-7, "kernel %d fexp max rel error %.3g", k, w);
+        if (k == QSV_KERNEL_VECTOR) CHECK(same, "vector exp differs bitwise from the scalar twin");
+    }
+    const float below[2] = {-200.0f, -88.0f};
+    float eb[2];
+    CHECK(qsv_fast_exp(below, eb, 2, QSV_KERNEL_SCALAR) == QSV_OK && eb[0] > 0.0f && eb[0] < 2e-38f,
+          "clamp below -87");
+    const float bad = 1.0f;
+    CHECK(qsv_fast_exp(&bad, eb, 1, QSV_KERNEL_SCALAR) == QSV_ERR_NONFINITE, "positive input rejected");
+    free(in);
+    free(out);
+    free(ref);
+}
+
+/* synthetic LLM-like logits: Gaussian bulk plus a few strong tokens */
+static void llm_logits(float *z, uint32_t v, uint64_t *s, double sigma) {
+    for (uint32_t i = 0; i < v; i++) z[i] = (float)(sigma * rng_gauss(s));
+    for (int j = 0; j < 20; j++) z[rng_next(s) % v] += (float)(6.0 + 4.0 * rng_unit(s));
+}
+
+static double max_rel_seen = 0.0;
+
+static void test_logits(void) {
+    const uint32_t vs[] = {1, 5, 63, 64, 1000, 50272};
+    const uint32_t ells[] = {1, 16, 240, 720, 65535};
+    const double temps[] = {1.0, 0.4, 2.0};
+    uint64_t s = 3;
+    char what[128];
+    for (size_t a = 0; a < sizeof vs / sizeof *vs; a++) {
+        const uint32_t v = vs[a];
+        out_t o, o2;
+        out_alloc(&o, v);
+        out_alloc(&o2, v);
+        float *z = malloc(sizeof *z * v);
+        double *x = malloc(sizeof *x * v);
+        for (size_t c = 0; c < sizeof ells / sizeof *ells; c++) {
+            for (size_t t = 0; t < 3; t++) {
+                const uint32_t ell = ells[c];
+                llm_logits(z, v, &s, 2.0 + (double)t);
+                for (int kernel = QSV_KERNEL_SCALAR; kernel <= QSV_KERNEL_AVX2; kernel++) {
+                    if (!qsv_kernel_available(kernel)) continue;
+                    snprintf(what, sizeof what, "logits V=%u ell=%u T=%g kernel=%d", v, ell, temps[t], kernel);
+                    int rc = qsv_quantize_logits_kernel(z, v, ell, temps[t], 0, 1.0, kernel, o.ws, o.wsz, o.idx,
+                                                        o.cnt, v, &o.nnz, o.dense);
+                    CHECK(rc == QSV_OK, "%s: rc=%d", what, rc);
+                    if (rc != QSV_OK || !check_point(&o, v, ell, what)) continue;
+                    /* the fused output is exactly the rule on the x it computed */
+                    rc = qsv_logits_scaled(z, v, ell, temps[t], 0, 1.0, kernel, o.ws, o.wsz, x);
+                    CHECK(rc == QSV_OK, "%s: scaled rc=%d", what, rc);
+                    equal_to_ref(&o, x, v, ell, what);
+                    /* and that x is within tolerance of a float64 softmax */
+                    double m = -INFINITY, sum = 0.0, worst = 0.0, worst_rel = 0.0;
+                    for (uint32_t i = 0; i < v; i++) m = z[i] > m ? z[i] : m;
+                    for (uint32_t i = 0; i < v; i++) sum += exp(((double)z[i] - m) / temps[t]);
+                    for (uint32_t i = 0; i < v; i++) {
+                        const double xr = ell * exp(((double)z[i] - m) / temps[t]) / sum;
+                        const double err = fabs(x[i] - xr) / (1e-5 * xr + 1e-9 * ell / v);
+                        worst = err > worst ? err : worst;
+                        if (xr > 1e-6) {
+                            const double rel = fabs(x[i] - xr) / xr;
+                            worst_rel = rel > worst_rel ? rel : worst_rel;
+                        }
+                    }
+                    CHECK(worst <= 1.0, "%s: |x - ell q| exceeds 1e-5 x + 1e-9 ell / V (ratio %.3g)", what, worst);
+                    max_rel_seen = worst_rel > max_rel_seen ? worst_rel : max_rel_seen;
+                    if (kernel == QSV_KERNEL_SCALAR) {
+                        memcpy(o2.dense, o.dense, sizeof(uint32_t) * v);
+                    } else if (kernel == QSV_KERNEL_VECTOR) {
+                        CHECK(memcmp(o2.dense, o.dense, sizeof(uint32_t) * v) == 0,
+                              "%s: vector kernel differs from scalar", what);
+                    }
+                }
+            }
+        }
+        free(z);
+        free(x);
+        out_free(&o);
+        out_free(&o2);
+    }
+}
+
+static void test_filters(void) {
+    const uint32_t v = 10;
+    const float z[10] = {1.0f, 3.0f, 3.0f, 2.0f, 3.0f, -1.0f, 0.5f, 2.0f, 3.0f, 0.0f};
+    out_t o;
+    out_alloc(&o, v);
+    /* greedy: all ell on the first argmax */
+    int rc = qsv_quantize_logits(z, v, 7, 0.0, 0, 1.0, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    CHECK(rc == QSV_OK && o.nnz == 1 && o.idx[0] == 1 && o.cnt[0] == 7, "greedy");
+    /* top-k = 2 among four tied maxima keeps the two lowest indices (1, 2) */
+    rc = qsv_quantize_logits(z, v, 10, 1.0, 2, 1.0, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    CHECK(rc == QSV_OK && o.nnz == 2 && o.idx[0] == 1 && o.idx[1] == 2 && o.cnt[0] == 5 && o.cnt[1] == 5, "top-k");
+    /* top-k = 5: four 3.0 plus the first 2.0 (index 3) */
+    rc = qsv_quantize_logits(z, v, 65535, 1.0, 5, 1.0, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    CHECK(rc == QSV_OK && o.nnz == 5 && o.idx[0] == 1 && o.idx[1] == 2 && o.idx[2] == 3 && o.idx[3] == 4 &&
+              o.idx[4] == 8,
+          "top-k ties");
+    /* top-p = 0.5 with four equal top tokens (each ~0.21 of the mass): three survive (1, 2, 4) */
+    rc = qsv_quantize_logits(z, v, 3, 1.0, 0, 0.5, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    CHECK(rc == QSV_OK && o.nnz == 3 && o.idx[0] == 1 && o.idx[1] == 2 && o.idx[2] == 4, "top-p");
+    /* top-p tiny keeps exactly the first argmax */
+    rc = qsv_quantize_logits(z, v, 9, 1.0, 0, 1e-9, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    CHECK(rc == QSV_OK && o.nnz == 1 && o.idx[0] == 1 && o.cnt[0] == 9, "top-p tiny");
+    /* top-k then top-p */
+    rc = qsv_quantize_logits(z, v, 4, 1.0, 6, 0.99, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    CHECK(rc == QSV_OK && check_point(&o, v, 4, "top-k+top-p"), "top-k+top-p rc=%d", rc);
+    out_free(&o);
+}
+
+static void test_sample(void) {
+    const uint32_t idx[4] = {3, 9, 10, 200}, cnt[4] = {2, 1, 4, 3};
+    uint32_t tok = 0;
+    const uint32_t want[10] = {3, 3, 9, 10, 10, 10, 10, 200, 200, 200};
+    for (uint32_t u = 0; u < 10; u++) {
+        CHECK(qsv_sample(idx, cnt, 4, 10, u, &tok) == QSV_OK && tok == want[u], "sample u=%u -> %u", u, tok);
+    }
+    CHECK(qsv_sample(idx, cnt, 4, 10, 10, &tok) == QSV_ERR_SAMPLE, "u = ell rejected");
+    CHECK(qsv_sample(idx, cnt, 4, 11, 3, &tok) == QSV_ERR_SAMPLE, "sum != ell rejected");
+    CHECK(qsv_sample(idx, cnt, 0, 10, 3, &tok) == QSV_ERR_SAMPLE, "empty rejected");
+    CHECK(qsv_sample(NULL, cnt, 4, 10, 3, &tok) == QSV_ERR_NULL, "NULL rejected");
+    CHECK(qsv_sample(idx, cnt, 4, 0, 0, &tok) == QSV_ERR_ELL, "ell 0 rejected");
+}
+
+static void test_errors(void) {
+    const uint32_t v = 8;
+    float z[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+    double q[8] = {0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125, 0.125};
+    out_t o;
+    out_alloc(&o, v);
+#define QL_(zz, vv, ell, t, k, p, ws, wsz, cap)                                                                      \
+    qsv_quantize_logits(zz, vv, ell, t, k, p, ws, wsz, o.idx, o.cnt, cap, &o.nnz, NULL)
+    CHECK(QL_(NULL, v, 4, 1.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_NULL, "null logits");
+    CHECK(QL_(z, 0, 4, 1.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_VOCAB, "V=0");
+    CHECK(QL_(z, v, 0, 1.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_ELL, "ell=0");
+    CHECK(QL_(z, v, 65536, 1.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_ELL, "ell>65535");
+    CHECK(QL_(z, v, 4, -1.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_TEMPERATURE, "T<0");
+    CHECK(QL_(z, v, 4, 1e-9, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_TEMPERATURE, "T tiny");
+    CHECK(QL_(z, v, 4, NAN, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_TEMPERATURE, "T NaN");
+    CHECK(QL_(z, v, 4, 1.0, 0, 0.0, o.ws, o.wsz, v) == QSV_ERR_TOP_P, "p=0");
+    CHECK(QL_(z, v, 4, 1.0, 0, 1.5, o.ws, o.wsz, v) == QSV_ERR_TOP_P, "p>1");
+    CHECK(QL_(z, v, 4, 1.0, 0, 1.0, NULL, o.wsz, v) == QSV_ERR_WORKSPACE, "no workspace");
+    CHECK(QL_(z, v, 4, 1.0, 0, 1.0, o.ws, o.wsz - 1, v) == QSV_ERR_WORKSPACE, "small workspace");
+    CHECK(QL_(z, v, 4, 1.0, 0, 1.0, o.ws, o.wsz, 3) == QSV_ERR_CAPACITY, "capacity");
+    z[5] = NAN;
+    CHECK(QL_(z, v, 4, 1.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_NONFINITE, "NaN logit");
+    z[5] = -INFINITY;
+    CHECK(QL_(z, v, 4, 1.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_NONFINITE, "-inf logit");
+    z[5] = INFINITY;
+    CHECK(QL_(z, v, 4, 0.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_NONFINITE, "+inf logit (greedy)");
+#undef QL_
+    CHECK(qsv_quantize_probs_f64(q, v, 4, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, NULL) == QSV_OK, "probs ok");
+    q[0] = 0.2;
+    CHECK(qsv_quantize_probs_f64(q, v, 4, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, NULL) == QSV_ERR_PROBS, "sum");
+    q[0] = -0.125;
+    q[1] = 0.375;
+    CHECK(qsv_quantize_probs_f64(q, v, 4, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, NULL) == QSV_ERR_PROBS, "neg");
+    q[0] = INFINITY;
+    CHECK(qsv_quantize_probs_f64(q, v, 4, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, NULL) == QSV_ERR_NONFINITE, "inf");
+    CHECK(qsv_quant_workspace_size(0) == 0 && qsv_quant_workspace_size(QSV_MAX_VOCAB + 1u) == 0, "ws size");
+    CHECK(qsv_kernel_available(99) == 0, "unknown kernel");
+    CHECK(strcmp(qsv_status_message(QSV_ERR_ELL), "ell must be in 1..65535") == 0, "message");
+    out_free(&o);
+}
+
+int main(void) {
+    test_fast_exp();
+    test_sample();
+    test_errors();
+    test_filters();
+    test_probs();
+    test_probs_f32();
+    test_large_vocab();
+    test_logits();
+    printf("test_quant: fused path max relative error of x vs float64 (x > 1e-6): %.3g\n", max_rel_seen);
+    if (failures) {
+        fprintf(stderr, "test_quant: %d failure(s)\n", failures);
+        return 1;
+    }
+    printf("test_quant: all checks passed\n");
+    return 0;
+}
