@@ -49,6 +49,7 @@ from edge_runtime.flashing.framing import (
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 1024
+DAMAGED_GRACE_S = 0.1  # wait this long for a real answer after a NACK for an unreadable frame
 OUTCOMES = {RESULT_VALIDATED: "validated", RESULT_APPLIED: "applied", RESULT_UNCHANGED: "unchanged"}
 
 
@@ -99,12 +100,13 @@ class Flasher:
     def request(self, ftype: FrameType, body: bytes = b"") -> bytes:
         """Send one request and return the ACK body; retransmits on timeout / damage; raises FlashError."""
         seq = self._next_seq()
+        what = Frame(ftype, seq).type_name()
         wire = encode_frame(Frame(ftype, seq, body))
         self.stats.requests += 1
         for attempt in range(self.retries + 1):
             if attempt:
                 self.stats.retransmissions += 1
-                log.info("%s seq %d: retransmission %d/%d", ftype.name, seq, attempt, self.retries)
+                log.info("%s seq %d: retransmission %d/%d", what, seq, attempt, self.retries)
             self.ser.write(wire)
             self.ser.flush()
             answer = self._await(seq)
@@ -117,9 +119,9 @@ class Flasher:
                 self.stats.retry_nacks += 1
                 continue
             name = code.name if isinstance(code, NackCode) else str(code)
-            raise FlashError(f"board refused {ftype.name}: {name}: {message}", code)
+            raise FlashError(f"board refused {what}: {name}: {message}", code)
         raise FlashError(
-            f"{ftype.name}: no usable answer after {self.retries + 1} attempts "
+            f"{what}: no usable answer after {self.retries + 1} attempts "
             f"(timeouts {self.stats.timeouts}, damaged answers {self.stats.damaged_answers}, "
             f"retry NACKs {self.stats.retry_nacks}); is the board agent running on this port?"
         )
@@ -127,6 +129,7 @@ class Flasher:
     def _await(self, seq: int) -> Frame | None:
         """The answer to ``seq``; None on timeout or on a retry NACK for an unreadable frame."""
         deadline = time.monotonic() + self.timeout
+        damaged_seen = False
         while time.monotonic() < deadline:
             for item in self.decoder.feed(read_available(self.ser)):
                 if isinstance(item, FrameError):
@@ -139,12 +142,17 @@ class Flasher:
                     return item
                 if item.seq == SEQ_UNKNOWN and item.type == FrameType.NACK:
                     code, message = parse_nack(item.body)
-                    if code in RETRYABLE_NACKS:  # the board saw a damaged frame: most likely ours
-                        log.debug("board reports a damaged frame (%s): retransmitting", message)
+                    if code in RETRYABLE_NACKS and not damaged_seen:
+                        # the board saw a damaged frame: ours, or a fragment of older traffic that our frame's leading
+                        # delimiter flushed. Give a real answer a short grace period, then retransmit.
+                        log.debug("board reports a damaged frame (%s)", message)
                         self.stats.retry_nacks += 1
-                        return None
+                        damaged_seen = True
+                        deadline = min(deadline, time.monotonic() + min(self.timeout, DAMAGED_GRACE_S))
+                    continue
                 log.debug("ignoring stale answer seq %d (waiting for %d)", item.seq, seq)
-        self.stats.timeouts += 1
+        if not damaged_seen:
+            self.stats.timeouts += 1
         return None
 
     # -------------------------------------------------------------------------------------------------- operations
