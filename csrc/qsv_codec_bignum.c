@@ -54,16 +54,36 @@ int qsv_bn_mul_small(qsv_bn *a, uint32_t f) {
     return 0;
 }
 
+/* Division by a 32-bit d with a precomputed reciprocal (Moeller & Granlund, "Improved division by invariant
+ * integers", IEEE TC 2011, algorithm 4): two multiplications per limb instead of a hardware division. The dividend
+ * is shifted on the fly so that the divisor is normalized (top bit set). */
 uint32_t qsv_bn_div_small(qsv_bn *a, uint32_t dv) {
-    uint64_t rem = 0;
-    uint32_t *d = a->d;
-    for (size_t i = a->n; i-- > 0;) {
-        uint64_t cur = (rem << 32) | d[i];
-        d[i] = (uint32_t)(cur / dv);
-        rem = cur % dv;
+    size_t n = a->n;
+    if (n == 0) return 0;
+    uint32_t *x = a->d;
+    const unsigned sh = 32u - qsv_bitlen32(dv);
+    const uint32_t d = dv << sh;
+    const uint32_t v = (uint32_t)(0xFFFFFFFFFFFFFFFFull / d - 0x100000000ull);
+    uint32_t r = sh ? x[n - 1] >> (32u - sh) : 0u;
+    for (size_t i = n; i-- > 0;) {
+        uint32_t u0 = sh ? (x[i] << sh) | (i > 0 ? x[i - 1] >> (32u - sh) : 0u) : x[i];
+        uint64_t q = (uint64_t)v * r + (((uint64_t)r << 32) | u0);
+        uint32_t q1 = (uint32_t)(q >> 32) + 1u;
+        uint32_t q0 = (uint32_t)q;
+        uint32_t rr = u0 - q1 * d;
+        if (rr > q0) {
+            --q1;
+            rr += d;
+        }
+        if (rr >= d) {
+            ++q1;
+            rr -= d;
+        }
+        x[i] = q1;
+        r = rr;
     }
     bn_trim(a);
-    return (uint32_t)rem;
+    return r >> sh;
 }
 
 int qsv_bn_add(qsv_bn *a, const qsv_bn *b) {

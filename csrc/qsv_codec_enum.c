@@ -210,10 +210,25 @@ static int first_term(qsv_bn *term, uint32_t h, uint32_t nr, uint32_t m, uint32_
     return amin == 0 ? binom_scratch(term, nr, m, s) : binom_scratch(term, h, amin, s);
 }
 
+/* b <- b * n1 * n2 / (d1 * d2), where b * n1 / d1 is an integer; one pass per product that fits 32 bits. */
+static int ratio2(qsv_bn *b, uint32_t n1, uint32_t n2, uint32_t d1, uint32_t d2) {
+    int rc;
+    uint64_t np = (uint64_t)n1 * n2, dp = (uint64_t)d1 * d2;
+    if (np <= 0xFFFFFFFFull) {
+        rc = qsv_bn_mul_small(b, (uint32_t)np);
+    } else {
+        rc = qsv_bn_mul_small(b, n1);
+        if (!rc) rc = qsv_bn_mul_small(b, n2);
+    }
+    if (rc) return rc;
+    if (dp <= 0xFFFFFFFFull) return qsv_bn_div_small(b, (uint32_t)dp) ? QSV_CODEC_E_INTERNAL : 0;
+    if (qsv_bn_div_small(b, d1) != 0) return QSV_CODEC_E_INTERNAL;
+    return qsv_bn_div_small(b, d2) ? QSV_CODEC_E_INTERNAL : 0;
+}
+
 /* term(a') -> term(a'+1): * (h-a')/(a'+1) * (m-a')/(nr-m+a'+1); each partial result is an integer. */
-static int step_term(qsv_bn *term, uint32_t h, uint32_t nr, uint32_t m, uint32_t ap, qsv_bn_scratch *s) {
-    int rc = qsv_bn_ratio(term, h - ap, ap + 1, 1, s);
-    return rc ? rc : qsv_bn_ratio(term, m - ap, nr - m + ap + 1, 1, s);
+static int step_term(qsv_bn *term, uint32_t h, uint32_t nr, uint32_t m, uint32_t ap) {
+    return ratio2(term, h - ap, m - ap, ap + 1, nr - m + ap + 1);
 }
 
 static int subset_rank(const uint32_t *xs, uint32_t m, uint32_t lo, uint32_t n, qsv_bn *out, bn_arena *ar,
@@ -242,7 +257,7 @@ static int subset_rank(const uint32_t *xs, uint32_t m, uint32_t lo, uint32_t n, 
         rc = first_term(&buf[0], h, nr, m, amin, s);
         for (uint32_t ap = amin; !rc && ap < a; ++ap) {
             rc = qsv_bn_add(out, &buf[0]);
-            if (!rc && ap + 1 < a) rc = step_term(&buf[0], h, nr, m, ap, s);
+            if (!rc && ap + 1 < a) rc = step_term(&buf[0], h, nr, m, ap);
         }
     }
     if (!rc) rc = binom_scratch(&buf[1], nr, m - a, s);
@@ -281,7 +296,7 @@ static int subset_unrank(qsv_bn *r, uint32_t m, uint32_t lo, uint32_t n, uint32_
             break;
         }
         qsv_bn_sub(r, &buf[0]);
-        rc = step_term(&buf[0], h, nr, m, a, s);
+        rc = step_term(&buf[0], h, nr, m, a);
         ++a;
     }
     if (!rc) rc = binom_scratch(&buf[1], nr, m - a, s);
@@ -292,13 +307,9 @@ static int subset_unrank(qsv_bn *r, uint32_t m, uint32_t lo, uint32_t n, uint32_
     return rc;
 }
 
-/* term = C(V, m) C(ell-1, m-1) -> the same for m + 1. */
+/* term = C(V, m) C(ell-1, m-1) -> the same for m + 1: * (V-m)/(m+1) * (ell-m)/m. */
 static int next_term(qsv_bn *term, uint32_t vocab_size, uint32_t ell, uint32_t m) {
-    int rc = qsv_bn_mul_small(term, vocab_size - m);
-    if (!rc) rc = qsv_bn_mul_small(term, ell - m);
-    if (rc) return rc;
-    if (qsv_bn_div_small(term, m * (m + 1)) != 0) return QSV_CODEC_E_INTERNAL;
-    return 0;
+    return ratio2(term, vocab_size - m, ell - m, m + 1, m);
 }
 
 int qsv_enum_write(const qsv_codec_params *p, const uint32_t *indices, const uint32_t *counts, uint32_t nnz,

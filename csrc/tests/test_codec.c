@@ -402,7 +402,33 @@ static void test_divmod(void) {
     }
 }
 
+/* Division by one limb (reciprocal method) against schoolbook long division with a hardware divide. */
+static void test_div_small(void) {
+    uint32_t a[40], ref[40];
+    for (int rep = 0; rep < 20000; ++rep) {
+        size_t n = 1 + rng_below(40);
+        for (size_t i = 0; i < n; ++i) a[i] = (uint32_t)rng_next();
+        if (rep % 7 == 0) a[n - 1] = 0xFFFFFFFFu;
+        uint32_t dv = (uint32_t)rng_next() >> rng_below(32);
+        if (dv == 0) dv = 1 + (uint32_t)rep;
+        if (rep % 11 == 0) dv = 1u << rng_below(32);
+        uint64_t rem = 0;
+        for (size_t i = n; i-- > 0;) {
+            uint64_t cur = (rem << 32) | a[i];
+            ref[i] = (uint32_t)(cur / dv);
+            rem = cur % dv;
+        }
+        size_t rn = n;
+        while (rn && !ref[rn - 1]) --rn;
+        qsv_bn x = {a, n, 40};
+        while (x.n && !x.d[x.n - 1]) --x.n;
+        uint32_t r = qsv_bn_div_small(&x, dv);
+        CHECK(r == rem && x.n == rn && memcmp(a, ref, rn * 4) == 0, "div_small rep %d d=%u", rep, dv);
+    }
+}
+
 int main(void) {
+    test_div_small();
     test_bounds();
     test_divmod();
     test_bijection();
