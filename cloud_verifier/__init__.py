@@ -1,14 +1,9 @@
 """QSV cloud verifier: exact rejection sampling against the large model, sessions and batching."""
 
-from cloud_verifier.sampling import (
-    EXACT_ORDER,
-    INEXACT_ORDER,
-    SamplingParams,
-    VerificationError,
-    VerifyResult,
-    target_probs,
-    verify_round,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
@@ -21,3 +16,21 @@ __all__ = [
     "target_probs",
     "verify_round",
 ]
+
+if TYPE_CHECKING:
+    from cloud_verifier.sampling import (
+        EXACT_ORDER,
+        INEXACT_ORDER,
+        SamplingParams,
+        VerificationError,
+        VerifyResult,
+        target_probs,
+        verify_round,
+    )
+
+
+def __getattr__(name: str) -> object:
+    """Lazy re-exports: importing a submodule (e.g. the MQTT worker with the toy verifier) does not load torch."""
+    if name in __all__:
+        return getattr(importlib.import_module("cloud_verifier.sampling"), name)
+    raise AttributeError(f"module 'cloud_verifier' has no attribute {name!r}")
