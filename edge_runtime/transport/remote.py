@@ -176,6 +176,15 @@ class RemoteVerifier:
         self.next_seq = 0
         return self._open(resync=False)
 
+    def resume(self, prompt_len: int, history: Sequence[int], next_seq: int, sampling: SamplingParams,
+               vocab_size: int, vocab_hash: bytes) -> OpenAck:
+        """Continue a generation this board saved (after a reboot or a long absence): resync with the history."""
+        self.history = [int(t) for t in history]
+        self.prompt_len = prompt_len
+        self._sampling, self._vocab_size, self._vocab_hash = sampling, vocab_size, bytes(vocab_hash)
+        self.next_seq = next_seq
+        return self.resync()
+
     def _open(self, resync: bool) -> OpenAck:
         msg = OpenSession(self.device_id, self.session_id, tuple(self.history), self._sampling, self._vocab_size,
                           self._vocab_hash, self.next_seq, resync)

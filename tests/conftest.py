@@ -1,0 +1,88 @@
+"""Shared pytest fixtures.
+
+MQTT (issue 5): real mosquitto brokers started from generated configs on free ports.
+- ``mosquitto_broker``: session-wide secured broker (mutual TLS + passwords + per-device ACLs on the TLS listener,
+  passwords + ACLs on the plain listener) for the fleet ``dev-a``, ``dev-b``, ``dev-c`` and ``verifier``.
+- ``mosquitto_broker_fresh``: the same, one per test (for tests that kill or restart the broker).
+- ``mosquitto_open_broker``: one per test, plain listener without authentication (for tests that inject traffic).
+- ``spawn_verifier``: start toy verifier worker processes (``python -m cloud_verifier.mqtt_service --toy``) that the
+  test may kill -9; all are killed at teardown.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FLEET_DEVICES = ("dev-a", "dev-b", "dev-c")
+
+
+def _dev_broker(workdir: Path, plain_auth: bool = True):  # noqa: ANN202 - DevBroker, imported lazily
+    from edge_runtime.broker.fleet import Fleet
+    from edge_runtime.broker.process import DevBroker
+
+    return DevBroker(workdir, Fleet(FLEET_DEVICES, ("verifier",)), plain_auth=plain_auth).start()
+
+
+@pytest.fixture(scope="session")
+def mosquitto_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    broker = _dev_broker(tmp_path_factory.mktemp("mosquitto"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def mosquitto_broker_fresh(tmp_path: Path) -> Iterator:
+    broker = _dev_broker(tmp_path / "mosquitto")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def mosquitto_open_broker(tmp_path: Path) -> Iterator:
+    broker = _dev_broker(tmp_path / "mosquitto", plain_auth=False)
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def spawn_verifier(tmp_path: Path) -> Iterator[Callable[..., list[subprocess.Popen]]]:
+    """``spawn_verifier(broker, "w1", "w2", tls=True, idle_timeout=30.0)`` starts the workers in parallel and
+    returns their processes once all are subscribed."""
+    procs: list[subprocess.Popen] = []
+
+    def spawn(broker, *worker_ids: str, tls: bool = True, idle_timeout: float = 30.0) -> list[subprocess.Popen]:  # noqa: ANN001
+        ep = broker.endpoint("verifier", tls)
+        pw = tmp_path / "verifier.pw"
+        pw.write_text(broker.passwords["verifier"])
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        started = []
+        for worker_id in worker_ids:
+            cmd = [sys.executable, "-m", "cloud_verifier.mqtt_service", "--toy", "--worker-id", worker_id,
+                   "--host", ep.host, "--port", str(ep.port), "--idle-timeout", str(idle_timeout),
+                   "--log-level", "WARNING"]
+            if ep.username:
+                cmd += ["--username", ep.username, "--password-file", str(pw)]
+            if ep.tls:
+                cmd += ["--ca", str(ep.ca_file), "--cert", str(ep.cert_file), "--key", str(ep.key_file)]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+            procs.append(proc)
+            started.append(proc)
+        for worker_id, proc in zip(worker_ids, started, strict=True):
+            line = proc.stdout.readline() if proc.stdout else ""
+            if not line.startswith("READY"):
+                proc.kill()
+                raise RuntimeError(f"verifier worker {worker_id} did not start (exit {proc.poll()})")
+        return started
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=5)

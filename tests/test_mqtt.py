@@ -1,0 +1,214 @@
+"""MQTT transport against a real mosquitto: generation over plain and TLS, per-device ACLs, session ownership,
+rate limiting, error replies for bad input, and scale-out over two verifier worker processes."""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
+from edge_runtime.protocol import (
+    DraftRound,
+    ErrorCode,
+    ErrorReply,
+    OpenAck,
+    OpenSession,
+    SamplingParams,
+    decode,
+    encode,
+)
+from edge_runtime.transport import topics
+from edge_runtime.transport.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
+from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
+from edge_runtime.transport.toy import (
+    TOY_CODEC_MODE,
+    TOY_VOCAB_HASH,
+    ToyDrafter,
+    ToyVerifier,
+    generate_remote,
+    reference_generation,
+)
+
+PROMPT = [3, 1, 4, 1, 5]
+FAST = EdgeTransportConfig(feedback_timeout_s=1.0, open_timeout_s=1.0)
+
+
+class RawClient:
+    """A bare MQTT 5 client for probing the broker: records acks and received messages."""
+
+    def __init__(self, name: str, endpoint: BrokerEndpoint) -> None:
+        self.client = make_client(f"raw-{name}-{time.monotonic_ns() % 10**9}", endpoint)
+        self.loop = LoopDriver(self.client, endpoint)
+        self.messages: collections.deque[mqtt.MQTTMessage] = collections.deque()
+        self.pubacks: dict[int, mqtt.ReasonCode] = {}
+        self.subacks: list[list[mqtt.ReasonCode]] = []
+        self.connected = False
+        self.client.on_message = lambda c, u, m: self.messages.append(m)
+        self.client.on_publish = lambda c, u, mid, rc, p: self.pubacks.__setitem__(mid, rc)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.append(rcs)
+
+        def on_connect(c, u, f, rc, p) -> None:  # noqa: ANN001
+            self.connected = not rc.is_failure
+
+        self.client.on_connect = on_connect
+        self.loop.connect()
+        assert self.loop.pump_until(lambda: self.connected, 5.0), f"{name} could not connect"
+
+    def subscribe(self, topic: str) -> list[mqtt.ReasonCode]:
+        n = len(self.subacks)
+        self.client.subscribe(topic, qos=1)
+        assert self.loop.pump_until(lambda: len(self.subacks) > n, 5.0)
+        return self.subacks[-1]
+
+    def publish(self, topic: str, payload: bytes, corr: bytes | None = b"c") -> mqtt.ReasonCode:
+        info = self.client.publish(topic, payload, qos=1, properties=publish_properties(None, corr, 10))
+        assert self.loop.pump_until(lambda: info.mid in self.pubacks, 5.0)
+        return self.pubacks[info.mid]
+
+    def wait_message(self, timeout_s: float = 3.0) -> mqtt.MQTTMessage | None:
+        self.loop.pump_until(lambda: bool(self.messages), timeout_s)
+        return self.messages.popleft() if self.messages else None
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+@pytest.fixture
+def verifier_service(mosquitto_broker):
+    handler = ToyVerifier()
+    service = MqttVerifierService(handler, mosquitto_broker.endpoint("verifier", tls=True),
+                                  ServiceConfig("w-inproc", group="g-inproc")).start()
+    yield service
+    service.stop()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_generation_matches_reference(mosquitto_broker, tls: bool) -> None:
+    service = MqttVerifierService(ToyVerifier(), mosquitto_broker.endpoint("verifier", tls),
+                                  ServiceConfig(f"w-{tls}", group=f"g-{tls}")).start()
+    try:
+        with RemoteVerifier("dev-a", mosquitto_broker.endpoint("dev-a", tls), FAST) as remote:
+            out = generate_remote(remote, PROMPT, 80, 4, 240, seed=11)
+            assert remote.worker_id == f"w-{tls}"
+            assert remote.stats.resends == 0 and remote.stats.resyncs == 0
+    finally:
+        service.stop()
+    assert out == reference_generation(PROMPT, 80, 4, 240, seed=11)
+    assert len(out) == 80
+    assert service.stats.rounds == remote.stats.rounds > 80 // 5
+
+
+def test_device_cannot_write_or_read_another_devices_topics(mosquitto_broker, verifier_service) -> None:
+    """ACLs in the real broker: valid credentials of dev-b give no access to dev-a's topics."""
+    victim = RemoteVerifier("dev-a", mosquitto_broker.endpoint("dev-a"), FAST).connect()
+    victim.open(PROMPT, SamplingParams(seed=1), 64, TOY_VOCAB_HASH)
+    attacker = RawClient("dev-b", mosquitto_broker.endpoint("dev-b"))
+    try:
+        # mosquitto 2.0 grants the SUBACK and filters on delivery (read ACL): nothing of dev-a's may arrive
+        for pattern in (topics.feedback_topic("dev-a"), "qsv/v1/+/feedback", "qsv/v1/dev-a/draft/#", "#"):
+            attacker.subscribe(pattern)
+        drafter = ToyDrafter()
+        tokens, blobs = drafter.draft(victim.history, 3, 240, 1)
+        forged = encode(DraftRound(victim.session_id, 0, len(victim.history), 64, 240, TOY_CODEC_MODE,
+                                   tuple(tokens), tuple(blobs)))
+        before = verifier_service.stats.received
+        rc = attacker.publish(topics.worker_topic("dev-a", "w-inproc"), forged)
+        assert rc.is_failure and rc.value == 0x87  # Not authorized
+        assert attacker.publish(topics.open_topic("dev-a"), forged).is_failure
+        time.sleep(0.2)
+        assert verifier_service.stats.received == before  # nothing reached the verifier
+        # the victim's session is untouched: its own round 0 is still the next one
+        fb = victim.verify(tokens, blobs, 240, TOY_CODEC_MODE)
+        assert fb.round_seq == 0
+        tokens, blobs = drafter.draft(victim.history, 3, 240, 1)
+        assert victim.verify(tokens, blobs, 240, TOY_CODEC_MODE).round_seq == 1
+        assert attacker.wait_message(0.5) is None  # neither the drafts nor the feedback leaked to dev-b
+    finally:
+        attacker.close()
+        victim.disconnect()
+
+
+def test_verifier_rejects_a_session_of_another_device(mosquitto_broker, verifier_service) -> None:
+    """dev-b publishes, on its own (allowed) topic, a round for dev-a's session: error NOT_OWNER."""
+    victim = RemoteVerifier("dev-a", mosquitto_broker.endpoint("dev-a"), FAST).connect()
+    victim.open(PROMPT, SamplingParams(seed=1), 64, TOY_VOCAB_HASH)
+    attacker = RawClient("dev-b", mosquitto_broker.endpoint("dev-b"))
+    try:
+        attacker.subscribe(topics.feedback_topic("dev-b"))
+        tokens, blobs = ToyDrafter().draft(victim.history, 2, 240, 1)
+        forged = encode(DraftRound(victim.session_id, 0, len(victim.history), 64, 240, TOY_CODEC_MODE,
+                                   tuple(tokens), tuple(blobs)))
+        assert not attacker.publish(topics.worker_topic("dev-b", "w-inproc"), forged).is_failure
+        reply = decode(attacker.wait_message().payload)
+        assert isinstance(reply, ErrorReply) and reply.code == ErrorCode.NOT_OWNER
+        hijack = encode(OpenSession("dev-a", victim.session_id, (1, 2), SamplingParams(), 64, TOY_VOCAB_HASH))
+        attacker.publish(topics.open_topic("dev-b"), hijack)
+        reply = decode(attacker.wait_message().payload)
+        assert isinstance(reply, ErrorReply) and reply.code == ErrorCode.NOT_OWNER
+        assert victim.verify(tokens, blobs, 240, TOY_CODEC_MODE).round_seq == 0
+    finally:
+        attacker.close()
+        victim.disconnect()
+
+
+def test_bad_input_gets_an_error_reply_and_the_worker_survives(mosquitto_broker, verifier_service) -> None:
+    client = RawClient("dev-c", mosquitto_broker.endpoint("dev-c"))
+    try:
+        client.subscribe(topics.feedback_topic("dev-c"))
+        client.publish(topics.open_topic("dev-c"), b"\x00garbage", corr=b"k1")
+        msg = client.wait_message()
+        assert msg.properties.CorrelationData == b"k1"
+        assert decode(msg.payload).code == ErrorCode.MALFORMED
+        future = bytearray(encode(OpenSession("dev-c", 1, (1,), SamplingParams(), 64, TOY_VOCAB_HASH)))
+        future[2] = 7  # protocol version 7
+        client.publish(topics.open_topic("dev-c"), bytes(future), corr=b"k2")
+        assert decode(client.wait_message().payload).code == ErrorCode.BAD_VERSION
+        wrong_vocab = encode(OpenSession("dev-c", 2, (1,), SamplingParams(), 50272, bytes(32)))
+        client.publish(topics.open_topic("dev-c"), wrong_vocab)
+        assert decode(client.wait_message().payload).code == ErrorCode.VOCAB_MISMATCH
+        client.publish(topics.worker_topic("dev-c", "w-inproc"),
+                       encode(DraftRound(12345, 0, 1, 64, 240, TOY_CODEC_MODE, (1,), (b"\x00",))))
+        assert decode(client.wait_message().payload).code == ErrorCode.UNKNOWN_SESSION
+    finally:
+        client.close()
+    with RemoteVerifier("dev-c", mosquitto_broker.endpoint("dev-c"), FAST) as remote:
+        assert generate_remote(remote, PROMPT, 20, 3, 240, seed=2) == reference_generation(PROMPT, 20, 3, 240, 2)
+
+
+def test_rate_limit_replies_and_the_board_backs_off(mosquitto_broker) -> None:
+    service = MqttVerifierService(ToyVerifier(), mosquitto_broker.endpoint("verifier"),
+                                  ServiceConfig("w-rate", group="g-rate", rate_per_s=40.0, rate_burst=3.0)).start()
+    try:
+        with RemoteVerifier("dev-b", mosquitto_broker.endpoint("dev-b"), FAST) as remote:
+            out = generate_remote(remote, PROMPT, 40, 2, 240, seed=5)
+            assert remote.stats.rate_limited > 0
+    finally:
+        service.stop()
+    assert service.stats.rate_limited == remote.stats.rate_limited
+    assert out == reference_generation(PROMPT, 40, 2, 240, seed=5)
+
+
+def test_two_worker_processes_share_sessions_with_affinity(mosquitto_broker, spawn_verifier) -> None:
+    spawn_verifier(mosquitto_broker, "w1", "w2")
+    remotes = [RemoteVerifier(dev, mosquitto_broker.endpoint(dev), FAST).connect()
+               for dev in ("dev-a", "dev-b", "dev-c", "dev-a")]
+    try:
+        for i, r in enumerate(remotes):
+            ack = r.open(PROMPT, SamplingParams(seed=100 + i), 64, TOY_VOCAB_HASH)
+            assert isinstance(ack, OpenAck) and ack.worker_id in ("w1", "w2")
+        assert {r.worker_id for r in remotes} == {"w1", "w2"}  # the shared subscription spreads the opens
+        drafter = ToyDrafter()
+        for _ in range(6):  # interleaved rounds; each session stays on its worker (else: UNKNOWN_SESSION → resync)
+            for i, r in enumerate(remotes):
+                tokens, blobs = drafter.draft(r.history, 3, 240, 100 + i)
+                r.verify(tokens, blobs, 240, TOY_CODEC_MODE)
+        for i, r in enumerate(remotes):
+            assert r.stats.resyncs == 0
+            n = len(r.generated)
+            assert r.generated == reference_generation(PROMPT, n, 3, 240, seed=100 + i)
+    finally:
+        for r in remotes:
+            r.disconnect()
