@@ -109,8 +109,8 @@ class ConfigStore:
 
     def write(self, raw: bytes) -> ConfigIdentity:
         """Make ``raw`` the active config; the current one becomes the rollback target."""
-        current = self.active()
         try:
+            current = self.active()
             if current is not None and current != raw:
                 self._replace(self.prev_path, current)
             self._replace(self.path, raw, pause=True)
