@@ -645,6 +645,7 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
         return QSV_OK;
     }
     uint32_t k;
+    double total = 0.0; /* the mass top-p refers to: all V tokens, or the top-k survivors */
     if (use_k) {
         /* the top_k largest logits: collect z >= m - delta until there are enough, then select */
         float delta = 1.0f;
@@ -676,9 +677,11 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
             }
         }
         k = out;
+        for (uint32_t j = 0; j < k; j++) total += w->cx[j];
     } else {
         /* top-p over all: candidates e >= thr until they hold at least top_p of the mass */
         const double s = kern->kexp(z, v, m, inv_t, bmax, exp_skip_t(v), w->e);
+        total = s;
         const double target = top_p * s;
         float thr = 1.0f / 64.0f;
         for (;;) {
@@ -690,11 +693,7 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
             if (thr < FLT_MIN) thr = 0.0f;
         }
     }
-    if (use_p) {
-        double s = 0.0;
-        for (uint32_t j = 0; j < k; j++) s += w->cx[j];
-        k = top_p_filter(w->cidx, w->cx, k, top_p * s, w->tmp);
-    }
+    if (use_p) k = top_p_filter(w->cidx, w->cx, k, top_p * total, w->tmp);
     double s = 0.0;
     for (uint32_t j = 0; j < k; j++) s += w->cx[j];
     const double scale = (double)ell / s;
