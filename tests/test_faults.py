@@ -97,7 +97,7 @@ def test_broker_restart_mid_generation(mosquitto_broker_fresh) -> None:
             out = continue_remote(remote, N_TOKENS, L, ELL, 23)
             restarter.join()
             assert remote.loop.reconnects >= 1 and service.loop.reconnects >= 1
-            assert remote.stats.resends + remote.stats.resyncs >= 1
+            assert max(remote.stats.round_trip_us) >= 250_000  # a round waited through the outage and completed
     finally:
         service.stop()
     assert out == expected(23)

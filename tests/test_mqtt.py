@@ -187,7 +187,8 @@ def test_rate_limit_replies_and_the_board_backs_off(mosquitto_broker) -> None:
             assert remote.stats.rate_limited > 0
     finally:
         service.stop()
-    assert service.stats.rate_limited == remote.stats.rate_limited
+    assert service.stats.rate_limited >= remote.stats.rate_limited  # (+ a rate-limited CLOSE at disconnect)
+    assert service.stats.rounds == remote.stats.rounds
     assert out == reference_generation(PROMPT, 40, 2, 240, seed=5)
 
 

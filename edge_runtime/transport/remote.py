@@ -223,8 +223,8 @@ class RemoteVerifier:
         corr = _CORR.pack(self.session_id, seq, _KIND_ROUND)
         sends_on_worker = 0
         resyncs = 0
+        t0 = time.perf_counter()  # round trip includes any recovery (resends, resyncs, reconnects)
         while True:
-            t0 = time.perf_counter()
             self.loop.pump(0.0)  # acks and late replies that arrived while the board was drafting
             self._publish(topics.worker_topic(self.device_id, self.worker_id), payload, corr)
             reply = self._await(corr, self.config.feedback_timeout_s)
