@@ -177,39 +177,49 @@ _SMALL = 64  # up to this many ids, Python integers beat numpy
 
 
 def pack_ids(ids: Sequence[int], vocab_size: int) -> bytes:
-    """Token i occupies bits [i·b, (i+1)·b) of the output, least significant bit first (b = ⌈log2 V⌉)."""
+    """Token ids at b = ⌈log2 V⌉ bits each, most significant bit first, zero-padded to whole bytes — the layout
+    of ``edge_runtime.codec.pack_tokens`` (docs/CODEC.md); pure Python here so the protocol needs no native code."""
     bits = token_bits(vocab_size)
-    if len(ids) <= _SMALL:
+    n = len(ids)
+    nbytes = packed_size(n, vocab_size)
+    if n <= _SMALL:
         acc = 0
-        for i, t in enumerate(ids):
+        for t in ids:
             t = int(t)
             if not 0 <= t < vocab_size:
                 raise ValueError(f"token id {t} out of range for vocab_size {vocab_size}")
-            acc |= t << (i * bits)
-        return acc.to_bytes(packed_size(len(ids), vocab_size), "little")
+            acc = (acc << bits) | t
+        return (acc << (8 * nbytes - n * bits)).to_bytes(nbytes, "big")
     arr = np.asarray(ids, dtype=np.int64)
     if arr.min() < 0 or arr.max() >= vocab_size:
         raise ValueError(f"token id out of range for vocab_size {vocab_size}")
-    as_bytes = arr.astype("<u4").view(np.uint8).reshape(-1, 4)
-    bit_matrix = np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :bits]
-    return np.packbits(bit_matrix.reshape(-1), bitorder="little").tobytes()
+    as_bytes = arr.astype(">u4").view(np.uint8).reshape(-1, 4)
+    bit_matrix = np.unpackbits(as_bytes, axis=1)[:, 32 - bits :]
+    return np.packbits(bit_matrix.reshape(-1)).tobytes()
 
 
 def unpack_ids(data: bytes, count: int, vocab_size: int) -> tuple[int, ...]:
     bits = token_bits(vocab_size)
-    if len(data) != packed_size(count, vocab_size):
+    nbytes = packed_size(count, vocab_size)
+    if len(data) != nbytes:
         raise ValueError("packed token data has the wrong length")
+    pad = 8 * nbytes - count * bits
     if count <= _SMALL:
-        acc = int.from_bytes(data, "little")
+        acc = int.from_bytes(data, "big")
+        if acc & ((1 << pad) - 1):
+            raise ValueError("nonzero padding bits after the packed token ids")
+        acc >>= pad
         mask = (1 << bits) - 1
-        out = tuple((acc >> (i * bits)) & mask for i in range(count))
+        out = tuple((acc >> ((count - 1 - i) * bits)) & mask for i in range(count))
         if out and max(out) >= vocab_size:
             raise ValueError(f"token id {max(out)} out of range for vocab_size {vocab_size}")
         return out
-    flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[: count * bits]
+    flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
+    if flat[count * bits :].any():
+        raise ValueError("nonzero padding bits after the packed token ids")
     padded = np.zeros((count, 32), dtype=np.uint8)
-    padded[:, :bits] = flat.reshape(count, bits)
-    values = np.packbits(padded, axis=1, bitorder="little").view("<u4").reshape(-1)
+    padded[:, 32 - bits :] = flat[: count * bits].reshape(count, bits)
+    values = np.packbits(padded, axis=1).view(">u4").reshape(-1)
     if values.size and int(values.max()) >= vocab_size:
         raise ValueError(f"token id {int(values.max())} out of range for vocab_size {vocab_size}")
     return tuple(int(v) for v in values)

@@ -79,7 +79,7 @@ def test_draft_layout_matches_documentation() -> None:
     data = encode(msg)
     payload = data[HEADER_SIZE:]
     assert payload[:24] == struct.pack("<QIIIHBB", 1, 2, 3, 64, 16, 2, 4)
-    assert payload[24:26] == bytes([1 | (2 << 6), 0])  # two 6-bit ids, LSB first
+    assert payload[24:26] == bytes([0b00000100, 0b00100000])  # two 6-bit ids, MSB first: 000001 000010 0000
     assert payload[26:] == b"\x01\x00\x00\x00\xaa" + b"\x02\x00\x00\x00\xbb\xcc"
 
 
@@ -100,6 +100,24 @@ def test_token_packing_round_trip(vocab: int, count: int) -> None:
     data = pack_ids(ids, vocab)
     assert len(data) == packed_size(count, vocab) == (count * token_bits(vocab) + 7) // 8
     assert unpack_ids(data, count, vocab) == tuple(ids)
+
+
+def test_token_packing_is_the_codecs_layout() -> None:
+    codec = pytest.importorskip("edge_runtime.codec")
+    import random
+
+    rng = random.Random(3)
+    for vocab in (2, 3, 64, 50272, 151936):
+        for count in (1, 5, 64, 65, 300):
+            ids = [rng.randrange(vocab) for _ in range(count)]
+            assert pack_ids(ids, vocab) == codec.pack_tokens(ids, vocab)
+
+
+def test_nonzero_padding_bits_are_malformed() -> None:
+    with pytest.raises(ValueError):
+        unpack_ids(bytes([0b00000100, 0b00100001]), 2, 64)
+    with pytest.raises(ValueError):
+        unpack_ids(bytes(48) + b"\x01", 65, 64)  # numpy path (> 64 ids): 390 bits, 2 padding bits
 
 
 def test_token_bits() -> None:
