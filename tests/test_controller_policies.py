@@ -147,3 +147,28 @@ def test_ddqn_state_layout() -> None:
     assert list(s[WINDOW - 2:WINDOW]) == pytest.approx([0.5, 0.7])
     assert s[: WINDOW - 2].sum() == 0.0
     assert s[WINDOW:] == pytest.approx([0.6, 0.7, 1.0])
+
+
+def test_controller_from_board_config(tmp_path: Path) -> None:
+    import dataclasses
+
+    from edge_runtime.config import default_config
+    from edge_runtime.controller.ddqn import DdqnController
+    from edge_runtime.controller.factory import controller_from_config
+
+    cfg = default_config()
+    ctl = controller_from_config(cfg, V)
+    assert isinstance(ctl, StaticController)
+    assert ctl.choose() == Decision(cfg.controller.static_L, cfg.controller.static_ell)
+    model_cfg = dataclasses.replace(cfg, controller=dataclasses.replace(cfg.controller, mode="model"))
+    m = controller_from_config(model_cfg, V)
+    assert isinstance(m, ModelBasedController)
+    assert m.ells == tuple(sorted(cfg.controller.ell_set))
+    assert m.channel.view().rate_bps == pytest.approx(cfg.channel.uplink_bps)
+    ddqn_cfg = dataclasses.replace(cfg, controller=dataclasses.replace(cfg.controller, mode="ddqn"))
+    with pytest.raises(ControllerError, match="policy_path"):
+        controller_from_config(ddqn_cfg, V)
+    DdqnController(cfg.controller.ell_set).save(tmp_path / "p.pt")
+    ddqn_cfg = dataclasses.replace(ddqn_cfg, controller=dataclasses.replace(ddqn_cfg.controller,
+                                                                             policy_path=str(tmp_path / "p.pt")))
+    assert isinstance(controller_from_config(ddqn_cfg, V), DdqnController)

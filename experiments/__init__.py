@@ -1,0 +1,1 @@
+"""Experiment commands (controller comparisons); ``qsv-experiment`` is experiments.compare:main."""

@@ -1,0 +1,50 @@
+"""The qsv-experiment command end to end on a tiny synthetic setup (simulator)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from experiments.compare import default_policies, main, make_policy
+
+
+def test_experiment_command_writes_table_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rc = main(["--out", str(out), "--prompts", "4", "--train-prompts", "3", "--max-new-tokens", "20",
+               "--ddqn-episodes", "3",
+               "--scenarios", "4mbps,350kbps"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    policies = {(r["scenario"], r["policy"]) for r in rows}
+    for sc in ("4mbps", "350kbps"):
+        for name in ("target alone", "static(3,240)", "static(4,240)", "model+stop", "ddqn"):
+            assert (sc, name) in policies
+    assert ("350kbps", "S-Q(3,2)") in policies
+    target = {r["scenario"]: float(r["tokens_per_s"]) for r in rows if r["policy"] == "target alone"}
+    for r in rows:
+        assert float(r["tokens_per_s"]) > 0
+        assert float(r["speedup_vs_target"]) == pytest.approx(float(r["tokens_per_s"]) / target[r["scenario"]],
+                                                             rel=0.01)
+        if r["policy"].startswith("S-Q"):
+            assert r["exact"].startswith("no")
+    for name in ("results.md", "rounds.csv", "throughput.png", "bits_per_token.png", "decisions_4mbps.png",
+                 "ddqn_4mbps.pt", "ddqn_training_350kbps.png"):
+        assert (out / name).stat().st_size > 0
+    # reuse the trained weights instead of training again
+    rc = main(["--out", str(tmp_path / "again"), "--prompts", "2", "--max-new-tokens", "10", "--scenarios", "4mbps",
+               "--policies", "ddqn,static:2:720", "--ddqn-load", str(out), "--no-plots"])
+    assert rc == 0
+
+
+def test_policy_specs() -> None:
+    assert default_policies("4mbps")[:3] == ["target", "static:3:240", "static:4:240"]
+    ctl, scheme = make_policy("sq:3:16", "350kbps", 151_936, 0, None)
+    assert scheme == "sq" and ctl.choose().ell == 16
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("fastest", "4mbps", 151_936, 0, None)
+    with pytest.raises(ValueError, match="no trained DDQN"):
+        make_policy("ddqn", "4mbps", 151_936, 0, None)
+    with pytest.raises(SystemExit):
+        main(["--scenarios", "5g"])
