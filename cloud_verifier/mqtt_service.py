@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -103,6 +104,7 @@ class ServiceConfig:
     rate_per_s: float = 200.0  # per device; a board sends one draft per round
     rate_burst: float = 50.0
     reply_expiry_s: int = 30
+    use_submit: bool = True  # handlers with submit() -> Future (the batching VerifierService) run asynchronously
     limits: Limits = field(default_factory=Limits)
 
 
@@ -128,6 +130,8 @@ class MqttVerifierService:
         self.sessions: dict[int, _Session] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._inbox: collections.deque[_Inbound] = collections.deque()
+        self._inflight: dict[tuple[int, int], tuple] = {}
+        self._done: collections.deque[tuple[tuple[int, int], Future]] = collections.deque()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._subscribed = threading.Event()
@@ -184,7 +188,8 @@ class MqttVerifierService:
         next_sweep = self.clock() + sweep_every
         try:
             while not self._stop.is_set():
-                self.loop.pump(0.05)
+                self.loop.pump(0.0005 if self._inflight else 0.05)
+                self._collect_done()
                 while self._inbox:
                     item = self._inbox.popleft()
                     try:
@@ -296,7 +301,20 @@ class MqttVerifierService:
             self._error(device, item.correlation, ErrorCode.DESYNC, f"round {seq} after {st.last_seq}", sid, seq)
             return
         start = self.clock()
-        result = self.handler.verify(msg)
+        submit = getattr(self.handler, "submit", None) if self.config.use_submit else None
+        if submit is None:
+            self._finish_round(device, item, st, msg, self.handler.verify(msg), start)
+            return
+        key = (sid, seq)
+        if key in self._inflight:  # a copy of a round that is being verified: its reply is on the way
+            self.stats.duplicates += 1
+            return
+        self._inflight[key] = (device, item, st, msg, start)
+        future = submit(msg)  # the core may batch it with other boards' rounds
+        future.add_done_callback(lambda f, key=key: self._done.append((key, f)))
+
+    def _finish_round(self, device: str, item: _Inbound, st: _Session, msg: DraftRound,
+                      result: Feedback | ErrorReply, start: float) -> None:
         done = self.clock()
         if isinstance(result, Feedback):
             result = dataclasses.replace(result, queue_us=int((start - item.received) * 1e6),
@@ -305,9 +323,21 @@ class MqttVerifierService:
         else:
             self.stats.errors += 1
         payload = encode(result)
-        if isinstance(result, Feedback):
-            st.last_seq, st.last_reply = seq, payload
+        if isinstance(result, Feedback) and msg.round_seq > st.last_seq:
+            st.last_seq, st.last_reply = msg.round_seq, payload
         self._reply(device, payload, item.correlation)
+
+    def _collect_done(self) -> None:
+        while self._done:
+            key, future = self._done.popleft()
+            device, item, st, msg, start = self._inflight.pop(key)
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - reported to the board
+                log.exception("worker %s: verification failed", self.config.worker_id)
+                result = ErrorReply(ErrorCode.INTERNAL, f"verification failed: {exc}", msg.session_id,
+                                    msg.round_seq)
+            self._finish_round(device, item, st, msg, result, start)
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
@@ -329,6 +359,22 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", type=Path, help="client key")
 
 
+def _torch_handler(args: argparse.Namespace) -> VerifierHandler:
+    """The batching PyTorch VerifierService (cloud_verifier.service), started."""
+    from cloud_verifier.cli import random_target
+    from cloud_verifier.service import ServiceConfig as CoreConfig
+    from cloud_verifier.service import VerifierService
+    from cloud_verifier.target import TargetModel
+
+    if args.model:
+        target, vocab_hash = TargetModel.from_registry(args.model, args.device, args.dtype)
+    else:
+        target, vocab_hash = random_target(args.random_model, args.device, args.dtype), None
+    core = CoreConfig(idle_timeout_s=max(args.idle_timeout * 2, 1.0), max_batch=args.max_batch,
+                      vocab_hash=vocab_hash, worker_id=args.worker_id)
+    return VerifierService(target, core).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="QSV verifier worker on MQTT (one process of a shared-subscription group)")
     add_endpoint_args(p)
@@ -340,6 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--toy", action="store_true", help="serve the deterministic toy verifier (tests, demo, bench)")
     p.add_argument("--toy-vocab", type=int, default=64)
     p.add_argument("--echo", action="store_true", help="serve the zero-compute echo verifier (transport benchmark)")
+    p.add_argument("--model", help="serve the PyTorch verifier: registry name, .gguf file or HF model folder")
+    p.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="PyTorch verifier with random weights")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -350,8 +401,10 @@ def main(argv: list[str] | None = None) -> int:
         handler = EchoVerifier()
     elif args.toy:
         handler = ToyVerifier(ToyModel(vocab_size=args.toy_vocab))
+    elif args.model or args.random_model:
+        handler = _torch_handler(args)
     else:
-        p.error("choose --toy or --echo; the PyTorch verifier core binds through VerifierHandler (see docs)")
+        p.error("choose a verifier: --model / --random-model (PyTorch), --toy or --echo")
     cfg = ServiceConfig(args.worker_id, args.group, args.idle_timeout, args.rate, args.burst)
     service = MqttVerifierService(handler, _endpoint_from_args(args), cfg)
     stop = threading.Event()
