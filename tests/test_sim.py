@@ -155,3 +155,13 @@ def test_model_predicted_throughput_matches_simulation(calib_traces: TraceSet, s
             pred_t += p.round_time_s
     simulated, predicted = tokens / time_s, pred_n / pred_t
     assert predicted == pytest.approx(simulated, rel=0.15)
+
+
+def test_synthetic_quantizer_agrees_with_c_core() -> None:
+    core = pytest.importorskip("edge_runtime.core", reason="C core not built")
+    rng = np.random.default_rng(1)
+    q = rng.dirichlet(np.full(256, 0.1), size=40)
+    for ell in (2, 16, 240, 720):
+        b = lattice_quantize_rows(q, ell)
+        for row in range(q.shape[0]):
+            np.testing.assert_array_equal(core.quantize_probs(q[row], ell).dense(), b[row])
