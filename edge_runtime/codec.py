@@ -35,6 +35,7 @@ __all__ = [
     "bound_bits",
     "decode",
     "encode",
+    "encode_arrays",
     "encoded_bits",
     "message_mode",
     "pack_tokens",
@@ -155,7 +156,23 @@ def encode(point: LatticePoint, vocab_size: int, ell: int, mode: str = "auto") -
     """Encode a lattice point; ``mode`` is "auto" (the shorter payload), "enum" or "sparse"."""
     codec = _get(vocab_size, ell)
     idx, cnt, nnz = _point_arrays(point, codec)
-    mode_code = _mode(mode)
+    return _encode(codec, idx, cnt, nnz, _mode(mode))
+
+
+def encode_arrays(indices: np.ndarray, counts: np.ndarray, vocab_size: int, ell: int, mode: str = "auto") -> bytes:
+    """``encode`` for a point given as two contiguous uint32 arrays (e.g. a Quantizer's output buffers sliced to
+    nnz): no LatticePoint is built; the C side validates the point (CodecError if it is not one)."""
+    codec = _get(vocab_size, ell)
+    for name, arr in (("indices", indices), ("counts", counts)):
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.uint32 or arr.ndim != 1 or not arr.flags.c_contiguous:
+            raise TypeError(f"{name} must be a 1-D C-contiguous uint32 numpy array")
+    if indices.size != counts.size:
+        raise CodecError(f"indices ({indices.size}) and counts ({counts.size}) differ in length")
+    idx, cnt = ffi.from_buffer("uint32_t[]", indices), ffi.from_buffer("uint32_t[]", counts)
+    return _encode(codec, idx, cnt, int(indices.size), _mode(mode))
+
+
+def _encode(codec: _Codec, idx: Any, cnt: Any, nnz: int, mode_code: int) -> bytes:
     if mode_code == lib.QSV_CODEC_MODE_SPARSE:
         bits = ffi.new("uint64_t *")
         _status(lib.qsv_codec_encoded_bits(codec.params, idx, cnt, nnz, mode_code, bits, ffi.NULL), "encode")
@@ -165,8 +182,17 @@ def encode(point: LatticePoint, vocab_size: int, ell: int, mode: str = "auto") -
     out = bytearray(capacity)
     bits_out = ffi.new("uint64_t *")
     rc = lib.qsv_codec_encode(
-        codec.params, mode_code, idx, cnt, nnz, ffi.from_buffer("uint8_t[]", out), capacity, bits_out, ffi.NULL,
-        codec.workspace(), codec.workspace_bytes,
+        codec.params,
+        mode_code,
+        idx,
+        cnt,
+        nnz,
+        ffi.from_buffer("uint8_t[]", out),
+        capacity,
+        bits_out,
+        ffi.NULL,
+        codec.workspace(),
+        codec.workspace_bytes,
     )
     _status(rc, "encode")
     size = (int(bits_out[0]) + 7) // 8
@@ -188,8 +214,16 @@ def decode(data: bytes | bytearray | memoryview, vocab_size: int, ell: int) -> L
     counts = np.empty(codec.max_nnz, dtype=np.uint32)
     nnz = ffi.new("uint32_t *")
     rc = lib.qsv_codec_decode(
-        codec.params, buf, len(buf), ffi.from_buffer("uint32_t[]", indices), ffi.from_buffer("uint32_t[]", counts),
-        codec.max_nnz, nnz, ffi.NULL, codec.workspace(), codec.workspace_bytes,
+        codec.params,
+        buf,
+        len(buf),
+        ffi.from_buffer("uint32_t[]", indices),
+        ffi.from_buffer("uint32_t[]", counts),
+        codec.max_nnz,
+        nnz,
+        ffi.NULL,
+        codec.workspace(),
+        codec.workspace_bytes,
     )
     _status(rc, f"decode ({len(buf)} bytes, V={vocab_size}, ell={ell})")
     n = int(nnz[0])

@@ -100,6 +100,22 @@ def test_auto_prefers_sparse_for_llm_like_points_and_enum_for_dense() -> None:
     assert codec.message_mode(codec.encode(dense, 151936, 720)) == "enum"
 
 
+def test_encode_arrays_matches_encode_and_validates() -> None:
+    point = random_point(np.random.default_rng(4), 50272, 240, 31)
+    for mode in MODES:
+        assert codec.encode_arrays(point.indices, point.counts, 50272, 240, mode) == codec.encode(
+            point, 50272, 240, mode
+        )
+    with pytest.raises(CodecError, match="invalid lattice point"):
+        codec.encode_arrays(np.array([5, 3], np.uint32), np.array([120, 120], np.uint32), 50272, 240)
+    with pytest.raises(CodecError, match="invalid lattice point"):
+        codec.encode_arrays(np.array([3, 5], np.uint32), np.array([120, 119], np.uint32), 50272, 240)
+    with pytest.raises(CodecError, match="invalid lattice point"):
+        codec.encode_arrays(np.array([], np.uint32), np.array([], np.uint32), 50272, 240)
+    with pytest.raises(TypeError):
+        codec.encode_arrays(np.array([3, 5]), np.array([120, 120]), 50272, 240)
+
+
 def test_empty_and_mismatched_arguments() -> None:
     point = make_point([3, 9], [2, 3], 5, 10)
     with pytest.raises(CodecError, match="vocab_size=10, ell=5"):
