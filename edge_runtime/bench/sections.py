@@ -1,0 +1,273 @@
+"""The bench sections. Each returns a :class:`Section`; a part of QSV that is missing or unusable on this board
+gives an unavailable section with the reason instead of failing the whole bench.
+
+* ``core``: C core quantize (softmax + top-k/top-p + lattice) and Q-S sample, µs per token, per ℓ of the config.
+* ``slm``:  ONNX SLM prefill and decode ms per token for each thread count × fp32/int8 variant.
+* ``mqtt``: round trip of a real publish → broker → subscription echo to the configured broker (QoS 1).
+* ``e2e``:  edge drafting tokens/s (SLM + C core + Q-S sampling, rounds of static L) — the edge side of a round.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import queue
+import statistics
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_runtime.bench.results import HIGHER, LOWER, Metric, Section
+from edge_runtime.config import BoardConfig
+
+log = logging.getLogger(__name__)
+
+
+def _import(module: str) -> tuple[Any, str]:
+    """(module, "") or (None, reason)."""
+    try:
+        return importlib.import_module(module), ""
+    except Exception as exc:  # noqa: BLE001 - any import failure makes the section unavailable, with its reason
+        return None, f"{module} cannot be imported ({type(exc).__name__}: {exc})"
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+# ----------------------------------------------------------------------------------------------------------------- core
+def bench_core(cfg: BoardConfig, vocab_size: int = 50272, iterations: int = 200, seed: int = 0,
+               progress: bool = False) -> Section:
+    core, reason = _import("edge_runtime.core")
+    if core is None:
+        return Section.unavailable("core", reason)
+    rng = np.random.default_rng(seed)
+    logits = [(rng.standard_normal(vocab_size) * 3).astype(np.float32) for _ in range(8)]
+    quantizer = core.Quantizer(vocab_size)
+    s = cfg.sampling
+    section = Section("core", details={"vocab_size": vocab_size, "iterations": iterations,
+                                       "temperature": s.temperature, "top_k": s.top_k, "top_p": s.top_p})
+    for ell in tqdm(cfg.controller.ell_set, desc="core", disable=not progress, leave=False):
+        for i in range(10):  # warm-up
+            quantizer.quantize_logits_into(logits[i % 8], ell, s.temperature, s.top_k, s.top_p)
+        quant_us, sample_us = [], []
+        for i in range(iterations):
+            t0 = time.perf_counter()
+            quantizer.quantize_logits_into(logits[i % 8], ell, s.temperature, s.top_k, s.top_p)
+            t1 = time.perf_counter()
+            quantizer.sample_last(int(rng.integers(0, ell)))
+            t2 = time.perf_counter()
+            quant_us.append((t1 - t0) * 1e6)
+            sample_us.append((t2 - t1) * 1e6)
+        section.metrics[f"quantize_us[ell={ell}]"] = Metric(statistics.median(quant_us), "µs/token", LOWER,
+                                                             f"quantize ℓ={ell}")
+        section.metrics[f"sample_us[ell={ell}]"] = Metric(statistics.median(sample_us), "µs/token", LOWER,
+                                                           f"sample ℓ={ell}")
+        section.details[f"quantize_us_p95[ell={ell}]"] = _percentile(quant_us, 95)
+    return section
+
+
+# ------------------------------------------------------------------------------------------------------------------ slm
+def export_dir_of(cfg: BoardConfig, override: Path | None) -> tuple[Path | None, str]:
+    """The ONNX export directory (with meta.json) for the config's model, or (None, reason)."""
+    if override is not None:
+        return override, ""
+    onnx = cfg.resolve_path(cfg.model.onnx_path)
+    if onnx is None:
+        return None, "no model configured (model.onnx_path unset; pass --export-dir)"
+    directory = onnx if onnx.is_dir() else onnx.parent
+    if not (directory / "meta.json").exists():
+        return None, f"{directory} is not a QSV ONNX export (no meta.json; run qsv-export)"
+    return directory, ""
+
+
+def bench_slm(cfg: BoardConfig, export_dir: Path | None, threads: Sequence[int], variants: Sequence[str],
+              prompt_tokens: int = 64, decode_tokens: int = 32, seed: int = 0, progress: bool = False) -> Section:
+    slm_mod, reason = _import("edge_runtime.slm")
+    if slm_mod is None:
+        return Section.unavailable("slm", reason)
+    directory, reason = export_dir_of(cfg, export_dir)
+    if directory is None:
+        return Section.unavailable("slm", reason)
+    section = Section("slm", details={"export_dir": str(directory), "prompt_tokens": prompt_tokens,
+                                      "decode_tokens": decode_tokens, "spinning": cfg.model.onnxruntime.spinning,
+                                      "skipped": {}})
+    rng = np.random.default_rng(seed)
+    runs = [(v, t) for v in variants for t in threads]
+    for variant, nthreads in tqdm(runs, desc="slm", disable=not progress, leave=False):
+        try:
+            model = slm_mod.OnnxSLM(directory, variant,
+                                    slm_mod.SessionConfig(threads=nthreads, spinning=cfg.model.onnxruntime.spinning))
+        except Exception as exc:  # noqa: BLE001 - e.g. the export has no int8 file: skip that variant, say why
+            section.details["skipped"][f"{variant}/t{nthreads}"] = f"{type(exc).__name__}: {exc}"
+            continue
+        prompt = [int(x) for x in rng.integers(0, model.vocab_size, size=prompt_tokens)]
+        model.prefill(prompt)  # warm-up
+        prefill = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            model.prefill(prompt)
+            prefill.append((time.perf_counter() - t0) * 1e3 / prompt_tokens)
+        decode = []
+        token = prompt[-1]
+        for _ in range(decode_tokens):
+            t0 = time.perf_counter()
+            logits = model.forward([token])
+            decode.append((time.perf_counter() - t0) * 1e3)
+            token = int(np.argmax(logits[-1]))
+        key = f"{variant}.t{nthreads}"
+        section.metrics[f"prefill_ms_per_token[{key}]"] = Metric(min(prefill), "ms/token", LOWER,
+                                                                 f"prefill {variant} {nthreads}T")
+        section.metrics[f"decode_ms_per_token[{key}]"] = Metric(statistics.median(decode), "ms/token", LOWER,
+                                                                f"decode {variant} {nthreads}T")
+    if not section.metrics:
+        return Section.unavailable("slm", "no variant could be loaded: " + "; ".join(
+            f"{k}: {v}" for k, v in section.details["skipped"].items()))
+    return section
+
+
+# ----------------------------------------------------------------------------------------------------------------- mqtt
+def _read_secret(cfg: BoardConfig, ref: str) -> str:
+    path = cfg.resolve_path(ref)
+    assert path is not None
+    return path.read_text().strip()
+
+
+def bench_mqtt(cfg: BoardConfig, count: int = 50, timeout_s: float = 5.0, topic: str | None = None) -> Section:
+    common, reason = _import("edge_runtime.transport.mqtt_common")
+    if common is None:
+        return Section.unavailable("mqtt", reason)
+    broker = cfg.broker
+    if broker.transport != "tcp":
+        return Section.unavailable("mqtt", f"{broker.scheme}:// (websockets) is not supported by the bench")
+    try:
+        username = password = None
+        if broker.credentials is not None:
+            username = _read_secret(cfg, broker.credentials.username_file)
+            password = _read_secret(cfg, broker.credentials.password_file)
+    except OSError as exc:
+        return Section.unavailable("mqtt", f"cannot read broker credentials: {exc}")
+    tls = broker.tls
+    endpoint = common.BrokerEndpoint(
+        host=broker.host, port=broker.port, username=username, password=password,
+        ca_file=cfg.resolve_path(tls.ca_file) if broker.use_tls else None,
+        cert_file=cfg.resolve_path(tls.cert_file) if broker.use_tls else None,
+        key_file=cfg.resolve_path(tls.key_file) if broker.use_tls else None,
+    )
+    # the echo topic lives under the device's own prefix; secured brokers need an ACL entry allowing it
+    topic = topic or f"qsv/v1/{cfg.device.id}/bench/{uuid.uuid4().hex[:8]}"
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def on_connect(client: Any) -> None:
+        client.subscribe(topic, qos=1)
+
+    client = common.make_client(f"{cfg.device.id}-bench-{uuid.uuid4().hex[:6]}", endpoint, on_connect)
+    if broker.use_tls and endpoint.ca_file is None:
+        client.tls_set()  # system CA store
+    if broker.use_tls and tls.insecure_skip_verify:
+        client.tls_insecure_set(True)
+    # callbacks run on paho's network thread: only enqueue, never block
+    client.on_subscribe = lambda c, u, mid, reasons, props: events.put(("suback", reasons))
+    client.on_message = lambda c, u, msg: events.put(("msg", (time.perf_counter(), msg.payload)))
+    client.on_disconnect = lambda c, u, flags, reason, props: events.put(("disconnect", reason))
+    try:
+        client.connect(endpoint.host, endpoint.port, keepalive=broker.keepalive_s)
+    except (OSError, ValueError) as exc:
+        return Section.unavailable("mqtt", f"cannot connect to {broker.url}: {exc}")
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                kind, value = events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return Section.unavailable("mqtt", f"no SUBACK from {broker.url} within {timeout_s}s "
+                                                   "(connection refused by the broker?)")
+            if kind == "disconnect":
+                return Section.unavailable("mqtt", f"broker {broker.url} closed the connection: {value}")
+            if kind == "suback":
+                if any(getattr(r, "is_failure", False) for r in value):
+                    return Section.unavailable("mqtt", f"broker refused subscription to {topic}: {value[0]} "
+                                                       "(ACL: allow devices readwrite on qsv/v1/<id>/bench/#)")
+                break
+        rtts = []
+        lost = 0
+        for i in range(count):
+            payload = i.to_bytes(4, "big") + uuid.uuid4().bytes
+            t0 = time.perf_counter()
+            client.publish(topic, payload, qos=1)
+            got = None
+            wait_until = time.monotonic() + timeout_s
+            while got is None and time.monotonic() < wait_until:
+                try:
+                    kind, value = events.get(timeout=max(0.0, wait_until - time.monotonic()))
+                except queue.Empty:
+                    break
+                if kind == "msg" and value[1] == payload:  # duplicates / stale echoes are skipped
+                    got = value[0]
+            if got is None:
+                lost += 1
+                if lost >= 3:
+                    return Section.unavailable("mqtt", f"no echo from {broker.url} for 3 messages on {topic} "
+                                                       "(publish not allowed by the broker's ACL?)")
+                continue
+            rtts.append((got - t0) * 1e3)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    section = Section("mqtt", details={"broker": broker.url, "topic": topic, "count": count, "lost": lost,
+                                       "tls": broker.use_tls, "rtt_ms": rtts})
+    section.metrics["rtt_ms_p50"] = Metric(statistics.median(rtts), "ms", LOWER, "RTT p50")
+    section.metrics["rtt_ms_p95"] = Metric(_percentile(rtts, 95), "ms", LOWER, "RTT p95")
+    section.metrics["rtt_ms_min"] = Metric(min(rtts), "ms", LOWER, "RTT min")
+    return section
+
+
+# ------------------------------------------------------------------------------------------------------------------ e2e
+def bench_e2e(cfg: BoardConfig, export_dir: Path | None, tokens: int = 96, seed: int = 0,
+              progress: bool = False) -> Section:
+    drafter_mod, reason = _import("edge_runtime.drafter")
+    slm_mod, reason2 = _import("edge_runtime.slm")
+    if drafter_mod is None or slm_mod is None:
+        return Section.unavailable("e2e", reason or reason2)
+    directory, reason = export_dir_of(cfg, export_dir)
+    if directory is None:
+        return Section.unavailable("e2e", reason)
+    ort = cfg.model.onnxruntime
+    variant = "int8" if ort.int8 else "fp32"
+    threads = ort.intra_op_threads or (os.cpu_count() or 1)
+    try:
+        slm = slm_mod.OnnxSLM(directory, variant, slm_mod.SessionConfig(threads=threads, spinning=ort.spinning))
+    except Exception as exc:  # noqa: BLE001
+        return Section.unavailable("e2e", f"cannot load the {variant} SLM: {type(exc).__name__}: {exc}")
+    s, ctl = cfg.sampling, cfg.controller
+    dcfg = drafter_mod.DraftConfig(ell=ctl.static_ell, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                                   stop_at_eos=False)
+    drafter = drafter_mod.Drafter(slm, dcfg, seed=seed)
+    rng = np.random.default_rng(seed)
+    drafter.start([int(x) for x in rng.integers(0, slm.vocab_size, size=32)])
+    produced, slm_s, core_s = 0, 0.0, 0.0
+    bar = tqdm(total=tokens, desc="e2e", disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    while produced < tokens:
+        rnd = drafter.draft(ctl.static_L)
+        slm_s += rnd.slm_seconds
+        core_s += rnd.core_seconds
+        # all drafts accepted, the last draft stands in for the verifier's bonus token
+        new = drafter.feedback(rnd.length, rnd.tokens[-1])
+        produced += len(new)
+        bar.update(len(new))
+    elapsed = time.perf_counter() - t0
+    bar.close()
+    section = Section("e2e", details={"variant": variant, "threads": threads, "L": ctl.static_L,
+                                      "ell": ctl.static_ell, "tokens": produced, "seconds": elapsed,
+                                      "slm_seconds": slm_s, "core_seconds": core_s,
+                                      "scope": "edge side only: drafting + feedback, verifier and network excluded"})
+    section.metrics["draft_tokens_per_s"] = Metric(produced / elapsed, "tokens/s", HIGHER, "edge drafting tokens/s")
+    return section
