@@ -13,5 +13,9 @@ setup(
     cffi_modules=["csrc/build_core.py:ffibuilder"],
     install_requires=["cffi>=1.16", "numpy>=1.24"],
     include_package_data=True,
-    entry_points={"console_scripts": ["qsv-experiment=experiments.compare:main"]},
+    entry_points={"console_scripts": ["qsv-experiment=experiments.compare:main",
+                                        "qsv-config=edge_runtime.config:main",
+                                        "qsv-flash=edge_runtime.flashing.flasher:main",
+                                        "qsv-board-agent=edge_runtime.flashing.agent:main",
+                                        "qsv-bench=edge_runtime.bench.cli:main"]},
 )
