@@ -34,6 +34,7 @@ __all__ = [
     "MODES",
     "bound_bits",
     "decode",
+    "decode_arrays",
     "encode",
     "encode_arrays",
     "encoded_bits",
@@ -208,6 +209,13 @@ def _as_buffer(data: Any) -> Any:
 
 def decode(data: bytes | bytearray | memoryview, vocab_size: int, ell: int) -> LatticePoint:
     """Decode a whole message; raises CodecError if it is malformed, truncated, padded wrongly or too long."""
+    indices, counts = decode_arrays(data, vocab_size, ell)
+    return LatticePoint(indices, counts, int(ell), int(vocab_size))
+
+
+def decode_arrays(data: bytes | bytearray | memoryview, vocab_size: int, ell: int) -> tuple[np.ndarray, np.ndarray]:
+    """``decode`` without building a LatticePoint: (indices, counts) as uint32 arrays, already fully validated by
+    the C decoder (strictly increasing indices < V, counts >= 1 summing to ell)."""
     codec = _get(vocab_size, ell)
     buf = _as_buffer(data)
     indices = np.empty(codec.max_nnz, dtype=np.uint32)
@@ -227,7 +235,7 @@ def decode(data: bytes | bytearray | memoryview, vocab_size: int, ell: int) -> L
     )
     _status(rc, f"decode ({len(buf)} bytes, V={vocab_size}, ell={ell})")
     n = int(nnz[0])
-    return LatticePoint(indices[:n].copy(), counts[:n].copy(), codec.ell, codec.vocab_size)
+    return indices[:n].copy(), counts[:n].copy()
 
 
 def message_mode(data: bytes | bytearray | memoryview) -> str:

@@ -116,6 +116,16 @@ def test_encode_arrays_matches_encode_and_validates() -> None:
         codec.encode_arrays(np.array([3, 5]), np.array([120, 120]), 50272, 240)
 
 
+def test_decode_arrays_matches_decode() -> None:
+    point = random_point(np.random.default_rng(6), 151936, 720, 77)
+    for mode in MODES:
+        indices, counts = codec.decode_arrays(codec.encode(point, 151936, 720, mode), 151936, 720)
+        assert indices.dtype == counts.dtype == np.uint32
+        assert np.array_equal(indices, point.indices) and np.array_equal(counts, point.counts)
+    with pytest.raises(CodecError):
+        codec.decode_arrays(b"\xff", 151936, 720)
+
+
 def test_empty_and_mismatched_arguments() -> None:
     point = make_point([3, 9], [2, 3], 5, 10)
     with pytest.raises(CodecError, match="vocab_size=10, ell=5"):
