@@ -1,0 +1,192 @@
+"""Benchmark of the lattice-point codec: time per encode / decode in each mode and bits per point against the bound.
+
+Synthetic LLM-like draft distributions: softmax(logits / T) with Gaussian logits (std 2.5) or Zipf logits
+(-1.1 * log rank, random token order), at temperatures 0.4 and 1.0, quantized at resolution ell with the QSV rule
+(edge_runtime.core.quantize_probs; a numpy copy of the rule when the C core lacks it).
+
+    python benchmarks/bench_codec.py                       # V in {32000, 50272, 151936}, ell in {16, 240, 720}
+    python benchmarks/bench_codec.py --vocab 151936 --ell 720 --samples 5 --json out.json
+
+Times are wall-clock per call through the Python API (``encode_arrays`` / ``decode``), best of ``--trials`` batches
+(robust to a shared, busy machine), averaged over the sampled distributions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_runtime import codec
+
+log = logging.getLogger("bench_codec")
+
+MODES = ("auto", "enum", "sparse")
+
+
+def quantize_numpy(probs: np.ndarray, ell: int) -> tuple[np.ndarray, np.ndarray]:
+    """The QSV lattice rule: b = floor(ell q + 1/2), then fix the sum on the largest rounding residuals."""
+    scaled = probs * ell
+    b = np.floor(scaled + 0.5).astype(np.int64)
+    d = ell - int(b.sum())
+    if d > 0:
+        order = np.argsort(-(scaled - b), kind="stable")[:d]
+        b[order] += 1
+    elif d < 0:
+        residual = np.where(b > 0, b - scaled, -np.inf)
+        order = np.argsort(-residual, kind="stable")[:-d]
+        b[order] -= 1
+    idx = np.flatnonzero(b)
+    return idx.astype(np.uint32), b[idx].astype(np.uint32)
+
+
+def quantizer() -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    try:
+        from edge_runtime.core import quantize_probs
+    except ImportError:
+        log.info("edge_runtime.core.quantize_probs unavailable: using the numpy rule")
+        return quantize_numpy
+
+    def quantize_core(probs: np.ndarray, ell: int) -> tuple[np.ndarray, np.ndarray]:
+        point = quantize_probs(probs, ell)
+        return point.indices, point.counts
+
+    return quantize_core
+
+
+def distribution(rng: np.random.Generator, vocab_size: int, kind: str, temperature: float) -> np.ndarray:
+    if kind == "gaussian":
+        logits = rng.normal(0.0, 2.5, vocab_size)
+    else:  # zipf
+        logits = -1.1 * np.log(rng.permutation(vocab_size) + 1.0)
+    z = logits / temperature
+    z -= z.max()
+    p = np.exp(z)
+    return p / p.sum()
+
+
+def best_time(fn: Callable[[], object], trials: int, budget_s: float) -> float:
+    """Seconds per call: best over `trials` batches, each batch sized to take about budget_s / trials."""
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-7)
+    n = max(1, int(budget_s / trials / once))
+    best = float("inf")
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - start) / n)
+    return best
+
+
+@dataclass
+class Row:
+    vocab_size: int
+    ell: int
+    kind: str
+    temperature: float
+    nnz_mean: float
+    bound_bits: int
+    bits: dict[str, float]
+    encode_us: dict[str, float]
+    decode_us: dict[str, float]
+    auto_enum_share: float
+
+
+def run_config(
+    vocab_size: int,
+    ell: int,
+    kind: str,
+    temperature: float,
+    samples: int,
+    trials: int,
+    budget_s: float,
+    rng: np.random.Generator,
+    quantize: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
+) -> Row:
+    bound = codec.bound_bits(vocab_size, ell)
+    bits: dict[str, list[int]] = {m: [] for m in MODES}
+    enc: dict[str, list[float]] = {m: [] for m in MODES}
+    dec: dict[str, list[float]] = {m: [] for m in MODES}
+    nnz, enum_chosen = [], 0
+    for _ in range(samples):
+        idx, cnt = quantize(distribution(rng, vocab_size, kind, temperature), ell)
+        nnz.append(idx.size)
+        for mode in MODES:
+            data = codec.encode_arrays(idx, cnt, vocab_size, ell, mode)
+            point = codec.decode(data, vocab_size, ell)
+            if not (np.array_equal(point.indices, idx) and np.array_equal(point.counts, cnt)):
+                raise RuntimeError(f"round trip failed: V={vocab_size} ell={ell} mode={mode}")
+            bits[mode].append(codec.encoded_bits(point, vocab_size, ell, mode))
+            if mode == "auto":
+                enum_chosen += codec.message_mode(data) == "enum"
+            enc[mode].append(
+                best_time(lambda m=mode, i=idx, c=cnt: codec.encode_arrays(i, c, vocab_size, ell, m), trials, budget_s)
+            )
+            dec[mode].append(best_time(lambda d=data: codec.decode(d, vocab_size, ell), trials, budget_s))
+    return Row(
+        vocab_size,
+        ell,
+        kind,
+        temperature,
+        float(np.mean(nnz)),
+        bound,
+        {m: float(np.mean(v)) for m, v in bits.items()},
+        {m: float(np.mean(v)) * 1e6 for m, v in enc.items()},
+        {m: float(np.mean(v)) * 1e6 for m, v in dec.items()},
+        enum_chosen / samples,
+    )
+
+
+def markdown(rows: list[Row]) -> str:
+    head = (
+        "| V | ell | logits | T | nnz | bound bits | auto bits | sparse bits | auto/bound "
+        "| enc µs auto / enum / sparse | dec µs auto / enum / sparse |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        lines.append(
+            f"| {r.vocab_size} | {r.ell} | {r.kind} | {r.temperature} | {r.nnz_mean:.1f} | {r.bound_bits} "
+            f"| {r.bits['auto']:.0f} | {r.bits['sparse']:.0f} | {r.bits['auto'] / (r.bound_bits + 1):.3f} "
+            f"| {r.encode_us['auto']:.1f} / {r.encode_us['enum']:.1f} / {r.encode_us['sparse']:.1f} "
+            f"| {r.decode_us['auto']:.1f} / {r.decode_us['enum']:.1f} / {r.decode_us['sparse']:.1f} |"
+        )
+    return head + "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vocab", type=int, nargs="+", default=[32000, 50272, 151936])
+    parser.add_argument("--ell", type=int, nargs="+", default=[16, 240, 720])
+    parser.add_argument("--kinds", nargs="+", choices=["gaussian", "zipf"], default=["gaussian", "zipf"])
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.4, 1.0])
+    parser.add_argument("--samples", type=int, default=8, help="distributions per configuration")
+    parser.add_argument("--trials", type=int, default=3, help="timed batches per measurement (best is kept)")
+    parser.add_argument("--budget", type=float, default=0.03, help="seconds spent timing one measurement")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    rng = np.random.default_rng(args.seed)
+    quantize = quantizer()
+    configs = [(v, e, k, t) for v in args.vocab for e in args.ell for k in args.kinds for t in args.temperatures]
+    rows = [
+        run_config(v, e, k, t, args.samples, args.trials, args.budget, rng, quantize)
+        for v, e, k, t in tqdm(configs, desc="configs")
+    ]
+    log.info("%s", markdown(rows))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump([asdict(r) for r in rows], fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
