@@ -239,3 +239,35 @@ class EchoVerifier:
             return ErrorReply(ErrorCode.UNKNOWN_SESSION, "session not held here", msg.session_id, msg.round_seq)
         self.positions[msg.session_id] = pos + msg.draft_len + 1
         return Feedback(msg.session_id, msg.round_seq, msg.position, msg.draft_len, 0, (1.0,) * msg.draft_len)
+
+
+class ToySLM:
+    """``edge_runtime.slm.DraftModel`` over ToyModel (logits = log p): lets the real Drafter run without a neural
+    network, e.g. against a tiny random PyTorch target in transport tests and the transport demo."""
+
+    def __init__(self, model: ToyModel, eos_token_ids: Sequence[int] = ()) -> None:
+        self.model = model
+        self.vocab_size = model.vocab_size
+        self.eos_token_ids = list(eos_token_ids)
+        self._tokens: list[int] = []
+
+    @property
+    def length(self) -> int:
+        return len(self._tokens)
+
+    def reset(self) -> None:
+        self._tokens = []
+
+    def rollback(self, length: int) -> None:
+        if not 0 <= length <= len(self._tokens):
+            raise ValueError(f"cannot roll back to {length} tokens: the cache holds {len(self._tokens)}")
+        del self._tokens[length:]
+
+    def forward(self, token_ids: Sequence[int]) -> np.ndarray:
+        if len(token_ids) == 0:
+            raise ValueError("empty step")
+        rows = []
+        for t in token_ids:
+            self._tokens.append(int(t))
+            rows.append(np.log(self.model.probs(self._tokens)).astype(np.float32))
+        return np.stack(rows)
