@@ -1,0 +1,239 @@
+"""The edge SLM: an exported causal LM (see :mod:`edge_runtime.export`) run by onnxruntime with a KV cache.
+
+One object holds one sequence. ``forward(ids)`` runs T new tokens against the cache (T = len(prompt) for prefill,
+1 for decode, several for a multi-token step) and returns the logits as a float32 numpy array that *is* the buffer
+onnxruntime wrote (bound with io_binding): no copy, valid until the next ``forward``. ``rollback(n)`` keeps the
+first n cached tokens exactly (it slices the cache; nothing is recomputed).
+
+:class:`TorchSLM` has the same interface on a transformers model (the eager baseline of the benchmarks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_runtime.export.onnx_export import load_export
+from edge_runtime.export.wrapper import KVLayout, kv_names
+
+log = logging.getLogger(__name__)
+
+
+class SLMError(RuntimeError):
+    """Bad use of an SLM (rollback past the cache, empty step, token out of range)."""
+
+
+class DraftModel(Protocol):
+    """What the drafter needs from a small model."""
+
+    vocab_size: int
+    eos_token_ids: list[int]
+
+    @property
+    def length(self) -> int: ...
+
+    def forward(self, token_ids: Sequence[int]) -> np.ndarray: ...
+
+    def rollback(self, length: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """onnxruntime settings. Spinning off: idle worker threads sleep instead of burning a shared CPU."""
+
+    threads: int = 1
+    spinning: bool = False
+    optimization: str = "all"  # "all" | "extended" | "basic" | "none"
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.optimization not in ("all", "extended", "basic", "none"):
+            raise ValueError(f"unknown optimization level {self.optimization!r}")
+
+    def session_options(self) -> Any:
+        import onnxruntime as ort
+
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = levels[self.optimization]
+        spin = "1" if self.spinning else "0"
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        return opts
+
+
+def _check_step(token_ids: Sequence[int], vocab_size: int) -> np.ndarray:
+    ids = np.asarray(token_ids, dtype=np.int64).reshape(1, -1)
+    if ids.shape[1] == 0:
+        raise SLMError("a step needs at least one token")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        raise SLMError(f"token id out of range 0..{vocab_size - 1}")
+    return ids
+
+
+class OnnxSLM:
+    """A causal LM exported by ``qsv-export`` (directory with meta.json), run on onnxruntime's CPU provider."""
+
+    def __init__(self, export_dir: str | Path, variant: str = "fp32", config: SessionConfig | None = None) -> None:
+        import onnxruntime as ort
+
+        export = load_export(Path(export_dir))
+        files = export.meta["files"]
+        if variant not in files:
+            raise SLMError(f"export {export_dir} has no {variant!r} model (has {sorted(files)}); "
+                           f"run qsv-export {'--int8 ' if variant == 'int8' else ''}again")
+        self.export = export
+        self.variant = variant
+        self.config = config or SessionConfig()
+        meta = export.meta
+        self.layout = KVLayout(meta["num_layers"], meta["num_kv_heads"], meta["head_dim"], meta["vocab_size"])
+        self.vocab_size = self.layout.vocab_size
+        self.eos_token_ids: list[int] = list(meta.get("eos_token_ids", []))
+        self.session = ort.InferenceSession(str(export.directory / files[variant]), self.config.session_options(),
+                                            providers=["CPUExecutionProvider"])
+        self.tokenizer = None
+        if meta.get("tokenizer"):
+            from tokenizers import Tokenizer
+
+            self.tokenizer = Tokenizer.from_file(str(export.directory / meta["tokenizer"]))
+        self._past_names = kv_names(self.layout.num_layers, "past")
+        self._present_names = kv_names(self.layout.num_layers, "present")
+        self._binding = self.session.io_binding()
+        self._logits_buffers: dict[int, np.ndarray] = {}
+        self._past: list[Any] = []
+        self._past_arrays: list[np.ndarray] = []  # keep numpy memory alive behind OrtValues made from it
+        self._length = 0
+        self.reset()
+
+    # -- tokenization ------------------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        if self.tokenizer is None:
+            raise SLMError("this export has no tokenizer.json")
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        if self.tokenizer is None:
+            raise SLMError("this export has no tokenizer.json")
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=False))
+
+    # -- cache ----------------------------------------------------------------------------------------------------
+    @property
+    def length(self) -> int:
+        """Number of tokens in the KV cache."""
+        return self._length
+
+    def reset(self) -> None:
+        """Empty the cache."""
+        from onnxruntime import OrtValue
+
+        shape = (1, self.layout.num_kv_heads, 0, self.layout.head_dim)
+        self._past_arrays = [np.zeros(shape, np.float32) for _ in self._past_names]
+        self._past = [OrtValue.ortvalue_from_numpy(a) for a in self._past_arrays]
+        self._length = 0
+
+    def rollback(self, length: int) -> None:
+        """Keep the first ``length`` cached tokens (exact: a slice of the stored keys/values)."""
+        from onnxruntime import OrtValue
+
+        if not 0 <= length <= self._length:
+            raise SLMError(f"cannot roll back to {length} tokens: the cache holds {self._length}")
+        if length == self._length:
+            return
+        arrays = [np.ascontiguousarray(value.numpy()[:, :, :length]) for value in self._past]
+        self._past_arrays = arrays
+        self._past = [OrtValue.ortvalue_from_numpy(a) for a in arrays]
+        self._length = length
+
+    # -- compute --------------------------------------------------------------------------------------------------
+    def _logits_buffer(self, new_tokens: int) -> np.ndarray:
+        buffer = self._logits_buffers.get(new_tokens)
+        if buffer is None:
+            buffer = np.empty((1, new_tokens, self.vocab_size), np.float32)
+            self._logits_buffers[new_tokens] = buffer
+        return buffer
+
+    def forward(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Append ``token_ids`` to the cache; logits (T, V) float32 for them — a view of onnxruntime's output
+        buffer, overwritten by the next ``forward`` with the same T (copy it to keep it)."""
+        ids = _check_step(token_ids, self.vocab_size)
+        binding = self._binding
+        binding.bind_cpu_input("input_ids", ids)
+        for name, value in zip(self._past_names, self._past, strict=True):
+            binding.bind_ortvalue_input(name, value)
+        logits = self._logits_buffer(ids.shape[1])
+        binding.bind_output("logits", "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+        for name in self._present_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        self._past = binding.get_outputs()[1:]
+        self._past_arrays = []
+        self._length += ids.shape[1]
+        return logits[0]
+
+    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Reset, run the prompt; logits (V,) of the next token."""
+        self.reset()
+        return self.forward(token_ids)[-1]
+
+
+class TorchSLM:
+    """The same interface on a transformers causal LM (eager PyTorch), for baselines and tests."""
+
+    def __init__(self, model: Any, eos_token_ids: Sequence[int] = ()) -> None:
+        import inspect
+
+        self.model = model.eval()
+        self.vocab_size = int(model.config.vocab_size)
+        self.eos_token_ids = list(eos_token_ids)
+        params = inspect.signature(type(model).forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._cache: Any = None
+        self._length = 0
+        self._logits = np.empty(0, np.float32)
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def reset(self) -> None:
+        self._cache = None
+        self._length = 0
+
+    def rollback(self, length: int) -> None:
+        if not 0 <= length <= self._length:
+            raise SLMError(f"cannot roll back to {length} tokens: the cache holds {self._length}")
+        if length < self._length:
+            self._cache.crop(length)
+            self._length = length
+
+    def forward(self, token_ids: Sequence[int]) -> np.ndarray:
+        import torch
+        from transformers import DynamicCache
+
+        ids = torch.from_numpy(_check_step(token_ids, self.vocab_size))
+        if self._cache is None:
+            self._cache = DynamicCache(config=self.model.config)
+        positions = torch.arange(self._length, self._length + ids.shape[1]).unsqueeze(0)
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, position_ids=positions, use_cache=True, **{self._cache_arg: self._cache})
+        self._length += ids.shape[1]
+        self._logits = out.logits[0].float().numpy()
+        return self._logits
+
+    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
+        self.reset()
+        return self.forward(token_ids)[-1]
