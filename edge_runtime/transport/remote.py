@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 _CORR = struct.Struct("<QIB")
 _KIND_OPEN, _KIND_ROUND = 1, 2
-_RESYNC_CODES = {ErrorCode.UNKNOWN_SESSION, ErrorCode.DESYNC}
+_RESYNC_CODES = {ErrorCode.UNKNOWN_SESSION, ErrorCode.DESYNC, ErrorCode.INTERNAL}
 
 
 class RemoteVerifierError(RuntimeError):
