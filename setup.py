@@ -17,5 +17,9 @@ setup(
                                         "qsv-config=edge_runtime.config:main",
                                         "qsv-flash=edge_runtime.flashing.flasher:main",
                                         "qsv-board-agent=edge_runtime.flashing.agent:main",
-                                        "qsv-bench=edge_runtime.bench.cli:main"]},
+                                        "qsv-bench=edge_runtime.bench.cli:main",
+                                        "qsv-certs=edge_runtime.broker.cli:certs_main",
+                                        "qsv-broker=edge_runtime.broker.cli:broker_main",
+                                        "qsv-verifier-mqtt=cloud_verifier.mqtt_service:main",
+                                        "qsv-demo-mqtt=edge_runtime.transport.demo:main"]},
 )
