@@ -9,9 +9,12 @@
 
 #define GAP_K_BITS 5u
 #define GAP_K_MAX 24u
+#define CNT_FAMILY_BITS 2u
 #define CNT_K_BITS 4u
 #define CNT_K_MAX 15u
-enum { FAMILY_RICE = 0, FAMILY_EXPGOLOMB = 1 };
+/* Code families. Counts also have FAMILY_EXCESS: the ell - nnz units above the mandatory 1 per entry, as
+ * nondecreasing entry positions whose differences are Rice coded (cheap when most counts are 1). */
+enum { FAMILY_RICE = 0, FAMILY_EXPGOLOMB = 1, FAMILY_EXCESS = 2 };
 
 static int valid_dims(uint32_t vocab_size, uint32_t ell) {
     return vocab_size >= 1 && vocab_size <= QSV_CODEC_MAX_VOCAB && ell >= 1 && ell <= QSV_CODEC_MAX_ELL;
@@ -88,6 +91,21 @@ static uint64_t cnt_cost(const uint32_t *cnt, uint32_t n, unsigned family, unsig
     return 2 * s - (uint64_t)n * (k + 1);
 }
 
+/* Cost of the excess-units code with Rice parameter k over all m counts. */
+static uint64_t excess_cost(const uint32_t *cnt, uint32_t m, unsigned family, unsigned k) {
+    (void)family;
+    uint64_t s = 0, units = 0;
+    uint32_t prev = 0;
+    for (uint32_t j = 0; j < m; ++j) {
+        if (cnt[j] > 1) {
+            s += (j - prev) >> k;
+            prev = j;
+            units += cnt[j] - 1u;
+        }
+    }
+    return s + units * (k + 1);
+}
+
 typedef uint64_t (*cost_fn)(const uint32_t *, uint32_t, unsigned, unsigned);
 
 /* Local search over k (the costs are convex in k for Rice and nearly so for Exp-Golomb). */
@@ -146,7 +164,19 @@ static void sparse_plan_make(const qsv_codec_params *p, const uint32_t *idx, con
         start = qsv_bitlen32((uint32_t)(cnt_total / (m - 1)));
         start = start > 0 ? start - 1 : 0;
         choose(cnt_cost, cnt, m - 1, start, CNT_K_MAX, &plan->cnt_family, &plan->cnt_k, &c);
-        bits += 1u + CNT_K_BITS + c;
+        /* excess units: mean gap between them is about m / (ell - m) */
+        uint32_t excess = p->ell - m;
+        unsigned ke;
+        uint64_t ce;
+        start = excess ? qsv_bitlen32(m / excess) : 0;
+        start = start > 0 ? start - 1 : 0;
+        best_k(excess_cost, cnt, m, FAMILY_EXCESS, start, CNT_K_MAX, &ke, &ce);
+        if (ce < c) {
+            plan->cnt_family = FAMILY_EXCESS;
+            plan->cnt_k = ke;
+            c = ce;
+        }
+        bits += CNT_FAMILY_BITS + CNT_K_BITS + c;
     }
     plan->bits = bits;
 }
@@ -170,7 +200,7 @@ static void sparse_write(const qsv_codec_params *p, const uint32_t *idx, const u
     qsv_bw_put(w, plan->gap_family, 1);
     qsv_bw_put(w, plan->gap_k, GAP_K_BITS);
     if (m >= 2) {
-        qsv_bw_put(w, plan->cnt_family, 1);
+        qsv_bw_put(w, plan->cnt_family, CNT_FAMILY_BITS);
         qsv_bw_put(w, plan->cnt_k, CNT_K_BITS);
     }
     uint32_t prev1 = 0;
@@ -178,7 +208,17 @@ static void sparse_write(const qsv_codec_params *p, const uint32_t *idx, const u
         put_value(w, idx[j] - prev1, plan->gap_family, plan->gap_k);
         prev1 = idx[j] + 1;
     }
-    for (uint32_t j = 0; j + 1 < m; ++j) put_value(w, cnt[j] - 1u, plan->cnt_family, plan->cnt_k);
+    if (plan->cnt_family == FAMILY_EXCESS) {
+        uint32_t prev = 0;
+        for (uint32_t j = 0; j < m; ++j) {
+            for (uint32_t t = 1; t < cnt[j]; ++t) {
+                put_value(w, j - prev, FAMILY_RICE, plan->cnt_k);
+                prev = j;
+            }
+        }
+    } else {
+        for (uint32_t j = 0; j + 1 < m; ++j) put_value(w, cnt[j] - 1u, plan->cnt_family, plan->cnt_k);
+    }
 }
 
 /* Read one value in [0, max] (max < 2^25). */
@@ -220,10 +260,10 @@ static int sparse_read(const qsv_codec_params *p, qsv_bitreader *r, uint32_t *id
     uint32_t gap_family, gap_k, cnt_family = FAMILY_RICE, cnt_k = 0;
     rc = qsv_br_get(r, 1, &gap_family);
     if (!rc) rc = qsv_br_get(r, GAP_K_BITS, &gap_k);
-    if (!rc && m >= 2) rc = qsv_br_get(r, 1, &cnt_family);
+    if (!rc && m >= 2) rc = qsv_br_get(r, CNT_FAMILY_BITS, &cnt_family);
     if (!rc && m >= 2) rc = qsv_br_get(r, CNT_K_BITS, &cnt_k);
     if (rc) return rc;
-    if (gap_k > GAP_K_MAX) return QSV_CODEC_E_MALFORMED;
+    if (gap_k > GAP_K_MAX || cnt_family > FAMILY_EXCESS) return QSV_CODEC_E_MALFORMED;
     const uint32_t V = p->vocab_size, ell = p->ell;
     uint32_t next = 0; /* smallest allowed index */
     for (uint32_t j = 0; j < m; ++j) {
@@ -234,16 +274,28 @@ static int sparse_read(const qsv_codec_params *p, qsv_bitreader *r, uint32_t *id
         idx[j] = next + gap;
         next = idx[j] + 1;
     }
-    uint32_t sum = 0;
-    for (uint32_t j = 0; j + 1 < m; ++j) {
-        uint32_t room = ell - (m - j) - sum; /* count - 1 may use what the remaining entries leave */
-        uint32_t c;
-        rc = get_value(r, room, cnt_family, cnt_k, &c);
-        if (rc) return rc;
-        cnt[j] = c + 1;
-        sum += c + 1;
+    if (cnt_family == FAMILY_EXCESS) {
+        for (uint32_t j = 0; j < m; ++j) cnt[j] = 1;
+        uint32_t u = 0; /* entry of the previous unit */
+        for (uint32_t i = ell - m; i > 0; --i) {
+            uint32_t g;
+            rc = get_value(r, m - 1 - u, FAMILY_RICE, cnt_k, &g);
+            if (rc) return rc;
+            u += g;
+            cnt[u] += 1;
+        }
+    } else {
+        uint32_t sum = 0;
+        for (uint32_t j = 0; j + 1 < m; ++j) {
+            uint32_t room = ell - (m - j) - sum; /* count - 1 may use what the remaining entries leave */
+            uint32_t c;
+            rc = get_value(r, room, cnt_family, cnt_k, &c);
+            if (rc) return rc;
+            cnt[j] = c + 1;
+            sum += c + 1;
+        }
+        cnt[m - 1] = ell - sum;
     }
-    cnt[m - 1] = ell - sum;
     *nnz_out = m;
     return 0;
 }

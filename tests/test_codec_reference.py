@@ -116,14 +116,20 @@ def ref_sparse_parse(data: bytes, vocab_size: int, ell: int) -> tuple[list[int],
     nnz_bits = (min(vocab_size, ell) - 1).bit_length()
     m = reader.take(nnz_bits) + 1
     gap_family, gap_k = reader.take(1), reader.take(5)
-    cnt_family, cnt_k = (reader.take(1), reader.take(4)) if m >= 2 else (0, 0)
+    cnt_family, cnt_k = (reader.take(2), reader.take(4)) if m >= 2 else (0, 0)
     indices, nxt = [], 0
     for _ in range(m):
         nxt += ref_value(reader, gap_family, gap_k)
         indices.append(nxt)
         nxt += 1
-    counts = [ref_value(reader, cnt_family, cnt_k) + 1 for _ in range(m - 1)]
-    counts.append(ell - sum(counts))
+    if cnt_family == 2:  # excess units: ell - m Rice-coded steps between nondecreasing entry positions
+        counts, entry = [1] * m, 0
+        for _ in range(ell - m):
+            entry += ref_value(reader, 0, cnt_k)
+            counts[entry] += 1
+    else:
+        counts = [ref_value(reader, cnt_family, cnt_k) + 1 for _ in range(m - 1)]
+        counts.append(ell - sum(counts))
     return indices, counts, (gap_family, gap_k, cnt_family, cnt_k), reader.pos
 
 
@@ -148,13 +154,20 @@ def ref_sparse_write(
     nnz_bits = (min(vocab_size, ell) - 1).bit_length()
     bits = ["1", format(m - 1, f"0{nnz_bits}b") if nnz_bits else "", str(gap_family), format(gap_k, "05b")]
     if m >= 2:
-        bits += [str(cnt_family), format(cnt_k, "04b")]
+        bits += [format(cnt_family, "02b"), format(cnt_k, "04b")]
     prev = -1
     for i in indices:
         ref_put_value(bits, i - prev - 1, gap_family, gap_k)
         prev = i
-    for c in counts[:-1]:
-        ref_put_value(bits, c - 1, cnt_family, cnt_k)
+    if cnt_family == 2:
+        entry = 0
+        for j, c in enumerate(counts):
+            for _ in range(c - 1):
+                ref_put_value(bits, j - entry, 0, cnt_k)
+                entry = j
+    else:
+        for c in counts[:-1]:
+            ref_put_value(bits, c - 1, cnt_family, cnt_k)
     return to_bytes("".join(bits))
 
 
@@ -222,12 +235,40 @@ def test_enum_message_matches_reference_bytes(point: LatticePoint) -> None:
 @SETTINGS
 @given(points(max_vocab=1 << 20, max_ell=2000))
 def test_sparse_message_matches_reference_layout(point: LatticePoint) -> None:
+    check_sparse_layout(point)
+
+
+def test_sparse_layout_covers_every_code_family() -> None:
+    rng = np.random.default_rng(1)
+    families = set()
+    for vocab_size, ell, nnz in [
+        (151936, 720, 30),
+        (151936, 720, 650),
+        (300, 720, 300),
+        (1 << 24, 65535, 5),
+        (50272, 240, 240),
+        (40, 2000, 40),
+        (151936, 720, 720),
+    ]:
+        indices = np.sort(rng.choice(vocab_size, nnz, replace=False))
+        counts = np.ones(nnz, dtype=np.int64)
+        np.add.at(counts, rng.zipf(1.5, ell - nnz) % nnz, 1)
+        families.add(check_sparse_layout(LatticePoint(indices, counts, ell, vocab_size)))
+    clustered = np.concatenate([np.arange(40), [100_000, 150_000]])  # heavy-tailed gaps: Exp-Golomb
+    families.add(check_sparse_layout(LatticePoint(clustered, np.full(42, 5), 210, 151936)))
+    gap_families = {f[0] for f in families if f}
+    cnt_families = {f[2] for f in families if f}
+    assert gap_families == {0, 1} and cnt_families == {0, 1, 2}, families
+
+
+def check_sparse_layout(point: LatticePoint) -> tuple[int, ...]:
     data = codec.encode(point, point.vocab_size, point.ell, mode="sparse")
     indices, counts, params, used = ref_sparse_parse(data, point.vocab_size, point.ell)
     assert (indices, counts) == (point.indices.tolist(), point.counts.tolist())
     assert used == codec.encoded_bits(point, point.vocab_size, point.ell, mode="sparse")
     assert len(data) == (used + 7) // 8
     assert data == ref_sparse_write(indices, counts, point.vocab_size, point.ell, params)
+    return params if len(indices) >= 2 else ()
 
 
 @pytest.mark.parametrize(("vocab_size", "ell"), [(1, 6), (2, 9), (3, 5), (5, 4), (6, 6), (9, 3)])
