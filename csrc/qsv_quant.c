@@ -20,18 +20,17 @@
 #define QB 64u /* block length of the kernels */
 #define QL 8u  /* float lanes */
 
-/* Polynomial expf (Cephes coefficients): e^x = 2^n * P(r), n = round(x log2 e), r = x - n ln 2. */
+/* Polynomial expf: e^x = 2^n * (1 + r + r^2 P(r)), n = round(x log2 e), r = x - n ln 2 (Cody-Waite split),
+ * P cubic, fitted for relative error (max 1.8e-7 over [-87, 0] in float32 arithmetic). */
 #define QSV_EXP_LO (-87.0f)
 #define QSV_LOG2EF 1.44269504088896341f
 #define QSV_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer */
 #define QSV_LN2_HI 0.693359375f
 #define QSV_LN2_LO (-2.12194440e-4f)
-#define QSV_P0 1.9875691500e-4f
-#define QSV_P1 1.3981999507e-3f
-#define QSV_P2 8.3334519073e-3f
-#define QSV_P3 4.1665795894e-2f
-#define QSV_P4 1.6666665459e-1f
-#define QSV_P5 5.0000001201e-1f
+#define QSV_P0 8.312524e-03f
+#define QSV_P1 4.189012e-02f
+#define QSV_P2 1.6667114e-01f
+#define QSV_P3 4.999923e-01f
 
 #define THRESH_X 0.495       /* first candidate threshold on x = ell q: everything below rounds to 0 */
 #define LOWER_FACTOR 0.0625  /* threshold drop when the d > 0 fix needs entries below it */
@@ -66,8 +65,6 @@ static inline float fexp_s(float x) {
     p = p + QSV_P1;
     p = p * r + QSV_P2;
     p = p * r + QSV_P3;
-    p = p * r + QSV_P4;
-    p = p * r + QSV_P5;
     p = p * r;
     p = p * r;
     p = p + r;
@@ -110,6 +107,25 @@ static double tail_exp(const float *z, uint32_t n, uint32_t nb, float m, float i
         s += (double)e[i];
     }
     return s;
+}
+
+static uint32_t tail_collect(const float *e, uint32_t n, uint32_t nb, const float *bmax, float m, float inv_t,
+                             float t_skip, float thr, double scale, uint32_t *cidx, double *cx, uint32_t k) {
+    if (nb * QB == n || block_t(bmax[nb], m, inv_t) < t_skip) return k;
+    for (uint32_t i = nb * QB; i < n; i++) {
+        if (e[i] >= thr) {
+            cidx[k] = i;
+            cx[k] = (double)e[i] * scale;
+            k++;
+        }
+    }
+    return k;
+}
+
+static inline int vany_(const void *mask, size_t size) {
+    uint64_t w[8] = {0};
+    memcpy(w, mask, size);
+    return (w[0] | w[1] | w[2] | w[3]) != 0;
 }
 
 /* ---- scalar kernels (portable C; the reference for the vector ones) ---- */
@@ -171,6 +187,23 @@ static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, const fl
     return s + tail_exp(z, n, nb, m, inv_t, bmax, t_skip, e);
 }
 
+static uint32_t s_k_collect(const float *e, uint32_t n, const float *bmax, float m, float inv_t, float t_skip, float thr,
+                            double scale, uint32_t *cidx, double *cx) {
+    const uint32_t nb = n / QB;
+    uint32_t k = 0;
+    for (uint32_t b = 0; b < nb; b++) {
+        if (block_t(bmax[b], m, inv_t) < t_skip) continue;
+        for (uint32_t i = b * QB; i < (b + 1) * QB; i++) {
+            if (e[i] >= thr) {
+                cidx[k] = i;
+                cx[k] = (double)e[i] * scale;
+                k++;
+            }
+        }
+    }
+    return tail_collect(e, n, nb, bmax, m, inv_t, t_skip, thr, scale, cidx, cx, k);
+}
+
 static void s_k_fexp(const float *in, float *out, uint32_t n) {
     for (uint32_t i = 0; i < n; i++) out[i] = fexp_s(in[i]);
 }
@@ -210,11 +243,14 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 typedef int (*max_fn)(const float *, uint32_t, float *, float *);
 typedef double (*exp_fn)(const float *, uint32_t, float, float, const float *, float, float *);
 typedef void (*fexp_fn)(const float *, float *, uint32_t);
+typedef uint32_t (*collect_fn)(const float *, uint32_t, const float *, float, float, float, float, double, uint32_t *,
+                               double *);
 
 typedef struct {
     max_fn kmax;
     exp_fn kexp;
     fexp_fn kfexp;
+    collect_fn kcollect;
 } kernels_t;
 
 int qsv_kernel_available(int kernel) {
@@ -249,11 +285,13 @@ static int pick_kernels(int kernel, kernels_t *k) {
     k->kmax = s_k_max;
     k->kexp = s_k_exp;
     k->kfexp = s_k_fexp;
+    k->kcollect = s_k_collect;
 #ifdef QSV_HAVE_VECTOR
     if (kernel == QSV_KERNEL_VECTOR) {
         k->kmax = k_max_vec;
         k->kexp = k_exp_vec;
         k->kfexp = k_fexp_vec;
+        k->kcollect = k_collect_vec;
     }
 #endif
 #ifdef QSV_HAVE_AVX2
@@ -261,6 +299,7 @@ static int pick_kernels(int kernel, kernels_t *k) {
         k->kmax = k_max_avx2;
         k->kexp = k_exp_avx2;
         k->kfexp = k_fexp_avx2;
+        k->kcollect = k_collect_avx2;
     }
 #endif
     return QSV_OK;
@@ -369,7 +408,32 @@ static unsigned depth_budget(size_t n) {
     return d;
 }
 
-/* The k-th smallest (0-based) of a[0..n), reordering a. Introselect: 3-way quickselect, heap sort past a depth. */
+/* Branchless Lomuto partition of a[lo, hi): elements with less(x, p) first; returns the split point. */
+#define PARTITION_BODY(COND)                                                                                         \
+    do {                                                                                                             \
+        for (size_t i_ = lo_; i_ < hi_; i_++) {                                                                      \
+            const double x_ = a[i_];                                                                                 \
+            const size_t take_ = (size_t)(COND);                                                                     \
+            a[i_] = a[mid_];                                                                                         \
+            a[mid_] = x_;                                                                                            \
+            mid_ += take_;                                                                                           \
+        }                                                                                                            \
+    } while (0)
+
+static size_t partition_less(double *a, size_t lo_, size_t hi_, double p) {
+    size_t mid_ = lo_;
+    PARTITION_BODY(x_ < p);
+    return mid_;
+}
+
+static size_t partition_not_greater(double *a, size_t lo_, size_t hi_, double p) {
+    size_t mid_ = lo_;
+    PARTITION_BODY(x_ <= p);
+    return mid_;
+}
+
+/* The k-th smallest (0-based) of a[0..n), reordering a. Quickselect with branchless partitions ([< p | == p | > p]),
+ * heap sort past a depth budget (guaranteed O(n log n) worst case). */
 static double kth_smallest(double *a, size_t n, size_t k) {
     size_t lo = 0, hi = n;
     unsigned budget = depth_budget(n);
@@ -379,18 +443,13 @@ static double kth_smallest(double *a, size_t n, size_t k) {
             return a[k];
         }
         const double p = median3(a[lo], a[lo + (hi - lo) / 2], a[hi - 1]);
-        size_t lt = lo, i = lo, gt = hi;
-        while (i < gt) {
-            if (a[i] < p)
-                dswap(a, lt++, i++);
-            else if (a[i] > p)
-                dswap(a, i, --gt);
-            else
-                i++;
-        }
-        if (k < lt)
+        const size_t lt = partition_less(a, lo, hi, p);
+        if (k < lt) {
             hi = lt;
-        else if (k >= gt)
+            continue;
+        }
+        const size_t gt = partition_not_greater(a, lt, hi, p);
+        if (k >= gt)
             lo = gt;
         else
             return p;
@@ -475,12 +534,9 @@ static int lattice_fix(const double *cx, uint32_t k, uint32_t ell, int outside, 
         uint32_t ties = need - greater;
         for (uint32_t j = 0; j < k; j++) {
             const double r = cx[j] - (double)cb[j];
-            if (r > v) {
-                cb[j]++;
-            } else if (r == v && ties > 0) {
-                cb[j]++;
-                ties--;
-            }
+            const uint32_t tie = (r == v) & (ties > 0);
+            cb[j] += (int32_t)((r > v) | tie);
+            ties -= tie;
         }
         return QSV_OK;
     }
@@ -494,14 +550,11 @@ static int lattice_fix(const double *cx, uint32_t k, uint32_t ell, int outside, 
     for (uint32_t j = 0; j < k; j++) smaller += cb[j] >= 1 && (cx[j] - (double)cb[j]) < v;
     uint32_t ties = need - smaller;
     for (uint32_t j = 0; j < k; j++) {
-        if (cb[j] < 1) continue;
+        const uint32_t pos_b = cb[j] >= 1;
         const double r = cx[j] - (double)cb[j];
-        if (r < v) {
-            cb[j]--;
-        } else if (r == v && ties > 0) {
-            cb[j]--;
-            ties--;
-        }
+        const uint32_t tie = pos_b & (r == v) & (ties > 0);
+        cb[j] -= (int32_t)((pos_b & (r < v)) | tie);
+        ties -= tie;
     }
     return QSV_OK;
 }
@@ -563,26 +616,29 @@ static uint32_t collect_z(const float *z, uint32_t v, const float *bmax, float t
     return k;
 }
 
-/* Tokens with e >= thr into cidx, x = e * scale into cx. Blocks whose maximum logit maps below thr are skipped. */
-static uint32_t collect_e(const float *e, uint32_t v, const float *bmax, float m, float inv_t, float thr,
-                          double scale, uint32_t *cidx, double *cx) {
-    const uint32_t nb = (v + QB - 1) / QB;
+/* Tokens with e >= thr into cidx, x = e * scale into cx. Blocks whose maximum logit maps below thr are skipped
+ * (SKIP_MARGIN in the log domain covers the error of fexp_s). */
+static uint32_t collect_e(const kernels_t *kern, const float *e, uint32_t v, const float *bmax, float m, float inv_t,
+                          float thr, double scale, uint32_t *cidx, double *cx) {
     const float t_skip = thr > 0.0f ? (float)(log((double)thr) - SKIP_MARGIN) : -INFINITY;
-    uint32_t k = 0;
-    for (uint32_t b = 0; b < nb; b++) {
-        float tb = bmax[b] - m;
-        tb = tb * inv_t;
-        if (tb < t_skip) continue;
-        const uint32_t end = (b + 1) * QB < v ? (b + 1) * QB : v;
-        for (uint32_t i = b * QB; i < end; i++) {
-            if (e[i] >= thr) {
-                cidx[k] = i;
-                cx[k] = (double)e[i] * scale;
-                k++;
-            }
-        }
-    }
-    return k;
+    return kern->kcollect(e, v, bmax, m, inv_t, t_skip, thr, scale, cidx, cx);
+}
+
+/* Second candidate threshold of the dense path, when the d > 0 fix needs tokens below x = 0.495: aims at `want`
+ * candidates (those found plus about 2 d), estimated from a strided sample of e. The caller checks sufficiency again
+ * and keeps lowering the threshold while it falls short. */
+static float sampled_threshold(const float *e, uint32_t v, uint64_t want, float current, double *tmp) {
+    const float fallback = current * (float)LOWER_FACTOR;
+    if (want * 4 > v) return fallback;
+    const uint32_t n_s = v < 2048 ? v : 2048;
+    const uint32_t stride = v / n_s;
+    for (uint32_t j = 0; j < n_s; j++) tmp[j] = (double)e[(size_t)j * stride];
+    uint64_t rank = (want + stride - 1) / stride; /* rank-th largest of the sample */
+    rank += rank / 2 + 2;                         /* margin for the sampling error */
+    if (rank >= n_s) return fallback;
+    float est = (float)kth_smallest(tmp, n_s, n_s - rank);
+    if (!(est > 0.0f)) est = FLT_MIN; /* zeros of skipped blocks: take every nonzero */
+    return est < current ? est : fallback;
 }
 
 /* Keeps the shortest prefix (by e descending, index ascending) of the k entries in cidx/cx (cx = e) whose sum
@@ -685,7 +741,7 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
         const double target = top_p * s;
         float thr = 1.0f / 64.0f;
         for (;;) {
-            k = collect_e(w->e, v, bmax, m, inv_t, thr, 1.0, w->cidx, w->cx);
+            k = collect_e(kern, w->e, v, bmax, m, inv_t, thr, 1.0, w->cidx, w->cx);
             double mass = 0.0;
             for (uint32_t j = 0; j < k; j++) mass += w->cx[j];
             if (mass >= target || thr == 0.0f) break;
@@ -728,11 +784,17 @@ int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_
         if (rc != QSV_OK) return QSV_ERR_PROBS; /* unreachable: a renormalized set always admits the fix */
     } else {
         float thr = (float)(THRESH_X / p.scale);
-        for (;;) {
-            k = collect_e(w.e, vocab_size, (const float *)w.bmax, p.m, p.inv_t, thr, p.scale, w.cidx, w.cx);
+        for (int round = 0;; round++) {
+            k = collect_e(&kern, w.e, vocab_size, (const float *)w.bmax, p.m, p.inv_t, thr, p.scale, w.cidx, w.cx);
             rc = lattice_fix(w.cx, k, ell, thr > 0.0f, (double)thr * p.scale, w.cb, w.tmp);
             if (rc != FIX_MORE) break;
-            thr *= (float)LOWER_FACTOR;
+            if (round == 0) {
+                int64_t sum = 0; /* cb holds the rounded counts: d = ell - sum */
+                for (uint32_t j = 0; j < k; j++) sum += w.cb[j];
+                thr = sampled_threshold(w.e, vocab_size, (uint64_t)k + 2u * (uint64_t)(ell - sum) + 32u, thr, w.tmp);
+            } else {
+                thr *= (float)LOWER_FACTOR;
+            }
             if (thr < FLT_MIN) thr = 0.0f;
         }
         if (rc != QSV_OK) return rc;

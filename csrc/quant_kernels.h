@@ -15,6 +15,8 @@
 #define VST(p, v) memcpy((p), &(v), sizeof(v))
 #define VSPLAT(c) ((qv_f){(c), (c), (c), (c), (c), (c), (c), (c)})
 /* a > b ? a : b per lane */
+/* any lane of an integer mask set */
+#define VANY(mask) vany_(&(mask), sizeof(mask))
 #define VMAX(a, b) ((qv_f)(((qv_i)(a) & ((a) > (b))) | ((qv_i)(b) & ~((a) > (b)))))
 /* x = fexp_s(x) lane-wise (same operations in the same order; VFMA is a fused multiply-add only on AVX2) */
 #define VEXP(x)                                                                                                      \
@@ -28,8 +30,6 @@
         qv_f p_ = VFMA(VSPLAT(QSV_P0), r_, VSPLAT(QSV_P1));                                                          \
         p_ = VFMA(p_, r_, VSPLAT(QSV_P2));                                                                           \
         p_ = VFMA(p_, r_, VSPLAT(QSV_P3));                                                                           \
-        p_ = VFMA(p_, r_, VSPLAT(QSV_P4));                                                                           \
-        p_ = VFMA(p_, r_, VSPLAT(QSV_P5));                                                                           \
         p_ = p_ * r_;                                                                                                \
         p_ = VFMA(p_, r_, r_);                                                                                       \
         p_ = p_ + VSPLAT(1.0f);                                                                                      \
@@ -99,6 +99,33 @@ static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, 
         s += (double)bs;
     }
     return s + tail_exp(z, n, nb, m, inv_t, bmax, t_skip, e);
+}
+
+/* Tokens with e >= thr (e > 0 when thr = 0 is not required: thr = 0 takes all) into cidx, e * scale into cx;
+ * blocks whose largest logit maps below t_skip are skipped. Returns the count. */
+static KATTR uint32_t KN(k_collect)(const float *e, uint32_t n, const float *bmax, float m, float inv_t, float t_skip,
+                                    float thr, double scale, uint32_t *cidx, double *cx) {
+    const uint32_t nb = n / QB;
+    const qv_f vt = VSPLAT(thr);
+    uint32_t k = 0;
+    for (uint32_t b = 0; b < nb; b++) {
+        if (block_t(bmax[b], m, inv_t) < t_skip) continue;
+        const float *eb = e + (size_t)b * QB;
+        for (unsigned v = 0; v < QB / QL; v++) {
+            qv_f x;
+            VLD(x, eb + v * QL);
+            const qv_i hit = x >= vt;
+            if (!VANY(hit)) continue;
+            for (unsigned j = 0; j < QL; j++) {
+                if (eb[v * QL + j] >= thr) {
+                    cidx[k] = b * QB + v * QL + j;
+                    cx[k] = (double)eb[v * QL + j] * scale;
+                    k++;
+                }
+            }
+        }
+    }
+    return tail_collect(e, n, nb, bmax, m, inv_t, t_skip, thr, scale, cidx, cx, k);
 }
 
 static KATTR void KN(k_fexp)(const float *in, float *out, uint32_t n) {

@@ -1,0 +1,160 @@
+"""Benchmark of the C core: µs per token for quantize and quantize + sample (+ pack) vs numpy and torch.
+
+Compared side by side in one run, on the same synthetic LLM-like logits:
+  C        edge_runtime.core.Quantizer.quantize_logits_into (the per-token API, Python call included)
+  C+s+pack the same + Q-S sample + edge_runtime.codec.encode (sparse and auto mode) of the point
+  numpy    edge_runtime.reference (float64 softmax, lexsort of residuals)
+  torch    the authors' style: torch softmax, ell*q, floor(+1/2), argsort of all residuals, fix; one thread
+
+Usage: python benchmarks/bench_core.py [--vocab 32000 50272 151936] [--ell 16 240 720] [--temps 0.4 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from edge_runtime import core
+from edge_runtime import reference as ref
+
+log = logging.getLogger("bench_core")
+
+try:
+    from edge_runtime import codec
+except ImportError:  # pragma: no cover - the codec lands separately
+    codec = None  # type: ignore[assignment]
+
+
+def llm_like_logits(rng: np.random.Generator, vocab: int, kind: str) -> np.ndarray:
+    """Gaussian bulk with a few strong tokens ("gauss"), or Zipf-ranked logits with noise ("zipf")."""
+    if kind == "gauss":
+        z = 2.5 * rng.normal(size=vocab)
+        strong = rng.integers(0, vocab, 30)
+        z[strong] += 6.0 + 8.0 * rng.random(30)
+    else:
+        ranks = rng.permutation(vocab) + 1.0
+        z = -2.0 * np.log(ranks) + 0.5 * rng.normal(size=vocab) + 10.0
+    return z.astype(np.float32)
+
+
+def torch_argsort_quantize(torch, z, ell: int, temperature: float):  # type: ignore[no-untyped-def]
+    """Softmax, ell*q, floor(x + 1/2), full argsort of the residuals, fix the sum (authors' approach)."""
+    q = torch.softmax(z / temperature, dim=-1)
+    x = q * ell
+    b = torch.floor(x + 0.5)
+    d = int(ell - int(b.sum().item()))
+    if d > 0:
+        order = torch.argsort(x - b, descending=True, stable=True)
+        b[order[:d]] += 1
+    elif d < 0:
+        excess = torch.where(b >= 1, b - x, torch.full_like(x, -float("inf")))
+        order = torch.argsort(excess, descending=True, stable=True)
+        b[order[:-d]] -= 1
+    return b
+
+
+def torch_sample(torch, b, u: int) -> int:  # type: ignore[no-untyped-def]
+    cum = torch.cumsum(b, dim=0)
+    return int(torch.searchsorted(cum, torch.tensor([float(u)]), right=True).item())
+
+
+def time_us(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
+    """Median wall time of one call in µs."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn()
+        samples.append(time.perf_counter_ns() - t0)
+    return statistics.median(samples) / 1e3
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--vocab", type=int, nargs="+", default=[32_000, 50_272, 151_936])
+    parser.add_argument("--ell", type=int, nargs="+", default=[16, 240, 720])
+    parser.add_argument("--temps", type=float, nargs="+", default=[0.4, 1.0])
+    parser.add_argument("--kinds", nargs="+", default=["gauss", "zipf"], choices=["gauss", "zipf"])
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls per C measurement")
+    parser.add_argument("--slow-repeats", type=int, default=7, help="timed calls per numpy / torch measurement")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-numpy", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    torch = None
+    if not args.no_torch:
+        import torch
+
+        torch.set_num_threads(1)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    configs = [(v, ell, t, k) for v in args.vocab for ell in args.ell for t in args.temps for k in args.kinds]
+    for vocab, ell, temperature, kind in tqdm(configs, desc="bench_core", unit="cfg"):
+        z = llm_like_logits(rng, vocab, kind)
+        quantizer = core.Quantizer(vocab)
+        u = int(rng.integers(0, ell))
+        row = {"V": vocab, "ell": ell, "T": temperature, "kind": kind}
+        row["nnz"] = quantizer.quantize_logits_into(z, ell, temperature)
+        row["c_q"] = time_us(lambda: quantizer.quantize_logits_into(z, ell, temperature), args.repeats)
+
+        def c_qs() -> int:
+            quantizer.quantize_logits_into(z, ell, temperature)
+            return quantizer.sample_last(u)
+
+        row["c_qs"] = time_us(c_qs, args.repeats)
+        if codec is not None:
+            for mode in ("sparse", "auto"):
+
+                def c_qsp(mode: str = mode) -> bytes:
+                    quantizer.quantize_logits_into(z, ell, temperature)
+                    quantizer.sample_last(u)
+                    return codec.encode(quantizer.point(), vocab, ell, mode=mode)
+
+                row[f"c_qsp_{mode}"] = time_us(c_qsp, args.repeats)
+            row["bits_auto"] = 8 * len(codec.encode(quantizer.point(), vocab, ell, mode="auto"))
+            row["bound_bits"] = codec.bound_bits(vocab, ell)
+        if not args.no_numpy:
+            row["np_qs"] = time_us(
+                lambda: ref.sample(ref.quantize_logits(z, ell, temperature), u), args.slow_repeats, warmup=1
+            )
+        if torch is not None:
+            zt = torch.from_numpy(z)
+            with torch.inference_mode():
+                row["torch_q"] = time_us(
+                    lambda: torch_argsort_quantize(torch, zt, ell, temperature), args.slow_repeats, warmup=1
+                )
+                row["torch_qs"] = time_us(
+                    lambda: torch_sample(torch, torch_argsort_quantize(torch, zt, ell, temperature), u),
+                    args.slow_repeats,
+                    warmup=1,
+                )
+        rows.append(row)
+
+    print(f"# bench_core  {platform.processor() or platform.machine()}  torch threads=1  median µs per token")
+    header = f"{'V':>7} {'ell':>5} {'T':>4} {'kind':>5} {'nnz':>4} | {'C q':>7} {'C q+s':>7}"
+    if codec is not None:
+        header += f" {'+pack sp':>8} {'+pack au':>8} {'bits':>6} {'bound':>6}"
+    header += f" | {'numpy':>8} {'torch q':>8} {'torch qs':>8} | {'torch/C q':>9} {'torch/C qs':>10} {'np/C qs':>8}"
+    print(header)
+    for r in rows:
+        line = f"{r['V']:>7} {r['ell']:>5} {r['T']:>4} {r['kind']:>5} {r['nnz']:>4} | {r['c_q']:>7.1f} {r['c_qs']:>7.1f}"
+        if codec is not None:
+            line += f" {r['c_qsp_sparse']:>8.1f} {r['c_qsp_auto']:>8.1f} {r['bits_auto']:>6} {r['bound_bits']:>6}"
+        np_qs, t_q, t_qs = r.get("np_qs", float("nan")), r.get("torch_q", float("nan")), r.get("torch_qs", float("nan"))
+        line += f" | {np_qs:>8.0f} {t_q:>8.0f} {t_qs:>8.0f}"
+        line += f" | {t_q / r['c_q']:>9.0f} {t_qs / r['c_qs']:>10.0f} {np_qs / r['c_qs']:>8.0f}"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
