@@ -53,9 +53,10 @@ def make_client(
     client_id: str,
     endpoint: BrokerEndpoint,
     on_connect: Callable[[mqtt.Client], None] | None = None,
+    on_refused: Callable[[mqtt.ReasonCode], None] | None = None,
 ) -> mqtt.Client:
-    """An MQTT 5 client; ``on_connect(client)`` runs (on the network thread) after every successful (re)connect,
-    after TCP_NODELAY is set; use it to (re)subscribe."""
+    """An MQTT 5 client; ``on_connect(client)`` runs after every successful (re)connect, after TCP_NODELAY is set
+    (use it to (re)subscribe); ``on_refused(reason)`` when the broker refuses the connection (bad credentials)."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=False
     )
@@ -74,6 +75,8 @@ def make_client(
     def _on_connect(c: mqtt.Client, userdata: object, flags: object, reason: mqtt.ReasonCode, props: object) -> None:
         if reason.is_failure:
             log.warning("%s: connect refused: %s", client_id, reason)
+            if on_refused is not None:
+                on_refused(reason)
             return
         set_nodelay(c)
         log.info("%s: connected to %s:%d", client_id, endpoint.host, endpoint.port)
@@ -100,6 +103,7 @@ class LoopDriver:
         self._backoff = min_s
         self._next_attempt = 0.0
         self.reconnects = 0
+        self.connection_losses = 0
 
     def connect(self) -> None:
         """First connection; raises OSError / ssl.SSLError when the broker cannot be reached."""
@@ -128,6 +132,7 @@ class LoopDriver:
             self._schedule_reconnect()
 
     def _schedule_reconnect(self) -> None:
+        self.connection_losses += 1
         self._next_attempt = time.monotonic() + self._backoff
         self._backoff = min(self.max_s, self._backoff * 2)
 

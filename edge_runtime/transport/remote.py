@@ -99,8 +99,9 @@ class RemoteVerifier:
         self._replies: collections.deque[tuple[bytes, bytes | None]] = collections.deque()
         self._subscribed = False
         self._feedback_topic = topics.feedback_topic(device_id)
+        self._refused: mqtt.ReasonCode | None = None
         self.client = make_client(f"qsv-edge-{device_id}-{self.session_id & 0xFFFFFF:06x}", endpoint,
-                                  on_connect=self._on_connect)
+                                  on_connect=self._on_connect, on_refused=self._on_refused)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.loop = LoopDriver(self.client, endpoint)
@@ -109,6 +110,9 @@ class RemoteVerifier:
     def _on_connect(self, client: mqtt.Client) -> None:
         self._subscribed = False
         client.subscribe(self._feedback_topic, qos=1)
+
+    def _on_refused(self, reason: mqtt.ReasonCode) -> None:
+        self._refused = reason
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list, props: object) -> None:
         if any(r.is_failure for r in reasons):
@@ -123,7 +127,13 @@ class RemoteVerifier:
     # ------------------------------------------------------------------ lifecycle
     def connect(self) -> RemoteVerifier:
         self.loop.connect()
-        if not self.loop.pump_until(lambda: self._subscribed, self.config.connect_timeout_s):
+        ok = self.loop.pump_until(lambda: self._subscribed or self._refused is not None or self.loop.connection_losses,
+                                  self.config.connect_timeout_s)
+        if self._refused is not None or self.loop.connection_losses:
+            self.loop.close()
+            why = self._refused or "connection closed during the handshake (client certificate refused?)"
+            raise RemoteVerifierError(f"{self.device_id}: broker refused the connection: {why}")
+        if not ok:
             raise RemoteVerifierError(f"{self.device_id}: no feedback subscription after "
                                       f"{self.config.connect_timeout_s}s (broker down or not authorized)")
         return self
