@@ -93,6 +93,25 @@ class TargetModel:
         log.info("target model %s loaded (%s, %s params)", path, dtype, sum(p.numel() for p in model.parameters()))
         return cls(model, device)
 
+    @classmethod
+    def from_registry(cls, name_or_path: str | Path, device: str = "auto", dtype: str = "fp32",
+                      fetch_missing: bool = False) -> tuple[TargetModel, bytes]:
+        """Load a registry model name (e.g. ``smollm2``, ``qwen-target``), a ``.gguf`` file or a HF folder through
+        the edge's model acquisition; returns (target, vocab hash as 32 bytes) for the sessions' vocab check."""
+        from edge_runtime.models.hf import load_tokenizer, resolve_model
+        from edge_runtime.models.vocab import vocab_hash
+
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        folder, gguf_file = resolve_model(name_or_path, fetch_missing=fetch_missing)
+        kwargs = {"dtype": DTYPES[dtype]}
+        if gguf_file:
+            kwargs["gguf_file"] = gguf_file
+        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+        tokenizer = load_tokenizer(str(folder / gguf_file) if gguf_file else folder)
+        log.info("target %s loaded (%s)", folder / (gguf_file or ""), dtype)
+        return cls(model, device), bytes.fromhex(vocab_hash(tokenizer))
+
     def empty_state(self) -> KVState:
         return KVState([], 0)
 

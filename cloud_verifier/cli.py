@@ -1,0 +1,133 @@
+"""``cloud_verifier`` console script: load the target model, start the verifier service, serve metrics.
+
+No transport is bound here yet (the MQTT binding is ``cloud_verifier.mqtt_service``); the service core runs with its
+batching scheduler and Prometheus endpoint, prints its configuration as JSON and waits for Ctrl-C (``--check``: print
+and exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+
+from cloud_verifier.metrics import MetricsServer
+from cloud_verifier.service import ServiceConfig, VerifierService
+from cloud_verifier.target import DTYPES, TargetModel
+
+log = logging.getLogger("cloud_verifier")
+
+
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per log record: ts, level, logger, msg (+ exc when present)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 6), "level": record.levelname, "logger": record.name,
+                 "msg": record.getMessage()}
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str, json_lines: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLineFormatter() if json_lines else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def random_target(shape: str, device: str, dtype: str) -> TargetModel:
+    """A random-weight target: 'tiny' (tests) or 'smollm2-135m' (the real model's shape, for benchmarks)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shapes = {
+        "tiny": dict(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                     num_attention_heads=4, num_key_value_heads=2),
+        "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                             num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True),
+    }
+    if shape not in shapes:
+        raise ValueError(f"random model shape must be one of {sorted(shapes)}")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(max_position_embeddings=8192, **shapes[shape]))
+    return TargetModel(model.to(DTYPES[dtype]), device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cloud_verifier", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="registry name (smollm2, qwen-target), .gguf file or HF model folder")
+    src.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="random weights of this shape")
+    p.add_argument("--fetch", action="store_true", help="fetch a registry model that is not cached yet")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    p.add_argument("--max-sessions", type=int, default=64)
+    p.add_argument("--memory-budget-mb", type=int, default=4096, help="KV-cache budget over all sessions")
+    p.add_argument("--idle-timeout-s", type=float, default=300.0)
+    p.add_argument("--max-batch", type=int, default=16, help="rounds per forward pass")
+    p.add_argument("--max-wait-ms", type=float, default=4.0, help="how long a batch waits to fill")
+    p.add_argument("--max-draft-len", type=int, default=32)
+    p.add_argument("--max-history", type=int, default=32768)
+    p.add_argument("--worker-id", default="verifier-0")
+    p.add_argument("--metrics-host", default="127.0.0.1")
+    p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port (0: any free, -1: off)")
+    p.add_argument("--log-json", action="store_true", help="structured logs, one JSON object per line")
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--check", action="store_true", help="load, print the configuration and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_json)
+    for name, value in (("max-sessions", args.max_sessions), ("memory-budget-mb", args.memory_budget_mb),
+                        ("max-batch", args.max_batch), ("max-draft-len", args.max_draft_len)):
+        if value < 1:
+            build_parser().error(f"--{name} must be >= 1")
+    if args.model:
+        target, vocab_hash = TargetModel.from_registry(args.model, args.device, args.dtype, fetch_missing=args.fetch)
+    else:
+        target, vocab_hash = random_target(args.random_model, args.device, args.dtype), None
+    config = ServiceConfig(
+        max_sessions=args.max_sessions, memory_budget_bytes=args.memory_budget_mb << 20,
+        idle_timeout_s=args.idle_timeout_s, max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1e3,
+        max_draft_len=args.max_draft_len, max_history=args.max_history, vocab_hash=vocab_hash,
+        worker_id=args.worker_id,
+    )
+    service = VerifierService(target, config)
+    metrics = None
+    if args.metrics_port >= 0:
+        metrics = MetricsServer(service.metrics, args.metrics_host, args.metrics_port).start()
+    summary = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in asdict(config).items()}
+    summary.update(model=args.model or f"random:{args.random_model}", device=str(target.device),
+                   dtype=str(target.dtype).removeprefix("torch."), vocab_size=target.vocab_size,
+                   metrics_url=f"http://{args.metrics_host}:{metrics.port}/metrics" if metrics else None,
+                   transport=None)
+    print(json.dumps(summary, indent=2), flush=True)
+    if args.check:
+        if metrics:
+            metrics.stop()
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with service:
+        log.info("verifier service running without a transport; Ctrl-C to stop")
+        while not stop.wait(1.0):
+            time.sleep(0)
+    if metrics:
+        metrics.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
