@@ -63,37 +63,106 @@ typedef struct sparse_plan {
     uint64_t bits; /* whole message, flag included */
 } sparse_plan;
 
-/* Cost in bits of coding the values v(j) (gaps or counts-1) with one family and parameter. */
-static uint64_t gap_cost(const uint32_t *idx, uint32_t m, unsigned family, unsigned k) {
-    uint64_t s = 0;
-    uint32_t prev1 = 0; /* previous index + 1 */
-    if (family == FAMILY_RICE) {
-        for (uint32_t j = 0; j < m; ++j) {
-            s += (idx[j] - prev1) >> k;
-            prev1 = idx[j] + 1;
-        }
-        return s + (uint64_t)m * (k + 1);
+/* Parameter choice. Costs of Rice(k) and Exp-Golomb(k) for a stream of values, for QSV_WIN consecutive k at once
+ * (one pass over the stream computes all 2 * QSV_WIN candidates):
+ *   Rice(k): sum (x >> k) + n (k + 1);   Exp-Golomb(k): 2 sum bitlen(x + 2^k) - n (k + 1).
+ * The window moves towards smaller cost while a family's best sits on its edge (costs are convex in k for Rice
+ * and nearly so for Exp-Golomb), so the result is the best (family, k) in practice at one or two passes. */
+#define QSV_WIN 4u
+
+typedef struct win_costs {
+    uint64_t rice[QSV_WIN], eg[QSV_WIN];
+} win_costs;
+
+static inline void win_add(win_costs *w, uint32_t x, unsigned base) {
+    for (unsigned i = 0; i < QSV_WIN; ++i) {
+        w->rice[i] += x >> (base + i);
+        w->eg[i] += qsv_bitlen32(x + (1u << (base + i)));
     }
-    for (uint32_t j = 0; j < m; ++j) {
-        s += qsv_bitlen32((idx[j] - prev1) + (1u << k));
-        prev1 = idx[j] + 1;
-    }
-    return 2 * s - (uint64_t)m * (k + 1);
 }
 
-static uint64_t cnt_cost(const uint32_t *cnt, uint32_t n, unsigned family, unsigned k) {
+static void win_finish(win_costs *w, uint32_t n, unsigned base) {
+    for (unsigned i = 0; i < QSV_WIN; ++i) {
+        uint64_t per = (uint64_t)n * (base + i + 1);
+        w->rice[i] += per;
+        w->eg[i] = 2 * w->eg[i] - per;
+    }
+}
+
+/* Value j of a stream: gap before index j (gaps = 1) or count j - 1 (gaps = 0). */
+static inline uint32_t stream_value(const uint32_t *v, uint32_t j, int gaps) {
+    if (!gaps) return v[j] - 1u;
+    return j ? v[j] - v[j - 1] - 1u : v[0];
+}
+
+/* Window costs over the values j = 0, stride, 2 stride, ... (stride 1: exact costs of the whole stream). */
+static void win_eval(const uint32_t *v, uint32_t n, int gaps, uint32_t stride, unsigned base, win_costs *w) {
+    memset(w, 0, sizeof *w);
+    uint32_t used = 0;
+    for (uint32_t j = 0; j < n; j += stride, ++used) win_add(w, stream_value(v, j, gaps), base);
+    win_finish(w, used, base);
+}
+
+static uint64_t exact_cost(const uint32_t *v, uint32_t n, int gaps, unsigned family, unsigned k) {
     uint64_t s = 0;
     if (family == FAMILY_RICE) {
-        for (uint32_t j = 0; j < n; ++j) s += (cnt[j] - 1u) >> k;
+        for (uint32_t j = 0; j < n; ++j) s += stream_value(v, j, gaps) >> k;
         return s + (uint64_t)n * (k + 1);
     }
-    for (uint32_t j = 0; j < n; ++j) s += qsv_bitlen32((cnt[j] - 1u) + (1u << k));
+    for (uint32_t j = 0; j < n; ++j) s += qsv_bitlen32(stream_value(v, j, gaps) + (1u << k));
     return 2 * s - (uint64_t)n * (k + 1);
 }
 
+typedef struct code_choice {
+    unsigned family, k;
+    uint64_t cost;
+} code_choice;
+
+/* Streams longer than this choose their code on an evenly strided sample of about QSV_SAMPLE values. */
+#define QSV_SAMPLE 128u
+
+static void choose_code(const uint32_t *v, uint32_t n, int gaps, unsigned start, unsigned kmax, code_choice *best) {
+    /* kmax + 1 >= QSV_WIN for both streams (24, 15) */
+    const uint32_t stride = n > 2 * QSV_SAMPLE ? n / QSV_SAMPLE : 1;
+    unsigned base = start > 1 ? start - 1 : 0;
+    if (base + QSV_WIN - 1 > kmax) base = kmax + 1 - QSV_WIN;
+    best->family = FAMILY_RICE;
+    best->k = base;
+    best->cost = UINT64_MAX;
+    int moved_up = 0, moved_down = 0;
+    for (;;) {
+        win_costs w;
+        win_eval(v, n, gaps, stride, base, &w);
+        unsigned arg_r = 0, arg_e = 0;
+        for (unsigned i = 1; i < QSV_WIN; ++i) {
+            if (w.rice[i] < w.rice[arg_r]) arg_r = i;
+            if (w.eg[i] < w.eg[arg_e]) arg_e = i;
+        }
+        int improved = 0;
+        if (w.rice[arg_r] < best->cost) {
+            *best = (code_choice){FAMILY_RICE, base + arg_r, w.rice[arg_r]};
+            improved = 1;
+        }
+        if (w.eg[arg_e] < best->cost) {
+            *best = (code_choice){FAMILY_EXPGOLOMB, base + arg_e, w.eg[arg_e]};
+            improved = 1;
+        }
+        unsigned at = best->k - base;
+        if (improved && at == QSV_WIN - 1 && base + QSV_WIN - 1 < kmax && !moved_down) {
+            base = base + QSV_WIN - 1 + QSV_WIN - 1 <= kmax ? base + QSV_WIN - 1 : kmax + 1 - QSV_WIN;
+            moved_up = 1;
+        } else if (improved && at == 0 && base > 0 && !moved_up) {
+            base = base >= QSV_WIN - 1 ? base - (QSV_WIN - 1) : 0;
+            moved_down = 1;
+        } else {
+            break;
+        }
+    }
+    if (stride > 1) best->cost = exact_cost(v, n, gaps, best->family, best->k);
+}
+
 /* Cost of the excess-units code with Rice parameter k over all m counts. */
-static uint64_t excess_cost(const uint32_t *cnt, uint32_t m, unsigned family, unsigned k) {
-    (void)family;
+static uint64_t excess_cost(const uint32_t *cnt, uint32_t m, unsigned k) {
     uint64_t s = 0, units = 0;
     uint32_t prev = 0;
     for (uint32_t j = 0; j < m; ++j) {
@@ -106,91 +175,75 @@ static uint64_t excess_cost(const uint32_t *cnt, uint32_t m, unsigned family, un
     return s + units * (k + 1);
 }
 
-typedef uint64_t (*cost_fn)(const uint32_t *, uint32_t, unsigned, unsigned);
-
-/* Local search over k (the costs are convex in k for Rice and nearly so for Exp-Golomb). */
-static void best_k(cost_fn f, const uint32_t *v, uint32_t n, unsigned family, unsigned start, unsigned kmax,
-                   unsigned *k_out, uint64_t *cost_out) {
-    unsigned k = start > kmax ? kmax : start;
-    uint64_t c = f(v, n, family, k);
-    while (k < kmax) {
-        uint64_t cn = f(v, n, family, k + 1);
+static void choose_excess(const uint32_t *cnt, uint32_t m, unsigned start, code_choice *best) {
+    unsigned k = start > CNT_K_MAX ? CNT_K_MAX : start;
+    uint64_t c = excess_cost(cnt, m, k);
+    while (k < CNT_K_MAX) {
+        uint64_t cn = excess_cost(cnt, m, k + 1);
         if (cn >= c) break;
         c = cn;
         ++k;
     }
     while (k > 0) {
-        uint64_t cn = f(v, n, family, k - 1);
+        uint64_t cn = excess_cost(cnt, m, k - 1);
         if (cn >= c) break;
         c = cn;
         --k;
     }
-    *k_out = k;
-    *cost_out = c;
+    *best = (code_choice){FAMILY_EXCESS, k, c};
 }
 
-static void choose(cost_fn f, const uint32_t *v, uint32_t n, unsigned start, unsigned kmax, unsigned *family,
-                   unsigned *k, uint64_t *cost) {
-    unsigned kr, ke;
-    uint64_t cr, ce;
-    best_k(f, v, n, FAMILY_RICE, start, kmax, &kr, &cr);
-    best_k(f, v, n, FAMILY_EXPGOLOMB, start > 0 ? start - 1 : 0, kmax, &ke, &ce);
-    if (ce < cr) {
-        *family = FAMILY_EXPGOLOMB;
-        *k = ke;
-        *cost = ce;
-    } else {
-        *family = FAMILY_RICE;
-        *k = kr;
-        *cost = cr;
-    }
+static unsigned log2_mean(uint64_t total, uint32_t n) {
+    uint64_t mean = n ? total / n : 0;
+    unsigned b = qsv_bitlen32(mean > 0xFFFFFFFFull ? 0xFFFFFFFFu : (uint32_t)mean);
+    return b > 0 ? b - 1 : 0;
 }
 
 static void sparse_plan_make(const qsv_codec_params *p, const uint32_t *idx, const uint32_t *cnt, uint32_t m,
                              sparse_plan *plan) {
     uint64_t bits = 1u + p->nnz_bits + 1u + GAP_K_BITS;
-    /* start the search near log2 of the mean value */
-    uint64_t gap_total = (uint64_t)idx[m - 1] + 1u - m;
-    unsigned start = qsv_bitlen32((uint32_t)(gap_total / m));
-    start = start > 0 ? start - 1 : 0;
-    uint64_t c;
-    choose(gap_cost, idx, m, start, GAP_K_MAX, &plan->gap_family, &plan->gap_k, &c);
-    bits += c;
+    code_choice gap;
+    choose_code(idx, m, 1, log2_mean((uint64_t)idx[m - 1] + 1u - m, m), GAP_K_MAX, &gap);
+    plan->gap_family = gap.family;
+    plan->gap_k = gap.k;
+    bits += gap.cost;
     plan->cnt_family = FAMILY_RICE;
     plan->cnt_k = 0;
     if (m >= 2) {
-        uint64_t cnt_total = 0;
-        for (uint32_t j = 0; j + 1 < m; ++j) cnt_total += cnt[j] - 1u;
-        start = qsv_bitlen32((uint32_t)(cnt_total / (m - 1)));
-        start = start > 0 ? start - 1 : 0;
-        choose(cnt_cost, cnt, m - 1, start, CNT_K_MAX, &plan->cnt_family, &plan->cnt_k, &c);
-        /* excess units: mean gap between them is about m / (ell - m) */
-        uint32_t excess = p->ell - m;
-        unsigned ke;
-        uint64_t ce;
-        start = excess ? qsv_bitlen32(m / excess) : 0;
-        start = start > 0 ? start - 1 : 0;
-        best_k(excess_cost, cnt, m, FAMILY_EXCESS, start, CNT_K_MAX, &ke, &ce);
-        if (ce < c) {
-            plan->cnt_family = FAMILY_EXCESS;
-            plan->cnt_k = ke;
-            c = ce;
-        }
-        bits += CNT_FAMILY_BITS + CNT_K_BITS + c;
+        const uint32_t excess = p->ell - m;
+        code_choice c, e;
+        choose_code(cnt, m - 1, 0, log2_mean(excess - (cnt[m - 1] - 1u), m - 1), CNT_K_MAX, &c);
+        /* excess units: the mean step between them is about m / (ell - m) */
+        choose_excess(cnt, m, excess ? log2_mean(m, excess) : 0, &e);
+        if (e.cost < c.cost) c = e;
+        plan->cnt_family = c.family;
+        plan->cnt_k = c.k;
+        bits += CNT_FAMILY_BITS + CNT_K_BITS + c.cost;
     }
     plan->bits = bits;
 }
 
+/* Leading zero bits are implicit in a put of more bits than the value's length, so a code word of <= 32 bits is
+ * one put. */
 static void put_value(qsv_bitwriter *w, uint32_t x, unsigned family, unsigned k) {
     if (family == FAMILY_RICE) {
-        qsv_bw_zeros(w, x >> k);
-        qsv_bw_put(w, 1, 1);
-        qsv_bw_put(w, x, k);
+        uint32_t q = x >> k;
+        if (q + 1u + k <= 32u) {
+            qsv_bw_put(w, (1u << k) | (k ? x & ((1u << k) - 1u) : 0u), q + 1u + k);
+        } else {
+            qsv_bw_zeros(w, q);
+            qsv_bw_put(w, 1, 1);
+            qsv_bw_put(w, x, k);
+        }
     } else {
         uint32_t y = x + (1u << k);
-        unsigned nb = qsv_bitlen32(y);
-        qsv_bw_zeros(w, nb - k - 1);
-        qsv_bw_put(w, y, nb);
+        unsigned nb = qsv_bitlen32(y), len = 2u * nb - k - 1u;
+        if (len <= 32u) {
+            qsv_bw_put(w, y, len);
+        } else {
+            qsv_bw_zeros(w, nb - k - 1u);
+            qsv_bw_put(w, y, nb);
+        }
     }
 }
 
