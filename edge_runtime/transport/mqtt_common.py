@@ -17,6 +17,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_runtime.transport import paho_speedups
+
 log = logging.getLogger(__name__)
 
 
@@ -57,6 +59,7 @@ def make_client(
 ) -> mqtt.Client:
     """An MQTT 5 client; ``on_connect(client)`` runs after every successful (re)connect, after TCP_NODELAY is set
     (use it to (re)subscribe); ``on_refused(reason)`` when the broker refuses the connection (bad credentials)."""
+    paho_speedups.install()
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=False
     )
