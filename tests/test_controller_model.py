@@ -171,3 +171,26 @@ def test_throughput_model_round_time_and_prediction() -> None:
     assert p.round_time_s == pytest.approx(want_t, rel=1e-9)
     assert p.expected_tokens == pytest.approx(1 + 0.9 + 0.72)
     assert p.throughput == pytest.approx(p.expected_tokens / want_t)
+
+
+def test_survival_model_keeps_within_round_correlation() -> None:
+    """Rounds are all-easy (α = 0.95) or all-hard (α = 0.3) with equal odds. The survival model's E[N] matches the
+    true mean; the product of per-position mean α (0.625) would underestimate it badly."""
+    from edge_runtime.controller.model import SurvivalModel
+
+    rng = np.random.default_rng(8)
+    sm = SurvivalModel(alpha=0.005)
+    L = 6
+    for _ in range(4000):
+        a = 0.95 if rng.random() < 0.5 else 0.3
+        accept = rng.random(L) < a
+        accepted = int(np.argmin(accept)) if not accept.all() else L
+        sm.update(240, 0.95, L, accepted, alphas=None)
+    truth = 0.5 * expected_tokens([0.95] * L) + 0.5 * expected_tokens([0.3] * L)
+    assert sm.expected_tokens(240, 0.95, L) == pytest.approx(truth, rel=0.05)
+    assert expected_tokens([0.625] * L) < 0.85 * truth
+    # beyond the observed lengths: extrapolated with the last ratio, monotone non-increasing
+    s = sm.survival(240, 0.95, 12)
+    assert np.all(np.diff(s) <= 1e-12) and s[-1] > 0
+    # an unseen context starts from the prior (α = 0.7 per position)
+    assert sm.expected_tokens(720, None, 3) == pytest.approx(expected_tokens([0.7] * 3))

@@ -19,10 +19,13 @@ PRIORS = TimingPriors(draft_per_token_s=0.004, verify_intercept_s=0.03, verify_p
 
 
 def teach(ctl: ModelBasedController, ell: int, conf: float, alpha: float, rounds: int = 200) -> None:
-    """Feed rounds where every draft token has confidence ``conf`` and acceptance probability ``alpha``."""
+    """Feed rounds where every draft token has confidence ``conf`` and acceptance probability ``alpha`` (timings as
+    the priors, so only the acceptance side is learned)."""
+    bits = int(ctl.model.timing.bits_per_token(ell))
     for _ in range(rounds):
-        ctl.model.acceptance.update(ell, [conf] * 6, 6, alphas=[alpha] * 6)
-    ctl._last_conf = conf
+        ctl.observe(RoundObservation(ell, [conf] * 12, 12, draft_s=12 * PRIORS.draft_per_token_s,
+                                     verify_s=PRIORS.verify_intercept_s + 12 * PRIORS.verify_per_token_s,
+                                     uplink_bits=12 * bits, alphas=[alpha] * 12))
 
 
 def test_static_controller_is_fixed() -> None:

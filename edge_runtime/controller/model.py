@@ -112,6 +112,69 @@ class AcceptanceModel:
         return [(float(c), e.value, e.count) for c, e in zip(self.centers, self._table(self._own, ell), strict=True)]
 
 
+class SurvivalModel:
+    """S_k = E[Π_{j≤k} α_j], the probability that the first k drafts of a round are accepted, per ℓ and per context
+    (the confidence bin of the last accepted token before the round), k = 1..max_len.
+
+    Predicts E[N](L) = 1 + Σ_{k≤L} S_k for a round *before* any of its tokens is drafted. Estimating the products
+    directly (EWMA of the reported Π α_j, or of 1[accepted ≥ k]) keeps the within-round correlation of α's (easy
+    and hard stretches) that a product of per-position means would lose. Positions never observed are extrapolated
+    with the last observed ratio S_k / S_{k-1}.
+    """
+
+    CONTEXT_EDGES = (0.5, 0.9)
+
+    def __init__(self, max_len: int = 16, alpha: float = 0.02, prior_alpha: float = 0.7, min_count: int = 8) -> None:
+        self.max_len = max_len
+        self.alpha = alpha
+        self.prior_alpha = prior_alpha
+        self.min_count = min_count
+        self._tables: dict[tuple[int, int], list[Ewma]] = {}
+
+    def context(self, last_conf: float | None) -> int:
+        if last_conf is None:
+            return 0
+        return 1 + int(np.searchsorted(self.CONTEXT_EDGES, last_conf, side="right"))
+
+    def _table(self, ell: int, ctx: int) -> list[Ewma]:
+        key = (ell, ctx)
+        tab = self._tables.get(key)
+        if tab is None:
+            tab = [Ewma(self.alpha) for _ in range(self.max_len)]
+            self._tables[key] = tab
+        return tab
+
+    def update(self, ell: int, last_conf: float | None, drafted: int, accepted: int,
+               alphas: Sequence[float] | None) -> None:
+        tab = self._table(ell, self.context(last_conf))
+        n = min(drafted, self.max_len)
+        if alphas is not None and len(alphas) >= n:
+            prods = np.cumprod(np.asarray(alphas[:n], dtype=np.float64))
+        else:
+            prods = (np.arange(1, n + 1) <= accepted).astype(np.float64)
+        for k in range(n):
+            tab[k].update(float(prods[k]))
+
+    def survival(self, ell: int, last_conf: float | None, length: int) -> np.ndarray:
+        """S_1..S_length."""
+        tab = self._table(ell, self.context(last_conf))
+        out = np.empty(length, dtype=np.float64)
+        prev, ratio = 1.0, self.prior_alpha
+        for k in range(length):
+            e = tab[k] if k < self.max_len else None
+            if e is not None and e.count >= self.min_count:
+                cur = float(np.clip(e.value, 0.0, prev))
+                ratio = cur / prev if prev > 0 else 0.0
+            else:
+                cur = prev * ratio
+            out[k] = cur
+            prev = cur
+        return out
+
+    def expected_tokens(self, ell: int, last_conf: float | None, length: int) -> float:
+        return 1.0 + float(self.survival(ell, last_conf, length).sum())
+
+
 @dataclass
 class TimingPriors:
     """Starting values before measurements arrive (seconds)."""
@@ -195,10 +258,13 @@ class ThroughputModel:
     ) -> None:
         self.acceptance = acceptance or AcceptanceModel()
         self.timing = TimingModel(vocab_size, timing_priors)
+        self.survival = SurvivalModel()
 
-    def observe(self, obs: RoundObservation) -> None:
+    def observe(self, obs: RoundObservation, last_conf: float | None = None) -> None:
+        """``last_conf``: confidence of the last accepted token before this round (the survival model's context)."""
         self.acceptance.update(obs.ell, obs.confidences, obs.accepted, obs.alphas)
         self.timing.update(obs)
+        self.survival.update(obs.ell, last_conf, obs.drafted, obs.accepted, obs.alphas)
 
     def predict(self, alphas: Sequence[float], ell: int, channel: ChannelView) -> Prediction:
         length = len(alphas)
@@ -211,17 +277,34 @@ class ThroughputModel:
         return self.predict(self.acceptance.predict_many(ell, confidences), ell, channel)
 
     def best(
-        self, lengths: Sequence[int], ells: Sequence[int], alpha_for: Callable[[int], float], channel: ChannelView
+        self,
+        lengths: Sequence[int],
+        ells: Sequence[int],
+        channel: ChannelView,
+        last_conf: float | None = None,
+        alpha_for: Callable[[int], float] | None = None,
+        rate: float | None = None,
     ) -> Prediction:
-        """Argmax of predicted throughput over (L, ℓ), with the same α̂ = alpha_for(ℓ) at every position."""
+        """Best (L, ℓ). E[N] from the survival model in context ``last_conf``, or, with ``alpha_for``, from the same
+        α̂ = alpha_for(ℓ) at every position. Objective: the round's E[N]/T; with ``rate`` (the long-run throughput λ)
+        E[N] − λ·T instead, which maximises tokens per second over many rounds (renewal-reward / Dinkelbach)."""
         best: Prediction | None = None
+        top = max(lengths)
         for ell in ells:
-            a = alpha_for(ell)
+            if alpha_for is None:
+                cum = 1.0 + np.concatenate([[0.0], np.cumsum(self.survival.survival(ell, last_conf, top))])
+            else:
+                a = alpha_for(ell)
+                cum = np.array([expected_tokens_iid(a, n) for n in range(top + 1)])
             for length in lengths:
                 t = self.timing.round_time(length, ell, channel)
-                p = Prediction(length, ell, expected_tokens_iid(a, length), t)
-                if best is None or p.throughput > best.throughput:
+                p = Prediction(length, ell, float(cum[length]), t)
+                if best is None or _score(p, rate) > _score(best, rate):
                     best = p
         if best is None:
             raise ControllerError("empty (L, ell) search space")
         return best
+
+
+def _score(p: Prediction, rate: float | None) -> float:
+    return p.throughput if rate is None else p.expected_tokens - rate * p.round_time_s

@@ -1,8 +1,9 @@
 """Model-based adaptive controller: pick (L, ℓ) maximising predicted throughput, stop drafting per token when the
 next draft token is predicted not to pay (in the spirit of SpecDec++ / AdaEDL).
 
-Per round: α̂ for the coming tokens = ``next``-table prediction from the confidence of the last accepted token;
-(L*, ℓ*) = argmax E[N]/T over the allowed grid. With early stopping the round may draft up to ``max_length``;
+Per round: E[N](L, ℓ) from the survival model (probability that the first k drafts are accepted, in the context of
+the last accepted token's confidence); (L*, ℓ*) = argmax E[N]/T over the allowed grid. With early stopping the round
+may draft up to ``max_length``;
 after drafting token i (confidence c_i), with P_i = Π_{j≤i} α̂(c_j), E_i = Σ_{k=0..i} P_k and T_i the predicted
 round time for i tokens, one more token adds P_i·α̂_next(c_i) expected tokens and Δt time; it pays iff
 P_i·α̂_next(c_i)/Δt > E_i/T_i (the ratio (E+g)/(T+Δt) beats E/T exactly then; with a constant α̂ later tokens
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .base import Controller
+from .estimators import Ewma
 from .model import Prediction, ThroughputModel, TimingPriors
 from .types import ChannelView, ControllerError, Decision, RoundObservation
 
@@ -40,9 +42,15 @@ class ModelBasedController(Controller):
         timing_priors: TimingPriors | None = None,
         channel_estimator: ChannelEstimator | None = None,
         model: ThroughputModel | None = None,
+        objective: str = "longrun",
     ) -> None:
         if not lengths or min(lengths) < 1 or not ells or min(ells) < 1:
             raise ControllerError("need non-empty L and ell sets with positive values")
+        if objective not in ("longrun", "round"):
+            raise ControllerError(f"objective must be 'longrun' or 'round', got {objective!r}")
+        self.objective = objective
+        self._tokens = Ewma(0.05)
+        self._seconds = Ewma(0.05)
         self.lengths = tuple(sorted(set(lengths)))
         self.ells = tuple(sorted(set(ells)))
         self.early_stop = early_stop
@@ -56,7 +64,7 @@ class ModelBasedController(Controller):
         self.channel = channel_estimator
         self._rng = np.random.default_rng(seed)
         self.name = "model" + ("+stop" if early_stop else "")
-        self._last_conf = 0.9
+        self._last_conf: float | None = None
         self._round: _RoundState | None = None
         self.last_prediction: Prediction | None = None
 
@@ -72,13 +80,18 @@ class ModelBasedController(Controller):
             ells = (self.ells[int(self._rng.integers(len(self.ells)))],)
         else:
             ells = self.ells
-        best = self.model.best(
-            self.lengths, ells, lambda e: self.model.acceptance.predict_next(e, self._last_conf), view
-        )
+        rate = self.long_run_rate()
+        best = self.model.best(self.lengths, ells, view, last_conf=self._last_conf, rate=rate)
         self.last_prediction = best
         length = self.lengths[-1] if self.early_stop else best.length
-        self._round = _RoundState(best.ell, view, self.model)
+        self._round = _RoundState(best.ell, view, self.model, rate)
         return Decision(length, best.ell)
+
+    def long_run_rate(self) -> float | None:
+        """λ = measured tokens per second over recent rounds (None before any, or with objective 'round')."""
+        if self.objective != "longrun" or not self._seconds.ready or self._seconds.value <= 0:
+            return None
+        return self._tokens.value / self._seconds.value
 
     def should_continue(self, confidence: float, position: int) -> bool:
         if not self.early_stop or self._round is None:
@@ -86,22 +99,26 @@ class ModelBasedController(Controller):
         return self._round.add(confidence, position)
 
     def observe(self, obs: RoundObservation) -> None:
-        self.model.observe(obs)
+        self.model.observe(obs, last_conf=self._last_conf)
+        if obs.elapsed_s is not None:
+            self._tokens.update(obs.accepted + 1)
+            self._seconds.update(obs.draft_s + obs.elapsed_s)
         if obs.elapsed_s is not None and obs.uplink_bits > 0:
             self.channel.observe_round(obs.uplink_bits, obs.elapsed_s, obs.verify_s)
-        if obs.accepted > 0:
-            self._last_conf = float(obs.confidences[obs.accepted - 1])
+        # context of the next round: the last accepted draft's confidence; a first-position rejection marks a hard spot
+        self._last_conf = float(obs.confidences[obs.accepted - 1]) if obs.accepted > 0 else 0.0
         self._round = None
 
     def reset(self) -> None:
-        self._last_conf = 0.9
+        self._last_conf = None
         self._round = None
 
 
 class _RoundState:
     """Running P_i, E_i for the early-stopping test within one round."""
 
-    def __init__(self, ell: int, view: ChannelView, model: ThroughputModel) -> None:
+    def __init__(self, ell: int, view: ChannelView, model: ThroughputModel, rate: float | None) -> None:
+        self.rate = rate
         self.ell = ell
         self.view = view
         self.model = model
@@ -113,6 +130,8 @@ class _RoundState:
         acc = self.model.acceptance
         self.prob_all *= acc.predict(self.ell, confidence)
         self.expected += self.prob_all
-        t_now = self.model.timing.round_time(position, self.ell, self.view)
         gain = self.prob_all * acc.predict_next(self.ell, confidence)
+        if self.rate is not None:
+            return gain / self.dt > self.rate
+        t_now = self.model.timing.round_time(position, self.ell, self.view)
         return gain / self.dt > self.expected / t_now
