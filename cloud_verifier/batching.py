@@ -1,7 +1,9 @@
 """Batching scheduler: a thread that gathers queued rounds into batches bounded by size and wait time.
 
-The first round to arrive opens a batch; the batch closes when it holds ``max_batch`` rounds or ``max_wait_s`` has
-passed since it opened, whichever is first, and is handed to ``process`` (which resolves every item's future).
+The first round to arrive opens a batch; the batch closes when it holds ``max_batch`` rounds (or ``batch_limit()``
+rounds, when given: the service passes the number of open sessions, since a forward carries at most one round per
+session, so a lone board never waits), or when ``max_wait_s`` has passed since it opened, whichever is first. It is then
+handed to ``process``, which resolves every item's future.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ _STOP = object()
 
 class BatchScheduler:
     def __init__(self, process: Callable[[list[Any]], None], max_batch: int, max_wait_s: float,
-                 on_idle: Callable[[], object] | None = None, idle_every_s: float = 5.0) -> None:
+                 on_idle: Callable[[], object] | None = None, idle_every_s: float = 5.0,
+                 batch_limit: Callable[[], int] | None = None) -> None:
         if max_batch < 1 or max_wait_s < 0:
             raise ValueError("max_batch must be >= 1 and max_wait_s >= 0")
         self.process = process
@@ -28,6 +31,7 @@ class BatchScheduler:
         self.max_wait_s = max_wait_s
         self.on_idle = on_idle
         self.idle_every_s = idle_every_s
+        self.batch_limit = batch_limit
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self.batches = 0
@@ -74,7 +78,8 @@ class BatchScheduler:
             stop_after = False
             if batch:
                 deadline = time.monotonic() + self.max_wait_s
-                while len(batch) < self.max_batch:
+                limit = self.max_batch if self.batch_limit is None else max(1, min(self.max_batch, self.batch_limit()))
+                while len(batch) < limit:
                     remaining = deadline - time.monotonic()
                     try:
                         item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()

@@ -115,7 +115,8 @@ class VerifierService:
         self.metrics = MetricsRegistry()
         self._register_metrics()
         self.scheduler = BatchScheduler(self._process_batch, self.config.max_batch, self.config.max_wait_s,
-                                        on_idle=self.expire_idle, idle_every_s=min(5.0, self.config.idle_timeout_s))
+                                        on_idle=self.expire_idle, idle_every_s=min(5.0, self.config.idle_timeout_s),
+                                        batch_limit=lambda: len(self.sessions))
 
     # ------------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> VerifierService:

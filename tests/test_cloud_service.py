@@ -1,9 +1,10 @@
 """VerifierService end to end with tiny random-weight models: greedy exactness, eviction + resync, idempotent and
 out-of-order rounds, bad requests, batching equivalence, the scheduler, idle expiry.
 
-The "board" here drafts with a second tiny torch model (the ONNX drafter is the edge's; the verifier only sees token
-ids and lattice points). Its draft randomness, like the verifier's, is a function of (seed, position), so a run that
-is interrupted by an eviction and resynced must produce exactly the tokens of an uninterrupted run.
+The "board" is the edge's real Drafter (C core quantizer + Q-S sampling) on a second tiny torch model, its lattice
+points codec-encoded as on the wire. The verifier's randomness is a function of (seed, position) and the board keeps
+its own state across an eviction, so a run interrupted by evictions and resyncs must produce exactly the tokens of an
+uninterrupted run.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from cloud_verifier.sampling import SamplingParams, sample_from_rows, target_probs
+from cloud_verifier.sampling import SamplingParams
 from cloud_verifier.service import ServiceConfig, ServiceErrorCode, VerifierErrorReply, VerifierService
 from cloud_verifier.target import TargetModel
-from edge_runtime.lattice import LatticePoint
+from edge_runtime import codec
+from edge_runtime.core import quantize_probs
+from edge_runtime.drafter import DraftConfig, Drafter
 from edge_runtime.protocol import DraftRound, ErrorCode, Feedback, OpenSession
 from edge_runtime.protocol import SamplingParams as WireSampling
+from edge_runtime.slm import TorchSLM
 
 VOCAB = 96
 HASH = hashlib.sha256(b"tiny-vocab").digest()
@@ -37,24 +41,6 @@ def tiny_llama(seed: int, hidden: int = 32, layers: int = 2) -> LlamaForCausalLM
     return model
 
 
-def quantize(q: np.ndarray, ell: int) -> LatticePoint:
-    """Lattice point of q: the C core when it exists, else the rule from the paper in numpy."""
-    try:
-        from edge_runtime.core import quantize_probs  # type: ignore[import-not-found]
-    except ImportError:
-        quantize_probs = None
-    if quantize_probs is not None:
-        return quantize_probs(np.asarray(q, dtype=np.float64), ell)
-    scaled = ell * np.asarray(q, dtype=np.float64)
-    b = np.floor(scaled + 0.5).astype(np.int64)
-    d = ell - int(b.sum())
-    if d > 0:
-        b[np.argsort(-(scaled - b), kind="stable")[:d]] += 1
-    elif d < 0:
-        b[np.argsort(-(b - scaled), kind="stable")[:-d]] -= 1
-    return LatticePoint.from_dense(b, ell)
-
-
 @pytest.fixture(scope="module")
 def target() -> TargetModel:
     return TargetModel(tiny_llama(0))
@@ -66,40 +52,41 @@ def drafter() -> LlamaForCausalLM:
 
 
 class Board:
-    """A simulated board: drafts L tokens from q̂ (Q-S) with a torch drafter, applies the verifier's feedback."""
+    """A simulated board: the real edge :class:`Drafter` (Q-S through the C core) on a tiny torch SLM; lattice points
+    travel codec-encoded, as on the wire."""
 
-    def __init__(self, drafter: LlamaForCausalLM, session_id: int, prompt: list[int], params: SamplingParams,
+    def __init__(self, drafter_model: LlamaForCausalLM, session_id: int, prompt: list[int], params: SamplingParams,
                  seed: int, draft_len: int = 3, ell: int = 16) -> None:
-        self.drafter, self.session_id, self.params, self.seed = drafter, session_id, params, seed
-        self.history = list(prompt)
+        self.session_id, self.params, self.seed = session_id, params, seed
         self.draft_len, self.ell = draft_len, ell
+        config = DraftConfig(ell=ell, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
+                             record_stats=False)
+        self.drafter = Drafter(TorchSLM(drafter_model), config, seed=seed)
+        self.drafter.start(prompt)
         self.seq = 0
+
+    @property
+    def history(self) -> list[int]:
+        return self.drafter.committed
 
     def open_msg(self, resync: bool = False) -> OpenSession:
         wire = WireSampling(self.params.temperature, self.params.top_k, self.params.top_p, self.seed)
         return OpenSession("board-1", self.session_id, tuple(self.history), wire, VOCAB, HASH, self.seq, resync)
 
-    @torch.no_grad()
     def draft(self) -> DraftRound:
-        context = list(self.history)
-        tokens, points = [], []
-        for i in range(self.draft_len):
-            logits = self.drafter(torch.tensor([context])).logits[0, -1]
-            q = target_probs(logits, self.params).numpy()
-            point = quantize(q, self.ell)
-            digest = hashlib.sha256(f"board:{self.seed}:{len(self.history) + i}".encode()).digest()
-            gen = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-            u = torch.rand((), generator=gen, dtype=torch.float64)
-            tok = int(sample_from_rows(torch.from_numpy(point.probs()), u))
-            tokens.append(tok)
-            points.append(point)
-            context.append(tok)
-        return DraftRound(self.session_id, self.seq, len(self.history), VOCAB, self.ell, 0, tuple(tokens),
-                          tuple(points))
+        rnd = self.drafter.draft(self.draft_len)
+        blobs = tuple(codec.encode(p, VOCAB, self.ell) for p in rnd.points)
+        self.last_points = list(rnd.points)
+        return DraftRound(self.session_id, self.seq, len(self.history), VOCAB, self.ell, 0, tuple(rnd.tokens), blobs)
+
+    def retry(self, msg: DraftRound) -> DraftRound:
+        """The same drafts again (after a resync), at the current sequence number."""
+        return DraftRound(msg.session_id, self.seq, msg.position, msg.vocab_size, msg.ell, msg.codec_mode,
+                          msg.tokens, msg.lattice)
 
     def apply(self, msg: DraftRound, fb: Feedback) -> None:
         assert fb.round_seq == msg.round_seq and fb.position == len(self.history)
-        self.history += list(msg.tokens[: fb.accepted]) + [fb.next_token]
+        self.drafter.feedback(fb.accepted, fb.next_token)
         self.seq += 1
 
 
@@ -111,12 +98,13 @@ def run_board(service: VerifierService, board: Board, new_tokens: int, between_r
     while len(board.history) < target_len:
         msg = board.draft()
         reply = service.verify(msg)
-        if isinstance(reply, VerifierErrorReply):
+        while isinstance(reply, VerifierErrorReply):
             assert reply.reason is ServiceErrorCode.EVICTED, reply
             assert reply.code is ErrorCode.UNKNOWN_SESSION
             resyncs += 1
             assert service.open(board.open_msg(resync=True)) == len(board.history)
-            continue
+            msg = board.retry(msg)
+            reply = service.verify(msg)
         board.apply(msg, reply)
         if between_rounds is not None:
             between_rounds(board)
@@ -194,8 +182,8 @@ def test_duplicate_round_is_idempotent_and_out_of_order_is_refused(target, draft
 def _bad_rounds(board: Board) -> list[tuple[DraftRound, ServiceErrorCode]]:
     good = board.draft()
     pts = list(good.lattice)
-    outside = next(t for t in range(VOCAB) if pts[0].count_of(t) == 0)
-    wrong_ell = quantize(np.full(VOCAB, 1.0 / VOCAB), 8)
+    outside = next(t for t in range(VOCAB) if board.last_points[0].count_of(t) == 0)
+    wrong_ell = quantize_probs(np.full(VOCAB, 1.0 / VOCAB), 8)
 
     def with_(**kw) -> DraftRound:
         fields = dict(session_id=good.session_id, round_seq=good.round_seq, position=good.position,
@@ -295,11 +283,12 @@ def test_idle_sessions_expire_and_report_evicted(target, drafter) -> None:
     service.open(board.open_msg())
     now["t"] = 11.0
     assert service.expire_idle() == [5]
-    reply = service.verify(board.draft())
+    msg = board.draft()
+    reply = service.verify(msg)
     assert reply.reason is ServiceErrorCode.EVICTED and "idle" in reply.message
     assert service.open(board.open_msg(resync=True)) == len(board.history)
     service.close(5)
-    assert service.verify(board.draft()).reason is ServiceErrorCode.UNKNOWN_SESSION
+    assert service.verify(msg).reason is ServiceErrorCode.UNKNOWN_SESSION
 
 
 def test_memory_budget_evicts_least_recently_used(target, drafter) -> None:
