@@ -175,3 +175,16 @@ def test_controller_from_board_config(tmp_path: Path) -> None:
     ddqn_cfg = dataclasses.replace(ddqn_cfg, controller=dataclasses.replace(ddqn_cfg.controller,
                                                                              policy_path=str(tmp_path / "p.pt")))
     assert isinstance(controller_from_config(ddqn_cfg, V), DdqnController)
+
+
+def test_ddqn_channel_state_from_estimator_without_view() -> None:
+    from edge_runtime.controller.ddqn import WINDOW, DdqnController
+
+    ctl = DdqnController((240, 720), state_rates_bps=(2e6, 6e6))
+    assert ctl.state(None)[WINDOW + 2] == 0.0
+    bits = 20_000
+    ctl.observe(RoundObservation(240, [0.9] * 3, 3, 0.01, 0.03, bits, elapsed_s=0.02 + bits / 6e6 + 0.03))
+    assert ctl.state(None)[WINDOW + 2] == 1.0
+    ctl.observe(RoundObservation(240, [0.9] * 3, 3, 0.01, 0.03, bits, elapsed_s=0.02 + bits / 2e6 + 0.03))
+    assert ctl.state(None)[WINDOW + 2] == 0.0
+    assert ctl.state(ChannelView.from_rate(6e6, state=1))[WINDOW + 2] == 1.0

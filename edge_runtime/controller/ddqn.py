@@ -97,7 +97,10 @@ class DdqnController(Controller):
         hyper: DdqnHyper | None = None,
         seed: int = 0,
         state_of_view: Callable[[ChannelView | None], int] | None = None,
+        state_rates_bps: Sequence[float] | None = None,
     ) -> None:
+        """``state_rates_bps``: the rates of the channel states (low, high); when the executor gives no channel view,
+        the state is the one nearest to the last measured uplink rate (ChannelEstimator)."""
         if not ells or not lengths or min(lengths) < 1 or min(ells) < 1:
             raise ControllerError("need non-empty positive ells and lengths")
         self.ells = tuple(ells)
@@ -114,10 +117,23 @@ class DdqnController(Controller):
         self._rng = random.Random(seed)
         self.epsilon = 0.0
         self.steps = 0
-        self.state_of_view = state_of_view or (lambda v: int(v.state) if v is not None and v.state is not None else 0)
+        self.estimator = None
+        if state_rates_bps:
+            from edge_runtime.channel.estimator import ChannelEstimator
+
+            self.estimator = ChannelEstimator(prior_rate_bps=float(np.mean(state_rates_bps)),
+                                              state_rates_bps=state_rates_bps)
+        self.state_of_view = state_of_view or self._state_of_view
         self._window: deque[float] = deque(maxlen=WINDOW)
         self.name = "ddqn"
         self.losses: list[float] = []
+
+    def _state_of_view(self, view: ChannelView | None) -> int:
+        if view is not None and view.state is not None:
+            return int(view.state)
+        if self.estimator is not None and self.estimator.rounds:
+            return int(self.estimator.view(use_last=True).state or 0)
+        return 0
 
     # --- Controller interface ---
     def state(self, channel: ChannelView | None) -> np.ndarray:
@@ -142,6 +158,8 @@ class DdqnController(Controller):
 
     def observe(self, obs: RoundObservation) -> None:
         self._window.extend(float(c) for c in obs.confidences[:obs.accepted])
+        if self.estimator is not None and obs.elapsed_s is not None and obs.uplink_bits > 0:
+            self.estimator.observe_round(obs.uplink_bits, obs.elapsed_s, obs.verify_s)
 
     def reset(self) -> None:
         self._window.clear()
