@@ -18,6 +18,7 @@ import torch
 from scipy import stats
 
 from cloud_verifier.sampling import simulate_rounds, verify_batch_with_uniforms
+from edge_runtime.core import quantize_probs
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +27,8 @@ ALPHA_SIGNIFICANCE = 1e-3
 
 
 def lattice_quantize(q: np.ndarray, ell: int) -> np.ndarray:
-    """q̂ = b/ℓ for q (1-D). Uses the C core when it exists, else the rule from the paper in numpy."""
-    try:
-        from edge_runtime.core import quantize_probs  # type: ignore[import-not-found]
-    except ImportError:
-        quantize_probs = None
-    if quantize_probs is not None:
-        return quantize_probs(np.asarray(q, dtype=np.float64), ell).probs()
-    scaled = ell * np.asarray(q, dtype=np.float64)
-    b = np.floor(scaled + 0.5).astype(np.int64)
-    d = ell - int(b.sum())
-    if d > 0:
-        order = np.argsort(-(scaled - b), kind="stable")
-        b[order[:d]] += 1
-    elif d < 0:
-        order = np.argsort(-(b - scaled), kind="stable")
-        b[order[:-d]] -= 1
-    assert b.sum() == ell and (b >= 0).all()
-    return b / ell
+    """Dense q̂ = b/ℓ of q from the C core's lattice quantizer (the one the boards run)."""
+    return quantize_probs(np.asarray(q, dtype=np.float64), ell).probs()
 
 
 def chi_square(observed_counts: np.ndarray, expected_probs: np.ndarray) -> tuple[float, float, float]:
