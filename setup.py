@@ -21,5 +21,6 @@ setup(
                                         "qsv-certs=edge_runtime.broker.cli:certs_main",
                                         "qsv-broker=edge_runtime.broker.cli:broker_main",
                                         "qsv-verifier-mqtt=cloud_verifier.mqtt_service:main",
+                                        "cloud_verifier=cloud_verifier.cli:main",
                                         "qsv-demo-mqtt=edge_runtime.transport.demo:main"]},
 )
