@@ -1,7 +1,8 @@
 """Benchmark of the lattice-point codec: time per encode / decode in each mode and bits per point against the bound.
 
 Synthetic LLM-like draft distributions: softmax(logits / T) with Gaussian logits (std 2.5) or Zipf logits
-(-1.1 * log rank, random token order), at temperatures 0.4 and 1.0, quantized at resolution ell with the QSV rule
+(-1.1 * log rank, random token order), at temperatures 0.4 and 1.0 ("flat": uniform over ell random tokens, every
+count 1, the enumerative coder's worst case; not in the default set), quantized at resolution ell with the QSV rule
 (edge_runtime.core.quantize_probs; a numpy copy of the rule when the C core lacks it).
 
     python benchmarks/bench_codec.py                       # V in {32000, 50272, 151936}, ell in {16, 240, 720}
@@ -64,7 +65,11 @@ def quantizer() -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
     return quantize_core
 
 
-def distribution(rng: np.random.Generator, vocab_size: int, kind: str, temperature: float) -> np.ndarray:
+def distribution(rng: np.random.Generator, vocab_size: int, kind: str, temperature: float, ell: int) -> np.ndarray:
+    if kind == "flat":  # uniform over ell random tokens: every count 1, the enumerative coder's worst case
+        p = np.zeros(vocab_size)
+        p[rng.choice(vocab_size, min(ell, vocab_size), replace=False)] = 1.0
+        return p / p.sum()
     if kind == "gaussian":
         logits = rng.normal(0.0, 2.5, vocab_size)
     else:  # zipf
@@ -154,7 +159,7 @@ def run_config(
     nnz, enum_chosen = [], 0
     calls = CCalls(vocab_size, ell)
     for _ in range(samples):
-        idx, cnt = quantize(distribution(rng, vocab_size, kind, temperature), ell)
+        idx, cnt = quantize(distribution(rng, vocab_size, kind, temperature, ell), ell)
         nnz.append(idx.size)
         for mode in MODES:
             data = codec.encode_arrays(idx, cnt, vocab_size, ell, mode)
@@ -209,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab", type=int, nargs="+", default=[32000, 50272, 151936])
     parser.add_argument("--ell", type=int, nargs="+", default=[16, 240, 720])
-    parser.add_argument("--kinds", nargs="+", choices=["gaussian", "zipf"], default=["gaussian", "zipf"])
+    parser.add_argument("--kinds", nargs="+", choices=["gaussian", "zipf", "flat"], default=["gaussian", "zipf"])
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.4, 1.0])
     parser.add_argument("--samples", type=int, default=8, help="distributions per configuration")
     parser.add_argument("--trials", type=int, default=3, help="timed batches per measurement (best is kept)")
