@@ -77,6 +77,48 @@ def time_us(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
     return statistics.median(samples) / 1e3
 
 
+def bench_config(z: np.ndarray, ell: int, temperature: float, u: int, args: argparse.Namespace, torch) -> dict:  # type: ignore[no-untyped-def]
+    """All measurements for one (logits, ell, T); u is the uniform integer of the Q-S draw."""
+    vocab = z.size
+    quantizer = core.Quantizer(vocab)
+    row: dict = {"V": vocab, "ell": ell, "T": temperature}
+    row["nnz"] = quantizer.quantize_logits_into(z, ell, temperature)
+    row["c_q"] = time_us(lambda: quantizer.quantize_logits_into(z, ell, temperature), args.repeats)
+
+    def c_qs() -> int:
+        quantizer.quantize_logits_into(z, ell, temperature)
+        return quantizer.sample_last(u)
+
+    row["c_qs"] = time_us(c_qs, args.repeats)
+    if codec is not None:
+        for mode in ("sparse", "auto"):
+
+            def c_qsp(mode: str = mode) -> bytes:
+                quantizer.quantize_logits_into(z, ell, temperature)
+                quantizer.sample_last(u)
+                return codec.encode(quantizer.point(), vocab, ell, mode=mode)
+
+            row[f"c_qsp_{mode}"] = time_us(c_qsp, args.repeats)
+        row["bits_auto"] = 8 * len(codec.encode(quantizer.point(), vocab, ell, mode="auto"))
+        row["bound_bits"] = codec.bound_bits(vocab, ell)
+    if not args.no_numpy:
+        row["np_qs"] = time_us(
+            lambda: ref.sample(ref.quantize_logits(z, ell, temperature), u), args.slow_repeats, warmup=1
+        )
+    if torch is not None:
+        zt = torch.from_numpy(z)
+        with torch.inference_mode():
+            row["torch_q"] = time_us(
+                lambda: torch_argsort_quantize(torch, zt, ell, temperature), args.slow_repeats, warmup=1
+            )
+            row["torch_qs"] = time_us(
+                lambda: torch_sample(torch, torch_argsort_quantize(torch, zt, ell, temperature), u),
+                args.slow_repeats,
+                warmup=1,
+            )
+    return row
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab", type=int, nargs="+", default=[32_000, 50_272, 151_936])
@@ -97,48 +139,12 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
-    rows = []
     configs = [(v, ell, t, k) for v in args.vocab for ell in args.ell for t in args.temps for k in args.kinds]
+    rows = []
     for vocab, ell, temperature, kind in tqdm(configs, desc="bench_core", unit="cfg"):
         z = llm_like_logits(rng, vocab, kind)
-        quantizer = core.Quantizer(vocab)
         u = int(rng.integers(0, ell))
-        row = {"V": vocab, "ell": ell, "T": temperature, "kind": kind}
-        row["nnz"] = quantizer.quantize_logits_into(z, ell, temperature)
-        row["c_q"] = time_us(lambda: quantizer.quantize_logits_into(z, ell, temperature), args.repeats)
-
-        def c_qs() -> int:
-            quantizer.quantize_logits_into(z, ell, temperature)
-            return quantizer.sample_last(u)
-
-        row["c_qs"] = time_us(c_qs, args.repeats)
-        if codec is not None:
-            for mode in ("sparse", "auto"):
-
-                def c_qsp(mode: str = mode) -> bytes:
-                    quantizer.quantize_logits_into(z, ell, temperature)
-                    quantizer.sample_last(u)
-                    return codec.encode(quantizer.point(), vocab, ell, mode=mode)
-
-                row[f"c_qsp_{mode}"] = time_us(c_qsp, args.repeats)
-            row["bits_auto"] = 8 * len(codec.encode(quantizer.point(), vocab, ell, mode="auto"))
-            row["bound_bits"] = codec.bound_bits(vocab, ell)
-        if not args.no_numpy:
-            row["np_qs"] = time_us(
-                lambda: ref.sample(ref.quantize_logits(z, ell, temperature), u), args.slow_repeats, warmup=1
-            )
-        if torch is not None:
-            zt = torch.from_numpy(z)
-            with torch.inference_mode():
-                row["torch_q"] = time_us(
-                    lambda: torch_argsort_quantize(torch, zt, ell, temperature), args.slow_repeats, warmup=1
-                )
-                row["torch_qs"] = time_us(
-                    lambda: torch_sample(torch, torch_argsort_quantize(torch, zt, ell, temperature), u),
-                    args.slow_repeats,
-                    warmup=1,
-                )
-        rows.append(row)
+        rows.append(bench_config(z, ell, temperature, u, args, torch) | {"kind": kind})
 
     print(f"# bench_core  {platform.processor() or platform.machine()}  torch threads=1  median µs per token")
     header = f"{'V':>7} {'ell':>5} {'T':>4} {'kind':>5} {'nnz':>4} | {'C q':>7} {'C q+s':>7}"
@@ -147,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
     header += f" | {'numpy':>8} {'torch q':>8} {'torch qs':>8} | {'torch/C q':>9} {'torch/C qs':>10} {'np/C qs':>8}"
     print(header)
     for r in rows:
-        line = f"{r['V']:>7} {r['ell']:>5} {r['T']:>4} {r['kind']:>5} {r['nnz']:>4} | {r['c_q']:>7.1f} {r['c_qs']:>7.1f}"
+        line = f"{r['V']:>7} {r['ell']:>5} {r['T']:>4} {r['kind']:>5} {r['nnz']:>4}"
+        line += f" | {r['c_q']:>7.1f} {r['c_qs']:>7.1f}"
         if codec is not None:
             line += f" {r['c_qsp_sparse']:>8.1f} {r['c_qsp_auto']:>8.1f} {r['bits_auto']:>6} {r['bound_bits']:>6}"
         np_qs, t_q, t_qs = r.get("np_qs", float("nan")), r.get("torch_q", float("nan")), r.get("torch_qs", float("nan"))

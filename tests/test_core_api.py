@@ -151,3 +151,12 @@ def test_codec_reexport() -> None:
     assert core.encode is codec.encode and core.decode is codec.decode
     point = core.quantize_logits(_logits(50_272), 240, 0.4)
     assert core.decode(core.encode(point, 50_272, 240), 50_272, 240) == point
+
+
+def test_demo_core_prints_point_samples_and_bits(capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_runtime import demo_core
+
+    demo_core.main(["--vocab", "5000", "--ell", "240", "--samples", "4"])
+    out = capsys.readouterr().out
+    assert "lattice point q_hat = b/240" in out and "sum 240" in out
+    assert out.count("->") == 4 and "bits" in out
