@@ -94,6 +94,8 @@ def test_quantizer_into_buffers_and_sample_last() -> None:
     nnz = quantizer.quantize_logits_into(z, 720, 0.4, dense_out=dense)
     expected = core.quantize_logits(z, 720, 0.4)
     assert nnz == expected.nnz
+    quantizer.point().validate()
+    expected.validate()
     np.testing.assert_array_equal(quantizer.indices[:nnz], expected.indices)
     np.testing.assert_array_equal(quantizer.counts[:nnz], expected.counts)
     np.testing.assert_array_equal(dense, expected.dense(np.uint32))
