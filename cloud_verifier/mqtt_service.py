@@ -114,6 +114,8 @@ class _Inbound:
     payload: bytes
     correlation: bytes | None
     received: float
+    mid: int = 0
+    qos: int = 0
 
 
 class MqttVerifierService:
@@ -136,6 +138,8 @@ class MqttVerifierService:
         self._stop = threading.Event()
         self._subscribed = threading.Event()
         self.client = make_client(f"qsv-verifier-{config.worker_id}", endpoint, on_connect=self._on_connect)
+        # QoS 1 acks are sent after the reply (manual ack): the PUBACK leaves the round's critical path
+        self.client.manual_ack_set(True)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.loop = LoopDriver(self.client, endpoint)
@@ -155,7 +159,8 @@ class MqttVerifierService:
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         props = message.properties
         corr = getattr(props, "CorrelationData", None) if props is not None else None
-        self._inbox.append(_Inbound(message.topic, bytes(message.payload), corr, self.clock()))
+        self._inbox.append(_Inbound(message.topic, bytes(message.payload), corr, self.clock(), message.mid,
+                                    message.qos))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, wait_s: float = 10.0) -> MqttVerifierService:
@@ -197,6 +202,8 @@ class MqttVerifierService:
                     except Exception:  # noqa: BLE001 - one bad message must not stop the worker
                         log.exception("worker %s: failure handling a message on %s", self.config.worker_id,
                                       item.topic)
+                    if item.qos:
+                        self.client.ack(item.mid, item.qos)
                 now = self.clock()
                 if now >= next_sweep:
                     self._sweep_idle(now)
