@@ -166,7 +166,7 @@ def token_bits(vocab_size: int) -> int:
     """⌈log2 V⌉ bits per token id (at least 1)."""
     if vocab_size < 1:
         raise ValueError(f"vocab_size must be positive, got {vocab_size}")
-    return max(1, math.ceil(math.log2(vocab_size)))
+    return max(1, (vocab_size - 1).bit_length())
 
 
 def packed_size(count: int, vocab_size: int) -> int:
@@ -210,7 +210,7 @@ def unpack_ids(data: bytes, count: int, vocab_size: int) -> tuple[int, ...]:
             raise ValueError("nonzero padding bits after the packed token ids")
         acc >>= pad
         mask = (1 << bits) - 1
-        out = tuple((acc >> ((count - 1 - i) * bits)) & mask for i in range(count))
+        out = tuple([(acc >> shift) & mask for shift in range((count - 1) * bits, -1, -bits)])
         if out and max(out) >= vocab_size:
             raise ValueError(f"token id {max(out)} out of range for vocab_size {vocab_size}")
         return out
@@ -450,21 +450,7 @@ def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Message:
         r.done()
         return OpenAck(session, worker, position, next_seq)
     if mtype is MsgType.DRAFT:
-        session, seq, position, vocab, ell, n, mode = r.unpack(_DRAFT_FIXED, "draft")
-        _check_vocab(vocab, limits)
-        if not 1 <= n <= limits.max_draft_len:
-            raise ProtocolError(ErrorCode.TOO_LARGE, f"draft length {n} (limit {limits.max_draft_len})", session, seq)
-        if ell == 0:
-            raise ProtocolError(ErrorCode.BAD_PARAMS, "ell must be positive", session, seq)
-        tokens = unpack_ids(bytes(r.take(packed_size(n, vocab), "draft tokens")), n, vocab)
-        blobs = []
-        for _ in range(n):
-            (size,) = r.unpack(_U32, "lattice length")
-            if size == 0:
-                raise ProtocolError(ErrorCode.MALFORMED, "empty lattice point", session, seq)
-            blobs.append(bytes(r.take(size, "lattice point")))
-        r.done()
-        return DraftRound(session, seq, position, vocab, ell, mode, tokens, tuple(blobs))
+        return _decode_draft(bytes(data), limits)
     if mtype is MsgType.FEEDBACK:
         session, seq, position, accepted, next_token, queue_us, verify_us, n = r.unpack(_FEEDBACK_FIXED, "feedback")
         if n > limits.max_draft_len or accepted > limits.max_draft_len or (n and accepted > n):
@@ -483,6 +469,39 @@ def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Message:
     session, reason = r.unpack(_CLOSE_FIXED, "close")
     r.done()
     return CloseSession(session, reason)
+
+
+def _decode_draft(buf: bytes, limits: Limits) -> DraftRound:
+    """DRAFT is the hot path of every round: offsets over the bytes, no intermediate views."""
+    end = len(buf)
+    off = HEADER_SIZE + _DRAFT_FIXED.size
+    if off > end:
+        raise ProtocolError(ErrorCode.MALFORMED, "truncated message while reading draft")
+    session, seq, position, vocab, ell, n, mode = _DRAFT_FIXED.unpack_from(buf, HEADER_SIZE)
+    _check_vocab(vocab, limits)
+    if not 1 <= n <= limits.max_draft_len:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"draft length {n} (limit {limits.max_draft_len})", session, seq)
+    if ell == 0:
+        raise ProtocolError(ErrorCode.BAD_PARAMS, "ell must be positive", session, seq)
+    token_end = off + packed_size(n, vocab)
+    if token_end > end:
+        raise ProtocolError(ErrorCode.MALFORMED, "truncated message while reading draft tokens", session, seq)
+    tokens = unpack_ids(buf[off:token_end], n, vocab)
+    off = token_end
+    blobs = []
+    unpack_u32 = _U32.unpack_from
+    for _ in range(n):
+        if off + 4 > end:
+            raise ProtocolError(ErrorCode.MALFORMED, "truncated message while reading lattice length", session, seq)
+        (size,) = unpack_u32(buf, off)
+        off += 4
+        if size == 0 or off + size > end:
+            raise ProtocolError(ErrorCode.MALFORMED, "empty or truncated lattice point", session, seq)
+        blobs.append(buf[off : off + size])
+        off += size
+    if off != end:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{end - off} trailing bytes", session, seq)
+    return DraftRound(session, seq, position, vocab, ell, mode, tokens, tuple(blobs))
 
 
 def error_reply_for(exc: ProtocolError) -> bytes:
