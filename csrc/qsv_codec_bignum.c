@@ -1,12 +1,13 @@
 /*
- * Minimal unsigned bignums for the enumerative lattice-point index: 32-bit limbs, caller-owned storage, no
- * allocation. Only what the codec needs: small-factor multiply/divide, add/sub/compare, schoolbook multiply and
- * Knuth's algorithm D for division.
+ * Minimal unsigned bignums for the enumerative lattice-point index: 64-bit limbs (32-bit where the compiler has no
+ * 128-bit integers), caller-owned storage, no allocation. Only what the codec needs: multiply/divide by one limb,
+ * add/sub/compare, schoolbook multiply and Knuth's algorithm D for division.
  */
-#include <math.h>
 #include <string.h>
 
 #include "qsv_codec_internal.h"
+
+#define LB QSV_LIMB_BITS
 
 static void bn_trim(qsv_bn *a) {
     while (a->n > 0 && a->d[a->n - 1] == 0) --a->n;
@@ -22,7 +23,7 @@ void qsv_bn_set_u32(qsv_bn *a, uint32_t v) {
 
 int qsv_bn_copy(qsv_bn *dst, const qsv_bn *src) {
     if (src->n > dst->cap) return QSV_CODEC_E_INTERNAL;
-    if (src->n) memmove(dst->d, src->d, src->n * sizeof(uint32_t));
+    if (src->n) memmove(dst->d, src->d, src->n * sizeof(qsv_limb));
     dst->n = src->n;
     return 0;
 }
@@ -35,42 +36,43 @@ int qsv_bn_cmp(const qsv_bn *a, const qsv_bn *b) {
     return 0;
 }
 
-int qsv_bn_mul_small(qsv_bn *a, uint32_t f) {
+int qsv_bn_mul_small(qsv_bn *a, qsv_limb f) {
     if (f == 0) {
         a->n = 0;
         return 0;
     }
-    uint64_t carry = 0;
-    uint32_t *d = a->d;
+    qsv_limb carry = 0;
+    qsv_limb *d = a->d;
     for (size_t i = 0; i < a->n; ++i) {
-        uint64_t p = (uint64_t)d[i] * f + carry;
-        d[i] = (uint32_t)p;
-        carry = p >> 32;
+        qsv_dlimb p = (qsv_dlimb)d[i] * f + carry;
+        d[i] = (qsv_limb)p;
+        carry = (qsv_limb)(p >> LB);
     }
     if (carry) {
         if (a->n >= a->cap) return QSV_CODEC_E_INTERNAL;
-        d[a->n++] = (uint32_t)carry;
+        d[a->n++] = carry;
     }
     return 0;
 }
 
-/* Division by a 32-bit d with a precomputed reciprocal (Moeller & Granlund, "Improved division by invariant
+/* Division by one limb with a precomputed reciprocal (Moeller & Granlund, "Improved division by invariant
  * integers", IEEE TC 2011, algorithm 4): two multiplications per limb instead of a hardware division. The dividend
  * is shifted on the fly so that the divisor is normalized (top bit set). */
-uint32_t qsv_bn_div_small(qsv_bn *a, uint32_t dv) {
+qsv_limb qsv_bn_div_small(qsv_bn *a, qsv_limb dv) {
     size_t n = a->n;
     if (n == 0) return 0;
-    uint32_t *x = a->d;
-    const unsigned sh = 32u - qsv_bitlen32(dv);
-    const uint32_t d = dv << sh;
-    const uint32_t v = (uint32_t)(0xFFFFFFFFFFFFFFFFull / d - 0x100000000ull);
-    uint32_t r = sh ? x[n - 1] >> (32u - sh) : 0u;
+    qsv_limb *x = a->d;
+    const unsigned sh = LB - qsv_bitlen_limb(dv);
+    const qsv_limb d = dv << sh;
+    /* v = floor((B^2 - 1) / d) - B = floor(((B - 1 - d) B + (B - 1)) / d), and B - 1 - d = ~d < d */
+    const qsv_limb v = (qsv_limb)((((qsv_dlimb)(qsv_limb)~d) << LB | QSV_LIMB_MAX) / d);
+    qsv_limb r = sh ? x[n - 1] >> (LB - sh) : 0u;
     for (size_t i = n; i-- > 0;) {
-        uint32_t u0 = sh ? (x[i] << sh) | (i > 0 ? x[i - 1] >> (32u - sh) : 0u) : x[i];
-        uint64_t q = (uint64_t)v * r + (((uint64_t)r << 32) | u0);
-        uint32_t q1 = (uint32_t)(q >> 32) + 1u;
-        uint32_t q0 = (uint32_t)q;
-        uint32_t rr = u0 - q1 * d;
+        qsv_limb u0 = sh ? (qsv_limb)(x[i] << sh) | (i > 0 ? x[i - 1] >> (LB - sh) : 0u) : x[i];
+        qsv_dlimb q = (qsv_dlimb)v * r + (((qsv_dlimb)r << LB) | u0);
+        qsv_limb q1 = (qsv_limb)(q >> LB) + 1u;
+        qsv_limb q0 = (qsv_limb)q;
+        qsv_limb rr = (qsv_limb)(u0 - q1 * d);
         if (rr > q0) {
             --q1;
             rr += d;
@@ -90,17 +92,18 @@ int qsv_bn_add(qsv_bn *a, const qsv_bn *b) {
     size_t n = a->n > b->n ? a->n : b->n;
     if (n > a->cap) return QSV_CODEC_E_INTERNAL;
     for (size_t i = a->n; i < n; ++i) a->d[i] = 0;
-    uint64_t carry = 0;
+    qsv_limb carry = 0;
     size_t i = 0;
     for (; i < b->n; ++i) {
-        uint64_t s = (uint64_t)a->d[i] + b->d[i] + carry;
-        a->d[i] = (uint32_t)s;
-        carry = s >> 32;
+        qsv_limb ai = a->d[i], s = ai + b->d[i];
+        qsv_limb c1 = s < ai;
+        qsv_limb t = s + carry;
+        carry = c1 | (t < s);
+        a->d[i] = t;
     }
     for (; carry && i < n; ++i) {
-        uint64_t s = (uint64_t)a->d[i] + carry;
-        a->d[i] = (uint32_t)s;
-        carry = s >> 32;
+        a->d[i] += 1u;
+        carry = a->d[i] == 0;
     }
     a->n = n;
     if (carry) {
@@ -111,16 +114,17 @@ int qsv_bn_add(qsv_bn *a, const qsv_bn *b) {
 }
 
 void qsv_bn_sub(qsv_bn *a, const qsv_bn *b) {
-    uint32_t borrow = 0;
+    qsv_limb borrow = 0;
     size_t i = 0;
     for (; i < b->n; ++i) {
-        uint64_t sub = (uint64_t)b->d[i] + borrow;
-        uint32_t ai = a->d[i];
-        a->d[i] = (uint32_t)(ai - sub);
-        borrow = (uint64_t)ai < sub;
+        qsv_limb ai = a->d[i], bi = b->d[i];
+        qsv_limb t = ai - bi;
+        qsv_limb b1 = ai < bi;
+        a->d[i] = t - borrow;
+        borrow = b1 | (t < borrow);
     }
     for (; borrow && i < a->n; ++i) {
-        uint32_t ai = a->d[i];
+        qsv_limb ai = a->d[i];
         a->d[i] = ai - 1u;
         borrow = ai == 0;
     }
@@ -134,17 +138,17 @@ int qsv_bn_mul(qsv_bn *c, const qsv_bn *a, const qsv_bn *b) {
     }
     size_t n = a->n + b->n;
     if (n > c->cap) return QSV_CODEC_E_INTERNAL;
-    memset(c->d, 0, n * sizeof(uint32_t));
+    memset(c->d, 0, n * sizeof(qsv_limb));
     for (size_t i = 0; i < a->n; ++i) {
-        uint64_t carry = 0;
-        uint64_t ai = a->d[i];
-        uint32_t *row = c->d + i;
+        qsv_limb carry = 0;
+        qsv_limb ai = a->d[i];
+        qsv_limb *row = c->d + i;
         for (size_t j = 0; j < b->n; ++j) {
-            uint64_t p = ai * b->d[j] + row[j] + carry;
-            row[j] = (uint32_t)p;
-            carry = p >> 32;
+            qsv_dlimb p = (qsv_dlimb)ai * b->d[j] + row[j] + carry;
+            row[j] = (qsv_limb)p;
+            carry = (qsv_limb)(p >> LB);
         }
-        row[b->n] = (uint32_t)carry;
+        row[b->n] = carry;
     }
     c->n = n;
     bn_trim(c);
@@ -161,64 +165,74 @@ int qsv_bn_divmod(qsv_bn *q, qsv_bn *r, const qsv_bn *u, const qsv_bn *v, qsv_bn
     if (n == 1) {
         int rc = qsv_bn_copy(q, u);
         if (rc) return rc;
-        qsv_bn_set_u32(r, qsv_bn_div_small(q, v->d[0]));
+        qsv_limb rem = qsv_bn_div_small(q, v->d[0]);
+        r->n = 0;
+        if (rem) {
+            r->d[0] = rem;
+            r->n = 1;
+        }
         return 0;
     }
     if (m - n + 1 > q->cap || n > r->cap || m > s->cap || n > s->cap) return QSV_CODEC_E_INTERNAL;
-    uint32_t *un = s->un, *vn = s->vn;
-    unsigned sh = 32u - qsv_bitlen32(v->d[n - 1]); /* 0..31 */
+    qsv_limb *un = s->un, *vn = s->vn;
+    unsigned sh = LB - qsv_bitlen_limb(v->d[n - 1]); /* 0 .. LB-1 */
     if (sh) {
-        for (size_t i = n - 1; i > 0; --i) vn[i] = (v->d[i] << sh) | (v->d[i - 1] >> (32 - sh));
-        vn[0] = v->d[0] << sh;
-        un[m] = u->d[m - 1] >> (32 - sh);
-        for (size_t i = m - 1; i > 0; --i) un[i] = (u->d[i] << sh) | (u->d[i - 1] >> (32 - sh));
-        un[0] = u->d[0] << sh;
+        for (size_t i = n - 1; i > 0; --i) vn[i] = (qsv_limb)(v->d[i] << sh) | (v->d[i - 1] >> (LB - sh));
+        vn[0] = (qsv_limb)(v->d[0] << sh);
+        un[m] = u->d[m - 1] >> (LB - sh);
+        for (size_t i = m - 1; i > 0; --i) un[i] = (qsv_limb)(u->d[i] << sh) | (u->d[i - 1] >> (LB - sh));
+        un[0] = (qsv_limb)(u->d[0] << sh);
     } else {
-        memcpy(vn, v->d, n * sizeof(uint32_t));
-        memcpy(un, u->d, m * sizeof(uint32_t));
+        memcpy(vn, v->d, n * sizeof(qsv_limb));
+        memcpy(un, u->d, m * sizeof(qsv_limb));
         un[m] = 0;
     }
-    const uint64_t base = 1ull << 32;
-    const uint64_t vtop = vn[n - 1], vnext = vn[n - 2];
+    const qsv_dlimb base = (qsv_dlimb)1 << LB;
+    const qsv_limb vtop = vn[n - 1], vnext = vn[n - 2];
     for (size_t j = m - n + 1; j-- > 0;) {
-        uint64_t num = ((uint64_t)un[j + n] << 32) | un[j + n - 1];
-        uint64_t qhat = num / vtop, rhat = num % vtop;
-        while (qhat >= base || qhat * vnext > ((rhat << 32) | un[j + n - 2])) {
+        qsv_dlimb num = ((qsv_dlimb)un[j + n] << LB) | un[j + n - 1];
+        qsv_dlimb qhat = num / vtop, rhat = num % vtop;
+        while (qhat >= base || qhat * vnext > ((rhat << LB) | un[j + n - 2])) {
             --qhat;
             rhat += vtop;
             if (rhat >= base) break;
         }
-        uint64_t carry = 0, borrow = 0;
+        qsv_limb carry = 0, borrow = 0;
         for (size_t i = 0; i < n; ++i) {
-            uint64_t p = qhat * vn[i] + carry;
-            carry = p >> 32;
-            uint64_t sub = (uint64_t)(uint32_t)p + borrow;
-            uint32_t ui = un[i + j];
-            un[i + j] = (uint32_t)(ui - sub);
-            borrow = (uint64_t)ui < sub;
+            qsv_dlimb p = qhat * vn[i] + carry;
+            carry = (qsv_limb)(p >> LB);
+            qsv_limb lo = (qsv_limb)p;
+            qsv_limb ui = un[i + j];
+            qsv_limb t = ui - lo;
+            qsv_limb b1 = ui < lo;
+            un[i + j] = t - borrow;
+            borrow = b1 | (t < borrow);
         }
-        uint64_t sub = carry + borrow;
-        uint32_t top = un[j + n];
-        un[j + n] = (uint32_t)(top - sub);
-        if ((uint64_t)top < sub) { /* qhat was one too large: add the divisor back */
+        qsv_limb top = un[j + n];
+        qsv_limb t = top - carry;
+        qsv_limb negative = (top < carry) | (t < borrow);
+        un[j + n] = t - borrow;
+        if (negative) { /* qhat was one too large: add the divisor back */
             --qhat;
-            uint64_t c = 0;
+            qsv_limb c = 0;
             for (size_t i = 0; i < n; ++i) {
-                uint64_t t = (uint64_t)un[i + j] + vn[i] + c;
-                un[i + j] = (uint32_t)t;
-                c = t >> 32;
+                qsv_limb ui = un[i + j], s1 = ui + vn[i];
+                qsv_limb c1 = s1 < ui;
+                qsv_limb s2 = s1 + c;
+                c = c1 | (s2 < s1);
+                un[i + j] = s2;
             }
-            un[j + n] = (uint32_t)(un[j + n] + c);
+            un[j + n] += c;
         }
-        q->d[j] = (uint32_t)qhat;
+        q->d[j] = (qsv_limb)qhat;
     }
     q->n = m - n + 1;
     bn_trim(q);
     if (sh) {
-        for (size_t i = 0; i < n - 1; ++i) r->d[i] = (un[i] >> sh) | (un[i + 1] << (32 - sh));
+        for (size_t i = 0; i < n - 1; ++i) r->d[i] = (un[i] >> sh) | (qsv_limb)(un[i + 1] << (LB - sh));
         r->d[n - 1] = un[n - 1] >> sh;
     } else {
-        memcpy(r->d, un, n * sizeof(uint32_t));
+        memcpy(r->d, un, n * sizeof(qsv_limb));
     }
     r->n = n;
     bn_trim(r);
@@ -227,31 +241,23 @@ int qsv_bn_divmod(qsv_bn *q, qsv_bn *r, const qsv_bn *u, const qsv_bn *v, qsv_bn
 
 uint64_t qsv_bn_bitlen(const qsv_bn *a) {
     if (a->n == 0) return 0;
-    return (uint64_t)(a->n - 1) * 32u + qsv_bitlen32(a->d[a->n - 1]);
+    return (uint64_t)(a->n - 1) * LB + qsv_bitlen_limb(a->d[a->n - 1]);
 }
 
-double qsv_bn_ln(const qsv_bn *a) {
-    if (a->n == 0) return -HUGE_VAL;
-    double top = 0.0;
-    size_t take = a->n < 3 ? a->n : 3;
-    for (size_t i = 0; i < take; ++i) top = top * 4294967296.0 + (double)a->d[a->n - 1 - i];
-    return log(top) + (double)(a->n - take) * 32.0 * 0.69314718055994530942;
-}
-
-/* Multiply a by the product of `count` consecutive factors starting at `first`, combining factors while the
- * product fits in 32 bits. */
+/* Multiply a by the product of `count` consecutive factors (< 2^25) starting at `first`, combining factors while
+ * the product fits in one limb. */
 static int bn_mul_run(qsv_bn *a, uint32_t first, uint32_t count) {
-    uint64_t acc = 1;
+    qsv_limb acc = 1;
     for (uint32_t t = 0; t < count; ++t) {
-        uint64_t f = (uint64_t)first + t;
-        if (acc * f > 0xFFFFFFFFull) {
-            int rc = qsv_bn_mul_small(a, (uint32_t)acc);
+        qsv_limb f = (qsv_limb)first + t;
+        if ((qsv_dlimb)acc * f > QSV_LIMB_MAX) {
+            int rc = qsv_bn_mul_small(a, acc);
             if (rc) return rc;
             acc = 1;
         }
         acc *= f;
     }
-    return acc == 1 ? 0 : qsv_bn_mul_small(a, (uint32_t)acc);
+    return acc == 1 ? 0 : qsv_bn_mul_small(a, acc);
 }
 
 int qsv_bn_ratio(qsv_bn *a, uint32_t num, uint32_t den, uint32_t c, qsv_bn_scratch *s) {

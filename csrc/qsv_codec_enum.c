@@ -18,8 +18,8 @@
 
 #include "qsv_codec_internal.h"
 
-/* Slack limbs on top of the index width: a ratio chunk's numerators, term updates (40 bits), margin. */
-#define QSV_ENUM_SLACK_LIMBS (QSV_RATIO_CHUNK_LIMBS + 8u)
+/* Slack limbs on top of the index width: a ratio chunk's numerators, term updates (2 limbs), margin. */
+#define QSV_ENUM_SLACK_LIMBS (QSV_RATIO_CHUNK_LIMBS + 6u)
 #define QSV_ENUM_NUM_BN 6u
 #define QSV_ENUM_ARENA_PER_LEVEL 4u
 
@@ -58,7 +58,9 @@ void qsv_enum_bound_float(uint32_t vocab_size, uint32_t ell, uint64_t *bits, int
     }
 }
 
-static size_t limbs_for_bits(uint64_t bits) { return (size_t)((bits + 31) / 32) + QSV_ENUM_SLACK_LIMBS; }
+static size_t limbs_for_bits(uint64_t bits) {
+    return (size_t)((bits + QSV_LIMB_BITS - 1) / QSV_LIMB_BITS) + QSV_ENUM_SLACK_LIMBS;
+}
 
 /* Recursion depth of subset_rank over a universe of n: n halves per level, base case at n <= 1. */
 static size_t arena_count(uint32_t vocab_size, uint32_t ell) {
@@ -72,7 +74,7 @@ static size_t bytes_for(uint64_t bits, uint32_t vocab_size, uint32_t ell) {
     /* QSV_ENUM_NUM_BN bignums, scratch (num, den, prod, quo, rem, vn: limbs each; un: limbs + 1), the subset-rank
      * arena, xs (max_nnz + 1), alignment */
     size_t nbn = QSV_ENUM_NUM_BN + 7u + arena_count(vocab_size, ell);
-    return (nbn * limbs + 1u + (size_t)max_nnz + 1u) * sizeof(uint32_t) + 16u;
+    return (nbn * limbs + 1u) * sizeof(qsv_limb) + ((size_t)max_nnz + 1u) * sizeof(uint32_t) + 16u;
 }
 
 size_t qsv_codec_workspace_bytes(uint32_t vocab_size, uint32_t ell) {
@@ -86,7 +88,7 @@ size_t qsv_codec_workspace_bytes(uint32_t vocab_size, uint32_t ell) {
 
 /* Arena of equally sized bignums handed out in stack order (QSV_ENUM_ARENA_PER_LEVEL per recursion level). */
 typedef struct bn_arena {
-    uint32_t *base;
+    qsv_limb *base;
     size_t limbs; /* per bignum */
     size_t used, count;
 } bn_arena;
@@ -103,7 +105,7 @@ static int ws_layout(uint64_t bits, uint32_t vocab_size, uint32_t ell, void *wor
     if (workspace == NULL || workspace_bytes < bytes_for(bits, vocab_size, ell)) return QSV_CODEC_E_SPACE;
     uintptr_t base = (uintptr_t)workspace;
     uintptr_t aligned = (base + 7u) & ~(uintptr_t)7u;
-    uint32_t *p = (uint32_t *)(void *)((unsigned char *)workspace + (aligned - base));
+    qsv_limb *p = (qsv_limb *)(void *)((unsigned char *)workspace + (aligned - base));
     size_t limbs = limbs_for_bits(bits);
     for (unsigned i = 0; i < QSV_ENUM_NUM_BN; ++i) {
         e->bn[i].d = p;
@@ -128,7 +130,7 @@ static int ws_layout(uint64_t bits, uint32_t vocab_size, uint32_t ell, void *wor
     e->arena.used = 0;
     e->arena.count = arena_count(vocab_size, ell);
     p += e->arena.count * limbs;
-    e->xs = p;
+    e->xs = (uint32_t *)(void *)p;
     return 0;
 }
 
@@ -142,7 +144,7 @@ int qsv_enum_bound_exact(uint32_t vocab_size, uint32_t ell, uint64_t *bits, qsv_
     qsv_bn_set_u32(c, 1);
     int rc = qsv_bn_ratio(c, n - k + 1, 1, k, s); /* C(n, k) */
     if (rc) return rc;
-    uint32_t one_limb = 1;
+    qsv_limb one_limb = 1;
     qsv_bn one = {&one_limb, 1, 1};
     qsv_bn_sub(c, &one);
     *bits = qsv_bn_bitlen(c); /* ceil(log2 C) = bit length of C - 1 */
@@ -214,14 +216,14 @@ static int first_term(qsv_bn *term, uint32_t h, uint32_t nr, uint32_t m, uint32_
 static int ratio2(qsv_bn *b, uint32_t n1, uint32_t n2, uint32_t d1, uint32_t d2) {
     int rc;
     uint64_t np = (uint64_t)n1 * n2, dp = (uint64_t)d1 * d2;
-    if (np <= 0xFFFFFFFFull) {
-        rc = qsv_bn_mul_small(b, (uint32_t)np);
+    if (np <= QSV_LIMB_MAX) {
+        rc = qsv_bn_mul_small(b, (qsv_limb)np);
     } else {
         rc = qsv_bn_mul_small(b, n1);
         if (!rc) rc = qsv_bn_mul_small(b, n2);
     }
     if (rc) return rc;
-    if (dp <= 0xFFFFFFFFull) return qsv_bn_div_small(b, (uint32_t)dp) ? QSV_CODEC_E_INTERNAL : 0;
+    if (dp <= QSV_LIMB_MAX) return qsv_bn_div_small(b, (qsv_limb)dp) ? QSV_CODEC_E_INTERNAL : 0;
     if (qsv_bn_div_small(b, d1) != 0) return QSV_CODEC_E_INTERNAL;
     return qsv_bn_div_small(b, d2) ? QSV_CODEC_E_INTERNAL : 0;
 }
@@ -343,11 +345,15 @@ int qsv_enum_write(const qsv_codec_params *p, const uint32_t *indices, const uin
     if (rc) return rc;
     const uint64_t bits = p->bound_bits;
     if (qsv_bn_bitlen(idx) > bits) return QSV_CODEC_E_INTERNAL;
-    /* MSB first: the top (bits % 32) bits, then whole limbs downwards */
-    size_t limbs = (size_t)(bits / 32);
-    unsigned top = (unsigned)(bits % 32);
-    if (top) qsv_bw_put(w, limbs < idx->n ? idx->d[limbs] : 0u, top);
-    for (size_t i = limbs; i-- > 0;) qsv_bw_put(w, i < idx->n ? idx->d[i] : 0u, 32);
+    /* MSB first: bit (bits-1) of the index down to bit 0, 32 bits per put */
+    for (uint64_t pos = bits; pos > 0;) {
+        unsigned take = pos % 32 ? (unsigned)(pos % 32) : 32u;
+        pos -= take;
+        size_t li = (size_t)(pos / QSV_LIMB_BITS);
+        unsigned sh = (unsigned)(pos % QSV_LIMB_BITS); /* a multiple of 32 */
+        uint32_t chunk = li < idx->n ? (uint32_t)(idx->d[li] >> sh) : 0u;
+        qsv_bw_put(w, chunk, take);
+    }
     return 0;
 }
 
@@ -359,17 +365,16 @@ int qsv_enum_read(const qsv_codec_params *p, qsv_bitreader *rd, uint32_t *indice
     qsv_bn *r = &e.bn[0], *term = &e.bn[1], *rank_s = &e.bn[3], *cl = &e.bn[4], *rank_c = &e.bn[5];
     const uint32_t V = p->vocab_size, ell = p->ell;
     const uint64_t bits = p->bound_bits;
-    size_t limbs = (size_t)(bits / 32);
-    unsigned top = (unsigned)(bits % 32);
-    size_t total = limbs + (top ? 1u : 0u);
+    size_t total = (size_t)((bits + QSV_LIMB_BITS - 1) / QSV_LIMB_BITS);
     if (total > r->cap) return QSV_CODEC_E_INTERNAL;
-    if (top) {
-        rc = qsv_br_get(rd, top, &r->d[limbs]);
+    for (size_t i = 0; i < total; ++i) r->d[i] = 0;
+    for (uint64_t pos = bits; pos > 0;) {
+        unsigned take = pos % 32 ? (unsigned)(pos % 32) : 32u;
+        pos -= take;
+        uint32_t chunk;
+        rc = qsv_br_get(rd, take, &chunk);
         if (rc) return rc;
-    }
-    for (size_t i = limbs; i-- > 0;) {
-        rc = qsv_br_get(rd, 32, &r->d[i]);
-        if (rc) return rc;
+        r->d[pos / QSV_LIMB_BITS] |= (qsv_limb)chunk << (pos % QSV_LIMB_BITS);
     }
     r->n = total;
     while (r->n > 0 && r->d[r->n - 1] == 0) --r->n;

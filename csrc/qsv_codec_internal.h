@@ -166,10 +166,35 @@ static inline unsigned qsv_bitlen32(uint32_t x) {
 #endif
 }
 
-/* ---- bignums: little-endian uint32 limbs, normalized (no leading zero limb; zero has n == 0) ---- */
+/* ---- bignums: little-endian limbs, normalized (no leading zero limb; zero has n == 0) ----
+ * 64-bit limbs with 128-bit intermediates where the compiler has them (x86-64, aarch64), else 32-bit limbs.
+ * -DQSV_BN_FORCE_LIMB32 selects the 32-bit path anywhere (to test it). */
+#if defined(__SIZEOF_INT128__) && !defined(QSV_BN_FORCE_LIMB32)
+typedef uint64_t qsv_limb;
+__extension__ typedef unsigned __int128 qsv_dlimb;
+#define QSV_LIMB_BITS 64u
+#else
+typedef uint32_t qsv_limb;
+typedef uint64_t qsv_dlimb;
+#define QSV_LIMB_BITS 32u
+#endif
+#define QSV_LIMB_MAX ((qsv_limb)~(qsv_limb)0)
+
+static inline unsigned qsv_bitlen_limb(qsv_limb x) {
+#if QSV_LIMB_BITS == 64u && (defined(__GNUC__) || defined(__clang__))
+    return x ? 64u - (unsigned)__builtin_clzll((unsigned long long)x) : 0u;
+#else
+    unsigned n = 0;
+    while (x >> 16) {
+        x >>= 16;
+        n += 16;
+    }
+    return n + qsv_bitlen32((uint32_t)x);
+#endif
+}
 
 typedef struct qsv_bn {
-    uint32_t *d;
+    qsv_limb *d;
     size_t n;
     size_t cap;
 } qsv_bn;
@@ -181,27 +206,26 @@ typedef struct qsv_bn_scratch {
     qsv_bn prod;  /* a * num */
     qsv_bn quo;   /* quotient */
     qsv_bn rem;   /* remainder */
-    uint32_t *un; /* normalized dividend, cap + 1 limbs */
-    uint32_t *vn; /* normalized divisor, cap limbs */
+    qsv_limb *un; /* normalized dividend, cap + 1 limbs */
+    qsv_limb *vn; /* normalized divisor, cap limbs */
     size_t cap;
 } qsv_bn_scratch;
 
 void qsv_bn_set_u32(qsv_bn *a, uint32_t v);
 int qsv_bn_copy(qsv_bn *dst, const qsv_bn *src);
 int qsv_bn_cmp(const qsv_bn *a, const qsv_bn *b);
-int qsv_bn_mul_small(qsv_bn *a, uint32_t f);
-uint32_t qsv_bn_div_small(qsv_bn *a, uint32_t d); /* d > 0; returns the remainder */
+int qsv_bn_mul_small(qsv_bn *a, qsv_limb f);
+qsv_limb qsv_bn_div_small(qsv_bn *a, qsv_limb d); /* d > 0; returns the remainder */
 int qsv_bn_add(qsv_bn *a, const qsv_bn *b);
 void qsv_bn_sub(qsv_bn *a, const qsv_bn *b); /* requires a >= b */
 int qsv_bn_mul(qsv_bn *c, const qsv_bn *a, const qsv_bn *b); /* c distinct from a, b */
 /* q = u / v, r = u % v (v != 0; q, r distinct from u, v and each other). */
 int qsv_bn_divmod(qsv_bn *q, qsv_bn *r, const qsv_bn *u, const qsv_bn *v, qsv_bn_scratch *s);
 uint64_t qsv_bn_bitlen(const qsv_bn *a);
-double qsv_bn_ln(const qsv_bn *a); /* natural log (-inf for zero), ~1e-15 relative */
 /* a <- a * prod_{t<c}(num + t) / prod_{t<c}(den + t) (factors < 2^25), in chunks of QSV_RATIO_CHUNK factors: the
  * caller guarantees that every chunk boundary gives an integer. a needs QSV_RATIO_CHUNK_LIMBS limbs of headroom. */
 #define QSV_RATIO_CHUNK 64u
-#define QSV_RATIO_CHUNK_LIMBS 52u
+#define QSV_RATIO_CHUNK_LIMBS (QSV_RATIO_CHUNK * 25u / QSV_LIMB_BITS + 2u)
 int qsv_bn_ratio(qsv_bn *a, uint32_t num, uint32_t den, uint32_t c, qsv_bn_scratch *s);
 
 /* Exact ceil(log2 C(n, k)) with bignums (bn must hold the value; tmp is scratch of the same size). */

@@ -148,8 +148,8 @@ static void test_bounds(void) {
             int rc = ctx_init(&c, V, ell);
             CHECK(rc == 0, "params rc %d", rc);
             qsv_bn_scratch s;
-            size_t L = (size_t)(c.p.bound_bits / 32) + QSV_RATIO_CHUNK_LIMBS + 8;
-            uint32_t *mem = calloc(8 * L + 2, sizeof(uint32_t));
+            size_t L = (size_t)(c.p.bound_bits / QSV_LIMB_BITS) + QSV_RATIO_CHUNK_LIMBS + 8;
+            qsv_limb *mem = calloc(8 * L + 2, sizeof(qsv_limb));
             qsv_bn bn = {mem, 0, L};
             s.num = (qsv_bn){mem + L, 0, L};
             s.den = (qsv_bn){mem + 2 * L, 0, L};
@@ -377,15 +377,15 @@ static void test_tokens(void) {
 
 static void test_divmod(void) {
     enum { L = 64 };
-    uint32_t mem[14 * L + 2];
+    qsv_limb mem[14 * L + 2];
     qsv_bn u = {mem, 0, L}, v = {mem + L, 0, L}, q = {mem + 2 * L, 0, L}, r = {mem + 3 * L, 0, L},
            t = {mem + 4 * L, 0, 2 * L};
     qsv_bn_scratch s = {{mem + 6 * L, 0, L},      {mem + 7 * L, 0, L}, {mem + 8 * L, 0, L}, {mem + 9 * L, 0, L},
                         {mem + 10 * L, 0, L},     mem + 12 * L,        mem + 11 * L,        L};
     for (int rep = 0; rep < 3000; ++rep) {
         size_t nu = 1 + rng_below(40), nv = 1 + rng_below(20);
-        for (size_t i = 0; i < nu; ++i) u.d[i] = (uint32_t)rng_next();
-        for (size_t i = 0; i < nv; ++i) v.d[i] = rep % 4 == 0 ? 0xFFFFFFFFu : (uint32_t)rng_next();
+        for (size_t i = 0; i < nu; ++i) u.d[i] = (qsv_limb)rng_next();
+        for (size_t i = 0; i < nv; ++i) v.d[i] = rep % 4 == 0 ? QSV_LIMB_MAX : (qsv_limb)rng_next();
         if (rep % 5 == 0) v.d[nv - 1] = 1;
         u.n = nu;
         v.n = nv;
@@ -402,28 +402,29 @@ static void test_divmod(void) {
     }
 }
 
-/* Division by one limb (reciprocal method) against schoolbook long division with a hardware divide. */
+/* Division by one limb (reciprocal method) against long division with double-limb arithmetic. */
 static void test_div_small(void) {
-    uint32_t a[40], ref[40];
+    qsv_limb a[40], ref[40];
     for (int rep = 0; rep < 20000; ++rep) {
         size_t n = 1 + rng_below(40);
-        for (size_t i = 0; i < n; ++i) a[i] = (uint32_t)rng_next();
-        if (rep % 7 == 0) a[n - 1] = 0xFFFFFFFFu;
-        uint32_t dv = (uint32_t)rng_next() >> rng_below(32);
-        if (dv == 0) dv = 1 + (uint32_t)rep;
-        if (rep % 11 == 0) dv = 1u << rng_below(32);
-        uint64_t rem = 0;
+        for (size_t i = 0; i < n; ++i) a[i] = (qsv_limb)rng_next();
+        if (rep % 7 == 0) a[n - 1] = QSV_LIMB_MAX;
+        qsv_limb dv = (qsv_limb)rng_next() >> rng_below(QSV_LIMB_BITS);
+        if (dv == 0) dv = 1 + (qsv_limb)rep;
+        if (rep % 11 == 0) dv = (qsv_limb)1 << rng_below(QSV_LIMB_BITS);
+        if (rep % 13 == 0) dv = 1 + rng_below(1u << 24);
+        qsv_dlimb rem = 0;
         for (size_t i = n; i-- > 0;) {
-            uint64_t cur = (rem << 32) | a[i];
-            ref[i] = (uint32_t)(cur / dv);
+            qsv_dlimb cur = (rem << QSV_LIMB_BITS) | a[i];
+            ref[i] = (qsv_limb)(cur / dv);
             rem = cur % dv;
         }
         size_t rn = n;
         while (rn && !ref[rn - 1]) --rn;
         qsv_bn x = {a, n, 40};
         while (x.n && !x.d[x.n - 1]) --x.n;
-        uint32_t r = qsv_bn_div_small(&x, dv);
-        CHECK(r == rem && x.n == rn && memcmp(a, ref, rn * 4) == 0, "div_small rep %d d=%u", rep, dv);
+        qsv_limb r = qsv_bn_div_small(&x, dv);
+        CHECK(r == (qsv_limb)rem && x.n == rn && memcmp(a, ref, rn * sizeof(qsv_limb)) == 0, "div_small rep %d", rep);
     }
 }
 
