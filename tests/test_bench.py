@@ -159,7 +159,7 @@ def test_cli_writes_json_png_and_flags_regressions(plain_broker: int, tmp_path: 
     assert "REGRESSION" in out and f"{len(doc['metrics'])} regression(s)" in out
     cmp_doc = json.loads((tmp_path / "cmp" / "bench.json").read_text())
     assert sorted(cmp_doc["baseline"]["regressions"]) == sorted(doc["metrics"])
-    assert all(c["ratio"] > 50 for c in cmp_doc["baseline"]["comparisons"])
+    assert all(c["ratio"] > 1.15 and c["regression"] for c in cmp_doc["baseline"]["comparisons"])
 
 
 def test_cli_rejects_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
