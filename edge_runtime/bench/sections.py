@@ -89,11 +89,11 @@ def export_dir_of(cfg: BoardConfig, override: Path | None) -> tuple[Path | None,
 
 def bench_slm(cfg: BoardConfig, export_dir: Path | None, threads: Sequence[int], variants: Sequence[str],
               prompt_tokens: int = 64, decode_tokens: int = 32, seed: int = 0, progress: bool = False) -> Section:
+    directory, reason = export_dir_of(cfg, export_dir)  # first: cheap, and the import below pulls in torch
+    if directory is None:
+        return Section.unavailable("slm", reason)
     slm_mod, reason = _import("edge_runtime.slm")
     if slm_mod is None:
-        return Section.unavailable("slm", reason)
-    directory, reason = export_dir_of(cfg, export_dir)
-    if directory is None:
         return Section.unavailable("slm", reason)
     section = Section("slm", details={"export_dir": str(directory), "prompt_tokens": prompt_tokens,
                                       "decode_tokens": decode_tokens, "spinning": cfg.model.onnxruntime.spinning,
@@ -232,13 +232,13 @@ def bench_mqtt(cfg: BoardConfig, count: int = 50, timeout_s: float = 5.0, topic:
 # ------------------------------------------------------------------------------------------------------------------ e2e
 def bench_e2e(cfg: BoardConfig, export_dir: Path | None, tokens: int = 96, seed: int = 0,
               progress: bool = False) -> Section:
+    directory, reason = export_dir_of(cfg, export_dir)
+    if directory is None:
+        return Section.unavailable("e2e", reason)
     drafter_mod, reason = _import("edge_runtime.drafter")
     slm_mod, reason2 = _import("edge_runtime.slm")
     if drafter_mod is None or slm_mod is None:
         return Section.unavailable("e2e", reason or reason2)
-    directory, reason = export_dir_of(cfg, export_dir)
-    if directory is None:
-        return Section.unavailable("e2e", reason)
     ort = cfg.model.onnxruntime
     variant = "int8" if ort.int8 else "fp32"
     threads = ort.intra_op_threads or (os.cpu_count() or 1)
