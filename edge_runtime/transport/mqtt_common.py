@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import select
 import socket
 import ssl
 import struct
@@ -129,10 +130,34 @@ class LoopDriver:
                          self.endpoint.port, exc, self._backoff)
                 self._schedule_reconnect()
                 return
-        rc = self.client.loop(timeout=max(0.0, timeout_s))
+        rc = self._loop_once(max(0.0, timeout_s))
         if rc != mqtt.MQTT_ERR_SUCCESS:
             log.info("connection lost (%s); reconnecting", mqtt.error_string(rc))
             self._schedule_reconnect()
+
+    def _loop_once(self, timeout_s: float) -> mqtt.MQTTErrorCode:
+        """One select + read + write + keepalive step through paho's external-event-loop API (``socket``,
+        ``want_write``, ``loop_read``, ``loop_write``, ``loop_misc``). Unlike ``Client.loop`` this needs no
+        wake-up socket pair, which would cost a send, a recv and a wider select on every queued packet."""
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return mqtt.MQTT_ERR_NO_CONN
+        pending = sock.pending() if hasattr(sock, "pending") else 0  # bytes already decrypted by TLS
+        try:
+            readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [],
+                                                  0.0 if pending else timeout_s)
+        except (OSError, ValueError, TypeError):  # socket closed under us
+            return mqtt.MQTT_ERR_CONN_LOST
+        if readable or pending:
+            rc = client.loop_read()
+            if rc != mqtt.MQTT_ERR_SUCCESS or client.socket() is None:
+                return rc or mqtt.MQTT_ERR_CONN_LOST
+        if writable or client.want_write():
+            rc = client.loop_write()
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                return rc
+        return client.loop_misc()
 
     def _schedule_reconnect(self) -> None:
         self.connection_losses += 1
@@ -151,7 +176,7 @@ class LoopDriver:
     def close(self) -> None:
         if self.client.is_connected():
             self.client.disconnect()
-            self.client.loop(timeout=0.05)
+            self._loop_once(0.05)
 
 
 class _PrepackedProperties(Properties):
