@@ -246,6 +246,9 @@ def plot(results: list[PolicyResult], out: Path, training: dict[str, list[float]
             ax2.step(t, [d.ell for d in decs], where="post", color="tab:green", label="ℓ")
             ax2.set_ylabel("ℓ", color="tab:green")
             ax2.set_yscale("log")
+            used = sorted({d.ell for d in decs})
+            ax2.set_yticks(used, [str(e) for e in used])
+            ax2.minorticks_off()
             hi = max(x.observation.drafted for x in rounds)
             ax.fill_between(t, 0, [hi if x.channel_state else 0 for x in rounds], step="post", alpha=0.12,
                             color="tab:orange", label="high-rate state")

@@ -66,6 +66,7 @@ class MarkovChannel:
         self.spec = spec
         self._rng = np.random.default_rng(seed)
         self._p = np.asarray(spec.transitions, dtype=np.float64)
+        self._cum = np.cumsum(self._p, axis=1)
         k = len(spec.rates_bps)
         self.state = int(self._rng.choice(k, p=spec.stationary)) if initial_state is None else int(initial_state)
         if not 0 <= self.state < k:
@@ -73,7 +74,8 @@ class MarkovChannel:
 
     def step(self) -> int:
         """Redraw the state for the next round; returns it."""
-        self.state = int(self._rng.choice(self._p.shape[0], p=self._p[self.state]))
+        row = self._cum[self.state]
+        self.state = min(int(np.searchsorted(row, self._rng.random() * row[-1], side="right")), row.size - 1)
         return self.state
 
     @property
