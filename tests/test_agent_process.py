@@ -73,13 +73,13 @@ def host(pty_pair: tuple[str, str]) -> Iterator[serial.Serial]:
 
 
 def wait_ready(host: serial.Serial) -> Flasher:
-    flasher = Flasher(host, timeout=0.3, retries=30)  # agent start-up (imports) takes a moment
+    flasher = Flasher(host, timeout=0.3, retries=60)  # agent start-up (imports) takes a moment on a loaded machine
     flasher.hello()
     flasher.retries = 3
     return flasher
 
 
-def wait_for(predicate, timeout: float = 5.0) -> None:  # noqa: ANN001
+def wait_for(predicate, timeout: float = 15.0) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -160,7 +160,7 @@ def test_sigkill_during_the_write_keeps_the_previous_config(
 
     def flash_b() -> None:
         try:
-            outcome["result"] = Flasher(host, timeout=0.5, retries=1).flash(CONFIG_B)
+            outcome["result"] = Flasher(host, timeout=1.5, retries=1).flash(CONFIG_B)
         except FlashError as exc:
             outcome["error"] = exc
 
