@@ -82,7 +82,7 @@ def write_png(path: Path, sections: list[Section], meta: dict[str, Any], rows: l
     by_name = {s.name: s for s in sections}
     panels = [name for name in ("core", "slm", "mqtt", "e2e") if name in by_name]
     n = len(panels) + 1
-    heights = [1.3 if name == "e2e" or not by_name[name].available else 3.0 for name in panels] + [3.0]
+    heights = [1.3 if name == "e2e" or not by_name[name].available else 3.0 for name in panels] + [3.0 if rows else 1.0]
     fig, axes = plt.subplots(n, 1, figsize=(10, 1.1 * sum(heights) + 0.6), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, name in zip(axes[:, 0], panels, strict=False):
