@@ -53,18 +53,20 @@ def mosquitto_open_broker(tmp_path: Path) -> Iterator:
 
 @pytest.fixture
 def spawn_verifier(tmp_path: Path) -> Iterator[Callable[..., list[subprocess.Popen]]]:
-    """``spawn_verifier(broker, "w1", "w2", tls=True, idle_timeout=30.0)`` starts the workers in parallel and
-    returns their processes once all are subscribed."""
+    """``spawn_verifier(broker, "w1", "w2", tls=True, idle_timeout=30.0, verifier=("--toy",))`` starts the workers
+    in parallel and returns their processes once all are subscribed (``verifier``: the handler options, e.g.
+    ``("--random-model", "tiny")`` for the PyTorch verifier)."""
     procs: list[subprocess.Popen] = []
 
-    def spawn(broker, *worker_ids: str, tls: bool = True, idle_timeout: float = 30.0) -> list[subprocess.Popen]:  # noqa: ANN001
+    def spawn(broker, *worker_ids: str, tls: bool = True, idle_timeout: float = 30.0,  # noqa: ANN001
+              verifier: tuple[str, ...] = ("--toy",)) -> list[subprocess.Popen]:
         ep = broker.endpoint("verifier", tls)
         pw = tmp_path / "verifier.pw"
         pw.write_text(broker.passwords["verifier"])
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         started = []
         for worker_id in worker_ids:
-            cmd = [sys.executable, "-m", "cloud_verifier.mqtt_service", "--toy", "--worker-id", worker_id,
+            cmd = [sys.executable, "-m", "cloud_verifier.mqtt_service", *verifier, "--worker-id", worker_id,
                    "--host", ep.host, "--port", str(ep.port), "--idle-timeout", str(idle_timeout),
                    "--log-level", "WARNING"]
             if ep.username:

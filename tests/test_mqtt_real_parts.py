@@ -7,6 +7,9 @@ by the drafter for that reason."""
 from __future__ import annotations
 
 import hashlib
+import signal
+import threading
+import time
 
 import pytest
 
@@ -82,3 +85,35 @@ def test_real_parts_survive_a_worker_loss(mosquitto_broker, target: TargetModel)
             w.stop()
     assert faulty == clean
     assert clean_remote.stats.rounds < N_TOKENS  # some drafts were accepted (more than one token per round)
+
+
+@pytest.mark.slow  # two worker processes import torch + transformers: ~10 s idle, ~50 s on a loaded 2-vCPU VM
+def test_kill9_of_a_pytorch_worker_process(mosquitto_broker, spawn_verifier) -> None:
+    """Two ``qsv-verifier-mqtt --random-model tiny`` processes; the one holding the session gets SIGKILL after a
+    few rounds; the board resyncs on the other; same tokens as the fault-free run through the same workers."""
+    procs = dict(zip(("pt-1", "pt-2"), spawn_verifier(mosquitto_broker, "pt-1", "pt-2",
+                                                      verifier=("--random-model", "tiny", "--device", "cpu")),
+                     strict=True))
+    config = EdgeTransportConfig(feedback_timeout_s=1.0, open_timeout_s=2.0)
+
+    def run(device: str, kill_after: int | None) -> tuple[list[int], RemoteVerifier]:
+        drafter = Drafter(ToySLM(ToyModel(vocab_size=VOCAB, seed=3, scale=3.0)), DraftConfig(ell=240), seed=8)
+        remote = RemoteVerifier(device, mosquitto_broker.endpoint(device), config).connect()
+        if kill_after is not None:
+            def killer() -> None:
+                while remote.stats.rounds < kill_after:
+                    time.sleep(0.002)
+                procs[remote.worker_id].send_signal(signal.SIGKILL)
+
+            threading.Thread(target=killer, daemon=True).start()
+        try:
+            out = run_remote_generation(drafter, remote, PROMPT, 32, L, seed=5, vocab_hash=bytes(32))
+        finally:
+            remote.disconnect()
+        return out.tokens, remote
+
+    clean, _ = run("dev-a", None)
+    faulty, remote = run("dev-c", 3)
+    assert remote.stats.resyncs >= 1
+    assert sum(p.poll() == -signal.SIGKILL for p in procs.values()) == 1
+    assert faulty == clean and len(clean) == 32
