@@ -104,6 +104,7 @@ class ServiceConfig:
     rate_per_s: float = 200.0  # per device; a board sends one draft per round
     rate_burst: float = 50.0
     reply_expiry_s: int = 30
+    max_sessions_per_device: int = 4  # a device opening more evicts its least recently active session
     use_submit: bool = True  # handlers with submit() -> Future (the batching VerifierService) run asynchronously
     limits: Limits = field(default_factory=Limits)
 
@@ -281,9 +282,20 @@ class MqttVerifierService:
             self.stats.errors += 1
             self._reply(device, encode(result), item.correlation)
             return
+        if held is None:
+            self._evict_excess(device)
         self.sessions[msg.session_id] = _Session(device, msg.next_round_seq - 1, None, self.clock())
         ack = OpenAck(msg.session_id, self.config.worker_id, result, msg.next_round_seq)
         self._reply(device, encode(ack), item.correlation)
+
+    def _evict_excess(self, device: str) -> None:
+        """Make room for one more session of ``device`` (bounded state per device, whatever it sends)."""
+        own = sorted((st.last_active, sid) for sid, st in self.sessions.items() if st.device_id == device)
+        for _, sid in own[: max(0, len(own) - self.config.max_sessions_per_device + 1)]:
+            log.info("worker %s: device %s over its session limit, session %x evicted", self.config.worker_id,
+                     device, sid)
+            self.sessions.pop(sid)
+            self.handler.close(sid)
 
     def _round(self, device: str, msg: DraftRound, item: _Inbound) -> None:
         sid, seq = msg.session_id, msg.round_seq

@@ -178,6 +178,24 @@ def test_bad_input_gets_an_error_reply_and_the_worker_survives(mosquitto_broker,
         assert generate_remote(remote, PROMPT, 20, 3, 240, seed=2) == reference_generation(PROMPT, 20, 3, 240, 2)
 
 
+def test_sessions_per_device_are_bounded(mosquitto_broker) -> None:
+    service = MqttVerifierService(ToyVerifier(), mosquitto_broker.endpoint("verifier"),
+                                  ServiceConfig("w-cap", group="g-cap", max_sessions_per_device=2)).start()
+    remotes = [RemoteVerifier("dev-c", mosquitto_broker.endpoint("dev-c"), FAST).connect() for _ in range(3)]
+    try:
+        for r in remotes:
+            r.open(PROMPT, SamplingParams(seed=3), 64, TOY_VOCAB_HASH)
+        assert sorted(service.sessions) == sorted(r.session_id for r in remotes[1:])  # the oldest was evicted
+        assert set(service.handler.sessions) == set(service.sessions)
+        tokens, blobs = ToyDrafter().draft(remotes[0].history, 2, 240, 3)
+        remotes[0].verify(tokens, blobs, 240, TOY_CODEC_MODE)  # evicted: UNKNOWN_SESSION, resync, verified
+        assert remotes[0].stats.resyncs == 1 and len(service.sessions) == 2
+    finally:
+        for r in remotes:
+            r.disconnect()
+        service.stop()
+
+
 def test_rate_limit_replies_and_the_board_backs_off(mosquitto_broker) -> None:
     service = MqttVerifierService(ToyVerifier(), mosquitto_broker.endpoint("verifier"),
                                   ServiceConfig("w-rate", group="g-rate", rate_per_s=40.0, rate_burst=3.0)).start()
