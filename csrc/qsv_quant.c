@@ -20,21 +20,21 @@
 #define QB 64u /* block length of the kernels */
 #define QL 8u  /* float lanes */
 
-/* Polynomial expf: e^x = 2^n * (1 + r + r^2 P(r)), n = round(x log2 e), r = x - n ln 2 (Cody-Waite split),
- * P cubic, fitted for relative error (max 1.8e-7 over [-87, 0] in float32 arithmetic). */
-#define QSV_EXP_LO (-87.0f)
+/* Polynomial exp2f: 2^y = 2^n * (1 + f Q(f)), n = round(y), f = y - n (exact), Q quartic fitted for relative error
+ * (max 1.9e-7 over [-125, 0] in float32 arithmetic); y < -125 is clamped. e^t is computed as 2^(t log2 e), with
+ * log2 e folded into the temperature scale. */
+#define QSV_EXP2_LO (-125.0f)
 #define QSV_LOG2EF 1.44269504088896341f
 #define QSV_MAGIC 12582912.0f /* 1.5 * 2^23: adding it rounds to an integer */
-#define QSV_LN2_HI 0.693359375f
-#define QSV_LN2_LO (-2.12194440e-4f)
-#define QSV_P0 8.312524e-03f
-#define QSV_P1 4.189012e-02f
-#define QSV_P2 1.6667114e-01f
-#define QSV_P3 4.999923e-01f
+#define QSV_Q0 1.3264727e-03f
+#define QSV_Q1 9.671513e-03f
+#define QSV_Q2 5.5507336e-02f
+#define QSV_Q3 2.4022242e-01f
+#define QSV_Q4 6.93147e-01f
 
 #define THRESH_X 0.495       /* first candidate threshold on x = ell q: everything below rounds to 0 */
 #define LOWER_FACTOR 0.0625  /* threshold drop when the d > 0 fix needs entries below it */
-#define SKIP_MARGIN 1e-4     /* log-domain safety margin of the block skip (>> error of fexp_s) */
+#define SKIP_MARGIN 1e-4     /* log-domain safety margin of the block skip (>> error of fexp2_s) */
 #define PROB_SUM_TOL 1e-3
 
 static inline uint32_t f2u(float f) {
@@ -49,26 +49,20 @@ static inline float u2f(uint32_t u) {
     return f;
 }
 
-/* Scalar twin of the vector exp: same operations in the same order (the AVX2 kernel fuses the multiply-adds).
- * x must not be NaN; x < -87 is clamped to -87 (e^-87 ~ 1.6e-38 instead of a smaller value). */
-static inline float fexp_s(float x) {
-    x = x > QSV_EXP_LO ? x : QSV_EXP_LO;
-    float fx = x * QSV_LOG2EF;
-    fx = fx + QSV_MAGIC;
-    const uint32_t pw = f2u(fx) << 23; /* = n << 23 (mod 2^32), n = round(x log2 e) */
-    fx = fx - QSV_MAGIC;
-    float r = fx * -QSV_LN2_HI;
-    r = r + x;
-    float c = fx * -QSV_LN2_LO;
-    r = c + r;
-    float p = QSV_P0 * r;
-    p = p + QSV_P1;
-    p = p * r + QSV_P2;
-    p = p * r + QSV_P3;
-    p = p * r;
-    p = p * r;
-    p = p + r;
-    p = p + 1.0f;
+/* Scalar twin of the vector exp2: same operations in the same order (the AVX2 kernel fuses the multiply-adds).
+ * y must not be NaN; y < -125 is clamped to -125 (2^-125 ~ 2.4e-38 instead of a smaller value). */
+static inline float fexp2_s(float y) {
+    y = y > QSV_EXP2_LO ? y : QSV_EXP2_LO;
+    float fy = y + QSV_MAGIC;
+    const uint32_t pw = f2u(fy) << 23; /* = n << 23 (mod 2^32), n = round(y) */
+    fy = fy - QSV_MAGIC;
+    const float f = y - fy;
+    float p = QSV_Q0 * f;
+    p = p + QSV_Q1;
+    p = p * f + QSV_Q2;
+    p = p * f + QSV_Q3;
+    p = p * f + QSV_Q4;
+    p = p * f + 1.0f;
     return u2f(f2u(p) + pw);
 }
 
@@ -93,7 +87,7 @@ static int tail_max(const float *z, uint32_t n, uint32_t nb, float *bmax, float 
     return bad == 0.0f;
 }
 
-static double tail_exp(const float *z, uint32_t n, uint32_t nb, float m, float inv_t, const float *bmax,
+static double tail_exp(const float *z, uint32_t n, uint32_t nb, float m, float inv_t, float c2, const float *bmax,
                        float t_skip, float *e) {
     double s = 0.0;
     if (nb * QB < n && block_t(bmax[nb], m, inv_t) < t_skip) {
@@ -101,9 +95,9 @@ static double tail_exp(const float *z, uint32_t n, uint32_t nb, float m, float i
         return 0.0;
     }
     for (uint32_t i = nb * QB; i < n; i++) {
-        float t = z[i] - m;
-        t = t * inv_t;
-        e[i] = fexp_s(t);
+        float y = z[i] - m;
+        y = y * c2;
+        e[i] = fexp2_s(y);
         s += (double)e[i];
     }
     return s;
@@ -160,7 +154,8 @@ static int s_k_max(const float *z, uint32_t n, float *bmax, float *out_m) {
     return finite;
 }
 
-static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, const float *bmax, float t_skip, float *e) {
+static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax, float t_skip,
+                      float *e) {
     const uint32_t nb = n / QB;
     double s = 0.0;
     for (uint32_t b = 0; b < nb; b++) {
@@ -173,9 +168,9 @@ static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, const fl
         float acc[QL] = {0};
         for (unsigned v = 0; v < QB / QL; v++) {
             for (unsigned j = 0; j < QL; j++) {
-                float t = zb[v * QL + j] - m;
-                t = t * inv_t;
-                const float ev = fexp_s(t);
+                float y = zb[v * QL + j] - m;
+                y = y * c2;
+                const float ev = fexp2_s(y);
                 eb[v * QL + j] = ev;
                 acc[j] = acc[j] + ev;
             }
@@ -184,7 +179,7 @@ static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, const fl
         for (unsigned j = 1; j < QL; j++) bs += acc[j];
         s += (double)bs;
     }
-    return s + tail_exp(z, n, nb, m, inv_t, bmax, t_skip, e);
+    return s + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
 }
 
 static uint32_t s_k_collect(const float *e, uint32_t n, const float *bmax, float m, float inv_t, float t_skip, float thr,
@@ -205,7 +200,7 @@ static uint32_t s_k_collect(const float *e, uint32_t n, const float *bmax, float
 }
 
 static void s_k_fexp(const float *in, float *out, uint32_t n) {
-    for (uint32_t i = 0; i < n; i++) out[i] = fexp_s(in[i]);
+    for (uint32_t i = 0; i < n; i++) out[i] = fexp2_s(in[i] * QSV_LOG2EF);
 }
 
 /* ---- vector kernels ---- */
@@ -241,7 +236,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #endif
 
 typedef int (*max_fn)(const float *, uint32_t, float *, float *);
-typedef double (*exp_fn)(const float *, uint32_t, float, float, const float *, float, float *);
+typedef double (*exp_fn)(const float *, uint32_t, float, float, float, const float *, float, float *);
 typedef void (*fexp_fn)(const float *, float *, uint32_t);
 typedef uint32_t (*collect_fn)(const float *, uint32_t, const float *, float, float, float, float, double, uint32_t *,
                                double *);
@@ -584,7 +579,7 @@ typedef struct {
     uint32_t argmax; /* greedy */
     uint32_t nk;     /* sparse: kept entries in cidx / cx (cx = x) */
     double scale;    /* dense: x_i = e_i * scale */
-    float m, inv_t;
+    float m, inv_t, c2; /* c2 = log2(e) / T: the scale of the exp2 kernels */
 } prep_t;
 
 static uint32_t first_argmax(const float *z, uint32_t v, const float *bmax, float m) {
@@ -617,7 +612,7 @@ static uint32_t collect_z(const float *z, uint32_t v, const float *bmax, float t
 }
 
 /* Tokens with e >= thr into cidx, x = e * scale into cx. Blocks whose maximum logit maps below thr are skipped
- * (SKIP_MARGIN in the log domain covers the error of fexp_s). */
+ * (SKIP_MARGIN in the log domain covers the error of fexp2_s). */
 static uint32_t collect_e(const kernels_t *kern, const float *e, uint32_t v, const float *bmax, float m, float inv_t,
                           float thr, double scale, uint32_t *cidx, double *cx) {
     const float t_skip = thr > 0.0f ? (float)(log((double)thr) - SKIP_MARGIN) : -INFINITY;
@@ -691,11 +686,13 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
         return QSV_OK;
     }
     const float inv_t = (float)(1.0 / temperature);
+    const float c2 = (float)(1.4426950408889634 / temperature);
     p->inv_t = inv_t;
+    p->c2 = c2;
     const int use_k = top_k > 0 && top_k < v;
     const int use_p = top_p < 1.0;
     if (!use_k && !use_p) {
-        const double s = kern->kexp(z, v, m, inv_t, bmax, exp_skip_t(v), w->e);
+        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, exp_skip_t(v), w->e);
         p->mode = PREP_DENSE;
         p->scale = (double)ell / s;
         return QSV_OK;
@@ -725,10 +722,10 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
                 ties--;
             }
             if (keep) {
-                float t = (float)w->cx[j] - m;
-                t = t * inv_t;
+                float y = (float)w->cx[j] - m;
+                y = y * c2;
                 w->cidx[out] = w->cidx[j];
-                w->cx[out] = (double)fexp_s(t);
+                w->cx[out] = (double)fexp2_s(y);
                 out++;
             }
         }
@@ -736,7 +733,7 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
         for (uint32_t j = 0; j < k; j++) total += w->cx[j];
     } else {
         /* top-p over all: candidates e >= thr until they hold at least top_p of the mass */
-        const double s = kern->kexp(z, v, m, inv_t, bmax, exp_skip_t(v), w->e);
+        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, exp_skip_t(v), w->e);
         total = s;
         const double target = top_p * s;
         float thr = 1.0f / 64.0f;

@@ -18,21 +18,19 @@
 /* any lane of an integer mask set */
 #define VANY(mask) vany_(&(mask), sizeof(mask))
 #define VMAX(a, b) ((qv_f)(((qv_i)(a) & ((a) > (b))) | ((qv_i)(b) & ~((a) > (b)))))
-/* x = fexp_s(x) lane-wise (same operations in the same order; VFMA is a fused multiply-add only on AVX2) */
-#define VEXP(x)                                                                                                      \
+/* x = fexp2_s(x) lane-wise (same operations in the same order; VFMA is a fused multiply-add only on AVX2) */
+#define VEXP2(x)                                                                                                     \
     do {                                                                                                             \
-        (x) = VMAXK((x), VSPLAT(QSV_EXP_LO));                                                                        \
-        qv_f fx_ = VFMA((x), VSPLAT(QSV_LOG2EF), VSPLAT(QSV_MAGIC));                                                 \
-        const qv_u pw_ = (qv_u)fx_ << 23;                                                                            \
-        fx_ = fx_ - VSPLAT(QSV_MAGIC);                                                                               \
-        qv_f r_ = VFMA(fx_, VSPLAT(-QSV_LN2_HI), (x));                                                               \
-        r_ = VFMA(fx_, VSPLAT(-QSV_LN2_LO), r_);                                                                     \
-        qv_f p_ = VFMA(VSPLAT(QSV_P0), r_, VSPLAT(QSV_P1));                                                          \
-        p_ = VFMA(p_, r_, VSPLAT(QSV_P2));                                                                           \
-        p_ = VFMA(p_, r_, VSPLAT(QSV_P3));                                                                           \
-        p_ = p_ * r_;                                                                                                \
-        p_ = VFMA(p_, r_, r_);                                                                                       \
-        p_ = p_ + VSPLAT(1.0f);                                                                                      \
+        (x) = VMAXK((x), VSPLAT(QSV_EXP2_LO));                                                                       \
+        qv_f fy_ = (x) + VSPLAT(QSV_MAGIC);                                                                          \
+        const qv_u pw_ = (qv_u)fy_ << 23;                                                                            \
+        fy_ = fy_ - VSPLAT(QSV_MAGIC);                                                                               \
+        const qv_f f_ = (x) - fy_;                                                                                   \
+        qv_f p_ = VFMA(VSPLAT(QSV_Q0), f_, VSPLAT(QSV_Q1));                                                          \
+        p_ = VFMA(p_, f_, VSPLAT(QSV_Q2));                                                                           \
+        p_ = VFMA(p_, f_, VSPLAT(QSV_Q3));                                                                           \
+        p_ = VFMA(p_, f_, VSPLAT(QSV_Q4));                                                                           \
+        p_ = VFMA(p_, f_, VSPLAT(1.0f));                                                                             \
         (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
     } while (0)
 
@@ -50,7 +48,7 @@ static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m
             qv_f w;
             VLD(w, zb + v * QL);
             bad = bad + (w - w);
-            mx = VMAX(w, mx);
+            mx = VMAXK(w, mx);
         }
         float l[QL];
         memcpy(l, &mx, sizeof l);
@@ -69,11 +67,11 @@ static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m
 }
 
 /* e_i = fexp((z_i - m) * inv_t) into e; returns the sum (8 float lanes per block, block sums in double). */
-static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, const float *bmax, float t_skip,
-                                float *e) {
+static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax,
+                                float t_skip, float *e) {
     const uint32_t nb = n / QB;
     const qv_f vm = VSPLAT(m);
-    const qv_f vi = VSPLAT(inv_t);
+    const qv_f vc = VSPLAT(c2);
     double s = 0.0;
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
@@ -87,8 +85,8 @@ static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, 
             qv_f t;
             VLD(t, zb + v * QL);
             t = t - vm;
-            t = t * vi;
-            VEXP(t);
+            t = t * vc;
+            VEXP2(t);
             VST(eb + v * QL, t);
             acc = acc + t;
         }
@@ -98,7 +96,7 @@ static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, 
         for (unsigned j = 1; j < QL; j++) bs += l[j];
         s += (double)bs;
     }
-    return s + tail_exp(z, n, nb, m, inv_t, bmax, t_skip, e);
+    return s + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
 }
 
 /* Tokens with e >= thr (e > 0 when thr = 0 is not required: thr = 0 takes all) into cidx, e * scale into cx;
@@ -133,10 +131,11 @@ static KATTR void KN(k_fexp)(const float *in, float *out, uint32_t n) {
     for (; i + QL <= n; i += QL) {
         qv_f x;
         VLD(x, in + i);
-        VEXP(x);
+        x = x * VSPLAT(QSV_LOG2EF);
+        VEXP2(x);
         VST(out + i, x);
     }
-    for (; i < n; i++) out[i] = fexp_s(in[i]);
+    for (; i < n; i++) out[i] = fexp2_s(in[i] * QSV_LOG2EF);
 }
 
 #undef KN
@@ -146,4 +145,4 @@ static KATTR void KN(k_fexp)(const float *in, float *out, uint32_t n) {
 #undef VST
 #undef VSPLAT
 #undef VMAX
-#undef VEXP
+#undef VEXP2
