@@ -185,3 +185,18 @@ def test_ddqn_channel_state_from_estimator_without_view() -> None:
     ctl.observe(RoundObservation(240, [0.9] * 3, 3, 0.01, 0.03, bits, elapsed_s=0.02 + bits / 2e6 + 0.03))
     assert ctl.state(None)[WINDOW + 2] == 0.0
     assert ctl.state(ChannelView.from_rate(6e6, state=1))[WINDOW + 2] == 1.0
+
+
+def test_observation_from_drafter_round_and_trace_record() -> None:
+    from edge_runtime.drafter import DraftRound
+
+    draft = DraftRound(tokens=[5, 9, 2], points=[], ell=240, mode="qs", entropies=[1.0, 0.5, 2.0],
+                       confidences=[0.9, 0.95, 0.4], slm_seconds=0.02, core_seconds=0.003, stats_seconds=0.001)
+    o = RoundObservation.from_draft_round(draft, accepted=2, verify_s=0.03, uplink_bits=8000, elapsed_s=0.06,
+                                          alphas=[0.99, 0.97, 0.2])
+    assert o.drafted == 3 and o.ell == 240 and o.draft_s == pytest.approx(0.024)
+    assert o.round_record(4) == {"seq": 4, "L": 3, "ell": 240, "accepted": 2, "draft_s": pytest.approx(0.024),
+                                 "verify_s": 0.03, "uplink_bits": 8000, "elapsed_s": 0.06}
+    draft.confidences = []
+    with pytest.raises(ControllerError, match="record_stats"):
+        RoundObservation.from_draft_round(draft, 0, 0.03, 8000, 0.06)

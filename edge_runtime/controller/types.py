@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class ControllerError(ValueError):
@@ -94,3 +95,29 @@ class RoundObservation:
     @property
     def drafted(self) -> int:
         return len(self.confidences)
+
+    @classmethod
+    def from_draft_round(
+        cls,
+        draft: Any,
+        accepted: int,
+        verify_s: float,
+        uplink_bits: int,
+        elapsed_s: float | None,
+        alphas: Sequence[float] | None = None,
+        downlink_bits: int = 0,
+    ) -> RoundObservation:
+        """From the drafter's ``DraftRound`` (confidences, entropies, ell, slm/core/stats seconds) and the verifier's
+        feedback. The drafter must record stats (``DraftConfig.record_stats``) so that confidences are present."""
+        confs = list(getattr(draft, "confidences", []))
+        if len(confs) != len(getattr(draft, "tokens", confs)):
+            raise ControllerError("draft round has no per-token confidences (enable record_stats)")
+        draft_s = sum(float(getattr(draft, k, 0.0)) for k in ("slm_seconds", "core_seconds", "stats_seconds"))
+        return cls(ell=int(draft.ell), confidences=confs, accepted=accepted, draft_s=draft_s,
+                   verify_s=verify_s, uplink_bits=uplink_bits, elapsed_s=elapsed_s, alphas=alphas,
+                   entropies=list(getattr(draft, "entropies", [])) or None, downlink_bits=downlink_bits)
+
+    def round_record(self, seq: int) -> dict:
+        """The trace's ``round`` record (edge_runtime.sim.trace) for this round."""
+        return {"seq": seq, "L": self.drafted, "ell": self.ell, "accepted": self.accepted, "draft_s": self.draft_s,
+                "verify_s": self.verify_s, "uplink_bits": self.uplink_bits, "elapsed_s": self.elapsed_s}
