@@ -87,7 +87,7 @@ def run_mode(target: TargetModel, vocab_hash: bytes | None, sessions: int, batch
         service.open(b.open_msg(vocab_hash))
     bar = tqdm(total=sessions * args.rounds, desc=f"{sessions:>2} sessions {'batched' if batched else 'serial '}",
                leave=False)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if batched:
         errors: list[BaseException] = []
 
@@ -128,12 +128,14 @@ def run_mode(target: TargetModel, vocab_hash: bytes | None, sessions: int, batch
         if failures:
             raise failures[0]
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     bar.close()
     rounds = sessions * args.rounds
     committed = service.metrics.value("emitted_tokens_total")
     forwards = service.metrics._hists["batch_forward_seconds"].n
     return {"sessions": sessions, "mode": "batched" if batched else "one-at-a-time", "seconds": elapsed,
-            "rounds": rounds, "verified_tok_s": rounds * args.draft_len / elapsed,
+            "rounds": rounds, "verified_tok_s": rounds * args.draft_len / elapsed, "cpu_seconds": cpu,
+            "verified_tok_per_cpu_s": rounds * args.draft_len / cpu,
             "committed_tok_s": committed / elapsed,
             "rounds_s": rounds / elapsed, "mean_batch": rounds / max(1, forwards)}
 
@@ -168,12 +170,16 @@ def main(argv: list[str] | None = None) -> int:
             serials.append(run_mode(target, vocab_hash, n, False, args))
             batcheds.append(run_mode(target, vocab_hash, n, True, args))
         ratios = [b["verified_tok_s"] / s["verified_tok_s"] for s, b in zip(serials, batcheds, strict=True)]
+        cpu_ratios = [b["verified_tok_per_cpu_s"] / s["verified_tok_per_cpu_s"]
+                      for s, b in zip(serials, batcheds, strict=True)]
         serial_tok = float(np.median([s["verified_tok_s"] for s in serials]))
         batched_tok = float(np.median([b["verified_tok_s"] for b in batcheds]))
         results.append({"sessions": n, "one_at_a_time": serials, "batched": batcheds, "ratios": ratios,
-                        "median_ratio": float(np.median(ratios))})
+                        "median_ratio": float(np.median(ratios)), "cpu_ratios": cpu_ratios,
+                        "median_cpu_ratio": float(np.median(cpu_ratios))})
         print(f"{n:>8} {serial_tok:>20.1f} {batched_tok:>14.1f} {float(np.median(ratios)):>5.2f}x "
-              f"{batcheds[0]['mean_batch']:>10.1f}  [{', '.join(f'{r:.2f}' for r in ratios)}]", flush=True)
+              f"{batcheds[0]['mean_batch']:>10.1f}  [{', '.join(f'{r:.2f}' for r in ratios)}]"
+              f"  per CPU-second: {float(np.median(cpu_ratios)):.2f}x", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"model": described, "args": vars(args), "results": results}, fh, indent=2)
