@@ -101,6 +101,28 @@ def test_generation_matches_reference(mosquitto_broker, tls: bool) -> None:
     assert service.stats.rounds == remote.stats.rounds > 80 // 5
 
 
+def test_requests_carry_response_topic_correlation_and_expiry(mosquitto_open_broker) -> None:
+    """What the board puts on the wire, seen by a third client on an unauthenticated broker."""
+    spy = RawClient("spy", mosquitto_open_broker.endpoint("dev-a", tls=False))
+    service = MqttVerifierService(ToyVerifier(), mosquitto_open_broker.endpoint("verifier", tls=False),
+                                  ServiceConfig("w-props")).start()
+    try:
+        spy.subscribe("qsv/v1/#")
+        with RemoteVerifier("dev-a", mosquitto_open_broker.endpoint("dev-a", tls=False), FAST) as remote:
+            remote.open(PROMPT, SamplingParams(seed=1), 64, TOY_VOCAB_HASH)
+            seen = [spy.wait_message() for _ in range(2)]
+        request, reply = sorted(seen, key=lambda m: m.topic)
+        assert request.topic == topics.open_topic("dev-a") and reply.topic == topics.feedback_topic("dev-a")
+        assert request.properties.ResponseTopic == topics.feedback_topic("dev-a")
+        assert len(request.properties.CorrelationData) == 13
+        assert 0 < request.properties.MessageExpiryInterval <= FAST.draft_expiry_s
+        assert reply.properties.CorrelationData == request.properties.CorrelationData
+        assert isinstance(decode(reply.payload), OpenAck)
+    finally:
+        service.stop()
+        spy.close()
+
+
 def test_device_cannot_write_or_read_another_devices_topics(mosquitto_broker, verifier_service) -> None:
     """ACLs in the real broker: valid credentials of dev-b give no access to dev-a's topics."""
     victim = RemoteVerifier("dev-a", mosquitto_broker.endpoint("dev-a"), FAST).connect()

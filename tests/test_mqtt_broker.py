@@ -4,6 +4,7 @@ refusals (no client certificate, wrong password, unknown CA) against a real mosq
 from __future__ import annotations
 
 import dataclasses
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -70,6 +71,11 @@ def test_clis_generate_a_complete_setup(tmp_path: Path) -> None:
         assert (tmp_path / "b" / name).exists(), name
     passwd = (tmp_path / "b" / "passwd").read_text()
     assert passwd.count("$7$") == 3  # hashed by mosquitto_passwd, no plaintext
+    creds = json.loads((tmp_path / "b" / "credentials.json").read_text())
+    assert ((tmp_path / "b" / "credentials.json").stat().st_mode & 0o777) == 0o600
+    endpoints = (tmp_path / "b" / "endpoints.json").read_text()
+    assert all(pw not in endpoints and pw not in passwd for pw in creds.values())
+    assert json.loads(endpoints)["board-01"]["tls_port"] == 18883
     assert certs_main(["--out", str(tmp_path / "pki"), "--device", "board-09"]) == 0
     assert (tmp_path / "pki" / "board-09.crt").exists()
 

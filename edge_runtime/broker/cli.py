@@ -58,8 +58,12 @@ def broker_main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     broker = DevBroker(args.workdir, _fleet(args), args.host, args.tls_port, args.plain_port)
     broker.prepare()
-    summary = {name: {"tls": str(broker.endpoint(name, True)), "plain_port": broker.plain_port}
-               for name in (*broker.fleet.devices, *broker.fleet.verifiers)}
+    summary = {}
+    for name in (*broker.fleet.devices, *broker.fleet.verifiers):
+        ep = broker.endpoint(name, True)
+        summary[name] = {"host": ep.host, "tls_port": ep.port, "plain_port": broker.plain_port, "username": name,
+                         "ca": str(ep.ca_file), "cert": str(ep.cert_file), "key": str(ep.key_file),
+                         "password": "see credentials.json"}
     (args.workdir / "endpoints.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info("config %s, credentials %s", args.workdir / "mosquitto.conf", args.workdir / "credentials.json")
     if args.generate_only:
