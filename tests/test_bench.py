@@ -14,7 +14,7 @@ import pytest
 
 from edge_runtime.bench.cli import main
 from edge_runtime.bench.results import HIGHER, LOWER, Metric, compare, load_metrics
-from edge_runtime.bench.sections import bench_core, bench_e2e, bench_mqtt, bench_slm
+from edge_runtime.bench.sections import bench_core, bench_e2e, bench_mqtt, bench_remote, bench_slm
 from edge_runtime.config import parse_config
 
 
@@ -130,6 +130,52 @@ def test_slm_and_e2e_sections_on_a_real_onnx_model(tiny_export: Path) -> None:
     e2e = bench_e2e(cfg, None, tokens=20)
     assert e2e.available, e2e.reason
     assert e2e.details["tokens"] >= 20 and e2e.details["L"] == 4 and e2e.metrics["draft_tokens_per_s"].value > 0
+
+
+def test_remote_end_to_end_through_a_secured_broker_to_a_real_verifier(
+    tiny_export: Path, mosquitto_broker, tmp_path: Path  # noqa: ANN001 - conftest's DevBroker
+) -> None:
+    """The networked runtime (ONNX drafter + codec + RemoteVerifier) against the batching PyTorch verifier behind
+    an MQTT worker, through the password-protected listener of the development broker."""
+    from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
+    from cloud_verifier.service import ServiceConfig as CoreConfig
+    from cloud_verifier.service import VerifierService
+    from cloud_verifier.target import TargetModel
+    from edge_runtime.export.tiny import tiny_causal_lm
+
+    vocab_hash = "ab" * 32
+    (tmp_path / "user").write_text("dev-c\n")
+    (tmp_path / "pass").write_text(mosquitto_broker.passwords["dev-c"] + "\n")
+    cfg_path = tmp_path / "board.yaml"
+    cfg_path.write_text(
+        "schema_version: 1\ndevice: {id: dev-c}\n"
+        f"broker:\n  url: 'mqtt://127.0.0.1:{mosquitto_broker.plain_port}'\n"
+        "  credentials: {username_file: user, password_file: pass}\n"
+        f"model: {{onnx_path: {tiny_export / 'model.onnx'}, vocab_hash: '{vocab_hash}'}}\n"
+        "controller: {ell_set: [240], static_ell: 240, static_L: 3}\n")
+    from edge_runtime.config import load_config
+
+    cfg = load_config(cfg_path)
+    target = TargetModel(tiny_causal_lm("llama", vocab_size=64, seed=5, layers=1, hidden=16, heads=2, kv_heads=1),
+                         "cpu")
+    core = VerifierService(target, CoreConfig(vocab_hash=bytes.fromhex(vocab_hash), worker_id="bench-w",
+                                              max_wait_s=0.0005)).start()
+    worker = MqttVerifierService(core, mosquitto_broker.endpoint("verifier"), ServiceConfig("bench-w")).start()
+    try:
+        section = bench_remote(cfg, None, tokens=24, timeout_s=5.0)
+    finally:
+        worker.stop()
+    assert section.available, section.reason
+    assert section.details["tokens"] == 24 and section.details["worker"] == "bench-w"
+    assert section.details["rounds"] <= 24 and section.details["uplink_bytes"] > 0
+    assert section.metrics["tokens_per_s"].value > 0 and 1 <= section.metrics["tokens_per_round"].value <= 4
+    # nobody verifying for this device's vocabulary hash: reported, not raised
+    wrong = load_config(cfg_path)
+    wrong = type(wrong)(**{**wrong.__dict__, "device": type(wrong.device)(id="dev-b")})
+    (tmp_path / "user").write_text("dev-b\n")
+    (tmp_path / "pass").write_text(mosquitto_broker.passwords["dev-b"] + "\n")
+    missing = bench_remote(wrong, None, tokens=4, timeout_s=0.5)
+    assert not missing.available and "no verifier answered" in missing.reason
 
 
 def test_cli_writes_json_png_and_flags_regressions(plain_broker: int, tmp_path: Path,

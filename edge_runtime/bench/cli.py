@@ -3,7 +3,8 @@
     qsv-bench --config /etc/qsv/board.yaml --export-dir /opt/qsv/models/slm --out bench/ \\
               --baseline bench/baseline.json --threshold 0.15
 
-Sections whose part is missing (no model export, no broker, a module not installed) print
+Sections: core, slm, mqtt, e2e (edge drafting only), remote (end to end through the broker to a verifier).
+Sections whose part is missing (no model export, no broker, no verifier, a module not installed) print
 ``[section] not available: reason`` and the rest still runs. Exit status: 0, or 1 with --fail-on-regression when a
 metric is worse than the baseline by more than the threshold, 2 on bad arguments / an invalid config.
 """
@@ -27,7 +28,7 @@ from edge_runtime.bench.results import Section, all_metrics, compare, load_metri
 from edge_runtime.config import BOARDS, ConfigError, board_config_path, config_sha256, default_config, load_config
 
 log = logging.getLogger(__name__)
-SECTIONS = ("core", "slm", "mqtt", "e2e")
+SECTIONS = ("core", "slm", "mqtt", "e2e", "remote")
 
 
 def _int_list(text: str) -> list[int]:
@@ -103,8 +104,10 @@ def run(args: argparse.Namespace) -> tuple[list[Section], dict, int]:
                                     args.seed, progress)
         elif name == "mqtt":
             section = sec.bench_mqtt(cfg, args.mqtt_count, args.mqtt_timeout)
-        else:
+        elif name == "e2e":
             section = sec.bench_e2e(cfg, args.export_dir, args.e2e_tokens, args.seed, progress)
+        else:
+            section = sec.bench_remote(cfg, args.export_dir, args.e2e_tokens, args.seed, args.mqtt_timeout)
         sys.stdout.write(section.summary_line() + "\n")
         for mname, metric in section.metrics.items():
             sys.stdout.write(f"  {mname} = {metric.value:.4g} {metric.unit}\n")

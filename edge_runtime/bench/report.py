@@ -58,6 +58,20 @@ def _mqtt(ax: Any, section: Section) -> None:
     ax.legend(fontsize=8)
 
 
+def _remote(ax: Any, section: Section) -> None:
+    """Mixed units (tokens/s, tokens, ms): a table, not bars on one axis."""
+    d = section.details
+    ax.axis("off")
+    ax.set_title(f"end to end through the broker ({d.get('variant')}, {d.get('threads')}T, L={d.get('L')}, "
+                 f"ℓ={d.get('ell')}, worker {d.get('worker')})")
+    rows = [[m.label or name, f"{m.value:.3g} {m.unit}"] for name, m in section.metrics.items()]
+    rows += [["tokens / rounds", f"{d.get('tokens')} / {d.get('rounds')}"],
+             ["uplink bytes per round", f"{d.get('uplink_bytes', 0) / max(1, d.get('rounds') or 1):.0f}"],
+             ["resends / resyncs", f"{d.get('resends')} / {d.get('resyncs')}"]]
+    table = ax.table(cellText=rows, colLabels=["metric", "value"], loc="center", cellLoc="left")
+    table.scale(1, 1.3)
+
+
 def _baseline(ax: Any, rows: list[Comparison], threshold: float) -> None:
     if not rows:
         ax.axis("off")
@@ -80,9 +94,10 @@ def _baseline(ax: Any, rows: list[Comparison], threshold: float) -> None:
 def write_png(path: Path, sections: list[Section], meta: dict[str, Any], rows: list[Comparison] | None,
               threshold: float) -> None:
     by_name = {s.name: s for s in sections}
-    panels = [name for name in ("core", "slm", "mqtt", "e2e") if name in by_name]
+    panels = [name for name in ("core", "slm", "mqtt", "e2e", "remote") if name in by_name]
     n = len(panels) + 1
-    heights = [1.3 if name == "e2e" or not by_name[name].available else 3.0 for name in panels] + [3.0 if rows else 1.0]
+    heights = [1.3 if name == "e2e" or not by_name[name].available else 2.0 if name == "remote" else 3.0
+               for name in panels] + [3.0 if rows else 1.0]
     fig, axes = plt.subplots(n, 1, figsize=(10, 1.1 * sum(heights) + 0.6), squeeze=False,
                              gridspec_kw={"height_ratios": heights})
     for ax, name in zip(axes[:, 0], panels, strict=False):
@@ -95,6 +110,8 @@ def write_png(path: Path, sections: list[Section], meta: dict[str, Any], rows: l
             _slm(ax, section)
         elif name == "mqtt":
             _mqtt(ax, section)
+        elif name == "remote":
+            _remote(ax, section)
         else:
             d = section.details
             _bars(ax, section, f"edge drafting ({d.get('variant')}, {d.get('threads')}T, L={d.get('L')}, "

@@ -5,6 +5,8 @@ gives an unavailable section with the reason instead of failing the whole bench.
 * ``slm``:  ONNX SLM prefill and decode ms per token for each thread count × fp32/int8 variant.
 * ``mqtt``: round trip of a real publish → broker → subscription echo to the configured broker (QoS 1).
 * ``e2e``:  edge drafting tokens/s (SLM + C core + Q-S sampling, rounds of static L) — the edge side of a round.
+* ``remote``: end-to-end tokens/s of the networked runtime (drafter + codec + MQTT + the verifier group reachable
+  through the configured broker), when a verifier answers.
 """
 
 from __future__ import annotations
@@ -139,27 +141,35 @@ def _read_secret(cfg: BoardConfig, ref: str) -> str:
     return path.read_text().strip()
 
 
-def bench_mqtt(cfg: BoardConfig, count: int = 50, timeout_s: float = 5.0, topic: str | None = None) -> Section:
-    common, reason = _import("edge_runtime.transport.mqtt_common")
-    if common is None:
-        return Section.unavailable("mqtt", reason)
+def broker_endpoint(cfg: BoardConfig, common: Any) -> tuple[Any, str]:
+    """(BrokerEndpoint, "") for the config's broker, or (None, reason)."""
     broker = cfg.broker
     if broker.transport != "tcp":
-        return Section.unavailable("mqtt", f"{broker.scheme}:// (websockets) is not supported by the bench")
+        return None, f"{broker.scheme}:// (websockets) is not supported by the bench"
     try:
         username = password = None
         if broker.credentials is not None:
             username = _read_secret(cfg, broker.credentials.username_file)
             password = _read_secret(cfg, broker.credentials.password_file)
     except OSError as exc:
-        return Section.unavailable("mqtt", f"cannot read broker credentials: {exc}")
+        return None, f"cannot read broker credentials: {exc}"
     tls = broker.tls
-    endpoint = common.BrokerEndpoint(
+    return common.BrokerEndpoint(
         host=broker.host, port=broker.port, username=username, password=password,
         ca_file=cfg.resolve_path(tls.ca_file) if broker.use_tls else None,
         cert_file=cfg.resolve_path(tls.cert_file) if broker.use_tls else None,
         key_file=cfg.resolve_path(tls.key_file) if broker.use_tls else None,
-    )
+    ), ""
+
+
+def bench_mqtt(cfg: BoardConfig, count: int = 50, timeout_s: float = 5.0, topic: str | None = None) -> Section:
+    common, reason = _import("edge_runtime.transport.mqtt_common")
+    if common is None:
+        return Section.unavailable("mqtt", reason)
+    broker, tls = cfg.broker, cfg.broker.tls
+    endpoint, reason = broker_endpoint(cfg, common)
+    if endpoint is None:
+        return Section.unavailable("mqtt", reason)
     # the echo topic lives under the device's own prefix; secured brokers need an ACL entry allowing it
     topic = topic or f"qsv/v1/{cfg.device.id}/bench/{uuid.uuid4().hex[:8]}"
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -270,4 +280,80 @@ def bench_e2e(cfg: BoardConfig, export_dir: Path | None, tokens: int = 96, seed:
                                       "slm_seconds": slm_s, "core_seconds": core_s,
                                       "scope": "edge side only: drafting + feedback, verifier and network excluded"})
     section.metrics["draft_tokens_per_s"] = Metric(produced / elapsed, "tokens/s", HIGHER, "edge drafting tokens/s")
+    return section
+
+
+# --------------------------------------------------------------------------------------------------------------- remote
+def _vocab_hash(cfg: BoardConfig, directory: Path) -> bytes:
+    if cfg.model.vocab_hash:
+        return bytes.fromhex(cfg.model.vocab_hash)
+    try:
+        import json
+
+        meta = json.loads((directory / "meta.json").read_text())
+        if meta.get("vocab_hash"):
+            return bytes.fromhex(meta["vocab_hash"])
+    except (OSError, ValueError):
+        pass
+    return bytes(32)  # unknown: verifiers configured without a hash check only the vocabulary size
+
+
+def bench_remote(cfg: BoardConfig, export_dir: Path | None, tokens: int = 48, seed: int = 0,
+                 timeout_s: float = 5.0) -> Section:
+    directory, reason = export_dir_of(cfg, export_dir)
+    if directory is None:
+        return Section.unavailable("remote", reason)
+    mods = {}
+    for name in ("edge_runtime.transport.mqtt_common", "edge_runtime.transport.remote", "edge_runtime.transport.board",
+                 "edge_runtime.drafter", "edge_runtime.slm"):
+        mods[name], reason = _import(name)
+        if mods[name] is None:
+            return Section.unavailable("remote", reason)
+    remote_mod, board_mod = mods["edge_runtime.transport.remote"], mods["edge_runtime.transport.board"]
+    drafter_mod, slm_mod = mods["edge_runtime.drafter"], mods["edge_runtime.slm"]
+    endpoint, reason = broker_endpoint(cfg, mods["edge_runtime.transport.mqtt_common"])
+    if endpoint is None:
+        return Section.unavailable("remote", reason)
+    ort = cfg.model.onnxruntime
+    variant = "int8" if ort.int8 else "fp32"
+    threads = ort.intra_op_threads or (os.cpu_count() or 1)
+    try:
+        slm = slm_mod.OnnxSLM(directory, variant, slm_mod.SessionConfig(threads=threads, spinning=ort.spinning))
+    except Exception as exc:  # noqa: BLE001
+        return Section.unavailable("remote", f"cannot load the {variant} SLM: {type(exc).__name__}: {exc}")
+    s, ctl = cfg.sampling, cfg.controller
+    drafter = drafter_mod.Drafter(slm, drafter_mod.DraftConfig(ell=ctl.static_ell, temperature=s.temperature,
+                                                               top_k=s.top_k, top_p=s.top_p), seed=seed)
+    transport = remote_mod.EdgeTransportConfig(open_timeout_s=timeout_s, connect_timeout_s=timeout_s,
+                                               feedback_timeout_s=timeout_s, max_resyncs=1)
+    remote = remote_mod.RemoteVerifier(cfg.device.id, endpoint, transport)
+    try:
+        remote.connect()
+    except Exception as exc:  # noqa: BLE001 - RemoteVerifierError, OSError, ssl errors: all mean "no broker"
+        return Section.unavailable("remote", f"cannot connect to {cfg.broker.url}: {exc}")
+    rng = np.random.default_rng(seed)
+    prompt = [int(x) for x in rng.integers(0, slm.vocab_size, size=32)]
+    try:
+        t0 = time.perf_counter()
+        result = board_mod.run_remote_generation(drafter, remote, prompt, tokens, ctl.static_L, seed,
+                                                 _vocab_hash(cfg, directory))
+        elapsed = time.perf_counter() - t0
+    except Exception as exc:  # noqa: BLE001 - no verifier, vocabulary refused, …: the reason is the result
+        return Section.unavailable("remote", f"no verifier answered through {cfg.broker.url}: "
+                                             f"{type(exc).__name__}: {exc}")
+    finally:
+        remote.disconnect()
+    n = len(result.tokens)
+    waits_ms = [us / 1e3 for us in remote.stats.round_trip_us]
+    section = Section("remote", details={
+        "variant": variant, "threads": threads, "L": ctl.static_L, "ell": ctl.static_ell, "tokens": n,
+        "seconds": elapsed, "rounds": result.rounds, "draft_seconds": result.draft_seconds,
+        "encode_seconds": result.encode_seconds, "wait_seconds": result.wait_seconds,
+        "uplink_bytes": result.uplink_bytes, "worker": remote.worker_id, "resends": remote.stats.resends,
+        "resyncs": remote.stats.resyncs, "round_trip_ms": waits_ms})
+    section.metrics["tokens_per_s"] = Metric(n / elapsed, "tokens/s", HIGHER, "end-to-end tokens/s")
+    section.metrics["tokens_per_round"] = Metric(result.tokens_per_round, "tokens", HIGHER, "tokens per round")
+    if waits_ms:
+        section.metrics["round_wait_ms_p50"] = Metric(statistics.median(waits_ms), "ms", LOWER,
+                                                      "verify wait p50 (network + verifier)")
     return section
