@@ -50,9 +50,13 @@ def netns_available() -> tuple[bool, str]:
     if proc.returncode != 0:
         return False, f"ip netns add not permitted: {proc.stderr.strip()}"
     try:
-        proc = _run(["ip", "netns", "exec", name, "tc", "qdisc", "show"], check=False)
+        proc = _run(["ip", "-n", name, "link", "add", "qsvchka", "type", "veth", "peer", "name", "qsvchkb"],
+                    check=False)
         if proc.returncode != 0:
-            return False, f"tc inside a namespace failed: {proc.stderr.strip()}"
+            return False, f"cannot create a veth pair: {proc.stderr.strip()}"
+        proc = _run(["tc", "-n", name, "qdisc", "add", "dev", "qsvchka", "root", *_tbf_args(1e6)], check=False)
+        if proc.returncode != 0:
+            return False, f"tc tbf inside a namespace failed: {proc.stderr.strip()}"
     finally:
         _run(["ip", "netns", "del", name], check=False)
     return True, ""
