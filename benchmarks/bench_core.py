@@ -2,9 +2,11 @@
 
 Compared side by side in one run, on the same synthetic LLM-like logits:
   C        edge_runtime.core.Quantizer.quantize_logits_into (the per-token API, Python call included)
-  C+s+pack the same + Q-S sample + edge_runtime.codec.encode (sparse and auto mode) of the point
+  C+s+pack the same + Q-S sample (sample_last) + edge_runtime.codec.encode_arrays of the output buffers (sparse and
+           auto mode)
   numpy    edge_runtime.reference (float64 softmax, lexsort of residuals)
-  torch    the authors' style: torch softmax, ell*q, floor(+1/2), argsort of all residuals, fix; one thread
+  torch    the authors' style: torch softmax, ell*q, floor(+1/2), argsort of all residuals (when d != 0), fix,
+           torch.multinomial draw; one thread
 
 Usage: python benchmarks/bench_core.py [--vocab 32000 50272 151936] [--ell 16 240 720] [--temps 0.4 1.0]
 """
@@ -46,7 +48,8 @@ def llm_like_logits(rng: np.random.Generator, vocab: int, kind: str) -> np.ndarr
 
 
 def torch_argsort_quantize(torch, z, ell: int, temperature: float):  # type: ignore[no-untyped-def]
-    """Softmax, ell*q, floor(x + 1/2), full argsort of the residuals, fix the sum (authors' approach)."""
+    """Softmax, ell*q, floor(x + 1/2), full argsort of the residuals when the sum is off, fix (authors' approach:
+    like their lattice_based_quantization_torch, the sort is skipped when d = 0)."""
     q = torch.softmax(z / temperature, dim=-1)
     x = q * ell
     b = torch.floor(x + 0.5)
@@ -61,13 +64,21 @@ def torch_argsort_quantize(torch, z, ell: int, temperature: float):  # type: ign
     return b
 
 
-def torch_sample(torch, b, u: int) -> int:  # type: ignore[no-untyped-def]
-    cum = torch.cumsum(b, dim=0)
-    return int(torch.searchsorted(cum, torch.tensor([float(u)]), right=True).item())
+def torch_sample(torch, b, generator) -> int:  # type: ignore[no-untyped-def]
+    """Sampling from q_hat = b / ell as the authors do: torch.multinomial over the full vocabulary."""
+    return int(torch.multinomial(b, 1, generator=generator).item())
 
 
 CLOCKS = {"cpu": time.thread_time_ns, "wall": time.perf_counter_ns}
 _clock = CLOCKS["cpu"]
+
+
+def encode_buffers(quantizer: core.Quantizer, nnz: int, mode: str) -> bytes:
+    """Pack the Quantizer's output buffers (no LatticePoint): codec.encode_arrays when available."""
+    if hasattr(codec, "encode_arrays"):
+        return codec.encode_arrays(quantizer.indices[:nnz], quantizer.counts[:nnz], quantizer.vocab_size,
+                                   quantizer.ell, mode=mode)  # fmt: skip
+    return codec.encode(quantizer.point(), quantizer.vocab_size, quantizer.ell, mode=mode)
 
 
 def time_us(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
@@ -99,9 +110,9 @@ def bench_config(z: np.ndarray, ell: int, temperature: float, u: int, args: argp
         for mode in ("sparse", "auto"):
 
             def c_qsp(mode: str = mode) -> bytes:
-                quantizer.quantize_logits_into(z, ell, temperature)
+                nnz = quantizer.quantize_logits_into(z, ell, temperature)
                 quantizer.sample_last(u)
-                return codec.encode(quantizer.point(), vocab, ell, mode=mode)
+                return encode_buffers(quantizer, nnz, mode)
 
             row[f"c_qsp_{mode}"] = time_us(c_qsp, args.repeats)
         row["bits_auto"] = 8 * len(codec.encode(quantizer.point(), vocab, ell, mode="auto"))
@@ -112,12 +123,13 @@ def bench_config(z: np.ndarray, ell: int, temperature: float, u: int, args: argp
         )
     if torch is not None:
         zt = torch.from_numpy(z)
+        gen = torch.Generator().manual_seed(args.seed)
         with torch.inference_mode():
             row["torch_q"] = time_us(
                 lambda: torch_argsort_quantize(torch, zt, ell, temperature), args.slow_repeats, warmup=1
             )
             row["torch_qs"] = time_us(
-                lambda: torch_sample(torch, torch_argsort_quantize(torch, zt, ell, temperature), u),
+                lambda: torch_sample(torch, torch_argsort_quantize(torch, zt, ell, temperature), gen),
                 args.slow_repeats,
                 warmup=1,
             )
