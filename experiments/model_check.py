@@ -1,0 +1,55 @@
+"""Throughput model vs simulator: calibrate the online model on half of the prompts under a static (L, ℓ), then
+predict the other half round by round from the draft confidences alone (simulator, synthetic traces).
+
+    python -m experiments.model_check
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from edge_runtime.channel.markov import SCENARIOS, MarkovChannel
+from edge_runtime.controller import StaticController, ThroughputModel
+from edge_runtime.controller.model import TimingPriors
+from edge_runtime.controller.types import ChannelView
+from edge_runtime.sim import PROFILES, SimRoundExecutor, generate_traces, run_episode
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--prompts", type=int, default=50)
+    p.add_argument("--configs", default="1:240,2:240,3:240,4:240,8:240,3:720,6:720,3:16,3:2")
+    p.add_argument("--profile", default="paper-gpu", choices=sorted(PROFILES))
+    p.add_argument("--seed", type=int, default=9)
+    args = p.parse_args(argv)
+    configs = [(int(a), int(b)) for a, b in (c.split(":") for c in args.configs.split(","))]
+    traces = generate_traces(args.prompts, 120, sorted({e for _, e in configs}), seed=args.seed)
+    half = args.prompts // 2
+    print("| scenario | (L, ℓ) | simulated tok/s | predicted tok/s | predicted / simulated |")
+    print("|---|---|---|---|---|")
+    for name, spec in SCENARIOS.items():
+        for length, ell in configs:
+            model = ThroughputModel(traces.vocab_size, TimingPriors(0.01, 0.05, 0.005))
+            ctl = StaticController(length, ell)
+            ex = SimRoundExecutor(traces, MarkovChannel(spec, seed=1), PROFILES[args.profile], seed=2)
+            for s in range(half):
+                for r in run_episode(ctl, ex, s, 52).rounds:
+                    model.observe(r.observation)
+            view = ChannelView(spec.mean_sec_per_bit, spec.rtt_s, None, 1.0 / spec.downlink_bps)
+            tokens = time_s = pred_n = pred_t = 0.0
+            for s in range(half, args.prompts):
+                ep = run_episode(ctl, ex, s, 52)
+                tokens += ep.tokens
+                time_s += ep.time_s
+                for r in ep.rounds:
+                    pr = model.predict_from_confidences(r.observation.confidences, ell, view)
+                    pred_n += pr.expected_tokens
+                    pred_t += pr.round_time_s
+            sim, pred = tokens / time_s, pred_n / pred_t
+            print(f"| {name} | ({length}, {ell}) | {sim:.1f} | {pred:.1f} | {pred / sim:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
