@@ -177,6 +177,7 @@ class MqttVerifierService:
 
     def stop(self) -> None:
         self._stop.set()
+        self.loop.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -194,7 +195,7 @@ class MqttVerifierService:
         next_sweep = self.clock() + sweep_every
         try:
             while not self._stop.is_set():
-                self.loop.pump(0.0005 if self._inflight else 0.05)
+                self.loop.pump(0.05)  # returns early on traffic or when a verification completes (wake)
                 self._collect_done()
                 while self._inbox:
                     item = self._inbox.popleft()
@@ -330,7 +331,7 @@ class MqttVerifierService:
             return
         self._inflight[key] = (device, item, st, msg, start)
         future = submit(msg)  # the core may batch it with other boards' rounds
-        future.add_done_callback(lambda f, key=key: self._done.append((key, f)))
+        future.add_done_callback(lambda f, key=key: (self._done.append((key, f)), self.loop.wake()))
 
     def _finish_round(self, device: str, item: _Inbound, st: _Session, msg: DraftRound,
                       result: Feedback | ErrorReply, start: float) -> None:

@@ -108,6 +108,16 @@ class LoopDriver:
         self._next_attempt = 0.0
         self.reconnects = 0
         self.connection_losses = 0
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    def wake(self) -> None:
+        """Make a blocked ``pump`` return now; safe from any thread (e.g. a verification Future's callback)."""
+        try:
+            self._wake_w.send(b"\x00")
+        except (BlockingIOError, OSError):  # already pending, or closed: either way the pump will return
+            pass
 
     def connect(self) -> None:
         """First connection; raises OSError / ssl.SSLError when the broker cannot be reached."""
@@ -118,7 +128,8 @@ class LoopDriver:
         now = time.monotonic()
         if self._next_attempt:
             if now < self._next_attempt:
-                time.sleep(min(timeout_s, self._next_attempt - now))
+                select.select([self._wake_r], [], [], min(timeout_s, self._next_attempt - now))
+                self._drain_wake()
                 return
             try:
                 self.client.reconnect()
@@ -145,11 +156,13 @@ class LoopDriver:
             return mqtt.MQTT_ERR_NO_CONN
         pending = sock.pending() if hasattr(sock, "pending") else 0  # bytes already decrypted by TLS
         try:
-            readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [],
+            readable, writable, _ = select.select([sock, self._wake_r], [sock] if client.want_write() else [], [],
                                                   0.0 if pending else timeout_s)
         except (OSError, ValueError, TypeError):  # socket closed under us
             return mqtt.MQTT_ERR_CONN_LOST
-        if readable or pending:
+        if self._wake_r in readable:
+            self._drain_wake()
+        if sock in readable or pending:
             rc = client.loop_read()
             if rc != mqtt.MQTT_ERR_SUCCESS or client.socket() is None:
                 return rc or mqtt.MQTT_ERR_CONN_LOST
@@ -158,6 +171,13 @@ class LoopDriver:
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 return rc
         return client.loop_misc()
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
 
     def _schedule_reconnect(self) -> None:
         self.connection_losses += 1
@@ -177,6 +197,8 @@ class LoopDriver:
         if self.client.is_connected():
             self.client.disconnect()
             self._loop_once(0.05)
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 class _PrepackedProperties(Properties):
