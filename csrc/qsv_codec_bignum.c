@@ -55,34 +55,43 @@ int qsv_bn_mul_small(qsv_bn *a, qsv_limb f) {
     return 0;
 }
 
-/* Division by one limb with a precomputed reciprocal (Moeller & Granlund, "Improved division by invariant
- * integers", IEEE TC 2011, algorithm 4): two multiplications per limb instead of a hardware division. The dividend
- * is shifted on the fly so that the divisor is normalized (top bit set). */
+/* Division of a double limb by a normalized limb with a precomputed reciprocal (Moeller & Granlund, "Improved
+ * division by invariant integers", IEEE TC 2011, algorithm 4): two multiplications instead of a hardware (or, for
+ * 128-bit, library) division. Requires u1 < d, d normalized (top bit set), v = reciprocal(d). */
+static inline qsv_limb reciprocal(qsv_limb d) {
+    /* floor((B^2 - 1) / d) - B = floor(((B - 1 - d) B + (B - 1)) / d), and B - 1 - d = ~d < d */
+    return (qsv_limb)((((qsv_dlimb)(qsv_limb)~d) << LB | QSV_LIMB_MAX) / d);
+}
+
+static inline qsv_limb div2by1(qsv_limb u1, qsv_limb u0, qsv_limb d, qsv_limb v, qsv_limb *rem) {
+    qsv_dlimb q = (qsv_dlimb)v * u1 + (((qsv_dlimb)u1 << LB) | u0);
+    qsv_limb q1 = (qsv_limb)(q >> LB) + 1u;
+    qsv_limb q0 = (qsv_limb)q;
+    qsv_limb r = (qsv_limb)(u0 - q1 * d);
+    if (r > q0) {
+        --q1;
+        r += d;
+    }
+    if (r >= d) {
+        ++q1;
+        r -= d;
+    }
+    *rem = r;
+    return q1;
+}
+
+/* Division by one limb: the dividend is shifted on the fly so that the divisor is normalized. */
 qsv_limb qsv_bn_div_small(qsv_bn *a, qsv_limb dv) {
     size_t n = a->n;
     if (n == 0) return 0;
     qsv_limb *x = a->d;
     const unsigned sh = LB - qsv_bitlen_limb(dv);
     const qsv_limb d = dv << sh;
-    /* v = floor((B^2 - 1) / d) - B = floor(((B - 1 - d) B + (B - 1)) / d), and B - 1 - d = ~d < d */
-    const qsv_limb v = (qsv_limb)((((qsv_dlimb)(qsv_limb)~d) << LB | QSV_LIMB_MAX) / d);
+    const qsv_limb v = reciprocal(d);
     qsv_limb r = sh ? x[n - 1] >> (LB - sh) : 0u;
     for (size_t i = n; i-- > 0;) {
         qsv_limb u0 = sh ? (qsv_limb)(x[i] << sh) | (i > 0 ? x[i - 1] >> (LB - sh) : 0u) : x[i];
-        qsv_dlimb q = (qsv_dlimb)v * r + (((qsv_dlimb)r << LB) | u0);
-        qsv_limb q1 = (qsv_limb)(q >> LB) + 1u;
-        qsv_limb q0 = (qsv_limb)q;
-        qsv_limb rr = (qsv_limb)(u0 - q1 * d);
-        if (rr > q0) {
-            --q1;
-            rr += d;
-        }
-        if (rr >= d) {
-            ++q1;
-            rr -= d;
-        }
-        x[i] = q1;
-        r = rr;
+        x[i] = div2by1(r, u0, d, v, &r);
     }
     bn_trim(a);
     return r >> sh;
@@ -189,13 +198,21 @@ int qsv_bn_divmod(qsv_bn *q, qsv_bn *r, const qsv_bn *u, const qsv_bn *v, qsv_bn
     }
     const qsv_dlimb base = (qsv_dlimb)1 << LB;
     const qsv_limb vtop = vn[n - 1], vnext = vn[n - 2];
+    const qsv_limb vinv = reciprocal(vtop);
     for (size_t j = m - n + 1; j-- > 0;) {
-        qsv_dlimb num = ((qsv_dlimb)un[j + n] << LB) | un[j + n - 1];
-        qsv_dlimb qhat = num / vtop, rhat = num % vtop;
-        while (qhat >= base || qhat * vnext > ((rhat << LB) | un[j + n - 2])) {
+        /* estimate qhat = (un[j+n] un[j+n-1]) / vtop; un[j+n] <= vtop always holds */
+        qsv_dlimb qhat, rhat;
+        if (un[j + n] >= vtop) {
+            qhat = base - 1u;
+            rhat = (qsv_dlimb)un[j + n - 1] + vtop; /* = num - (B-1) vtop, as un[j+n] == vtop */
+        } else {
+            qsv_limb r0;
+            qhat = div2by1(un[j + n], un[j + n - 1], vtop, vinv, &r0);
+            rhat = r0;
+        }
+        while (rhat < base && qhat * vnext > ((rhat << LB) | un[j + n - 2])) {
             --qhat;
             rhat += vtop;
-            if (rhat >= base) break;
         }
         qsv_limb carry = 0, borrow = 0;
         for (size_t i = 0; i < n; ++i) {

@@ -380,8 +380,14 @@ static void test_divmod(void) {
     qsv_limb mem[14 * L + 2];
     qsv_bn u = {mem, 0, L}, v = {mem + L, 0, L}, q = {mem + 2 * L, 0, L}, r = {mem + 3 * L, 0, L},
            t = {mem + 4 * L, 0, 2 * L};
-    qsv_bn_scratch s = {{mem + 6 * L, 0, L},      {mem + 7 * L, 0, L}, {mem + 8 * L, 0, L}, {mem + 9 * L, 0, L},
-                        {mem + 10 * L, 0, L},     mem + 12 * L,        mem + 11 * L,        L};
+    qsv_bn_scratch s = {.num = {mem + 6 * L, 0, L},
+                        .den = {mem + 7 * L, 0, L},
+                        .prod = {mem + 8 * L, 0, L},
+                        .quo = {mem + 9 * L, 0, L},
+                        .rem = {mem + 10 * L, 0, L},
+                        .un = mem + 12 * L,
+                        .vn = mem + 11 * L,
+                        .cap = L};
     for (int rep = 0; rep < 3000; ++rep) {
         size_t nu = 1 + rng_below(40), nv = 1 + rng_below(20);
         for (size_t i = 0; i < nu; ++i) u.d[i] = (qsv_limb)rng_next();
