@@ -113,6 +113,7 @@ class Drafter:
         self.committed: list[int] = []
         self._logits: np.ndarray | None = None  # next-token logits after the committed sequence (own copy)
         self._pending: DraftRound | None = None
+        self._quantizer = core.Quantizer(slm.vocab_size)  # preallocated workspace and output buffers
 
     def start(self, prompt_ids: Sequence[int]) -> None:
         """Prefill the prompt; the first round drafts its continuation."""
@@ -124,9 +125,11 @@ class Drafter:
         self._pending = None
 
     def _draw(self, logits: np.ndarray, config: DraftConfig) -> tuple[int, LatticePoint]:
-        point = core.quantize_logits(logits, config.ell, config.temperature, config.top_k, config.top_p)
+        quantizer = self._quantizer
+        quantizer.quantize_logits_into(logits, config.ell, config.temperature, config.top_k, config.top_p)
+        point = quantizer.point()
         if config.mode == QS:
-            return int(core.sample(point, int(self.rng.integers(0, config.ell)))), point
+            return quantizer.sample_last(int(self.rng.integers(0, config.ell))), point
         q = q_distribution(logits, config.temperature, config.top_k, config.top_p)
         cdf = np.cumsum(q)
         token = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))

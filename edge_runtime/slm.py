@@ -216,8 +216,10 @@ class TorchSLM:
     def rollback(self, length: int) -> None:
         if not 0 <= length <= self._length:
             raise SLMError(f"cannot roll back to {length} tokens: the cache holds {self._length}")
-        if length < self._length:
-            self._cache.crop(length)
+        if length == 0:
+            self.reset()
+        elif length < self._length:
+            self._cache.crop(length - self._length)  # transformers 5: a negative value drops that many tokens
             self._length = length
 
     def forward(self, token_ids: Sequence[int]) -> np.ndarray:

@@ -38,7 +38,7 @@ def load_tokenizer(name_or_path: str | Path) -> Any:
         AutoTokenizer.from_pretrained(folder)
 
 
-def load_causal_lm(name_or_path: str | Path, dtype: str = "float32") -> tuple[Any, Any]:
+def load_causal_lm(name_or_path: str | Path, dtype: str = "float32", with_tokenizer: bool = True) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer or None). GGUF weights are dequantized by transformers to ``dtype``."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -50,6 +50,8 @@ def load_causal_lm(name_or_path: str | Path, dtype: str = "float32") -> tuple[An
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+    if not with_tokenizer:
+        return model, None
     try:
         tokenizer = load_tokenizer(name_or_path)
     except (OSError, ValueError, TypeError) as exc:

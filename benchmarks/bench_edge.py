@@ -1,0 +1,194 @@
+"""Edge runtime benchmark on the real Qwen2.5-Coder pair (see BENCHMARKS.md, section "Edge runtime").
+
+1. Drafting tokens/s of Qwen2.5-Coder-0.5B: onnxruntime fp32 and int8 vs torch eager fp32 and bf16, the same
+   BBC News prompt and the same Q-S drafter (C core included), one run each, side by side; ratios to torch bf16.
+2. Share of the C core (quantize + sample) in the per-token drafting time.
+3. Uplink bits per draft token on real Qwen distributions for each codec mode vs the paper's fixed-length bound.
+4. Acceptance rate of the pair (0.5B drafts, 1.5B verifies) on BBC News prompts at temperature 0.4 and 1.0.
+
+    python benchmarks/bench_edge.py --threads 1 [--json out.json] [--skip-acceptance]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("bench_edge")
+
+
+def draft_speed(slm, prompt_ids: list[int], tokens: int, ell: int, temperature: float, seed: int) -> dict:
+    """Prefill, then one round of ``tokens`` Q-S drafts (stats bookkeeping off); wall-clock per drafted token."""
+    from edge_runtime.drafter import DraftConfig, Drafter
+
+    config = DraftConfig(ell=ell, temperature=temperature, stop_at_eos=False, record_stats=False)
+    drafter = Drafter(slm, config, seed=seed)
+    t0 = time.perf_counter()
+    drafter.start(prompt_ids)
+    prefill = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    record = drafter.draft(tokens)
+    wall = time.perf_counter() - t0
+    # the round makes tokens-1 SLM forwards; count the first token's forward (done by start) at the mean step cost
+    per_step = record.slm_seconds / max(tokens - 1, 1)
+    per_token = per_step + record.core_seconds / tokens
+    return {"tokens_per_s": 1.0 / per_token, "prefill_s": prefill, "round_wall_s": wall,
+            "slm_ms_per_token": 1e3 * per_step, "core_ms_per_token": 1e3 * record.core_seconds / tokens,
+            "core_share": (record.core_seconds / tokens) / per_token, "tokens": record.tokens}
+
+
+def codec_bits(logit_rows: np.ndarray, vocab: int, ells: list[int], temperatures: list[float]) -> list[dict]:
+    from edge_runtime import core
+    from edge_runtime.codec import bound_bits, encoded_bits, token_bits
+
+    rows = []
+    for temperature in temperatures:
+        for ell in ells:
+            bits = {"enum": [], "sparse": [], "auto": []}
+            nnz = []
+            for row in logit_rows:
+                point = core.quantize_logits(np.ascontiguousarray(row, dtype=np.float32), ell, temperature)
+                nnz.append(point.nnz)
+                for mode in bits:
+                    bits[mode].append(encoded_bits(point, vocab, ell, mode))
+            tok = token_bits(vocab)
+            rows.append({"temperature": temperature, "ell": ell, "mean_nnz": float(np.mean(nnz)),
+                         "paper_bits": 16 + bound_bits(vocab, ell), "token_id_bits": tok,
+                         **{f"{mode}_bits": tok + float(np.mean(v)) for mode, v in bits.items()},
+                         "fp16_vector_bits": 16 * vocab})
+    return rows
+
+
+def acceptance(export_dir: Path, threads: int, prompts: list[list[int]], temperatures: list[float], draft_length: int,
+               ell: int, max_new_tokens: int, target_dtype: str) -> list[dict]:
+    import torch
+
+    from cloud_verifier.target import TargetModel
+    from edge_runtime.drafter import DraftConfig, Drafter
+    from edge_runtime.local_loop import run_local_loop
+    from edge_runtime.models.hf import resolve_model
+    from edge_runtime.slm import OnnxSLM, SessionConfig
+
+    folder, gguf_file = resolve_model("qwen-target")
+    t0 = time.perf_counter()
+    target = TargetModel.load(folder, device="cpu", dtype=target_dtype, gguf_file=gguf_file)
+    log.info("target loaded in %.0fs", time.perf_counter() - t0)
+    slm = OnnxSLM(export_dir, "int8", SessionConfig(threads=threads))
+    rows = []
+    for temperature in temperatures:
+        drafted = accepted = rounds = emitted = 0
+        draft_s = verify_s = 0.0
+        for index, ids in enumerate(prompts):
+            drafter = Drafter(slm, DraftConfig(ell=ell, temperature=temperature), seed=index)
+            result = run_local_loop(drafter, target, ids, max_new_tokens, draft_length,
+                                    torch.Generator().manual_seed(index), eos_token_ids=slm.eos_token_ids)
+            drafted, accepted = drafted + result.drafted, accepted + result.accepted
+            rounds += len(result.rounds)
+            emitted += sum(v.emitted for _, v in result.rounds)
+            draft_s, verify_s = draft_s + result.draft_seconds, verify_s + result.verify_seconds
+            log.info("T=%.1f prompt %d: %r", temperature, index, slm.decode(result.tokens))
+        rows.append({"temperature": temperature, "prompts": len(prompts), "draft_length": draft_length, "ell": ell,
+                     "drafted": drafted, "accepted": accepted, "acceptance_rate": accepted / max(drafted, 1),
+                     "tokens_per_round": emitted / max(rounds, 1), "draft_s": draft_s, "verify_s": verify_s})
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=16, help="draft tokens per speed run")
+    parser.add_argument("--ell", type=int, default=240)
+    parser.add_argument("--temperature", type=float, default=0.4)
+    parser.add_argument("--prompts", type=int, default=2, help="BBC prompts for the acceptance rate")
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--draft-length", type=int, default=4)
+    parser.add_argument("--target-dtype", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--skip-acceptance", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from edge_runtime.export.onnx_export import export_model
+    from edge_runtime.models.bbc import bbc_prompts
+    from edge_runtime.models.hf import load_causal_lm
+    from edge_runtime.slm import OnnxSLM, SessionConfig, TorchSLM
+
+    report: dict = {"threads": args.threads, "load_avg_start": os.getloadavg(), "cpus": os.cpu_count()}
+    export = export_model("qwen-draft", int8=True)
+    speed: dict[str, dict] = {}
+    for variant in ("fp32", "int8"):
+        slm = OnnxSLM(export.directory, variant, SessionConfig(threads=args.threads))
+        prompt_ids = slm.encode(bbc_prompts(1)[0])
+        speed[f"onnxruntime {variant}"] = draft_speed(slm, prompt_ids, args.tokens, args.ell, args.temperature, 0)
+        log.info("onnxruntime %s: %.2f tok/s", variant, speed[f"onnxruntime {variant}"]["tokens_per_s"])
+        del slm
+        gc.collect()
+    eos = export.meta["eos_token_ids"]
+    for dtype in ("float32", "bfloat16"):
+        model, _ = load_causal_lm("qwen-draft", dtype=dtype, with_tokenizer=False)
+        slm = TorchSLM(model, eos)
+        speed[f"torch eager {dtype}"] = draft_speed(slm, prompt_ids, args.tokens, args.ell, args.temperature, 0)
+        log.info("torch %s: %.2f tok/s", dtype, speed[f"torch eager {dtype}"]["tokens_per_s"])
+        del slm, model
+        gc.collect()
+    base = speed["torch eager bfloat16"]["tokens_per_s"]
+    for row in speed.values():
+        row["ratio_vs_torch_bf16"] = row["tokens_per_s"] / base
+    report["prompt_tokens"] = len(prompt_ids)
+    report["speed"] = speed
+
+    # real Qwen distributions: fp32 ONNX logits at the positions the int8 run drafted
+    slm = OnnxSLM(export.directory, "fp32", SessionConfig(threads=args.threads))
+    slm.prefill(prompt_ids)
+    rows = np.array(slm.forward(speed["onnxruntime int8"]["tokens"]), dtype=np.float32)
+    report["bits"] = codec_bits(rows, slm.vocab_size, [16, 240, 720], [0.4, 1.0])
+    del slm
+    gc.collect()
+
+    if not args.skip_acceptance:
+        tok = OnnxSLM(export.directory, "int8")
+        prompts = [tok.encode(p) for p in bbc_prompts(args.prompts, max_chars=800, start=1)]
+        del tok
+        report["acceptance"] = acceptance(export.directory, args.threads, prompts, [0.4, 1.0], args.draft_length,
+                                          args.ell, args.max_new_tokens, args.target_dtype)
+    report["load_avg_end"] = os.getloadavg()
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def print_report(report: dict) -> None:
+    print(f"\nthreads={report['threads']} cpus={report['cpus']} load avg start {report['load_avg_start']} "
+          f"end {report['load_avg_end']}; prompt {report['prompt_tokens']} tokens")
+    print("\n| runtime | tokens/s | × torch bf16 | SLM ms/token | C core ms/token | core share | prefill s |")
+    print("|---|---|---|---|---|---|---|")
+    for name, row in report["speed"].items():
+        print(f"| {name} | {row['tokens_per_s']:.2f} | {row['ratio_vs_torch_bf16']:.2f} | {row['slm_ms_per_token']:.1f} "
+              f"| {row['core_ms_per_token']:.2f} | {100 * row['core_share']:.1f}% | {row['prefill_s']:.1f} |")
+    print("\n| T | ℓ | mean nnz | auto bits | enum bits | sparse bits | paper (16 + bound) | fp16 vector |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in report["bits"]:
+        print(f"| {row['temperature']} | {row['ell']} | {row['mean_nnz']:.1f} | {row['auto_bits']:.0f} | "
+              f"{row['enum_bits']:.0f} | {row['sparse_bits']:.0f} | {row['paper_bits']} | {row['fp16_vector_bits']} |")
+    if "acceptance" in report:
+        print("\n| T | prompts | L | ℓ | drafted | accepted | acceptance | tokens/round | draft s | verify s |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for row in report["acceptance"]:
+            print(f"| {row['temperature']} | {row['prompts']} | {row['draft_length']} | {row['ell']} | {row['drafted']} "
+                  f"| {row['accepted']} | {row['acceptance_rate']:.3f} | {row['tokens_per_round']:.2f} | "
+                  f"{row['draft_s']:.1f} | {row['verify_s']:.1f} |")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Q-S drafter on a real onnxruntime SLM (tiny exported model) and the real C core."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from edge_runtime.drafter import QS, SQ, DraftConfig, Drafter, DrafterError, q_distribution
+from edge_runtime.export.tiny import tiny_export
+from edge_runtime.slm import OnnxSLM
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+VOCAB = 64
+PROMPT = [3, 1, 4, 1, 5, 9, 2, 6]
+
+
+@pytest.fixture(scope="module")
+def exported():
+    return tiny_export("llama", vocab_size=VOCAB, seed=21, logit_scale=6.0)
+
+
+@pytest.fixture
+def slm(exported):
+    return OnnxSLM(exported[1].directory)
+
+
+def torch_next_logits(model, ids: list[int]) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0, -1].float().numpy()
+
+
+def test_round_record_is_consistent(slm):
+    drafter = Drafter(slm, DraftConfig(ell=240, temperature=1.0), seed=1)
+    drafter.start(PROMPT)
+    record = drafter.draft(5)
+    assert record.length == 5 == len(record.points) == len(record.entropies) == len(record.confidences)
+    for token, point in zip(record.tokens, record.points, strict=True):
+        assert point.ell == 240 and point.vocab_size == VOCAB
+        assert point.count_of(token) > 0  # Q-S: every draft lies in the support of the q̂ it was drawn from
+    assert all(0.0 < c <= 1.0 for c in record.confidences)
+    assert all(0.0 <= h <= np.log2(VOCAB) + 1e-9 for h in record.entropies)
+    assert record.core_seconds > 0 and record.slm_seconds > 0
+
+
+def test_same_seed_same_drafts(exported):
+    rounds = []
+    for _ in range(2):
+        drafter = Drafter(OnnxSLM(exported[1].directory), DraftConfig(ell=16, temperature=1.0), seed=42)
+        drafter.start(PROMPT)
+        rounds.append(drafter.draft(6).tokens)
+    assert rounds[0] == rounds[1]
+
+
+def test_greedy_drafts_follow_the_argmax_chain(exported, slm):
+    model, _ = exported
+    drafter = Drafter(slm, DraftConfig(ell=240, temperature=0.0), seed=0)
+    drafter.start(PROMPT)
+    record = drafter.draft(6)
+    seq = list(PROMPT)
+    for token in record.tokens:
+        assert token == int(np.argmax(torch_next_logits(model, seq)))
+        seq.append(token)
+    assert record.confidences == [1.0] * 6 and record.entropies == [0.0] * 6
+
+
+def test_stops_at_eos(exported, slm):
+    model, _ = exported
+    first = int(np.argmax(torch_next_logits(model, PROMPT)))
+    slm.eos_token_ids = [first]
+    drafter = Drafter(slm, DraftConfig(temperature=0.0), seed=0)
+    drafter.start(PROMPT)
+    record = drafter.draft(5)
+    assert record.tokens == [first] and record.hit_eos
+
+
+@pytest.mark.parametrize("accepted", [0, 2, 4])
+def test_feedback_rolls_back_and_continues_from_the_right_state(exported, slm, accepted):
+    model, _ = exported
+    drafter = Drafter(slm, DraftConfig(ell=240, temperature=1.0), seed=3)
+    drafter.start(PROMPT)
+    record = drafter.draft(4)
+    correction = 17
+    committed = drafter.feedback(accepted, correction)
+    assert committed == record.tokens[:accepted] + [correction]
+    assert drafter.committed == PROMPT + committed and slm.length == len(drafter.committed)
+    np.testing.assert_allclose(drafter._logits, torch_next_logits(model, drafter.committed), atol=1e-4)
+    assert drafter.draft(2).length == 2  # and the next round runs
+
+
+def test_out_of_order_use_is_rejected(slm):
+    drafter = Drafter(slm, DraftConfig(), seed=0)
+    with pytest.raises(DrafterError, match="start"):
+        drafter.draft(2)
+    drafter.start(PROMPT)
+    with pytest.raises(DrafterError, match="no round"):
+        drafter.feedback(0, 1)
+    drafter.draft(3)
+    with pytest.raises(DrafterError, match="feedback"):
+        drafter.draft(1)
+    with pytest.raises(DrafterError, match="outside"):
+        drafter.feedback(4, 1)
+    with pytest.raises(ValueError, match="mode"):
+        DraftConfig(mode="xy")
+
+
+def _first_token_counts(slm, config: DraftConfig, trials: int) -> tuple[np.ndarray, object]:
+    counts = np.zeros(VOCAB, np.int64)
+    drafter = Drafter(slm, config, seed=2024)
+    point = None
+    for _ in range(trials):
+        drafter.start(PROMPT)
+        record = drafter.draft(1)
+        counts[record.tokens[0]] += 1
+        point = record.points[0]
+        drafter._pending = None  # discard the round: the next start() begins afresh
+    return counts, point
+
+
+def _chi2_pvalue(counts: np.ndarray, probs: np.ndarray) -> float:
+    support = probs > 0
+    assert counts[~support].sum() == 0
+    return float(stats.chisquare(counts[support], probs[support] * counts.sum()).pvalue)
+
+
+def test_qs_draft_law_is_qhat(slm):
+    """Q-S draws x ~ q̂ exactly: chi-square against q̂, 3,000 draws, seed 2024, reject below p = 0.001."""
+    counts, point = _first_token_counts(slm, DraftConfig(ell=16, temperature=1.0, mode=QS), 3000)
+    assert _chi2_pvalue(counts, point.probs()) > 1e-3
+
+
+def test_sq_draft_law_is_q(exported, slm):
+    """S-Q draws x ~ q (not q̂): chi-square against q, 3,000 draws, seed 2024, reject below p = 0.001."""
+    model, _ = exported
+    counts, _ = _first_token_counts(slm, DraftConfig(ell=16, temperature=1.0, mode=SQ), 3000)
+    q = q_distribution(torch_next_logits(model, PROMPT), 1.0)
+    keep = q * counts.sum() >= 5  # pool the small-expectation cells
+    observed, expected = counts[keep], q[keep] * counts.sum()
+    if (~keep).any():
+        observed = np.append(observed, counts[~keep].sum())
+        expected = np.append(expected, q[~keep].sum() * counts.sum())
+    expected *= observed.sum() / expected.sum()  # float rounding of Σq
+    assert stats.chisquare(observed, expected).pvalue > 1e-3

@@ -1,0 +1,83 @@
+"""End to end in one process: ONNX drafter (Q-S, C core) + cloud_verifier.verify_round + PyTorch target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from cloud_verifier.target import TargetModel
+from edge_runtime.drafter import DraftConfig, Drafter
+from edge_runtime.export.tiny import tiny_causal_lm, tiny_export
+from edge_runtime.local_loop import run_local_loop, target_greedy
+from edge_runtime.slm import OnnxSLM
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+PROMPT = [5, 3, 8, 1, 9, 2]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models: thread start-up costs more than it saves (and the CI machine is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def two_token_law(model, vocab: int) -> np.ndarray:
+    """P(t1, t2 | PROMPT) at temperature 1, as a (V, V) array."""
+    with torch.no_grad():
+        p1 = torch.softmax(model(torch.tensor([PROMPT])).logits[0, -1].double(), -1).numpy()
+        batch = torch.tensor([PROMPT + [t] for t in range(vocab)])
+        p2 = torch.softmax(model(batch).logits[:, -1].double(), -1).numpy()
+    return p1[:, None] * p2
+
+
+def test_greedy_loop_equals_target_greedy():
+    """Temperature 0: the output is the target's own greedy decoding, token for token, whatever the drafts."""
+    vocab, seed = 64, 31
+    target = TargetModel(tiny_causal_lm("qwen2", vocab_size=vocab, seed=seed, logit_scale=4.0), device="cpu")
+    _, export = tiny_export("qwen2", vocab_size=vocab, seed=seed, logit_scale=4.0, noise=0.5)
+    reference = target_greedy(target, PROMPT, 24)
+    for draft_length in (1, 3, 5):
+        drafter = Drafter(OnnxSLM(export.directory), DraftConfig(ell=240, temperature=0.0), seed=0)
+        result = run_local_loop(drafter, target, PROMPT, 24, draft_length, torch.Generator().manual_seed(0))
+        assert result.tokens == reference
+        # the check means something only if drafts were both accepted and rejected
+        assert 0 < result.accepted < result.drafted
+
+
+def test_output_law_of_first_two_tokens_is_the_targets():
+    """Temperature 1, ℓ = 8 (q̂ far from q), V = 12: the law of the first two output tokens equals the target's
+    p(t1) p(t2 | t1). G-test over the 144 pairs (cells with expectation < 5 pooled), 1,000 runs with seeds
+    0..999; the test fails below p = 0.001."""
+    vocab, seed, runs = 12, 41, 1000
+    target_model = tiny_causal_lm("llama", vocab_size=vocab, seed=seed, logit_scale=3.0)
+    target = TargetModel(target_model, device="cpu")
+    draft_model, export = tiny_export("llama", vocab_size=vocab, seed=seed, logit_scale=3.0, noise=0.8)
+    slm = OnnxSLM(export.directory)
+    slm.eos_token_ids = []
+    config = DraftConfig(ell=8, temperature=1.0, record_stats=False)
+    counts = np.zeros((vocab, vocab), np.int64)
+    accepted = drafted = 0
+    for run in range(runs):
+        drafter = Drafter(slm, config, seed=run)
+        result = run_local_loop(drafter, target, PROMPT, 3, 2, torch.Generator().manual_seed(run))
+        counts[result.tokens[0], result.tokens[1]] += 1
+        accepted, drafted = accepted + result.accepted, drafted + result.drafted
+    assert 0 < accepted < drafted  # both branches of verification were exercised
+    law = two_token_law(target_model, vocab)
+    expected = law.ravel() * runs
+    observed = counts.ravel()
+    keep = expected >= 5
+    obs = np.append(observed[keep], observed[~keep].sum())
+    exp = np.append(expected[keep], expected[~keep].sum())
+    exp *= obs.sum() / exp.sum()
+    g_stat, pvalue = stats.power_divergence(obs, exp, lambda_="log-likelihood")
+    assert pvalue > 1e-3, f"G = {g_stat:.1f}, p = {pvalue:.2g}"
+    # the drafter's own law is far from the target's, so a loop that leaked draft bias would fail this test
+    draft_law = two_token_law(draft_model, vocab)
+    assert 0.5 * np.abs(draft_law - law).sum() > 0.1
