@@ -174,8 +174,9 @@ def print_report(report: dict) -> None:
     print("\n| runtime | tokens/s | × torch bf16 | SLM ms/token | C core ms/token | core share | prefill s |")
     print("|---|---|---|---|---|---|---|")
     for name, row in report["speed"].items():
-        print(f"| {name} | {row['tokens_per_s']:.2f} | {row['ratio_vs_torch_bf16']:.2f} | {row['slm_ms_per_token']:.1f} "
-              f"| {row['core_ms_per_token']:.2f} | {100 * row['core_share']:.1f}% | {row['prefill_s']:.1f} |")
+        print(f"| {name} | {row['tokens_per_s']:.2f} | {row['ratio_vs_torch_bf16']:.2f} "
+              f"| {row['slm_ms_per_token']:.1f} | {row['core_ms_per_token']:.2f} | {100 * row['core_share']:.1f}% "
+              f"| {row['prefill_s']:.1f} |")
     print("\n| T | ℓ | mean nnz | auto bits | enum bits | sparse bits | paper (16 + bound) | fp16 vector |")
     print("|---|---|---|---|---|---|---|---|")
     for row in report["bits"]:
@@ -185,9 +186,9 @@ def print_report(report: dict) -> None:
         print("\n| T | prompts | L | ℓ | drafted | accepted | acceptance | tokens/round | draft s | verify s |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for row in report["acceptance"]:
-            print(f"| {row['temperature']} | {row['prompts']} | {row['draft_length']} | {row['ell']} | {row['drafted']} "
-                  f"| {row['accepted']} | {row['acceptance_rate']:.3f} | {row['tokens_per_round']:.2f} | "
-                  f"{row['draft_s']:.1f} | {row['verify_s']:.1f} |")
+            print(f"| {row['temperature']} | {row['prompts']} | {row['draft_length']} | {row['ell']} "
+                  f"| {row['drafted']} | {row['accepted']} | {row['acceptance_rate']:.3f} "
+                  f"| {row['tokens_per_round']:.2f} | {row['draft_s']:.1f} | {row['verify_s']:.1f} |")
 
 
 if __name__ == "__main__":
