@@ -325,7 +325,7 @@ def bench_remote(cfg: BoardConfig, export_dir: Path | None, tokens: int = 48, se
     drafter = drafter_mod.Drafter(slm, drafter_mod.DraftConfig(ell=ctl.static_ell, temperature=s.temperature,
                                                                top_k=s.top_k, top_p=s.top_p), seed=seed)
     transport = remote_mod.EdgeTransportConfig(open_timeout_s=timeout_s, connect_timeout_s=timeout_s,
-                                               feedback_timeout_s=timeout_s, max_resyncs=1)
+                                               feedback_timeout_s=timeout_s, max_resyncs=3)
     remote = remote_mod.RemoteVerifier(cfg.device.id, endpoint, transport)
     try:
         remote.connect()
