@@ -128,6 +128,15 @@ def make_service(target: TargetModel, **overrides) -> VerifierService:
 PROMPT = [5, 17, 33, 2, 71, 40]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and on a loaded CPU they cost ~10x; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_greedy_verification_reproduces_target_greedy_text(target, drafter) -> None:
     service = make_service(target)
     board = Board(drafter, 1, PROMPT, SamplingParams(temperature=0.0), seed=0, draft_len=4, ell=16)
