@@ -22,5 +22,8 @@ setup(
                                         "qsv-broker=edge_runtime.broker.cli:broker_main",
                                         "qsv-verifier-mqtt=cloud_verifier.mqtt_service:main",
                                         "cloud_verifier=cloud_verifier.cli:main",
-                                        "qsv-demo-mqtt=edge_runtime.transport.demo:main"]},
+                                        "qsv-demo-mqtt=edge_runtime.transport.demo:main",
+                                        "qsv-models=edge_runtime.models.cli:main",
+                                        "qsv-export=edge_runtime.export.cli:main",
+                                        "qsv-local=edge_runtime.local_loop:main"]},
 )
