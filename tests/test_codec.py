@@ -260,6 +260,19 @@ def test_threads_share_parameters_but_not_workspaces() -> None:
     assert not errors, errors
 
 
+def test_worked_examples_of_the_layout_document() -> None:
+    """The byte strings spelled out in docs/CODEC.md (the enumerative one is canonical; any encoder must decode the
+    sparse ones to the same points)."""
+    point = make_point([3, 9], [2, 3], 5, 10)
+    assert codec.encode(point, 10, 5, "enum") == bytes.fromhex("07f0")
+    assert codec.decode(bytes.fromhex("07f0"), 10, 5) == point
+    assert codec.decode(bytes.fromhex("904066 80"), 10, 5) == point
+    realistic = make_point([2, 7, 40000, 151935], [700, 15, 4, 1], 720, 151936)
+    assert codec.decode(bytes.fromhex("80772900 0a002370 e0fa9f02 cbf4c0"), 151936, 720) == realistic
+    assert codec.encoded_bits(realistic, 151936, 720) <= 114
+    assert codec.pack_tokens([5, 1, 7], 8) == bytes.fromhex("a780")
+
+
 # ------------------------------------------------------------------------------------------ token ids
 
 
