@@ -56,7 +56,8 @@ typedef struct qsv_codec_params {
 size_t qsv_codec_workspace_bytes(uint32_t vocab_size, uint32_t ell);
 
 /* Fill *params. The bound is computed in floating point with a rigorous error bound and, only when that cannot
- * decide the ceiling (C within a relative 1e-9 of a power of two), exactly with bignums in the workspace. */
+ * decide the ceiling (C within a relative 4(k+1)2^-53, k = min(ell, V-1), of a power of two), exactly with bignums
+ * in the workspace. */
 int qsv_codec_params_init(qsv_codec_params *params, uint32_t vocab_size, uint32_t ell,
                           void *workspace, size_t workspace_bytes);
 

@@ -230,7 +230,7 @@ int qsv_bn_ratio(qsv_bn *a, uint32_t num, uint32_t den, uint32_t c, qsv_bn_scrat
 
 /* Exact ceil(log2 C(n, k)) with bignums (bn must hold the value; tmp is scratch of the same size). */
 int qsv_enum_bound_exact(uint32_t vocab_size, uint32_t ell, uint64_t *bits, qsv_bn *bn, qsv_bn_scratch *s);
-/* Floating-point bound: *bits is ceil(log2 C) when *certain is 1; otherwise C is within a relative 1e-9 of a
+/* Floating-point bound: *bits is ceil(log2 C) when *certain is 1; otherwise C is within a relative 4(k+1)2^-53 of a
  * power of two and *bits is either ceil(log2 C) or one more. */
 void qsv_enum_bound_float(uint32_t vocab_size, uint32_t ell, uint64_t *bits, int *certain);
 
