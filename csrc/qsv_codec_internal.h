@@ -231,7 +231,7 @@ int qsv_bn_ratio(qsv_bn *a, uint32_t num, uint32_t den, uint32_t c, qsv_bn_scrat
 /* Exact ceil(log2 C(n, k)) with bignums (bn must hold the value; tmp is scratch of the same size). */
 int qsv_enum_bound_exact(uint32_t vocab_size, uint32_t ell, uint64_t *bits, qsv_bn *bn, qsv_bn_scratch *s);
 /* Floating-point bound: *bits is ceil(log2 C) when *certain is 1; otherwise C is within a relative 4(k+1)2^-53 of a
- * power of two and *bits is either ceil(log2 C) or one more. */
+ * power of two and *bits is an upper bound (ceil(log2 C) plus 0, 1 or 2). */
 void qsv_enum_bound_float(uint32_t vocab_size, uint32_t ell, uint64_t *bits, int *certain);
 
 /* Enumerative payload (bound_bits bits) of a validated point / decoding of one (reader positioned after flag). */
