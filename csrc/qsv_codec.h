@@ -10,7 +10,8 @@
  * Conventions: C11, no globals, no allocation; the caller owns every buffer. Functions that need bignum scratch
  * space take a workspace of at least qsv_codec_workspace_bytes(V, ell) bytes (any alignment). Every function
  * returns QSV_CODEC_OK (0) or a negative qsv_codec_status. Decoders never read or write out of bounds and reject
- * malformed, truncated or non-canonical input (wrong length, nonzero padding bits). Thread-safe: no shared state.
+ * malformed or truncated input and framing errors (wrong length, nonzero padding bits); a sparse message may use
+ * any allowed code parameters. Thread-safe: no shared state.
  */
 #ifndef QSV_CODEC_H
 #define QSV_CODEC_H
