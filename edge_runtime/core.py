@@ -23,9 +23,9 @@ from edge_runtime._qsv_core import ffi, lib
 from edge_runtime.lattice import LatticePoint
 
 try:  # the codec is a separate module (edge_runtime/codec.py); re-exported here when present
-    from edge_runtime.codec import decode, encode  # noqa: F401
+    from edge_runtime.codec import bound_bits, decode, encode  # noqa: F401
 except ImportError:  # pragma: no cover - only while the codec module is absent
-    encode = decode = None  # type: ignore[assignment]
+    encode = decode = bound_bits = None  # type: ignore[assignment]
 
 MAX_ELL = int(lib.QSV_MAX_ELL)
 MAX_VOCAB = int(lib.QSV_MAX_VOCAB)
@@ -47,6 +47,7 @@ __all__ = [
     "kernel_available",
     "encode",
     "decode",
+    "bound_bits",
     "MAX_ELL",
     "MAX_VOCAB",
 ]

@@ -150,7 +150,7 @@ def test_thread_safety_concurrent_calls_match_sequential() -> None:
 
 def test_codec_reexport() -> None:
     codec = pytest.importorskip("edge_runtime.codec")
-    assert core.encode is codec.encode and core.decode is codec.decode
+    assert core.encode is codec.encode and core.decode is codec.decode and core.bound_bits is codec.bound_bits
     point = core.quantize_logits(_logits(50_272), 240, 0.4)
     assert core.decode(core.encode(point, 50_272, 240), 50_272, 240) == point
 
