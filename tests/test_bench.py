@@ -15,7 +15,7 @@ import pytest
 from edge_runtime.bench.cli import main
 from edge_runtime.bench.results import HIGHER, LOWER, Metric, compare, load_metrics
 from edge_runtime.bench.sections import bench_core, bench_e2e, bench_mqtt, bench_remote, bench_slm
-from edge_runtime.config import parse_config
+from edge_runtime.config import load_config, parse_config
 
 
 def test_compare_flags_regressions_in_the_right_direction() -> None:
@@ -213,3 +213,22 @@ def test_cli_rejects_invalid_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     cfg.write_text("schema_version: 1\ndevice: {id: x}\nbroker: {url: 'ftp://x'}\n")
     assert main(["--config", str(cfg), "--out", str(tmp_path)]) == 2
     assert f"{cfg}:3:" in capsys.readouterr().err
+
+
+def test_mqtt_echo_through_the_secured_broker_stays_in_the_device_bench_topics(
+    mosquitto_broker, tmp_path: Path  # noqa: ANN001 - conftest's DevBroker
+) -> None:
+    """The generated ACL lets a device echo on qsv/v1/<its id>/bench/# and nowhere else."""
+    (tmp_path / "user").write_text("dev-c\n")
+    (tmp_path / "pass").write_text(mosquitto_broker.passwords["dev-c"] + "\n")
+    cfg_path = tmp_path / "board.yaml"
+    cfg_path.write_text(
+        "schema_version: 1\ndevice: {id: dev-c}\n"
+        f"broker:\n  url: 'mqtt://127.0.0.1:{mosquitto_broker.plain_port}'\n"
+        "  credentials: {username_file: user, password_file: pass}\n")
+    cfg = load_config(cfg_path)
+    own = bench_mqtt(cfg, count=5)
+    assert own.available, own.reason
+    assert own.metrics["rtt_ms_p50"].value > 0
+    foreign = bench_mqtt(cfg, count=1, timeout_s=2.0, topic="qsv/v1/dev-a/bench/x")
+    assert not foreign.available and "ACL" in foreign.reason  # refused SUBACK or publish silently dropped

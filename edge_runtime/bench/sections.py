@@ -231,6 +231,9 @@ def bench_mqtt(cfg: BoardConfig, count: int = 50, timeout_s: float = 5.0, topic:
     finally:
         client.disconnect()
         client.loop_stop()
+    if not rtts:
+        return Section.unavailable("mqtt", f"no echo from {broker.url} for any of {count} messages on {topic} "
+                                           "(publish not allowed by the broker's ACL?)")
     section = Section("mqtt", details={"broker": broker.url, "topic": topic, "count": count, "lost": lost,
                                        "tls": broker.use_tls, "rtt_ms": rtts})
     section.metrics["rtt_ms_p50"] = Metric(statistics.median(rtts), "ms", LOWER, "RTT p50")
