@@ -35,6 +35,25 @@ def test_legacy_export_matches_torch(tmp_path, arch):
     assert np.isfinite(meta["max_abs_diff"]["int8"])
 
 
+def test_external_weight_files_are_consolidated(tmp_path):
+    import onnx
+
+    from edge_runtime.export.onnx_export import consolidate_external_data
+    from edge_runtime.slm import OnnxSLM
+
+    model = tiny_causal_lm("llama", vocab_size=64, seed=6)
+    result = export_loaded(model, None, tmp_path)
+    reference = OnnxSLM(tmp_path).forward([1, 2, 3]).copy()
+    proto = onnx.load(str(result.fp32_path))  # re-save the way large exports arrive: one file per tensor
+    onnx.save_model(proto, str(result.fp32_path), save_as_external_data=True, all_tensors_to_one_file=False,
+                    size_threshold=0)
+    assert len(list(tmp_path.iterdir())) > 10
+    assert consolidate_external_data(result.fp32_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json", "model.onnx", "model.onnx.data"]
+    np.testing.assert_array_equal(OnnxSLM(tmp_path).forward([1, 2, 3]), reference)
+    assert not consolidate_external_data(result.fp32_path)
+
+
 def test_export_rejects_wrong_dtype(tmp_path):
     model = tiny_causal_lm("llama", vocab_size=64).bfloat16()
     with pytest.raises(ExportError, match="float32"):

@@ -118,6 +118,30 @@ def torch_to_onnx(model: Any, path: Path, options: ExportOptions) -> None:
             program.save(str(path), external_data=_model_bytes(model) > _TWO_GIB // 2)
     if not path.exists():
         raise ExportError(f"exporter wrote no {path}")
+    consolidate_external_data(path)
+
+
+def consolidate_external_data(path: Path) -> bool:
+    """Move weights stored as one external file per tensor (what the exporters write above 2 GB) into a single
+    ``<model>.data`` file next to the model. Returns True when something was rewritten."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations = set()
+    for tensor in model.graph.initializer:
+        if uses_external_data(tensor):
+            locations.update(entry.value for entry in tensor.external_data if entry.key == "location")
+    target = path.name + ".data"
+    if not locations or locations == {target}:
+        return False
+    load_external_data_for_model(model, str(path.parent))
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=target,
+                    size_threshold=1024)
+    for location in locations - {target}:
+        (path.parent / location).unlink(missing_ok=True)
+    log.info("external weights of %s consolidated into %s (%d files removed)", path.name, target, len(locations))
+    return True
 
 
 def _model_bytes(model: Any) -> int:
