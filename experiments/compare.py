@@ -226,7 +226,7 @@ def plot(results: list[PolicyResult], out: Path, training: dict[str, list[float]
             colors = ["tab:gray" if not r.exact else "tab:blue" for r in rs]
             ax.bar(range(len(rs)), vals, color=colors)
             ax.set_xticks(range(len(rs)), [r.policy for r in rs], rotation=35, ha="right", fontsize=8)
-            ax.set_title(f"{sc} (simulator)")
+            ax.set_title(f"{sc} (simulator; gray: S-Q, biased output)")
             ax.set_ylabel(ylabel)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=120)

@@ -35,6 +35,7 @@ WINDOW = 64
 class DdqnHyper:
     discount: float = 0.1
     lr: float = 1e-4
+    lr_end: float | None = None  # linear decay of the learning rate to this over training (None: constant)
     batch: int = 64
     replay: int = 10_000
     target_every: int = 30
@@ -247,6 +248,10 @@ def train_ddqn(
                 s = s2
             out.episode_throughput.append(tokens / elapsed)
             agent.epsilon = max(h.eps_end, agent.epsilon * decay)
+            if h.lr_end is not None:
+                lr = h.lr + (h.lr_end - h.lr) * (ep + 1) / episodes
+                for group in agent.opt.param_groups:
+                    group["lr"] = lr
     finally:
         torch.set_num_threads(threads)
     agent.epsilon = 0.0
