@@ -6,7 +6,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 5) return 0;
     fuzz_ctx c;
-    fuzz_ctx_init(&c, data, 1024);
+    fuzz_ctx_init(&c, data, 300);
     size_t len = size - 5;
     uint8_t *msg = malloc(len ? len : 1);
     FUZZ_REQUIRE(msg);
