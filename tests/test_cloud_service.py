@@ -309,3 +309,24 @@ def test_memory_budget_evicts_least_recently_used(target, drafter) -> None:
     assert service.sessions.kv_bytes <= 2.5 * one
     reply = service.verify(Board(drafter, 1, PROMPT, SamplingParams(), seed=1).draft())
     assert reply.reason is ServiceErrorCode.EVICTED and "memory" in reply.message
+
+
+def test_bad_round_inside_a_batch_leaves_the_others_exact(target, drafter) -> None:
+    params = SamplingParams(temperature=1.0)
+    solo_service, batch_service = make_service(target), make_service(target)
+    solo = [Board(drafter, i, PROMPT[: 3 + i], params, seed=20 + i) for i in range(3)]
+    batch = [Board(drafter, i, PROMPT[: 3 + i], params, seed=20 + i) for i in range(3)]
+    for s, b in zip(solo, batch, strict=True):
+        solo_service.open(s.open_msg())
+        batch_service.open(b.open_msg())
+    msgs = [b.draft() for b in batch]
+    broken = DraftRound(1, msgs[1].round_seq, msgs[1].position, VOCAB, 16, 0, msgs[1].tokens,
+                        (b"\xff\xff",) + msgs[1].lattice[1:])
+    replies = batch_service.verify_many([msgs[0], broken, msgs[2], msgs[0]])  # + a retransmission of round 0
+    assert replies[1].reason is ServiceErrorCode.MALFORMED_LATTICE
+    assert replies[3] == replies[0], "a duplicate in the same batch is answered with the stored feedback"
+    for i in (0, 2):
+        alone = solo_service.verify(solo[i].draft())
+        assert (alone.accepted, alone.next_token) == (replies[i].accepted, replies[i].next_token)
+        np.testing.assert_allclose(alone.accept_probs, replies[i].accept_probs, rtol=1e-5)
+    assert batch_service.history(1) == solo[1].history
