@@ -122,3 +122,16 @@ def test_target_probs_temperature_topk_topp() -> None:
         SamplingParams(temperature=-1.0)
     with pytest.raises(ValueError):
         SamplingParams(top_p=0.0)
+
+
+@pytest.mark.parametrize("params", [SamplingParams(0.0), SamplingParams(0.7), SamplingParams(1.3, top_k=5),
+                                    SamplingParams(1.0, top_p=0.8), SamplingParams(0.5, top_k=12, top_p=0.6)])
+def test_target_probs_agree_with_the_edge_q_distribution(params: SamplingParams) -> None:
+    """The same sampling parameters mean the same distribution on both sides (edge q vs cloud p)."""
+    from edge_runtime.drafter import q_distribution
+
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(3)) * 3
+    cloud = target_probs(logits, params).numpy()
+    for row in range(4):
+        edge = q_distribution(logits[row].numpy(), params.temperature, params.top_k, params.top_p)
+        np.testing.assert_allclose(cloud[row], edge, atol=1e-6)
