@@ -197,14 +197,14 @@ static void test_large_vocab(void) {
     out_alloc(&o, v);
     double *q = malloc(sizeof *q * v);
     uint64_t s = 7;
-    const uint32_t ells[] = {1, 16, 720, 65535};
-    for (size_t c = 0; c < 4; c++) {
+    const uint32_t ells[] = {1, 720, 65535};
+    for (size_t c = 0; c < 3; c++) {
         for (uint32_t i = 0; i < v; i++) q[i] = exp(2.5 * rng_gauss(&s));
         normalize(q, v);
         probs_case(q, v, ells[c], &o, "V=262144 lognormal");
-        for (uint32_t i = 0; i < v; i++) q[i] = 1.0 / v;
-        probs_case(q, v, ells[c], &o, "V=262144 uniform");
     }
+    for (uint32_t i = 0; i < v; i++) q[i] = 1.0 / v;
+    probs_case(q, v, 720, &o, "V=262144 uniform");
     free(q);
     out_free(&o);
 }
@@ -291,6 +291,7 @@ static void test_logits(void) {
         for (size_t c = 0; c < sizeof ells / sizeof *ells; c++) {
             for (size_t t = 0; t < 3; t++) {
                 const uint32_t ell = ells[c];
+                if (v > 10000 && (t == 2 || ell == 1 || ell == 240)) continue; /* keep the large-V grid small */
                 llm_logits(z, v, &s, 2.0 + (double)t);
                 for (int kernel = QSV_KERNEL_SCALAR; kernel <= QSV_KERNEL_AVX2; kernel++) {
                     if (!qsv_kernel_available(kernel)) continue;
