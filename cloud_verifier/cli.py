@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-draft-len", type=int, default=32)
     p.add_argument("--max-history", type=int, default=32768)
     p.add_argument("--worker-id", default="verifier-0")
+    p.add_argument("--torch-threads", type=int, default=0,
+                   help="torch intra-op threads (0: torch default; 1 avoids oversubscription on small shared CPUs)")
     p.add_argument("--metrics-host", default="127.0.0.1")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port (0: any free, -1: off)")
     p.add_argument("--log-json", action="store_true", help="structured logs, one JSON object per line")
@@ -93,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
                         ("max-batch", args.max_batch), ("max-draft-len", args.max_draft_len)):
         if value < 1:
             build_parser().error(f"--{name} must be >= 1")
+    if args.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if args.model:
         target, vocab_hash = TargetModel.from_registry(args.model, args.device, args.dtype, fetch_missing=args.fetch)
     else:

@@ -171,9 +171,10 @@ class VerifierService:
                                f"vocab hash {bytes(msg.vocab_hash).hex()[:12]}… differs from the target's "
                                f"{self.config.vocab_hash.hex()[:12]}…: the board's tokenizer is not the target's", sid)
         history = [int(t) for t in msg.history]
-        if not 1 <= len(history) <= self.config.max_history:
+        max_history = min(self.config.max_history, self.target.max_positions or self.config.max_history)
+        if not 1 <= len(history) <= max_history:
             return self._error(ServiceErrorCode.HISTORY_TOO_LARGE,
-                               f"history must hold 1..{self.config.max_history} tokens, got {len(history)}", sid)
+                               f"history must hold 1..{max_history} tokens, got {len(history)}", sid)
         if min(history) < 0 or max(history) >= self.target.vocab_size:
             return self._error(ServiceErrorCode.BAD_PARAMS, "history token id out of range", sid)
         try:
@@ -258,8 +259,13 @@ class VerifierService:
         if not 1 <= n <= self.config.max_draft_len:
             return self._error(ServiceErrorCode.ROUND_TOO_LARGE,
                                f"draft length {n} outside 1..{self.config.max_draft_len}", sid, seq)
-        if session.position + n + 1 > self.config.max_history:
-            return self._error(ServiceErrorCode.HISTORY_TOO_LARGE, "round would exceed the maximum history", sid, seq)
+        limit = self.config.max_history
+        if self.target.max_positions:
+            limit = min(limit, self.target.max_positions)
+        if session.position + n > limit:
+            return self._error(ServiceErrorCode.HISTORY_TOO_LARGE,
+                               f"round would take the sequence past {limit} tokens (history or model context)", sid,
+                               seq)
         if msg.vocab_size != self.target.vocab_size:
             return self._error(ServiceErrorCode.VOCAB_MISMATCH,
                                f"round vocab_size {msg.vocab_size}, target {self.target.vocab_size}", sid, seq)

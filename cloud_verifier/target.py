@@ -75,6 +75,7 @@ class TargetModel:
         self.model = model.to(self.device).eval()
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
         self.dtype = next(model.parameters()).dtype
+        self.max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)  # 0: unknown
         # transformers ≥ 5.2x renamed ``past_key_values`` to ``cache``; accept both
         params = inspect.signature(type(model).forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"

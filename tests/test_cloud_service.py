@@ -330,3 +330,16 @@ def test_bad_round_inside_a_batch_leaves_the_others_exact(target, drafter) -> No
         assert (alone.accepted, alone.next_token) == (replies[i].accepted, replies[i].next_token)
         np.testing.assert_allclose(alone.accept_probs, replies[i].accept_probs, rtol=1e-5)
     assert batch_service.history(1) == solo[1].history
+
+
+def test_rounds_past_the_model_context_are_refused(target, drafter) -> None:
+    service = make_service(target)
+    limit = target.max_positions
+    assert limit == 512
+    too_long = OpenSession("b", 9, tuple([3] * (limit + 1)), WireSampling(), VOCAB, HASH)
+    assert service.open(too_long).reason is ServiceErrorCode.HISTORY_TOO_LARGE
+    board = Board(drafter, 9, [3] * (limit - 2), SamplingParams(temperature=0.0), seed=0, draft_len=3)
+    assert service.open(board.open_msg()) == limit - 2
+    reply = service.verify(board.draft())
+    assert reply.reason is ServiceErrorCode.HISTORY_TOO_LARGE and "context" in reply.message
+    assert service.history(9) == [3] * (limit - 2)
