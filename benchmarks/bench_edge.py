@@ -109,7 +109,8 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=2, help="BBC prompts for the acceptance rate")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--draft-length", type=int, default=4)
-    parser.add_argument("--target-dtype", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--target-dtype", choices=("fp32", "bf16"), default="fp32",
+                        help="target compute dtype (GGUF blocks stay packed; fp32 is their fastest path)")
     parser.add_argument("--skip-acceptance", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()

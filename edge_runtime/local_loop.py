@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--draft", default="qwen-draft", help="registry name, .gguf or HF folder of the SLM")
     parser.add_argument("--target", default="qwen-target", help="registry name, .gguf or HF folder of the LLM")
     parser.add_argument("--variant", choices=("fp32", "int8"), default="int8", help="ONNX variant of the SLM")
-    parser.add_argument("--target-dtype", choices=("fp32", "bf16"), default="bf16")
+    parser.add_argument("--target-dtype", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--prompts", type=int, default=1, help="number of BBC News prompts")
     parser.add_argument("--start", type=int, default=0, help="index of the first BBC article")
     parser.add_argument("--max-new-tokens", type=int, default=32)

@@ -38,8 +38,14 @@ def load_tokenizer(name_or_path: str | Path) -> Any:
         AutoTokenizer.from_pretrained(folder)
 
 
-def load_causal_lm(name_or_path: str | Path, dtype: str = "float32", with_tokenizer: bool = True) -> tuple[Any, Any]:
-    """(model in eval mode, tokenizer or None). GGUF weights are dequantized by transformers to ``dtype``."""
+def load_causal_lm(name_or_path: str | Path, dtype: str = "float32", with_tokenizer: bool = True,
+                   dequantize: bool = True) -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer or None).
+
+    GGUF weights are unpacked into a plain dense ``dtype`` model when ``dequantize`` (what the ONNX export and the
+    eager baselines need); otherwise transformers keeps them in GGUF blocks and computes with its GGUF matmul
+    kernels (in float32, casting other dtypes).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -48,7 +54,11 @@ def load_causal_lm(name_or_path: str | Path, dtype: str = "float32", with_tokeni
     log.info("loading %s (%s) as %s", folder / (gguf_file or ""), "gguf" if gguf_file else "hf", dtype)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if gguf_file:
+        from transformers.utils.quantization_config import GgufConfig
+
         kwargs["gguf_file"] = gguf_file
+        if dequantize:
+            kwargs["quantization_config"] = GgufConfig(dequantize=True)
     model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
     if not with_tokenizer:
         return model, None
