@@ -17,6 +17,10 @@
         }                                                                                                        \
     } while (0)
 
+/* Enumerative re-encoding costs grow like nnz * bound_bits; above this bound only the sparse payload is re-encoded
+ * (and no workspace is allocated) so that every input stays far below libFuzzer's timeout. */
+#define FUZZ_MAX_ENUM_BITS 8192u
+
 /* A decoding context for (V, ell) taken from the first 5 input bytes; V in 1..2^24, ell in 1..max_ell. */
 typedef struct fuzz_ctx {
     qsv_codec_params p;
@@ -31,23 +35,26 @@ static inline int fuzz_ctx_init(fuzz_ctx *c, const uint8_t *data, uint32_t max_e
     uint32_t V = 1u + (((uint32_t)data[0] << 16 | (uint32_t)data[1] << 8 | data[2]) & 0xFFFFFFu);
     if (data[0] & 0x80) V = 1u + (V & 0x3FFu); /* half the inputs use small vocabularies */
     uint32_t ell = 1u + (((uint32_t)data[3] << 8 | data[4]) % max_ell);
-    c->ws_bytes = qsv_codec_workspace_bytes(V, ell);
-    c->ws = malloc(c->ws_bytes);
     uint32_t n = ell < V ? ell : V;
     c->idx = malloc(n * sizeof(uint32_t));
     c->cnt = malloc(n * sizeof(uint32_t));
     c->idx2 = malloc(n * sizeof(uint32_t));
     c->cnt2 = malloc(n * sizeof(uint32_t));
-    c->out_cap = 16u + (size_t)n * 16u + (size_t)ell * 4u;
-    c->out = malloc(c->out_cap);
-    FUZZ_REQUIRE(c->ws && c->idx && c->cnt && c->idx2 && c->cnt2 && c->out);
-    FUZZ_REQUIRE(qsv_codec_params_init(&c->p, V, ell, c->ws, c->ws_bytes) == QSV_CODEC_OK);
-    if (c->p.bound_bits / 8 + 16 >= c->out_cap) {
-        c->out_cap = (size_t)(c->p.bound_bits / 8) + 16u;
-        free(c->out);
-        c->out = malloc(c->out_cap);
-        FUZZ_REQUIRE(c->out);
+    FUZZ_REQUIRE(c->idx && c->cnt && c->idx2 && c->cnt2);
+    /* the workspace (up to ~10 MB) only where the enumerative coder runs: keeps the executions fast */
+    c->ws = NULL;
+    c->ws_bytes = 0;
+    int rc = qsv_codec_params_init(&c->p, V, ell, NULL, 0);
+    if (rc == QSV_CODEC_E_SPACE || (rc == QSV_CODEC_OK && c->p.bound_bits <= FUZZ_MAX_ENUM_BITS)) {
+        c->ws_bytes = qsv_codec_workspace_bytes(V, ell);
+        c->ws = malloc(c->ws_bytes);
+        FUZZ_REQUIRE(c->ws);
+        rc = qsv_codec_params_init(&c->p, V, ell, c->ws, c->ws_bytes);
     }
+    FUZZ_REQUIRE(rc == QSV_CODEC_OK);
+    c->out_cap = 16u + (size_t)n * 16u + (size_t)ell * 4u + (size_t)(c->p.bound_bits / 8);
+    c->out = malloc(c->out_cap);
+    FUZZ_REQUIRE(c->out);
     return 0;
 }
 
@@ -59,10 +66,6 @@ static inline void fuzz_ctx_free(fuzz_ctx *c) {
     free(c->cnt2);
     free(c->out);
 }
-
-/* Enumerative re-encoding costs grow like nnz * bound_bits; above this bound only the sparse payload is re-encoded
- * so that every input stays far below libFuzzer's timeout. */
-#define FUZZ_MAX_ENUM_BITS 8192u
 
 /* Decode msg; when it is accepted: the point is valid, re-encoding it in the decoded mode gives a message that
  * decodes to the same point (and, for the canonical enumerative payload, the same bytes). */
