@@ -343,3 +343,19 @@ def test_rounds_past_the_model_context_are_refused(target, drafter) -> None:
     reply = service.verify(board.draft())
     assert reply.reason is ServiceErrorCode.HISTORY_TOO_LARGE and "context" in reply.message
     assert service.history(9) == [3] * (limit - 2)
+
+
+def test_replies_encode_on_the_wire(target, drafter) -> None:
+    from edge_runtime.protocol import ErrorReply, decode, encode
+
+    service = make_service(target)
+    board = Board(drafter, 12, PROMPT, SamplingParams(temperature=1.0), seed=2)
+    service.open(board.open_msg())
+    msg = decode(encode(board.draft()))  # the round as the transport hands it over (lattice points as bytes)
+    feedback = service.verify(msg)
+    back = decode(encode(feedback))
+    assert (back.accepted, back.next_token, back.position) == (feedback.accepted, feedback.next_token, msg.position)
+    err = service.verify(msg.__class__(**{**msg.__dict__, "session_id": 77}))
+    wire = decode(encode(err))
+    assert isinstance(wire, ErrorReply) and wire.code is ErrorCode.UNKNOWN_SESSION
+    assert wire.message.startswith("UNKNOWN_SESSION")
