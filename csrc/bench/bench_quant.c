@@ -1,0 +1,137 @@
+/* C-only timing of the quantizer (no Python): whole calls and the phases of the dense path.
+ * Build and run: make -C csrc bench  (or: ./build/bench_quant [V] [ell] [T] [kind: gauss|zipf] [calls])
+ * Times are per-thread CPU time (robust on a shared machine); min and median over the calls. Includes qsv_quant.c to
+ * reach the internal phases. */
+#define _POSIX_C_SOURCE 199309L
+#include "../qsv_quant.c"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double now_us(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
+}
+
+static uint64_t rng_next(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
+static double rng_gauss(uint64_t *s) {
+    const double u1 = rng_unit(s) + 1e-300, u2 = rng_unit(s);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct {
+    double *t;
+    int n;
+} series_t;
+
+static void report(const char *name, series_t *s) {
+    qsort(s->t, (size_t)s->n, sizeof *s->t, cmp_double);
+    printf("  %-34s min %8.1f us   median %8.1f us\n", name, s->t[0], s->t[s->n / 2]);
+}
+
+int main(int argc, char **argv) {
+    const uint32_t v = argc > 1 ? (uint32_t)atoi(argv[1]) : 151936u;
+    const uint32_t ell = argc > 2 ? (uint32_t)atoi(argv[2]) : 720u;
+    const double temp = argc > 3 ? atof(argv[3]) : 1.0;
+    const char *kind = argc > 4 ? argv[4] : "gauss";
+    const int calls = argc > 5 ? atoi(argv[5]) : 300;
+    if (v == 0 || v > QSV_MAX_VOCAB || ell == 0 || ell > QSV_MAX_ELL || calls <= 0 || temp <= 0.0) {
+        fprintf(stderr, "usage: bench_quant [V] [ell] [T > 0] [gauss|zipf] [calls]\n");
+        return 2;
+    }
+    float *z = malloc(sizeof *z * v);
+    uint64_t s = 12345;
+    for (uint32_t i = 0; i < v; i++) {
+        if (kind[0] == 'z') {
+            z[i] = (float)(-2.0 * log(1.0 + (double)(rng_next(&s) % v)) + 0.5 * rng_gauss(&s) + 10.0);
+        } else {
+            z[i] = (float)(2.5 * rng_gauss(&s));
+        }
+    }
+    if (kind[0] != 'z')
+        for (int j = 0; j < 30; j++) z[rng_next(&s) % v] += (float)(6.0 + 8.0 * rng_unit(&s));
+    const size_t wsz = qsv_quant_workspace_size(v);
+    void *wsm = malloc(wsz);
+    uint32_t *idx = malloc(sizeof *idx * ell), *cnt = malloc(sizeof *cnt * ell), nnz = 0, tok = 0;
+    series_t whole = {malloc(sizeof(double) * (size_t)calls), calls};
+    series_t with_s = {malloc(sizeof(double) * (size_t)calls), calls};
+    series_t ph[3] = {{malloc(sizeof(double) * (size_t)calls), calls},
+                      {malloc(sizeof(double) * (size_t)calls), calls},
+                      {malloc(sizeof(double) * (size_t)calls), calls}};
+    int rc = 0;
+    for (int r = -3; r < calls; r++) { /* three warm-up calls */
+        const double t0 = now_us();
+        rc |= qsv_quantize_logits(z, v, ell, temp, 0, 1.0, wsm, wsz, idx, cnt, ell, &nnz, NULL);
+        const double t1 = now_us();
+        rc |= qsv_sample(idx, cnt, nnz, ell, (uint32_t)(r < 0 ? 0 : r) % ell, &tok);
+        const double t2 = now_us();
+        if (r >= 0) {
+            whole.t[r] = t1 - t0;
+            with_s.t[r] = t2 - t0;
+        }
+    }
+    /* phases of the dense path with the automatic kernel */
+    kernels_t kern;
+    ws_t w;
+    pick_kernels(QSV_KERNEL_AUTO, &kern);
+    ws_init(&w, wsm, wsz, v);
+    const float inv_t = (float)(1.0 / temp), c2 = (float)(1.4426950408889634 / temp);
+    for (int r = 0; r < calls; r++) {
+        float m;
+        const double t0 = now_us();
+        rc |= !kern.kmax(z, v, (float *)w.bmax, &m);
+        const double t1 = now_us();
+        const double sum = kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), w.e);
+        const double t2 = now_us();
+        const double scale = (double)ell / sum;
+        float thr = (float)(THRESH_X / scale);
+        uint32_t k;
+        for (int round = 0;; round++) {
+            k = collect_e(&kern, w.e, v, (const float *)w.bmax, m, inv_t, thr, scale, w.cidx, w.cx);
+            const int frc = lattice_fix(w.cx, k, ell, thr > 0.0f, (double)thr * scale, w.cb, w.tmp);
+            if (frc != FIX_MORE) break;
+            if (round == 0) {
+                int64_t b_sum = 0;
+                for (uint32_t j = 0; j < k; j++) b_sum += w.cb[j];
+                thr = sampled_threshold(w.e, v, (uint64_t)k + 2u * (uint64_t)(ell - b_sum) + 32u, thr, w.tmp);
+            } else {
+                thr *= (float)LOWER_FACTOR;
+            }
+            if (thr < FLT_MIN) thr = 0.0f;
+        }
+        const double t3 = now_us();
+        ph[0].t[r] = t1 - t0;
+        ph[1].t[r] = t2 - t1;
+        ph[2].t[r] = t3 - t2;
+    }
+    printf("bench_quant V=%u ell=%u T=%g logits=%s calls=%d nnz=%u (thread CPU time)\n", v, ell, temp, kind, calls,
+           nnz);
+    report("qsv_quantize_logits", &whole);
+    report("qsv_quantize_logits + qsv_sample", &with_s);
+    report("phase: max pass", &ph[0]);
+    report("phase: exp pass", &ph[1]);
+    report("phase: candidates + lattice fix", &ph[2]);
+    free(z);
+    free(wsm);
+    free(idx);
+    free(cnt);
+    free(whole.t);
+    free(with_s.t);
+    for (int j = 0; j < 3; j++) free(ph[j].t);
+    return rc != 0;
+}
