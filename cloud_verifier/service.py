@@ -25,7 +25,7 @@ from cloud_verifier.batching import BatchScheduler
 from cloud_verifier.metrics import BATCH_BUCKETS, LATENCY_BUCKETS_S, MetricsRegistry
 from cloud_verifier.sampling import SamplingParams, VerificationError, target_probs, verify_round
 from cloud_verifier.sessions import Session, SessionGone, SessionManager
-from cloud_verifier.target import RoundOutput, TargetModel
+from cloud_verifier.target import KVState, RoundOutput, TargetModel
 from edge_runtime.lattice import LatticeError, LatticePoint
 from edge_runtime.protocol import DraftRound, ErrorCode, ErrorReply, Feedback, OpenSession
 from edge_runtime.protocol import SamplingParams as WireSamplingParams
@@ -84,6 +84,8 @@ class _Pending:
     points: list[LatticePoint] = field(default_factory=list)
     session: Session | None = None
     version: int = 0
+    kv: KVState | None = None  # the session's cache and pending token, captured under the lock at admission
+    pending_token: int = 0
 
 
 def decode_lattice(blob: bytes | LatticePoint, vocab_size: int, ell: int) -> LatticePoint:
@@ -288,6 +290,7 @@ class VerifierService:
                                    f"draft token {i} = {tok} is not in its lattice point's support", sid, seq)
             points.append(point)
         item.session, item.points, item.version = session, points, session.version
+        item.kv, item.pending_token = session.kv, session.tokens[-1]
         return None
 
     def _process_batch(self, items: list[_Pending]) -> None:
@@ -315,8 +318,8 @@ class VerifierService:
         start = self.clock()
         try:
             outputs = self.target.forward_rounds(
-                [it.session.kv for it in admitted],
-                [[it.session.tokens[-1], *map(int, it.msg.tokens)] for it in admitted],
+                [it.kv for it in admitted],
+                [[it.pending_token, *map(int, it.msg.tokens)] for it in admitted],
             )
         except Exception as exc:  # noqa: BLE001 - every round of the batch gets the error, sessions untouched
             log.exception("batched forward failed")
@@ -346,7 +349,7 @@ class VerifierService:
             return self._error(ServiceErrorCode.MALFORMED_LATTICE, str(exc), msg.session_id, msg.round_seq)
         verify_s = forward_share_s + self.clock() - t0
         with self._lock:
-            current = self.sessions._sessions.get(msg.session_id)
+            current = self.sessions.peek(msg.session_id)
             if current is not session or session.version != it.version:
                 return self._error(ServiceErrorCode.EVICTED, "session evicted or replaced while verifying",
                                    msg.session_id, msg.round_seq)

@@ -137,6 +137,10 @@ class SessionManager:
             raise SessionGone(session_id, self._gone.get(session_id, "unknown"))
         return session
 
+    def peek(self, session_id: int) -> Session | None:
+        """The session if held (no LRU update)."""
+        return self._sessions.get(session_id)
+
     def touch(self, session: Session) -> None:
         session.last_used = self.clock()
         self._sessions.move_to_end(session.session_id)
