@@ -104,33 +104,44 @@ def test_model_based_beats_static_baselines_in_simulator() -> None:
 def test_ddqn_trains_quickly_loss_falls_and_beats_random(tmp_path: Path) -> None:
     from edge_runtime.controller.ddqn import DdqnController, DdqnHyper, train_ddqn
 
-    traces = generate_traces(20, 80, (240, 720), seed=21)
-    seqs = [s.seq for s in traces.sequences]
-    # lr above the paper's 1e-4 so that a few hundred steps suffice in a unit test
+    def setup(scenario: str, ells: tuple[int, int]) -> tuple[list[int], object, object]:
+        traces = generate_traces(20, 80, ells, seed=21)
+        seqs = [s.seq for s in traces.sequences]
+
+        def evaluate(ctl: object, seed: int) -> float:
+            ex = SimRoundExecutor(traces, MarkovChannel(SCENARIOS[scenario], seed=seed), PROFILES["paper-gpu"],
+                                  seed=seed + 1)
+            eps = [run_episode(ctl, ex, s, 52) for s in seqs]  # type: ignore[arg-type]
+            return sum(e.tokens for e in eps) / sum(e.time_s for e in eps)
+
+        ex = SimRoundExecutor(traces, MarkovChannel(SCENARIOS[scenario], seed=1), PROFILES["paper-gpu"], seed=2)
+        return seqs, ex, evaluate
+
+    # 1) TD loss falls over a few hundred updates (4 Mbit/s, the paper's ℓ pair); lr above the paper's 1e-4 so that
+    #    a unit test's budget suffices
+    seqs, ex, _ = setup("4mbps", (240, 720))
     agent = DdqnController((240, 720), hyper=DdqnHyper(lr=1e-3), seed=0)
-    ex = SimRoundExecutor(traces, MarkovChannel(SCENARIOS["4mbps"], seed=1), PROFILES["paper-gpu"], seed=2)
     log = train_ddqn(agent, ex, seqs, episodes=50, max_new_tokens=52, eps_decay=0.93)
     assert agent.steps >= 300
-    assert np.mean(log.losses[-100:]) < np.mean(log.losses[:100])
+    assert np.mean(log.losses[-100:]) < 0.8 * np.mean(log.losses[:100])
 
-    def evaluate(ctl: object, seed: int) -> float:
-        ex = SimRoundExecutor(traces, MarkovChannel(SCENARIOS["4mbps"], seed=seed), PROFILES["paper-gpu"],
-                              seed=seed + 1)
-        eps = [run_episode(ctl, ex, s, 52) for s in seqs]  # type: ignore[arg-type]
-        return sum(e.tokens for e in eps) / sum(e.time_s for e in eps)
-
-    rand = DdqnController((240, 720), seed=3)
+    # 2) where the action matters (350 kbit/s, ℓ ∈ {16, 720}: 720 costs ~19 ms per token), the trained policy beats
+    #    uniformly random actions by a wide margin
+    seqs, ex, evaluate = setup("350kbps", (16, 720))
+    agent = DdqnController((16, 720), hyper=DdqnHyper(lr=1e-3), seed=0)
+    train_ddqn(agent, ex, seqs, episodes=50, max_new_tokens=52, eps_decay=0.93)
+    rand = DdqnController((16, 720), seed=3)
     rand.epsilon = 1.0  # uniformly random actions
-    assert evaluate(agent, 100) > 1.05 * evaluate(rand, 100)
+    assert evaluate(agent, 100) > 1.3 * evaluate(rand, 100)
 
     path = tmp_path / "policy.pt"
     agent.save(path)
     loaded = DdqnController.load(path)
-    probe = ChannelView.from_rate(2e6, state=0)
+    probe = ChannelView.from_rate(175e3, state=0)
     for conf in (0.1, 0.5, 0.95):
         agent.reset()
         loaded.reset()
-        o = RoundObservation(240, [conf] * 5, 5, 0.01, 0.03, 1000)
+        o = RoundObservation(16, [conf] * 5, 5, 0.01, 0.03, 1000)
         agent.observe(o)
         loaded.observe(o)
         assert agent.choose(probe) == loaded.choose(probe)
