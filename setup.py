@@ -25,5 +25,6 @@ setup(
                                         "qsv-demo-mqtt=edge_runtime.transport.demo:main",
                                         "qsv-models=edge_runtime.models.cli:main",
                                         "qsv-export=edge_runtime.export.cli:main",
-                                        "qsv-local=edge_runtime.local_loop:main"]},
+                                        "qsv-local=edge_runtime.local_loop:main",
+                                        "qsv-demo=edge_runtime.e2e.cli:main"]},
 )

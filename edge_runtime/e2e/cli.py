@@ -1,0 +1,135 @@
+"""``qsv-demo`` (``bash scripts/demo.sh``): QSV end to end on one machine, on real models and BBC News prompts.
+
+1. models: fetch the draft and target models (cached), export the draft to ONNX (cached);
+2. a mosquitto broker from a generated config (dev CA, mutual TLS, passwords, per-device ACLs; ``--no-tls``: plain
+   TCP with passwords + ACLs) and one verifier worker process (``qsv-verifier-mqtt``: PyTorch target model, CPU);
+3. the edge runtime (ONNX SLM on onnxruntime + C core + codec) drafts with quantize-then-sample over MQTT; every
+   round is printed as it completes (L, ℓ, accepted, committed tokens, uplink bytes, times, text);
+4. the target alone decodes the same prompts autoregressively in this process (same model, dtype, thread count and
+   sampling), after the worker has exited;
+5. a table: tokens/s and speedup, acceptance, uplink bytes per draft token vs the paper's fixed-length bound.
+
+Everything runs from the embedded default config (``edge_runtime.config.default_config``); no file is needed. All
+processes are stopped on exit, on errors and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_runtime.config import BoardConfig, default_config
+from edge_runtime.controller import Controller, ModelBasedController, StaticController
+from edge_runtime.e2e.profiles import PROFILES, Profile, get_profile
+
+log = logging.getLogger("qsv.demo")
+
+
+def say(text: str = "") -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    cfg = default_config()
+    p = argparse.ArgumentParser(prog="qsv-demo", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--profile", choices=sorted(PROFILES), default="qwen",
+                   help="qwen: Qwen2.5-Coder 0.5B → 1.5B (the paper-like pair); smollm2: SmolLM2-135M → itself")
+    p.add_argument("--quick", action="store_true", help="same as --profile smollm2")
+    p.add_argument("--prompts", type=int, help="number of BBC News prompts (default: the profile's)")
+    p.add_argument("--tokens", type=int, help="new tokens per prompt (default: the profile's)")
+    p.add_argument("--target-dtype", choices=("fp32", "bf16"), help="dtype of the target (default: the profile's)")
+    p.add_argument("--temperature", type=float, default=cfg.sampling.temperature)
+    p.add_argument("--seed", type=int, default=cfg.sampling.seed)
+    p.add_argument("--controller", choices=("static", "model"), default="static",
+                   help="static: (L, ℓ) of the default config; model: the adaptive model-based controller")
+    p.add_argument("--no-tls", action="store_true", help="plain TCP to the broker (still passwords + ACLs)")
+    p.add_argument("--edge-threads", type=int, default=1, help="onnxruntime threads of the edge SLM")
+    p.add_argument("--cloud-threads", type=int, default=1, help="torch threads of the verifier and of the baseline")
+    p.add_argument("--workdir", type=Path, help="keep broker files and the worker log here (default: temporary)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def make_controller(kind: str, cfg: BoardConfig, vocab_size: int) -> tuple[Controller, str]:
+    c = cfg.controller
+    if kind == "static":
+        return StaticController(c.static_L, c.static_ell), \
+            f"static (L, ℓ) = ({c.static_L}, {c.static_ell}) from the embedded default config"
+    from edge_runtime.channel.estimator import ChannelEstimator
+
+    estimator = ChannelEstimator(prior_rate_bps=cfg.channel.uplink_bps, prior_rtt_s=cfg.channel.rtt_ms / 1e3)
+    ctl = ModelBasedController(vocab_size, lengths=range(c.L_min, c.L_max + 1), ells=c.ell_set, early_stop=False,
+                               channel_estimator=estimator, seed=cfg.sampling.seed)
+    return ctl, (f"model-based adaptive (L ∈ {c.L_min}..{c.L_max}, ℓ ∈ {list(c.ell_set)}, throughput model, "
+                 f"no per-token early stop)")
+
+
+def prepare_models(profile: Profile) -> Path:
+    """Fetch both models and export the draft (all cached); returns the export directory."""
+    from edge_runtime.export.onnx_export import export_model
+    from edge_runtime.models.fetch import fetch
+
+    for name in dict.fromkeys((profile.draft, profile.target)):
+        t0 = time.perf_counter()
+        path = fetch(name)
+        say(f"[demo] model {name}: {path} ({time.perf_counter() - t0:.1f} s)")
+    t0 = time.perf_counter()
+    export = export_model(profile.draft, int8=profile.variant == "int8")
+    say(f"[demo] ONNX export of {profile.draft}: {export.directory} ({time.perf_counter() - t0:.1f} s)")
+    return export.directory
+
+
+def demo_prompts(count: int, max_chars: int) -> list[tuple[str, str]]:
+    """(label, prompt) for ``count`` BBC News articles, one category after another."""
+    from edge_runtime.models.bbc import CATEGORIES, bbc_prompts, load_bbc_articles
+
+    out = []
+    for i in range(count):
+        category, start = CATEGORIES[i % len(CATEGORIES)], i // len(CATEGORIES)
+        article = load_bbc_articles(category)[start]
+        prompt = bbc_prompts(1, max_chars=max_chars, category=category, start=start)[0]
+        out.append((f"BBC {category}/{article.number:03d} {article.headline!r}", prompt))
+    return out
+
+
+def quiet_libraries() -> None:
+    warnings.filterwarnings("ignore")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # the GGUF dequantization bar of the baseline's target load
+    except ImportError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    profile = get_profile("smollm2" if args.quick else args.profile)
+    if args.target_dtype:
+        profile = dataclasses.replace(profile, target_dtype=args.target_dtype)
+    prompts_n = args.prompts if args.prompts is not None else profile.prompts
+    tokens_n = args.tokens if args.tokens is not None else profile.new_tokens
+    if prompts_n < 1 or tokens_n < 1 or args.edge_threads < 1 or args.cloud_threads < 1:
+        build_parser().error("--prompts, --tokens and the thread counts must be >= 1")
+    from edge_runtime.e2e.session import DemoSession
+
+    try:
+        return DemoSession(args, profile, prompts_n, tokens_n).run()
+    except KeyboardInterrupt:
+        say("\n[demo] interrupted; all demo processes stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

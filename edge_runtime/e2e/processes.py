@@ -1,0 +1,169 @@
+"""The demo's processes: a mosquitto broker from a generated config and one verifier worker, always cleaned up.
+
+``DemoStack`` is a context manager. Leaving it (normally, on an exception, on Ctrl-C, or on SIGTERM, which is
+turned into KeyboardInterrupt while the stack is up) terminates the worker (then kills it after a grace period) and
+stops the broker. The worker also gets SIGTERM from the kernel if this process dies without cleaning up (Linux
+PR_SET_PDEATHSIG), so no verifier holding gigabytes of weights is ever left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+
+from edge_runtime.broker.fleet import Fleet
+from edge_runtime.broker.process import DevBroker
+from edge_runtime.transport.mqtt_common import BrokerEndpoint
+
+log = logging.getLogger(__name__)
+
+DEVICE_ID = "board-01"
+VERIFIER_USER = "verifier"
+WORKER_ID = "worker-1"
+_PR_SET_PDEATHSIG = 1
+
+
+class DemoStackError(RuntimeError):
+    """The broker or the verifier worker did not come up."""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class DemoStack:
+    """Broker (mutual TLS + passwords + ACLs, or plain TCP with passwords + ACLs) and one verifier worker process.
+    Entering starts the broker and spawns the worker; ``wait_ready`` waits until the worker serves (its model load can
+    take minutes, so the caller may do other work first)."""
+
+    def __init__(self, worker_args: list[str], tls: bool = True, cloud_threads: int = 1,
+                 workdir: Path | None = None, ready_timeout_s: float = 900.0) -> None:
+        self.worker_args = worker_args
+        self.tls = tls
+        self.cloud_threads = cloud_threads
+        self.ready_timeout_s = ready_timeout_s
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="qsv-demo-")
+            workdir = Path(self._tmp.name)
+        self.workdir = Path(workdir)
+        self.broker: DevBroker | None = None
+        self.worker: subprocess.Popen | None = None
+        self.worker_log = self.workdir / "verifier.log"
+        self.worker_ready_s = 0.0
+        self._spawned_at = 0.0
+        self._old_sigterm: object = None
+
+    # ------------------------------------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> DemoStack:
+        if threading.current_thread() is threading.main_thread():
+            self._old_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            self.start_broker()
+            self.spawn_worker()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start_broker(self) -> None:
+        self.broker = DevBroker(self.workdir / "broker", Fleet((DEVICE_ID,), (VERIFIER_USER,))).start()
+        log.info("mosquitto on %s (TLS port %d, plain port %d)", self.broker.host, self.broker.tls_port,
+                 self.broker.plain_port)
+
+    def endpoint(self, name: str) -> BrokerEndpoint:
+        if self.broker is None:
+            raise DemoStackError("broker not started")
+        return self.broker.endpoint(name, tls=self.tls)
+
+    @property
+    def port(self) -> int:
+        assert self.broker is not None
+        return self.broker.tls_port if self.tls else self.broker.plain_port
+
+    def spawn_worker(self) -> None:
+        """Start ``python -m cloud_verifier.mqtt_service`` (the ``qsv-verifier-mqtt`` worker); see ``wait_ready``."""
+        ep = self.endpoint(VERIFIER_USER)
+        password_file = self.workdir / "verifier.pw"
+        password_file.write_text(ep.password or "")
+        os.chmod(password_file, 0o600)
+        cmd = [sys.executable, "-m", "cloud_verifier.mqtt_service", "--worker-id", WORKER_ID, "--host", ep.host,
+               "--port", str(ep.port), "--username", VERIFIER_USER, "--password-file", str(password_file),
+               "--log-level", "WARNING", "--idle-timeout", "600", *self.worker_args]
+        if ep.tls:
+            cmd += ["--ca", str(ep.ca_file), "--cert", str(ep.cert_file), "--key", str(ep.key_file)]
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.cloud_threads), MKL_NUM_THREADS=str(self.cloud_threads))
+        self._spawned_at = time.monotonic()
+        with open(self.worker_log, "ab") as err:
+            self.worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                           preexec_fn=_die_with_parent)
+
+    def wait_ready(self) -> float:
+        """Block until the worker printed READY (model loaded, subscribed); returns seconds since it was spawned."""
+        if self.worker is None:
+            raise DemoStackError("worker not started")
+        line = self._read_ready()
+        if not line.startswith("READY"):
+            code = self.worker.poll()
+            raise DemoStackError(f"verifier worker did not start (exit {code}); its log:\n"
+                                 f"{self.worker_log.read_text(errors='replace')[-3000:]}")
+        self.worker_ready_s = time.monotonic() - self._spawned_at
+        return self.worker_ready_s
+
+    def _read_ready(self) -> str:
+        """The worker's first stdout line, or '' on timeout / exit (reader thread: readline has no timeout)."""
+        assert self.worker is not None and self.worker.stdout is not None
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.worker.stdout.readline()), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + self.ready_timeout_s
+        while reader.is_alive() and time.monotonic() < deadline:
+            reader.join(0.2)  # short joins keep Ctrl-C responsive
+        return box[0] if box else ""
+
+    def stop_worker(self) -> None:
+        proc, self.worker = self.worker, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def close(self) -> None:
+        try:
+            self.stop_worker()
+        finally:
+            if self.broker is not None:
+                self.broker.stop()
+                self.broker = None
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+            if self._old_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._old_sigterm)  # type: ignore[arg-type]
+                self._old_sigterm = None

@@ -1,0 +1,140 @@
+"""One demo run: models → broker + verifier worker → edge generations (streamed) → target alone → table."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from edge_runtime.config import default_config
+from edge_runtime.e2e import report
+from edge_runtime.e2e.baseline import BaselineRun
+from edge_runtime.e2e.cli import demo_prompts, make_controller, prepare_models, quiet_libraries, say
+from edge_runtime.e2e.edge import EdgeRun, RoundStat, run_edge_generation
+from edge_runtime.e2e.processes import DEVICE_ID, DemoStack
+from edge_runtime.e2e.profiles import Profile
+
+RULE = "─" * 100
+
+
+class TextStream:
+    """Decoded text of a growing token list, handed out as deltas (multi-byte characters may span tokens)."""
+
+    def __init__(self, decode) -> None:  # noqa: ANN001 - tokenizer decode function
+        self.decode = decode
+        self.text = ""
+
+    def delta(self, tokens: list[int]) -> str:
+        text = self.decode(tokens)
+        new = text[len(self.text):] if text.startswith(self.text) else text
+        self.text = text
+        return new
+
+
+class DemoSession:
+    def __init__(self, args: argparse.Namespace, profile: Profile, prompts: int, tokens: int) -> None:
+        self.args = args
+        self.profile = profile
+        self.prompts_n = prompts
+        self.tokens_n = tokens
+        self.config = default_config()
+
+    def run(self) -> int:
+        args, profile = self.args, self.profile
+        quiet_libraries()
+        say(f"[demo] profile {profile.name}: edge {profile.draft_label} (ONNX {profile.variant}, onnxruntime, "
+            f"{args.edge_threads} thread{'s' * (args.edge_threads > 1)}) → cloud {profile.target_label} "
+            f"(PyTorch {profile.target_dtype}, CPU, {args.cloud_threads} thread{'s' * (args.cloud_threads > 1)})")
+        export_dir = prepare_models(profile)
+        from edge_runtime.slm import OnnxSLM, SessionConfig
+
+        slm = OnnxSLM(export_dir, profile.variant, SessionConfig(threads=args.edge_threads))
+        vocab_hash = bytes.fromhex(slm.export.meta["vocab_hash"])
+        prompts = demo_prompts(self.prompts_n, profile.prompt_chars)
+        prompt_ids = [slm.encode(text) for _, text in prompts]
+        controller, controller_text = make_controller(args.controller, self.config, slm.vocab_size)
+        worker_args = ["--model", profile.target, "--dtype", profile.target_dtype, "--device", "cpu"]
+        security = ("plain TCP, passwords + per-device ACLs (--no-tls)" if args.no_tls
+                    else "mutual TLS + passwords + per-device ACLs")
+        say(f"[demo] starting mosquitto ({security}) and the verifier worker (qsv-verifier-mqtt --model "
+            f"{profile.target} --dtype {profile.target_dtype}) ...")
+        edge_runs: list[EdgeRun] = []
+        with DemoStack(worker_args, tls=not args.no_tls, cloud_threads=args.cloud_threads,
+                       workdir=args.workdir) as stack:
+            say(f"[demo] broker 127.0.0.1:{stack.port}, generated config in {stack.workdir / 'broker'}; verifier "
+                f"worker pid {stack.worker.pid if stack.worker else '?'} loading {profile.target} ...")
+            # the baseline's copy of the target loads here while the worker loads its own (loads take minutes)
+            target = self._load_target()
+            stack.wait_ready()
+            say(f"[demo] verifier worker ready after {stack.worker_ready_s:.1f} s")
+            say(f"[demo] controller: {controller_text}")
+            say(f"[demo] sampling: temperature {args.temperature}, {self.tokens_n} new tokens per prompt, "
+                f"{len(prompts)} prompt{'s' * (len(prompts) > 1)}, seed {args.seed}; Q-S drafting, exact verification")
+            for index, ((label, _), ids) in enumerate(zip(prompts, prompt_ids, strict=True)):
+                edge_runs.append(self._edge_prompt(stack, slm, controller, index, label, ids, vocab_hash))
+            say(RULE)
+            stack.stop_worker()  # frees its CPU threads and memory before the baseline runs
+        say("[demo] verifier worker stopped; the target alone decodes the same prompts (cloud-only baseline):")
+        baseline_runs = self._baseline(target, prompt_ids, slm)
+        say(RULE)
+        say(f"SUMMARY  profile {profile.name} · {len(prompts)} prompt{'s' * (len(prompts) > 1)} × up to "
+            f"{self.tokens_n} new tokens · temperature {args.temperature} · controller {controller.name}")
+        say(report.summary_table(edge_runs, baseline_runs, slm.vocab_size, self.config.channel.uplink_bps))
+        return 0
+
+    def _edge_prompt(self, stack: DemoStack, slm, controller, index: int, label: str, ids: list[int],  # noqa: ANN001
+                     vocab_hash: bytes) -> EdgeRun:
+        from edge_runtime.drafter import DraftConfig, Drafter
+        from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
+
+        args = self.args
+        cfg = self.config.controller
+        say(RULE)
+        say(f"prompt {index + 1}/{self.prompts_n}: {label} ({len(ids)} tokens)")
+        say(report.ROUND_HEADER)
+        stream = TextStream(slm.decode)
+
+        def on_round(run: EdgeRun, stat: RoundStat) -> None:
+            say(report.round_line(stat, stream.delta(run.tokens)))
+
+        drafter = Drafter(slm, DraftConfig(ell=cfg.static_ell, temperature=args.temperature), seed=args.seed + index)
+        # no fault injection here: long timeouts, so a slow round on a loaded machine is waited for, not resent
+        transport = EdgeTransportConfig(feedback_timeout_s=600.0, open_timeout_s=600.0)
+        remote = RemoteVerifier(DEVICE_ID, stack.endpoint(DEVICE_ID), transport).connect()
+        try:
+            run = run_edge_generation(drafter, remote, controller, ids, self.tokens_n, args.seed + index, vocab_hash,
+                                      on_round)
+        finally:
+            remote.disconnect()
+        say(report.prompt_summary(run))
+        say(f" text: {stream.text!r}")
+        return run
+
+    def _load_target(self):  # noqa: ANN202 - cloud_verifier.target.TargetModel (torch imported lazily)
+        import torch
+
+        from cloud_verifier.target import TargetModel
+        from edge_runtime.models.hf import resolve_model
+
+        torch.set_num_threads(self.args.cloud_threads)
+        t0 = time.perf_counter()
+        folder, gguf_file = resolve_model(self.profile.target, fetch_missing=False)
+        target = TargetModel.load(folder, "cpu", self.profile.target_dtype, gguf_file=gguf_file)
+        say(f"[demo] baseline copy of the target loaded in this process ({time.perf_counter() - t0:.1f} s)")
+        return target
+
+    def _baseline(self, target, prompt_ids: list[list[int]], slm) -> list[BaselineRun]:  # noqa: ANN001
+        import torch
+
+        from cloud_verifier import SamplingParams
+        from edge_runtime.e2e.baseline import run_target_alone
+
+        runs = []
+        for index, ids in enumerate(prompt_ids):
+            generator = torch.Generator().manual_seed(self.args.seed + index)
+            run = run_target_alone(target, ids, self.tokens_n, SamplingParams(self.args.temperature), generator,
+                                   slm.eos_token_ids)
+            rate = len(run.tokens) / run.decode_s if run.decode_s > 0 else 0.0
+            say(f" prompt {index + 1}/{len(prompt_ids)}: {len(run.tokens)} tokens, decode {run.decode_s:.1f} s "
+                f"({rate:.2f} tokens/s), prefill {run.prefill_s:.1f} s: {slm.decode(run.tokens)!r}")
+            runs.append(run)
+        return runs

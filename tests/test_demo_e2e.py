@@ -1,0 +1,189 @@
+"""The end-to-end demo (edge_runtime.e2e, ``bash scripts/demo.sh``).
+
+Fast tests: the text stream, the report arithmetic, and the demo's edge loop over a real mosquitto broker against a
+real PyTorch verifier worker process (tiny random target, ToySLM drafter) with both controllers.
+Slow tests (marked ``slow``; SmolLM2-135M only, fetched and exported once, then cached): the quick profile end to end
+as a subprocess, checking the streamed rounds against the table, and that every process is gone after the run and
+after a SIGTERM / SIGINT in the middle of start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_runtime import codec
+from edge_runtime.controller import ModelBasedController, StaticController
+from edge_runtime.drafter import DraftConfig, Drafter
+from edge_runtime.e2e import report
+from edge_runtime.e2e.baseline import BaselineRun
+from edge_runtime.e2e.edge import EdgeRun, RoundStat, run_edge_generation
+from edge_runtime.e2e.session import TextStream
+from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
+from edge_runtime.transport.toy import ToyModel, ToySLM
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_VOCAB = 96  # cloud_verifier.cli.random_target("tiny")
+
+
+def test_text_stream_hands_out_deltas_and_recovers_from_a_changed_prefix() -> None:
+    table = {1: "Hel", 2: "lo", 3: " wor", 4: "ld"}
+    stream = TextStream(lambda ids: "".join(table[i] for i in ids))
+    assert stream.delta([1]) == "Hel"
+    assert stream.delta([1, 2, 3]) == "lo wor"
+    assert stream.delta([1, 2, 3, 4]) == "ld"
+    assert stream.text == "Hello world"
+    # a decode that rewrites earlier text (e.g. a completed multi-byte character): the whole text is handed out
+    stream = TextStream(lambda ids: "ab" if len(ids) == 1 else "xyz")
+    assert stream.delta([1]) == "ab"
+    assert stream.delta([1, 2]) == "xyz"
+
+
+def _stat(index: int, drafted: int, accepted: int, new: int, ell: int = 240, vocab: int = 1000) -> RoundStat:
+    return RoundStat(index, drafted, ell, accepted, list(range(new)), lattice_bytes=10 * drafted,
+                     token_id_bits=drafted * codec.token_bits(vocab),
+                     bound_bits=drafted * (16 + codec.bound_bits(vocab, ell)), draft_s=0.1, encode_s=0.001,
+                     wait_s=0.3, verify_s=0.25, feedback_s=0.05)
+
+
+def test_summary_table_numbers() -> None:
+    vocab = 1000
+    edge = EdgeRun([1, 2], tokens=list(range(10)), rounds=[_stat(0, 3, 3, 4), _stat(1, 3, 1, 2), _stat(2, 3, 3, 4)],
+                   prefill_s=1.0, decode_s=2.0)
+    alone = BaselineRun([1, 2], tokens=list(range(10)), prefill_s=0.5, decode_s=5.0)
+    table = report.summary_table([edge], [alone], vocab, 4e6)
+    assert re.search(r"cloud only \(target autoregressive\)\s+10\s+0\.5\s+5\.0\s+2\.00\s+1\.00×", table)
+    assert re.search(r"QSV edge draft \+ cloud verify\s+10\s+1\.0\s+2\.0\s+5\.00\s+2\.50×", table)
+    assert "including prefill: 1.82 vs 3.33 tokens/s, 1.83×" in table
+    assert "rounds 3 · drafted 9 · accepted 7 · acceptance 0.778 · 3.33 tokens/round · ℓ used 240" in table
+    per_token = 10 + codec.token_bits(vocab) / 8
+    bound = (16 + codec.bound_bits(vocab, 240)) / 8
+    assert f"uplink per draft token: {per_token:.1f} B measured" in table
+    assert f"fixed-length bound {bound:,.1f} B" in table
+    assert f"{per_token / bound:.3f}× the bound" in table
+
+
+def test_round_line_columns() -> None:
+    line = report.round_line(_stat(4, 3, 2, 3), " text")
+    fields = line.split()
+    assert fields[:6] == ["5", "3", "240", "2/3", "+3", "30"]
+    assert line.endswith("' text'")
+
+
+def _edge_run(broker, controller, tokens: int, seed: int) -> EdgeRun:  # noqa: ANN001
+    slm = ToySLM(ToyModel(vocab_size=TINY_VOCAB, seed=3, scale=3.0))
+    drafter = Drafter(slm, DraftConfig(ell=240, temperature=0.8), seed=seed)
+    remote = RemoteVerifier("dev-a", broker.endpoint("dev-a"), EdgeTransportConfig(feedback_timeout_s=30.0,
+                                                                                  open_timeout_s=30.0)).connect()
+    seen: list[RoundStat] = []
+    try:
+        run = run_edge_generation(drafter, remote, controller, [5, 17, 33, 2], tokens, seed, bytes(32),
+                                  on_round=lambda run, stat: seen.append(stat))
+    finally:
+        remote.disconnect()
+    assert seen == run.rounds
+    # what the verifier committed is what the edge reports (a last round drafted at budget 1 may commit one more)
+    assert remote.generated[: len(run.tokens)] == run.tokens and len(remote.generated) <= len(run.tokens) + 1
+    return run
+
+
+@pytest.mark.parametrize("kind", ["static", "model"])
+def test_edge_generation_over_mqtt_against_a_pytorch_worker(mosquitto_broker, spawn_verifier, kind: str) -> None:
+    spawn_verifier(mosquitto_broker, "w-demo", verifier=("--random-model", "tiny"))
+    controller = StaticController(3, 240) if kind == "static" else ModelBasedController(
+        TINY_VOCAB, lengths=range(1, 7), ells=(16, 240), early_stop=False, explore_rounds=1, seed=1)
+    run = _edge_run(mosquitto_broker, controller, 30, seed=7)
+    assert len(run.tokens) == 30
+    assert sum(len(r.new_tokens) for r in run.rounds) == 30
+    for r in run.rounds:
+        assert 1 <= r.drafted and 0 <= r.accepted <= r.drafted
+        assert 1 <= len(r.new_tokens) <= r.accepted + 1
+        assert r.lattice_bytes > 0 and 8 * r.lattice_bytes < r.bound_bits
+        assert r.wait_s >= r.verify_s > 0
+    assert run.decode_s > 0 and run.prefill_s > 0
+    if kind == "static":
+        assert {r.ell for r in run.rounds} == {240} and max(r.drafted for r in run.rounds) == 3
+    else:
+        assert {r.ell for r in run.rounds} == {16, 240}  # explored both resolutions
+
+
+# ------------------------------------------------------------------------------------------- the demo as a process
+ROUND_RE = re.compile(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/(\d+)\s+\+(\d+)\s+(\d+)\s+([\d.]+)\s")
+
+
+def _demo_cmd(workdir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "edge_runtime.e2e.cli", "--quick", "--prompts", "1", "--tokens", "8",
+            "--workdir", str(workdir), *extra]
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline and "pytest" not in cmdline:
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_quick_demo_streams_rounds_and_prints_the_table(tmp_path: Path) -> None:
+    proc = subprocess.run(_demo_cmd(tmp_path / "wd"), capture_output=True, text=True, timeout=1100, cwd=ROOT)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    rounds = [ROUND_RE.match(line) for line in out.splitlines()]
+    rounds = [m for m in rounds if m]
+    assert rounds, out
+    new_tokens = sum(int(m.group(6)) for m in rounds)
+    for m in rounds:
+        drafted, ell, accepted, drafted_again, new = (int(m.group(i)) for i in (2, 3, 4, 5, 6))
+        assert drafted == drafted_again and 0 <= accepted <= drafted and 1 <= new <= accepted + 1
+        assert float(m.group(8)) < (16 + codec.bound_bits(49_152, ell)) / 8  # bytes per draft token below the bound
+    summary = re.search(r"→ (\d+) tokens in (\d+) rounds", out)
+    assert summary and int(summary.group(1)) == new_tokens and int(summary.group(2)) == len(rounds)
+    assert 1 <= new_tokens <= 8
+    qsv_row = re.search(r"QSV edge draft \+ cloud verify\s+(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+([\d.]+)×", out)
+    alone_row = re.search(r"cloud only \(target autoregressive\)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+1\.00×", out)
+    assert qsv_row and alone_row, out
+    assert int(qsv_row.group(1)) == new_tokens and 1 <= int(alone_row.group(1)) <= 8
+    assert float(qsv_row.group(3)) == pytest.approx(float(qsv_row.group(2)) / float(alone_row.group(2)), abs=0.02)
+    assert "vs the paper's fixed-length bound" in out and "controller: static (L, ℓ) = (3, 240)" in out
+    assert _processes_mentioning(str(tmp_path)) == []  # broker and worker are gone
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_demo_stops_its_processes_when_interrupted(tmp_path: Path, sig: signal.Signals) -> None:
+    workdir = tmp_path / "wd"
+    proc = subprocess.Popen(_demo_cmd(workdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until the broker runs and the worker is loading
+        lines.append(line)
+        if "verifier worker pid" in line:
+            break
+    else:
+        pytest.fail("".join(lines))
+    deadline = time.monotonic() + 60
+    while not _processes_mentioning(str(workdir)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(workdir)), "broker/worker should be running"
+    proc.send_signal(sig)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "interrupted; all demo processes stopped" in rest
+    assert _processes_mentioning(str(workdir)) == []
