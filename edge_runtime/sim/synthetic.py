@@ -86,7 +86,7 @@ def generate_sequence(
     q = _softmax(draft / spec.temperature)
     rows = np.arange(n)
     with np.errstate(divide="ignore"):
-        entropy = -(np.where(q > 0, q * np.log(q), 0.0)).sum(axis=1)
+        entropy = -(np.where(q > 0, q * np.log2(np.where(q > 0, q, 1.0)), 0.0)).sum(axis=1)  # bits, as the drafter
     draws: dict[str, dict[int, np.ndarray]] = {"qs": {}, "sq": {}}
     x_sq = _sample_rows(q, rng)
     for ell in ells:

@@ -3,7 +3,7 @@
 JSON Lines, one object per line, ``type`` first:
 
 - ``{"type": "meta", "version": 1, "vocab_size": V, "ells": [...], "temperature": 0.4, "source": "..."}`` (first)
-- ``{"type": "token", "seq": s, "pos": i, "entropy": H(q), "qs": {"<ell>": [q(x), q̂(x), p(x)], ...},
+- ``{"type": "token", "seq": s, "pos": i, "entropy": H(q) in bits, "qs": {"<ell>": [q(x), q̂(x), p(x)], ...},
   "sq": {...}}`` — context i of sequence s. ``qs``: x drawn from q̂_ℓ (quantize-then-sample, the exact scheme);
   ``sq``: x drawn from q (sample-then-quantize, biased; optional). One entry per ℓ the trace covers.
 - ``{"type": "round", "seq": s, "L": n, "ell": ℓ, "accepted": a, "draft_s": ..., "verify_s": ..., "uplink_bits": ...,
