@@ -159,7 +159,9 @@ def train_ddqn_policy(scenario: str, traces: TraceSet, timing: TimingProfile, sp
                       channel_known: bool) -> tuple[Controller, list[float]]:
     from edge_runtime.controller.ddqn import DdqnController, DdqnHyper, train_ddqn
 
-    agent = DdqnController(SCENARIO_ELLS[scenario], hyper=DdqnHyper(lr=lr), seed=seed)
+    # without the oracle state, the DQN's channel input is the state nearest to the last measured uplink rate
+    agent = DdqnController(SCENARIO_ELLS[scenario], hyper=DdqnHyper(lr=lr), seed=seed,
+                           state_rates_bps=None if channel_known else spec.rates_bps)
     ex = SimRoundExecutor(traces, MarkovChannel(spec, seed=seed + 7), timing, channel_known=channel_known,
                           seed=seed + 8)
     decay = 0.01 ** (1.0 / max(1.0, 0.8 * episodes))  # reach ε = 0.01 after 80 % of the episodes
@@ -336,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.ddqn_load:
             from edge_runtime.controller.ddqn import DdqnController
 
-            ddqn[s] = DdqnController.load(args.ddqn_load / f"ddqn_{s}.pt")
+            ddqn[s] = DdqnController.load(args.ddqn_load / f"ddqn_{s}.pt",
+                                          state_rates_bps=None if channel_known else specs[s].rates_bps)
         else:
             ddqn[s], training[s] = train_ddqn_policy(s, train_traces, timing, specs[s], args.ddqn_episodes,
                                                      args.ddqn_lr, args.seed, args.max_new_tokens, args.out,
