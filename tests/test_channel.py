@@ -9,6 +9,7 @@ import pytest
 
 from edge_runtime.channel import PAPER_4MBPS, PAPER_350KBPS, ChannelEstimator, MarkovChannel, MarkovChannelSpec
 from edge_runtime.channel.markov import ChannelConfigError
+from edge_runtime.channel.netem import ShapingError
 from edge_runtime.controller.types import ControllerError
 
 
@@ -90,7 +91,7 @@ def _namespaces() -> str:
 def test_tbf_shaped_veth_delivers_configured_rate_and_cleans_up() -> None:
     from edge_runtime.channel.netem import MarkovShaper, ShapedLink, measure_tcp_goodput
 
-    with ShapedLink(2e6) as link:
+    with ShapedLink(2e6, shaper="tbf") as link:
         names = (link.ends.edge_ns, link.ends.cloud_ns)
         assert all(n in _namespaces() for n in names)
         slow = measure_tcp_goodput(link, seconds=2.0)
@@ -120,3 +121,29 @@ def test_shaped_link_cleans_up_after_error() -> None:
     assert not any(n in _namespaces() for n in names)
     with pytest.raises(ValueError):
         ShapedLink(0.0)
+    with pytest.raises(ValueError, match="shaper"):
+        ShapedLink(1e6, shaper="htb")
+    with pytest.raises(ShapingError, match="netem"):
+        with ShapedLink(1e6, rtt_s=0.02, shaper="tbf"):
+            pass
+
+
+def _netem_reason() -> str:
+    if NETNS_SKIP:
+        return NETNS_SKIP
+    from edge_runtime.channel.netem import qdisc_available
+
+    return "" if qdisc_available("netem", ["rate", "1mbit"]) else "this kernel has no sch_netem"
+
+
+@pytest.mark.skipif(bool(_netem_reason()), reason=f"netem unavailable: {_netem_reason()}")
+def test_netem_link_shapes_rate_with_delay() -> None:
+    """netem path (rate + RTT): bulk goodput at the configured rate, and rate changes applied in place."""
+    from edge_runtime.channel.netem import ShapedLink, measure_tcp_goodput
+
+    with ShapedLink(2e6, rtt_s=0.02, shaper="netem") as link:
+        assert "netem" in link.qdisc_show()
+        got = measure_tcp_goodput(link, seconds=2.0)
+        assert 0.85 * 2e6 < got < 1.08 * 2e6, got
+        link.set_uplink_rate(6e6)
+        assert "6Mbit" in link.qdisc_show()

@@ -1,8 +1,9 @@
 """Real link shaping: a veth pair between two network namespaces this module creates, shaped with tc.
 
 Layout: namespace ``<tag>e`` (edge) holds ``<tag>a`` with 10.213.<n>.1/30, namespace ``<tag>c`` (cloud) holds
-``<tag>b`` with 10.213.<n>.2/30. The uplink (edge → cloud) is shaped on the edge interface's egress with a netem
-root (one-way delay = RTT/2) and a tbf child (rate); the downlink gets the other RTT/2 and an optional rate.
+``<tag>b`` with 10.213.<n>.2/30. The uplink (edge → cloud) is shaped on the edge interface's egress with netem
+(rate + one-way delay RTT/2) when the kernel has sch_netem, else with tbf (rate only); the downlink gets the other
+RTT/2 and an optional rate.
 Only interfaces inside the namespaces created here are touched; both namespaces are deleted on close (and at exit).
 Needs root (CAP_NET_ADMIN) and iproute2.
 """
@@ -74,8 +75,9 @@ def qdisc_available(kind: str, args: Sequence[str] = ()) -> bool:
 
 
 def _tbf_args(rate_bps: float) -> list[str]:
-    # burst must cover at least one MTU and rate/HZ; 4 ms worth of bytes is a good compromise for 0.1–100 Mbit/s.
-    burst = max(3200, int(rate_bps / 8 * 0.004))
+    # The bucket must hold one MTU-sized packet (and rate/HZ with low-resolution timers); anything more lets that much
+    # through at line rate after every idle period, so keep it at one packet up to ~6 Mbit/s, 2 ms worth above.
+    burst = max(1600, int(rate_bps / 8 * 0.002))
     return ["tbf", "rate", f"{int(rate_bps)}bit", "burst", str(burst), "latency", "200ms"]
 
 
@@ -101,9 +103,18 @@ class LinkEnds:
 class ShapedLink:
     """Context manager owning two namespaces and a shaped veth pair between them."""
 
-    def __init__(self, uplink_bps: float, rtt_s: float = 0.0, downlink_bps: float | None = None) -> None:
+    def __init__(
+        self, uplink_bps: float, rtt_s: float = 0.0, downlink_bps: float | None = None, shaper: str = "auto"
+    ) -> None:
+        """``shaper``: ``netem`` (per-packet serialisation at the rate, plus delay: small messages are delayed by
+        size/rate like on a real link), ``tbf`` (token bucket: exact long-run rate, but up to one bucket — about one
+        MTU — leaves at line rate after an idle period, so sub-MTU messages see no serialisation delay; no RTT), or
+        ``auto`` (netem when the kernel has it)."""
         if not uplink_bps > 0 or rtt_s < 0 or (downlink_bps is not None and not downlink_bps > 0):
             raise ValueError("uplink_bps > 0, rtt_s >= 0 and downlink_bps > 0 (or None) required")
+        if shaper not in ("auto", "netem", "tbf"):
+            raise ValueError(f"shaper must be auto, netem or tbf, got {shaper!r}")
+        self.shaper = shaper
         global _counter
         with _counter_lock:
             _counter += 1
@@ -131,6 +142,11 @@ class ShapedLink:
     def open(self) -> None:
         e = self.ends
         try:
+            if self.shaper == "auto":
+                self.shaper = "netem" if qdisc_available("netem", ["rate", "1mbit"]) else "tbf"
+            if self.shaper == "tbf" and self.rtt_s > 0:
+                raise ShapingError("the netem qdisc is not available in this kernel (sch_netem): cannot add delay; "
+                                   "use rtt_s=0 (rate shaping with tbf only) or add the RTT in the application")
             for ns in (e.edge_ns, e.cloud_ns):
                 _run(["ip", "netns", "add", ns])
                 _live.add(ns)
@@ -153,17 +169,18 @@ class ShapedLink:
             self.close()
             raise
 
+    def _netem_args(self, rate_bps: float | None) -> list[str]:
+        args = ["netem", "limit", "10000"]
+        if self.rtt_s > 0:
+            args += ["delay", f"{self.rtt_s / 2 * 1e6:.0f}us"]
+        if rate_bps is not None:
+            args += ["rate", f"{int(rate_bps)}bit"]
+        return args
+
     def _install(self, ns: str, ifn: str, rate_bps: float | None) -> None:
-        half = self.rtt_s / 2
-        if half > 0:
-            if not qdisc_available("netem", ["delay", "1ms"]):
-                raise ShapingError("the netem qdisc is not available in this kernel (sch_netem): cannot add delay; "
-                                   "use rtt_s=0 (rate shaping with tbf only) or add the RTT in the application")
-            _run(["tc", "-n", ns, "qdisc", "add", "dev", ifn, "root", "handle", "1:", "netem", "delay",
-                  f"{half * 1e6:.0f}us", "limit", "10000"])
-            if rate_bps is not None:
-                _run(["tc", "-n", ns, "qdisc", "add", "dev", ifn, "parent", "1:1", "handle", "10:",
-                      *_tbf_args(rate_bps)])
+        if self.shaper == "netem":
+            if rate_bps is not None or self.rtt_s > 0:
+                _run(["tc", "-n", ns, "qdisc", "add", "dev", ifn, "root", "handle", "1:", *self._netem_args(rate_bps)])
         elif rate_bps is not None:
             _run(["tc", "-n", ns, "qdisc", "add", "dev", ifn, "root", "handle", "10:", *_tbf_args(rate_bps)])
 
@@ -174,9 +191,12 @@ class ShapedLink:
         if not rate_bps > 0:
             raise ValueError("rate must be positive")
         e = self.ends
-        parent = ["parent", "1:1"] if self.rtt_s > 0 else ["root"]
-        _run(["tc", "-n", e.edge_ns, "qdisc", "change", "dev", e.edge_if, *parent, "handle", "10:",
-              *_tbf_args(rate_bps)])
+        if self.shaper == "netem":
+            _run(["tc", "-n", e.edge_ns, "qdisc", "change", "dev", e.edge_if, "root", "handle", "1:",
+                  *self._netem_args(rate_bps)])
+        else:
+            _run(["tc", "-n", e.edge_ns, "qdisc", "change", "dev", e.edge_if, "root", "handle", "10:",
+                  *_tbf_args(rate_bps)])
         self.uplink_bps = rate_bps
 
     def qdisc_show(self) -> str:
