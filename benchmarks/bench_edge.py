@@ -1,7 +1,8 @@
 """Edge runtime benchmark on the real Qwen2.5-Coder pair (see BENCHMARKS.md, section "Edge runtime").
 
 1. Drafting tokens/s of Qwen2.5-Coder-0.5B: onnxruntime fp32 and int8 vs torch eager fp32 and bf16, the same
-   BBC News prompt and the same Q-S drafter (C core included), one run each, side by side; ratios to torch bf16.
+   BBC News prompt and the same Q-S step (SLM forward + C core), all four loaded at once and interleaved token by
+   token in one run; ratios to torch bf16.
 2. Share of the C core (quantize + sample) in the per-token drafting time.
 3. Uplink bits per draft token on real Qwen distributions for each codec mode vs the paper's fixed-length bound.
 4. Acceptance rate of the pair (0.5B drafts, 1.5B verifies) on BBC News prompts at temperature 0.4 and 1.0.
@@ -24,24 +25,43 @@ import numpy as np
 log = logging.getLogger("bench_edge")
 
 
-def draft_speed(slm, prompt_ids: list[int], tokens: int, ell: int, temperature: float, seed: int) -> dict:
-    """Prefill, then one round of ``tokens`` Q-S drafts (stats bookkeeping off); wall-clock per drafted token."""
-    from edge_runtime.drafter import DraftConfig, Drafter
+def interleaved_speed(slms: dict[str, object], prompt_ids: list[int], tokens: int, ell: int, temperature: float,
+                      seed: int) -> dict[str, dict]:
+    """Q-S drafting, one token per model in turn (round robin), so that load changes on the shared machine hit
+    every runtime alike. Per token: one SLM forward, then quantize + sample in the C core (what Drafter.draft
+    does per position). Prefill is timed once per model, before the loop."""
+    from edge_runtime import core
 
-    config = DraftConfig(ell=ell, temperature=temperature, stop_at_eos=False, record_stats=False)
-    drafter = Drafter(slm, config, seed=seed)
-    t0 = time.perf_counter()
-    drafter.start(prompt_ids)
-    prefill = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    record = drafter.draft(tokens)
-    wall = time.perf_counter() - t0
-    # the round makes tokens-1 SLM forwards; count the first token's forward (done by start) at the mean step cost
-    per_step = record.slm_seconds / max(tokens - 1, 1)
-    per_token = per_step + record.core_seconds / tokens
-    return {"tokens_per_s": 1.0 / per_token, "prefill_s": prefill, "round_wall_s": wall,
-            "slm_ms_per_token": 1e3 * per_step, "core_ms_per_token": 1e3 * record.core_seconds / tokens,
-            "core_share": (record.core_seconds / tokens) / per_token, "tokens": record.tokens}
+    state = {}
+    for name, slm in slms.items():
+        t0 = time.perf_counter()
+        logits = slm.prefill(prompt_ids)
+        prefill = time.perf_counter() - t0
+        quantizer = core.Quantizer(slm.vocab_size)
+        quantizer.quantize_logits_into(logits, ell, temperature)
+        token = quantizer.sample_last(0)
+        state[name] = {"quantizer": quantizer, "token": token, "rng": np.random.default_rng(seed), "slm_s": 0.0,
+                       "core_s": 0.0, "prefill_s": prefill, "tokens": [token]}
+    names = list(slms)
+    for step in range(tokens):
+        for name in names[step % len(names):] + names[:step % len(names)]:
+            st = state[name]
+            t0 = time.perf_counter()
+            logits = slms[name].forward([st["token"]])[-1]
+            t1 = time.perf_counter()
+            st["quantizer"].quantize_logits_into(logits, ell, temperature)
+            st["quantizer"].point()
+            st["token"] = st["quantizer"].sample_last(int(st["rng"].integers(0, ell)))
+            st["core_s"] += time.perf_counter() - t1
+            st["slm_s"] += t1 - t0
+            st["tokens"].append(st["token"])
+    out = {}
+    for name, st in state.items():
+        per_token = (st["slm_s"] + st["core_s"]) / tokens
+        out[name] = {"tokens_per_s": 1.0 / per_token, "prefill_s": st["prefill_s"],
+                     "slm_ms_per_token": 1e3 * st["slm_s"] / tokens, "core_ms_per_token": 1e3 * st["core_s"] / tokens,
+                     "core_share": st["core_s"] / (st["slm_s"] + st["core_s"]), "tokens": st["tokens"]}
+    return out
 
 
 def codec_bits(logit_rows: np.ndarray, vocab: int, ells: list[int], temperatures: list[float]) -> list[dict]:
@@ -126,25 +146,21 @@ def main() -> int:
 
     report: dict = {"threads": args.threads, "load_avg_start": os.getloadavg(), "cpus": os.cpu_count()}
     export = export_model("qwen-draft", int8=True)
-    speed: dict[str, dict] = {}
+    slms: dict[str, object] = {}
     for variant in ("fp32", "int8"):
-        slm = OnnxSLM(export.directory, variant, SessionConfig(threads=args.threads))
-        prompt_ids = slm.encode(bbc_prompts(1)[0])
-        speed[f"onnxruntime {variant}"] = draft_speed(slm, prompt_ids, args.tokens, args.ell, args.temperature, 0)
-        log.info("onnxruntime %s: %.2f tok/s", variant, speed[f"onnxruntime {variant}"]["tokens_per_s"])
-        del slm
-        gc.collect()
+        slms[f"onnxruntime {variant}"] = OnnxSLM(export.directory, variant, SessionConfig(threads=args.threads))
+    prompt_ids = slms["onnxruntime fp32"].encode(bbc_prompts(1)[0])
     eos = export.meta["eos_token_ids"]
     for dtype in ("float32", "bfloat16"):
         model, _ = load_causal_lm("qwen-draft", dtype=dtype, with_tokenizer=False)
-        slm = TorchSLM(model, eos)
-        speed[f"torch eager {dtype}"] = draft_speed(slm, prompt_ids, args.tokens, args.ell, args.temperature, 0)
-        log.info("torch %s: %.2f tok/s", dtype, speed[f"torch eager {dtype}"]["tokens_per_s"])
-        del slm, model
-        gc.collect()
+        slms[f"torch eager {dtype}"] = TorchSLM(model, eos)
+    speed = interleaved_speed(slms, prompt_ids, args.tokens, args.ell, args.temperature, 0)
+    del slms
+    gc.collect()
     base = speed["torch eager bfloat16"]["tokens_per_s"]
-    for row in speed.values():
+    for name, row in speed.items():
         row["ratio_vs_torch_bf16"] = row["tokens_per_s"] / base
+        log.info("%s: %.2f tok/s (%.2f× torch bf16)", name, row["tokens_per_s"], row["ratio_vs_torch_bf16"])
     report["prompt_tokens"] = len(prompt_ids)
     report["speed"] = speed
 
