@@ -81,3 +81,31 @@ def test_output_law_of_first_two_tokens_is_the_targets():
     # the drafter's own law is far from the target's, so a loop that leaked draft bias would fail this test
     draft_law = two_token_law(draft_model, vocab)
     assert 0.5 * np.abs(draft_law - law).sum() > 0.1
+
+
+def _hf_folder(path, seed: int, words: list[str]):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tiny_causal_lm("llama", vocab_size=len(words), seed=seed, logit_scale=4.0).save_pretrained(path)
+    raw = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[0]))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=raw, unk_token=words[0], eos_token=words[1]).save_pretrained(path)
+    return path
+
+
+def test_qsv_local_cli_runs_a_pair_and_refuses_mismatched_tokenizers(tmp_path, monkeypatch, capsys):
+    from edge_runtime.local_loop import main
+
+    monkeypatch.setenv("QSV_CACHE", str(tmp_path / "cache"))
+    words = ["<unk>", "</s>"] + [w.strip(".,") for w in "Ad sales boost Time Warner profit Quarterly profits at US "
+                                 "media giant TimeWarner jumped Article Summary".split()] + [f"w{i}" for i in range(40)]
+    draft = _hf_folder(tmp_path / "draft", 1, words)
+    target = _hf_folder(tmp_path / "target", 1, words)
+    args = ["--draft", str(draft), "--variant", "fp32", "--max-new-tokens", "6", "-L", "2", "--temperature", "0"]
+    assert main([*args, "--target", str(target)]) == 0
+    out = capsys.readouterr().out
+    assert "overall acceptance" in out
+    swapped = _hf_folder(tmp_path / "swapped", 1, [words[0], words[1], *reversed(words[2:])])
+    assert main([*args, "--target", str(swapped)]) == 1
+    assert "different tokenizers" in capsys.readouterr().err
