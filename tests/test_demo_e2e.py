@@ -14,7 +14,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -61,7 +60,7 @@ def test_summary_table_numbers() -> None:
     table = report.summary_table([edge], [alone], vocab, 4e6)
     assert re.search(r"cloud only \(target autoregressive\)\s+10\s+0\.5\s+5\.0\s+2\.00\s+1\.00×", table)
     assert re.search(r"QSV edge draft \+ cloud verify\s+10\s+1\.0\s+2\.0\s+5\.00\s+2\.50×", table)
-    assert "including prefill: 1.82 vs 3.33 tokens/s, 1.83×" in table
+    assert "including prefill: cloud only 1.82 tokens/s, QSV 3.33 tokens/s → 1.83×" in table
     assert "rounds 3 · drafted 9 · accepted 7 · acceptance 0.778 · 3.33 tokens/round · ℓ used 240" in table
     per_token = 10 + codec.token_bits(vocab) / 8
     bound = (16 + codec.bound_bits(vocab, 240)) / 8
@@ -132,7 +131,7 @@ def _processes_mentioning(text: str) -> list[str]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if text in cmdline and "pytest" not in cmdline:
+        if text in cmdline:
             found.append(f"{entry.name}: {cmdline}")
     return found
 
@@ -178,10 +177,8 @@ def test_demo_stops_its_processes_when_interrupted(tmp_path: Path, sig: signal.S
             break
     else:
         pytest.fail("".join(lines))
-    deadline = time.monotonic() + 60
-    while not _processes_mentioning(str(workdir)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _processes_mentioning(str(workdir)), "broker/worker should be running"
+    running = _processes_mentioning(str(workdir))
+    assert any("mosquitto" in p for p in running) and any("cloud_verifier.mqtt_service" in p for p in running), running
     proc.send_signal(sig)
     rest = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, "".join(lines) + rest

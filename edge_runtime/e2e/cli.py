@@ -106,7 +106,6 @@ def quiet_libraries() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()  # the GGUF dequantization bar of the baseline's target load
     except ImportError:
         pass
 

@@ -65,8 +65,8 @@ def summary_table(edge_runs: Sequence[EdgeRun], baseline_runs: Sequence[Baseline
         f"{alone.decode_s:9.1f} {alone.decode_rate:9.2f} {1.0:7.2f}×",
         f" {'QSV edge draft + cloud verify':34s} {qsv.tokens:7d} {qsv.prefill_s:10.1f} "
         f"{qsv.decode_s:9.1f} {qsv.decode_rate:9.2f} {speedup:7.2f}×",
-        f" (including prefill: {alone.end_to_end_rate:.2f} vs {qsv.end_to_end_rate:.2f} tokens/s, "
-        f"{e2e_speedup:.2f}×)",
+        f" including prefill: cloud only {alone.end_to_end_rate:.2f} tokens/s, QSV {qsv.end_to_end_rate:.2f} "
+        f"tokens/s → {e2e_speedup:.2f}×",
         "",
         f" rounds {len(rounds)} · drafted {drafted} · accepted {accepted} · acceptance {accepted / max(drafted, 1):.3f}"
         f" · {sum(len(r.new_tokens) for r in rounds) / max(len(rounds), 1):.2f} tokens/round"

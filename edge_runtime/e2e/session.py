@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import time
 
 from edge_runtime.config import default_config
@@ -118,7 +120,8 @@ class DemoSession:
         torch.set_num_threads(self.args.cloud_threads)
         t0 = time.perf_counter()
         folder, gguf_file = resolve_model(self.profile.target, fetch_missing=False)
-        target = TargetModel.load(folder, "cpu", self.profile.target_dtype, gguf_file=gguf_file)
+        with contextlib.redirect_stderr(io.StringIO()):  # transformers' GGUF dequantization progress bar
+            target = TargetModel.load(folder, "cpu", self.profile.target_dtype, gguf_file=gguf_file)
         say(f"[demo] baseline copy of the target loaded in this process ({time.perf_counter() - t0:.1f} s)")
         return target
 
