@@ -87,7 +87,7 @@ def codec_bits(logit_rows: np.ndarray, vocab: int, ells: list[int], temperatures
 
 
 def acceptance(export_dir: Path, threads: int, prompts: list[list[int]], temperatures: list[float], draft_length: int,
-               ell: int, max_new_tokens: int, target_dtype: str) -> list[dict]:
+               ell: int, max_new_tokens: int, target_dtype: str, variant: str = "int8") -> list[dict]:
     import torch
 
     from cloud_verifier.target import TargetModel
@@ -100,7 +100,7 @@ def acceptance(export_dir: Path, threads: int, prompts: list[list[int]], tempera
     t0 = time.perf_counter()
     target = TargetModel.load(folder, device="cpu", dtype=target_dtype, gguf_file=gguf_file)
     log.info("target loaded in %.0fs", time.perf_counter() - t0)
-    slm = OnnxSLM(export_dir, "int8", SessionConfig(threads=threads))
+    slm = OnnxSLM(export_dir, variant, SessionConfig(threads=threads))
     rows = []
     for temperature in temperatures:
         drafted = accepted = rounds = emitted = 0
@@ -114,7 +114,8 @@ def acceptance(export_dir: Path, threads: int, prompts: list[list[int]], tempera
             emitted += sum(v.emitted for _, v in result.rounds)
             draft_s, verify_s = draft_s + result.draft_seconds, verify_s + result.verify_seconds
             log.info("T=%.1f prompt %d: %r", temperature, index, slm.decode(result.tokens))
-        rows.append({"temperature": temperature, "prompts": len(prompts), "draft_length": draft_length, "ell": ell,
+        rows.append({"temperature": temperature, "prompts": len(prompts), "draft_variant": variant,
+                     "draft_length": draft_length, "ell": ell,
                      "drafted": drafted, "accepted": accepted, "acceptance_rate": accepted / max(drafted, 1),
                      "tokens_per_round": emitted / max(rounds, 1), "draft_s": draft_s, "verify_s": verify_s})
     return rows
@@ -132,6 +133,9 @@ def main() -> int:
     parser.add_argument("--target-dtype", choices=("fp32", "bf16"), default="fp32",
                         help="target compute dtype (GGUF blocks stay packed; fp32 is their fastest path)")
     parser.add_argument("--skip-acceptance", action="store_true")
+    parser.add_argument("--acceptance-only", action="store_true", help="only the acceptance-rate part")
+    parser.add_argument("--draft-variant", choices=("fp32", "int8"), default="int8",
+                        help="ONNX variant of the drafter in the acceptance-rate part")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -146,6 +150,13 @@ def main() -> int:
 
     report: dict = {"threads": args.threads, "load_avg_start": os.getloadavg(), "cpus": os.cpu_count()}
     export = export_model("qwen-draft", int8=True)
+    if args.acceptance_only:
+        tok = OnnxSLM(export.directory, "int8")
+        prompts = [tok.encode(p) for p in bbc_prompts(args.prompts, max_chars=800, start=1)]
+        rows = acceptance(export.directory, args.threads, prompts, [0.4, 1.0], args.draft_length, args.ell,
+                          args.max_new_tokens, args.target_dtype, args.draft_variant)
+        print_report({**report, "acceptance": rows, "load_avg_end": os.getloadavg()})
+        return 0
     slms: dict[str, object] = {}
     for variant in ("fp32", "int8"):
         slms[f"onnxruntime {variant}"] = OnnxSLM(export.directory, variant, SessionConfig(threads=args.threads))
@@ -177,7 +188,7 @@ def main() -> int:
         prompts = [tok.encode(p) for p in bbc_prompts(args.prompts, max_chars=800, start=1)]
         del tok
         report["acceptance"] = acceptance(export.directory, args.threads, prompts, [0.4, 1.0], args.draft_length,
-                                          args.ell, args.max_new_tokens, args.target_dtype)
+                                          args.ell, args.max_new_tokens, args.target_dtype, args.draft_variant)
     report["load_avg_end"] = os.getloadavg()
     print_report(report)
     if args.json:
@@ -187,7 +198,20 @@ def main() -> int:
 
 def print_report(report: dict) -> None:
     print(f"\nthreads={report['threads']} cpus={report['cpus']} load avg start {report['load_avg_start']} "
-          f"end {report['load_avg_end']}; prompt {report['prompt_tokens']} tokens")
+          f"end {report['load_avg_end']}; prompt {report.get('prompt_tokens', '-')} tokens")
+    if "speed" in report:
+        print_speed_and_bits(report)
+    if "acceptance" in report:
+        print("\n| T | drafter | prompts | L | ℓ | drafted | accepted | acceptance | tokens/round | draft s "
+              "| verify s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for row in report["acceptance"]:
+            print(f"| {row['temperature']} | {row['draft_variant']} | {row['prompts']} | {row['draft_length']} "
+                  f"| {row['ell']} | {row['drafted']} | {row['accepted']} | {row['acceptance_rate']:.3f} "
+                  f"| {row['tokens_per_round']:.2f} | {row['draft_s']:.1f} | {row['verify_s']:.1f} |")
+
+
+def print_speed_and_bits(report: dict) -> None:
     print("\n| runtime | tokens/s | × torch bf16 | SLM ms/token | C core ms/token | core share | prefill s |")
     print("|---|---|---|---|---|---|---|")
     for name, row in report["speed"].items():
@@ -199,13 +223,6 @@ def print_report(report: dict) -> None:
     for row in report["bits"]:
         print(f"| {row['temperature']} | {row['ell']} | {row['mean_nnz']:.1f} | {row['auto_bits']:.0f} | "
               f"{row['enum_bits']:.0f} | {row['sparse_bits']:.0f} | {row['paper_bits']} | {row['fp16_vector_bits']} |")
-    if "acceptance" in report:
-        print("\n| T | prompts | L | ℓ | drafted | accepted | acceptance | tokens/round | draft s | verify s |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for row in report["acceptance"]:
-            print(f"| {row['temperature']} | {row['prompts']} | {row['draft_length']} | {row['ell']} "
-                  f"| {row['drafted']} | {row['accepted']} | {row['acceptance_rate']:.3f} "
-                  f"| {row['tokens_per_round']:.2f} | {row['draft_s']:.1f} | {row['verify_s']:.1f} |")
 
 
 if __name__ == "__main__":
