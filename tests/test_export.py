@@ -106,3 +106,17 @@ def test_export_model_from_hf_folder_is_cached(tmp_path):
 def test_load_export_requires_meta(tmp_path):
     with pytest.raises(FileNotFoundError, match="qsv-export"):
         load_export(tmp_path)
+
+
+def test_qsv_export_cli(tmp_path, capsys):
+    from edge_runtime.export.cli import main
+
+    folder = tmp_path / "hf"
+    tiny_causal_lm("llama", vocab_size=48, seed=8).save_pretrained(folder)
+    tiny_tokenizer(48).save_pretrained(folder)
+    assert main([str(folder), "--out", str(tmp_path / "onnx"), "--int8"]) == 0
+    out = capsys.readouterr().out
+    assert "fp32: max |logits_onnx - logits_torch|" in out and "int8:" in out
+    assert load_export(out.strip().splitlines()[-1]).int8_path.exists()
+    assert main([str(tmp_path / "missing.gguf"), "--out", str(tmp_path / "onnx")]) == 1
+    assert "neither a known model" in capsys.readouterr().err

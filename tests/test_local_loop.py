@@ -50,6 +50,7 @@ def test_greedy_loop_equals_target_greedy():
         assert 0 < result.accepted < result.drafted
 
 
+@pytest.mark.slow
 def test_output_law_of_first_two_tokens_is_the_targets():
     """Temperature 1, ℓ = 8 (q̂ far from q), V = 12: the law of the first two output tokens equals the target's
     p(t1) p(t2 | t1). G-test over the 144 pairs (cells with expectation < 5 pooled), 1,000 runs with seeds

@@ -128,6 +128,7 @@ def smollm2_gguf():
     return gguf_path("smollm2")
 
 
+@pytest.mark.slow
 def test_smollm2_tokenizer_json_and_vocab_hash(smollm2_gguf, tmp_path):
     from tokenizers import Tokenizer
 
