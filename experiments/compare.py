@@ -27,6 +27,7 @@ from edge_runtime.controller.base import Controller, StaticController
 from edge_runtime.controller.model import TimingPriors
 from edge_runtime.controller.model_based import ModelBasedController
 from edge_runtime.sim.loop import EpisodeResult, RoundExecutor, run_episode
+from edge_runtime.sim.record_timed import measured_target_step_s, timing_rounds
 from edge_runtime.sim.simulator import PROFILES, SimRoundExecutor, TimingProfile, target_alone_time
 from edge_runtime.sim.synthetic import generate_traces
 from edge_runtime.sim.trace import TraceSet
@@ -303,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["record"]:
+        from experiments.record import main as record_main
+
+        return record_main(argv[1:])
+    if argv[:1] == ["qwen"]:
+        return qwen_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -321,8 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         length = args.max_new_tokens + 24
         traces = generate_traces(args.prompts, length, all_ells, args.vocab_size, seed=args.seed)
         train_traces = generate_traces(args.train_prompts, length, all_ells, args.vocab_size, seed=args.seed + 1000)
+    target_step_s: float | None = None
     if args.profile == "trace":
-        timing = TimingProfile.from_rounds(traces.rounds)
+        timing = TimingProfile.from_rounds(timing_rounds(traces.rounds), name="trace (measured)")
+        target_step_s = measured_target_step_s(traces.rounds)  # measured autoregressive step, when recorded
     else:
         timing = PROFILES[args.profile]
     specs = {s: replace(SCENARIOS[s], rtt_s=args.rtt_ms / 1e3) for s in scenarios}
@@ -348,18 +360,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = compare(
         scenarios, policies, sim_executor_factory(traces, timing, specs, channel_known),
         [s.seq for s in traces.sequences], args.max_new_tokens, traces.vocab_size, args.seed,
-        target_time=lambda sc, n: target_alone_time(timing, n, specs[sc].rtt_s),
+        target_time=lambda sc, n: (specs[sc].rtt_s + n * target_step_s if target_step_s is not None
+                                   else target_alone_time(timing, n, specs[sc].rtt_s)),
         ddqn_for=ddqn.get,
     )
     meta = {"traces": str(args.traces) if args.traces else f"synthetic seed={args.seed}",
             "prompts": len(traces.sequences), "max_new_tokens": args.max_new_tokens, "profile": timing.name,
             "rtt_ms": args.rtt_ms, "channel_known": channel_known, "seed": args.seed,
-            "ddqn_episodes": 0 if args.ddqn_load else args.ddqn_episodes, "ddqn_lr": args.ddqn_lr}
+            "ddqn_episodes": 0 if args.ddqn_load else args.ddqn_episodes, "ddqn_lr": args.ddqn_lr,
+            "timing": {"draft_per_token_s": round(timing.draft_per_token_s, 5),
+                       "verify_s": f"{timing.verify_intercept_s:.4f} + {timing.verify_per_token_s:.4f}*L",
+                       "target_step_s": round(target_step_s if target_step_s is not None else timing.target_token_s,
+                                              5)}}
     text = write_tables(results, args.out, meta)
     if not args.no_plots:
         plot(results, args.out, training)
     print(text)  # the command's result on stdout (not library code)
     return 0
+
+
+def qwen_main(argv: Sequence[str]) -> int:
+    """Record (cached) the Qwen traces, then the comparison and the model check on them, outputs in --out."""
+    from experiments import model_check
+    from experiments.record import add_arguments, record
+
+    p = argparse.ArgumentParser(prog="qsv-experiment qwen", description=qwen_main.__doc__)
+    add_arguments(p)
+    p.add_argument("--ddqn-episodes", type=int, default=600)
+    p.add_argument("--sim-seed", type=int, default=0, help="simulator / controller seed")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    path = record(args)
+    rc = main(["--traces", str(path), "--profile", "trace", "--out", str(args.out), "--seed", str(args.sim_seed),
+               "--ddqn-episodes", str(args.ddqn_episodes)])
+    with open(args.out / "model_check.md", "w", encoding="utf-8") as f:
+        model_check.main(["--traces", str(path), "--profile", "trace"], out=f)
+    print((args.out / "model_check.md").read_text())
+    return rc
 
 
 if __name__ == "__main__":

@@ -53,6 +53,24 @@ def _draw(probs: np.ndarray, rng: np.random.Generator) -> int:
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), probs.size - 1))
 
 
+def position_draws(q: np.ndarray, p: np.ndarray, ells: Sequence[int], rng: np.random.Generator
+                   ) -> tuple[float, dict[int, tuple[float, float, float]], dict[int, tuple[float, float, float]]]:
+    """One context: entropy of q (bits); per ℓ (q(x), q̂(x), p(x)) for x ~ q̂_ℓ (Q-S) and for one x ~ q (S-Q)."""
+    from edge_runtime import core
+
+    nz = q[q > 0]
+    entropy = float(-(nz * np.log2(nz)).sum())
+    x_sq = _draw(q, rng)
+    qs: dict[int, tuple[float, float, float]] = {}
+    sq: dict[int, tuple[float, float, float]] = {}
+    for ell in ells:
+        point = core.quantize_probs(q, ell)
+        x = int(core.sample(point, int(rng.integers(0, ell))))
+        qs[ell] = (float(q[x]), point.count_of(x) / ell, float(p[x]))
+        sq[ell] = (float(q[x_sq]), point.count_of(x_sq) / ell, float(p[x_sq]))
+    return entropy, qs, sq
+
+
 def record_sequence(
     seq: int,
     prompt_ids: Sequence[int],
@@ -66,8 +84,6 @@ def record_sequence(
     top_p: float = 1.0,
 ) -> SequenceTrace:
     """Trace of ``n_tokens`` contexts following ``prompt_ids`` (the continuation is sampled from the target)."""
-    from edge_runtime import core
-
     if len(prompt_ids) == 0 or n_tokens < 1:
         raise ValueError("need a non-empty prompt and n_tokens >= 1")
     ids = [int(t) for t in prompt_ids]
@@ -86,14 +102,10 @@ def record_sequence(
     for i in range(n_tokens):
         q = _probs(d_logits[i, :vocab], temperature, top_k, top_p)
         p = _probs(t_logits[i, :vocab], temperature, top_k, top_p)
-        nz = q[q > 0]
-        entropy[i] = float(-(nz * np.log2(nz)).sum())
-        x_sq = _draw(q, rng)
+        entropy[i], qs, sq = position_draws(q, p, ells, rng)
         for ell in ells:
-            point = core.quantize_probs(q, ell)
-            x = int(core.sample(point, int(rng.integers(0, ell))))
-            draws["qs"][ell][i] = (q[x], point.count_of(x) / ell, p[x])
-            draws["sq"][ell][i] = (q[x_sq], point.count_of(x_sq) / ell, p[x_sq])
+            draws["qs"][ell][i] = qs[ell]
+            draws["sq"][ell][i] = sq[ell]
     return SequenceTrace(seq, entropy, draws)
 
 
