@@ -2,8 +2,8 @@
 
 ``DemoStack`` is a context manager. Leaving it (normally, on an exception, on Ctrl-C, or on SIGTERM, which is
 turned into KeyboardInterrupt while the stack is up) terminates the worker (then kills it after a grace period) and
-stops the broker. The worker also gets SIGTERM from the kernel if this process dies without cleaning up (Linux
-PR_SET_PDEATHSIG), so no verifier holding gigabytes of weights is ever left behind.
+stops the broker. Both also get SIGTERM from the kernel if this process dies without cleaning up (SIGKILL, the OOM
+killer; Linux PR_SET_PDEATHSIG), so no broker and no verifier holding gigabytes of weights is left behind.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from edge_runtime.broker.fleet import Fleet
-from edge_runtime.broker.process import DevBroker
+from edge_runtime.broker.process import MOSQUITTO, DevBroker, MosquittoProcess, wait_listening
 from edge_runtime.transport.mqtt_common import BrokerEndpoint
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,23 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+class _TiedMosquitto(MosquittoProcess):
+    """mosquitto that the kernel stops when the demo dies without cleaning up (SIGKILL, OOM killer)."""
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("mosquitto already running")
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)], stdout=logf, stderr=logf,
+                                         preexec_fn=_die_with_parent)
+        try:
+            for port in self.ports:
+                wait_listening(self.host, port, timeout_s)
+        except TimeoutError:
+            self.stop()
+            raise DemoStackError(f"mosquitto did not start; log:\n{self.log_path.read_text()[-2000:]}") from None
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -86,7 +103,11 @@ class DemoStack:
         self.close()
 
     def start_broker(self) -> None:
-        self.broker = DevBroker(self.workdir / "broker", Fleet((DEVICE_ID,), (VERIFIER_USER,))).start()
+        broker = DevBroker(self.workdir / "broker", Fleet((DEVICE_ID,), (VERIFIER_USER,)))
+        broker.prepare()  # dev CA, certificates, passwords, ACL, mosquitto.conf
+        assert broker.process is not None
+        broker.process = _TiedMosquitto(broker.process.config_path, broker.process.ports, broker.host)
+        self.broker = broker.start()
         log.info("mosquitto on %s (TLS port %d, plain port %d)", self.broker.host, self.broker.tls_port,
                  self.broker.plain_port)
 

@@ -10,10 +10,10 @@ import time
 from edge_runtime.config import default_config
 from edge_runtime.e2e import report
 from edge_runtime.e2e.baseline import BaselineRun
-from edge_runtime.e2e.cli import demo_prompts, make_controller, prepare_models, quiet_libraries, say
 from edge_runtime.e2e.edge import EdgeRun, RoundStat, run_edge_generation
 from edge_runtime.e2e.processes import DEVICE_ID, DemoStack
 from edge_runtime.e2e.profiles import Profile
+from edge_runtime.e2e.steps import demo_prompts, make_controller, prepare_models, quiet_libraries, say
 
 RULE = "─" * 100
 
@@ -64,8 +64,6 @@ class DemoSession:
                        workdir=args.workdir) as stack:
             say(f"[demo] broker 127.0.0.1:{stack.port}, generated config in {stack.workdir / 'broker'}; verifier "
                 f"worker pid {stack.worker.pid if stack.worker else '?'} loading {profile.target} ...")
-            # the baseline's copy of the target loads here while the worker loads its own (loads take minutes)
-            target = self._load_target()
             stack.wait_ready()
             say(f"[demo] verifier worker ready after {stack.worker_ready_s:.1f} s")
             say(f"[demo] controller: {controller_text}")
@@ -75,7 +73,9 @@ class DemoSession:
                 edge_runs.append(self._edge_prompt(stack, slm, controller, index, label, ids, vocab_hash))
             say(RULE)
             stack.stop_worker()  # frees its CPU threads and memory before the baseline runs
+        # one copy of the target at a time (an fp32 1.5B model holds ~7 GB): the baseline loads after the worker exits
         say("[demo] verifier worker stopped; the target alone decodes the same prompts (cloud-only baseline):")
+        target = self._load_target()
         baseline_runs = self._baseline(target, prompt_ids, slm)
         say(RULE)
         say(f"SUMMARY  profile {profile.name} · {len(prompts)} prompt{'s' * (len(prompts) > 1)} × up to "
@@ -122,7 +122,7 @@ class DemoSession:
         folder, gguf_file = resolve_model(self.profile.target, fetch_missing=False)
         with contextlib.redirect_stderr(io.StringIO()):  # transformers' GGUF dequantization progress bar
             target = TargetModel.load(folder, "cpu", self.profile.target_dtype, gguf_file=gguf_file)
-        say(f"[demo] baseline copy of the target loaded in this process ({time.perf_counter() - t0:.1f} s)")
+        say(f"[demo] target loaded in this process ({time.perf_counter() - t0:.1f} s)")
         return target
 
     def _baseline(self, target, prompt_ids: list[list[int]], slm) -> list[BaselineRun]:  # noqa: ANN001
