@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import paho.mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import MQTTException, Properties
 
 log = logging.getLogger(__name__)
+
+TESTED_PAHO_VERSIONS = frozenset({"2.2.0"})  # the releases whose Properties these replacements were checked against
 
 ORIGINAL = {name: Properties.__dict__[name] for name in
             ("__init__", "__setattr__", "getIdentFromName", "getNameFromIdent", "clear")}
@@ -84,9 +87,13 @@ def _clear(self: Properties) -> None:
 
 
 def install() -> None:
-    """Patch ``Properties`` once per process."""
+    """Patch ``Properties`` once per process; a paho release other than the tested ones keeps its originals."""
     global _installed
     if _installed:
+        return
+    if paho.mqtt.__version__ not in TESTED_PAHO_VERSIONS:
+        log.warning("paho-mqtt %s is not a tested release (%s): keeping paho's own Properties (slower)",
+                    paho.mqtt.__version__, ", ".join(sorted(TESTED_PAHO_VERSIONS)))
         return
     Properties.__init__ = _init  # type: ignore[method-assign]
     Properties.__setattr__ = _setattr  # type: ignore[method-assign]
