@@ -68,7 +68,7 @@ def record(args: argparse.Namespace) -> Path:
     ts = record_traces_timed(prompts, slm, target, ELLS, slm.vocab_size, n_tokens=args.n_tokens, seed=args.seed,
                              temperature=args.temperature, meta={"settings": settings,
                                                                  "prompt_lengths": [len(p) for p in prompts]},
-                             progress=True)
+                             progress=True, time_budget_s=60 * args.budget_min if args.budget_min else None)
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
     ts.save(tmp)
@@ -80,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("experiment_out/qwen"), help="output directory (trace cache)")
     p.add_argument("--prompts", type=int, default=10, help="BBC News prompts (the first N articles)")
     p.add_argument("--start", type=int, default=0, help="first article index")
-    p.add_argument("--prompt-tokens", type=int, default=160, help="prompt length cap (paper: 400)")
+    p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length cap (paper: 400)")
     p.add_argument("--n-tokens", type=int, default=64,
                    help="contexts per prompt: 52 generated tokens + room for the last round's drafts")
     p.add_argument("--temperature", type=float, default=0.4)
@@ -92,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fp32: bf16 matmuls are emulated on AVX2 CPUs without bf16 units (much slower)")
     p.add_argument("--draft-threads", type=int, default=1)
     p.add_argument("--target-threads", type=int, default=2)
+    p.add_argument("--budget-min", type=float, default=0.0,
+                   help="stop starting new prompts after this many minutes of recording (0: no limit; at least 2 "
+                        "prompts); the file keeps what was recorded")
     p.add_argument("--force", action="store_true", help="record again even if the cached trace exists")
 
 

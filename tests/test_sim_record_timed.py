@@ -97,3 +97,10 @@ def test_record_rejects_bad_input(pair) -> None:
         record_traces_timed([[0]], draft, target, (240,), vocab_size=64, n_tokens=5)
     with pytest.raises(ValueError, match="verify lengths"):
         record_traces_timed([[0, 1]], draft, target, (240,), vocab_size=64, n_tokens=3, verify_lengths=(4,))
+
+
+def test_time_budget_keeps_at_least_two_prompts(pair) -> None:
+    target, draft, _ = pair
+    ts = record_traces_timed(PROMPTS, draft, target, (240,), vocab_size=64, n_tokens=4, verify_lengths=(1,),
+                             time_budget_s=0.0)
+    assert len(ts.sequences) == 2 and ts.meta["recorded_prompts"] == 2

@@ -118,18 +118,25 @@ def record_traces_timed(
     verify_lengths: Sequence[int] = VERIFY_LENGTHS,
     meta: dict | None = None,
     progress: bool = False,
+    time_budget_s: float | None = None,
 ) -> TraceSet:
+    """Record every prompt, or stop starting new prompts once ``time_budget_s`` has passed (at least 2 prompts)."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
     seqs: list[SequenceTrace] = []
     rounds: list[dict] = []
+    t0 = time.monotonic()
     for i, prompt in enumerate(tqdm(prompts, desc="record (draft + target)", disable=not progress)):
+        if time_budget_s is not None and i >= 2 and time.monotonic() - t0 > time_budget_s:
+            log.warning("time budget of %.0f s used: recorded %d of %d prompts", time_budget_s, i, len(prompts))
+            break
         s, r = record_sequence_timed(i, prompt, slm, target, ells, n_tokens, rng, temperature, verify_lengths)
         seqs.append(s)
         rounds.extend(r)
     return TraceSet(vocab_size, tuple(sorted(ells)), seqs, rounds,
-                    meta={"source": "recorded-timed", "seed": seed, "temperature": temperature, **(meta or {})})
+                    meta={"source": "recorded-timed", "seed": seed, "temperature": temperature,
+                          "recorded_prompts": len(seqs), **(meta or {})})
 
 
 def timing_rounds(rounds: Sequence[dict]) -> list[dict]:
