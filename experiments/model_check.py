@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         traces = generate_traces(args.prompts, 120, sorted({e for _, e in configs}), seed=args.seed)
         n_prompts = args.prompts
     if args.profile == "trace":
-        timing = TimingProfile.from_rounds(timing_rounds(traces.rounds), name="trace (measured)")
+        timing = TimingProfile.from_rounds(timing_rounds(traces.rounds, fastest=True),
+                                            name="trace (measured, fastest per L)")
     else:
         timing = PROFILES[args.profile]
     seqs = [s.seq for s in traces.sequences]

@@ -50,8 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     seqs = list(range(n))
     spec = SCENARIOS[args.scenario]
     policies = {args.scenario: [s.strip() for s in args.policies.split(",")]}
-    timing = TimingProfile.from_rounds(timing_rounds(traces.rounds), name="trace (measured)")
-    step = measured_target_step_s(traces.rounds) or timing.target_token_s
+    timing = TimingProfile.from_rounds(timing_rounds(traces.rounds, fastest=True),
+                                            name="trace (measured, fastest per L)")
+    step = measured_target_step_s(traces.rounds, fastest=True) or timing.target_token_s
 
     sim: dict[str, list[float]] = {}
     for k in range(args.sim_seeds):
