@@ -210,7 +210,7 @@ def _as_buffer(data: Any) -> Any:
 def decode(data: bytes | bytearray | memoryview, vocab_size: int, ell: int) -> LatticePoint:
     """Decode a whole message; raises CodecError if it is malformed, truncated, padded wrongly or too long."""
     indices, counts = decode_arrays(data, vocab_size, ell)
-    return LatticePoint(indices, counts, int(ell), int(vocab_size))
+    return LatticePoint.trusted(indices, counts, ell, vocab_size)  # the C decoder checked every invariant
 
 
 def decode_arrays(data: bytes | bytearray | memoryview, vocab_size: int, ell: int) -> tuple[np.ndarray, np.ndarray]:

@@ -189,7 +189,7 @@ class Quantizer:
         if self.nnz == 0:
             raise CoreError("nothing quantized yet")
         nnz = self.nnz
-        return _trusted_point(self.indices[:nnz].copy(), self.counts[:nnz].copy(), self.ell, self.vocab_size)
+        return LatticePoint.trusted(self.indices[:nnz].copy(), self.counts[:nnz].copy(), self.ell, self.vocab_size)
 
     def sample_last(self, u: int) -> int:
         """Q-S sample from the last result without building a LatticePoint."""
@@ -208,16 +208,6 @@ class Quantizer:
     def quantize_probs(self, probs: np.ndarray, ell: int) -> LatticePoint:
         self.quantize_probs_into(probs, ell)
         return self.point()
-
-
-def _trusted_point(indices: np.ndarray, counts: np.ndarray, ell: int, vocab_size: int) -> LatticePoint:
-    """A LatticePoint from C output without re-validation (the C core guarantees the invariants; tests check them)."""
-    point = object.__new__(LatticePoint)
-    object.__setattr__(point, "indices", indices)
-    object.__setattr__(point, "counts", counts)
-    object.__setattr__(point, "ell", ell)
-    object.__setattr__(point, "vocab_size", vocab_size)
-    return point
 
 
 _local = threading.local()

@@ -73,6 +73,17 @@ class LatticePoint:
         return 0
 
     @classmethod
+    def trusted(cls, indices: np.ndarray, counts: np.ndarray, ell: int, vocab_size: int) -> LatticePoint:
+        """A point from arrays the C core produced or already checked (contiguous uint32, invariants held): skips
+        validation, which costs more than the C decoder itself. Anything else goes through the constructor."""
+        point = object.__new__(cls)
+        object.__setattr__(point, "indices", indices)
+        object.__setattr__(point, "counts", counts)
+        object.__setattr__(point, "ell", int(ell))
+        object.__setattr__(point, "vocab_size", int(vocab_size))
+        return point
+
+    @classmethod
     def from_dense(cls, counts: np.ndarray, ell: int | None = None) -> LatticePoint:
         counts = np.asarray(counts)
         if counts.ndim != 1:

@@ -211,6 +211,7 @@ def test_bit_flips_and_random_bytes_never_crash() -> None:
                     rejected += 1
                 else:  # a valid message (of this point with other sparse-code parameters, or of another point)
                     accepted += 1
+                    decoded.validate()  # decode() trusts the C decoder's checks: the invariants must hold
                     assert codec.decode(codec.encode(decoded, vocab_size, ell), vocab_size, ell) == decoded
         for _ in range(300):
             junk = rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8).tobytes()
