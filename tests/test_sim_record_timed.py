@@ -82,7 +82,7 @@ def test_experiment_runs_on_timed_trace_and_model_check(pair, tmp_path: Path) ->
     assert main(["--traces", str(path), "--profile", "trace", "--out", str(tmp_path / "o"), "--no-plots",
                  "--policies", "target,static:3:240,model", "--scenarios", "4mbps"]) == 0
     text = (tmp_path / "o" / "results.md").read_text()
-    assert "target alone" in text and "model+stop" in text and "trace (measured)" in text
+    assert "target alone" in text and "model+stop" in text and "trace (measured, fastest per L)" in text
     buf = io.StringIO()
     model_check.main(["--traces", str(path), "--profile", "trace", "--configs", "2:240,3:16"], out=buf)
     rows = [ln for ln in buf.getvalue().splitlines() if ln.startswith("| 4mbps") or ln.startswith("| 350kbps")]
