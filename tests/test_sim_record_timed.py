@@ -104,3 +104,31 @@ def test_time_budget_keeps_at_least_two_prompts(pair) -> None:
     ts = record_traces_timed(PROMPTS, draft, target, (240,), vocab_size=64, n_tokens=4, verify_lengths=(1,),
                              time_budget_s=0.0)
     assert len(ts.sequences) == 2 and ts.meta["recorded_prompts"] == 2
+
+
+def test_fastest_timings_take_the_minimum_per_length() -> None:
+    rounds = [{"kind": "timing", "seq": 0, "L": 1, "draft_s": 0.2, "verify_s": 3.0},
+              {"kind": "timing", "seq": 1, "L": 1, "draft_s": 0.1, "verify_s": 4.0},
+              {"kind": "timing", "seq": 0, "L": 4, "draft_s": 0.5, "verify_s": 1.5},
+              {"kind": "target_step", "seq": 0, "mean_s": 0.9}, {"kind": "target_step", "seq": 1, "mean_s": 0.3}]
+    fast = timing_rounds(rounds, fastest=True)
+    assert [(r["L"], r["draft_s"], r["verify_s"]) for r in fast] == [(1, 0.1, 3.0), (4, 0.5, 1.5)]
+    assert len(timing_rounds(rounds)) == 3
+    assert measured_target_step_s(rounds, fastest=True) == 0.3
+    assert measured_target_step_s(rounds) == pytest.approx(0.6)
+    assert measured_target_step_s(rounds[:3]) is None
+
+
+def test_prompts_are_cut_to_the_token_budget_and_keep_the_summary_suffix() -> None:
+    from experiments.record import prompt_token_ids
+
+    def encode(text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    prompts = prompt_token_ids(encode, 3, 100)
+    suffix = encode("\nSummary:")
+    assert len(prompts) == 3
+    for p in prompts:
+        assert len(p) == 100 and p[-len(suffix):] == suffix and bytes(p[:8]) == b"Article:"
+    with pytest.raises(ValueError, match="prompt-tokens"):
+        prompt_token_ids(encode, 1, 5)
