@@ -5,6 +5,9 @@ Today the rounds run in the simulator (synthetic traces, or traces recorded from
 ``--traces``). The comparison itself only needs an ``ExecutorFactory``: a callable (scenario, policy, scheme, seed) →
 RoundExecutor; a factory building executors on the real edge/verifier pair over the shaped link plugs in there.
 
+Subcommands: ``qsv-experiment record ...`` records Qwen traces with measured timings (experiments/record.py, cached);
+``qsv-experiment qwen ...`` records (cached), then runs this comparison and the model check on the recording.
+
 Outputs in ``--out``: results.md, results.csv, rounds.csv, throughput.png, bits_per_token.png,
 decisions_<scenario>.png, ddqn_training_<scenario>.png (when DDQN runs), ddqn_<scenario>.pt.
 """
