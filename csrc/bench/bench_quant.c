@@ -8,25 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include "../tests/rng.h"
 
 static double now_us(void) {
     struct timespec t;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
-}
-
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
-static double rng_gauss(uint64_t *s) {
-    const double u1 = rng_unit(s) + 1e-300, u2 = rng_unit(s);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 static int cmp_double(const void *a, const void *b) {

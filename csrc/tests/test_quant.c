@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "rng.h"
 
 static int failures = 0;
 
@@ -19,21 +20,6 @@ static int failures = 0;
             fputc('\n', stderr);                                                                                     \
         }                                                                                                            \
     } while (0)
-
-/* xorshift64* with explicit state */
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-static double rng_unit(uint64_t *s) { return (double)(rng_next(s) >> 11) * (1.0 / 9007199254740992.0); }
-static double rng_gauss(uint64_t *s) {
-    const double u1 = rng_unit(s) + 1e-300, u2 = rng_unit(s);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
 
 /* ---- independent reference of the rule: full sort ---- */
 
