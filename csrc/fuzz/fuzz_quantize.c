@@ -3,41 +3,13 @@
  * counts >= 1, dense = sparse); the probability path equals a full-sort implementation of the rule; the Q-S sampler
  * returns a token of the support for every u. */
 #include "qsv_quant.h"
+#include "../tests/ref_rule.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_V 4096u
-
-typedef struct {
-    double key;
-    uint32_t idx;
-} keyed_t;
-
-static int by_key_desc(const void *a, const void *b) {
-    const keyed_t *x = a, *y = b;
-    if (x->key != y->key) return x->key > y->key ? -1 : 1;
-    return x->idx < y->idx ? -1 : (x->idx > y->idx);
-}
-
-static void ref_rule(const double *x, uint32_t v, uint32_t ell, int64_t *b, keyed_t *k) {
-    int64_t sum = 0;
-    for (uint32_t i = 0; i < v; i++) sum += (b[i] = (int64_t)floor(x[i] + 0.5));
-    const int64_t d = (int64_t)ell - sum;
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < v; i++) {
-        const double r = x[i] - (double)b[i];
-        if (d > 0 || b[i] >= 1) {
-            k[n].key = d > 0 ? r : -r;
-            k[n++].idx = i;
-        }
-    }
-    qsort(k, n, sizeof *k, by_key_desc);
-    const uint64_t need = (uint64_t)(d > 0 ? d : -d);
-    if (need > n) abort(); /* the C path accepted an input the rule cannot fix */
-    for (uint64_t j = 0; j < need; j++) b[k[j].idx] += d > 0 ? 1 : -1;
-}
 
 static void check_point(const uint32_t *idx, const uint32_t *cnt, uint32_t nnz, const uint32_t *dense, uint32_t v,
                         uint32_t ell) {
@@ -108,7 +80,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 int64_t *b = malloc(sizeof *b * v);
                 keyed_t *k = malloc(sizeof *k * v);
                 for (uint32_t i = 0; i < v; i++) x[i] = (double)ell * q[i];
-                ref_rule(x, v, ell, b, k);
+                if (ref_rule(x, v, ell, b, k) != 0) abort(); /* the C path accepted an input the rule cannot fix */
                 for (uint32_t i = 0; i < v; i++)
                     if (b[i] != (int64_t)dense[i]) abort();
                 free(b);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "ref_rule.h"
 #include "rng.h"
 
 static int failures = 0;
@@ -20,51 +21,6 @@ static int failures = 0;
             fputc('\n', stderr);                                                                                     \
         }                                                                                                            \
     } while (0)
-
-/* ---- independent reference of the rule: full sort ---- */
-
-typedef struct {
-    double key;
-    uint32_t idx;
-} keyed_t;
-
-static int by_key_desc(const void *a, const void *b) {
-    const keyed_t *x = a, *y = b;
-    if (x->key != y->key) return x->key > y->key ? -1 : 1;
-    return x->idx < y->idx ? -1 : (x->idx > y->idx);
-}
-
-/* b from x = ell * q (dense); returns 0 on success. */
-static int ref_rule(const double *x, uint32_t v, uint32_t ell, int64_t *b) {
-    int64_t sum = 0;
-    for (uint32_t i = 0; i < v; i++) {
-        b[i] = (int64_t)floor(x[i] + 0.5);
-        sum += b[i];
-    }
-    int64_t d = (int64_t)ell - sum;
-    if (d == 0) return 0;
-    keyed_t *k = malloc(sizeof *k * v);
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < v; i++) {
-        const double r = x[i] - (double)b[i];
-        if (d > 0) {
-            k[n].key = r;
-            k[n++].idx = i;
-        } else if (b[i] >= 1) {
-            k[n].key = -r; /* largest b - x; -(x - b) == b - x exactly in IEEE */
-            k[n++].idx = i;
-        }
-    }
-    qsort(k, n, sizeof *k, by_key_desc);
-    const uint64_t need = (uint64_t)(d > 0 ? d : -d);
-    if (need > n) {
-        free(k);
-        return -1;
-    }
-    for (uint64_t j = 0; j < need; j++) b[k[j].idx] += d > 0 ? 1 : -1;
-    free(k);
-    return 0;
-}
 
 typedef struct {
     uint32_t *idx, *cnt, *dense, nnz;
@@ -106,7 +62,9 @@ static int check_point(const out_t *o, uint32_t v, uint32_t ell, const char *wha
 
 static int equal_to_ref(const out_t *o, const double *x, uint32_t v, uint32_t ell, const char *what) {
     int64_t *b = malloc(sizeof *b * v);
-    const int rrc = ref_rule(x, v, ell, b);
+    keyed_t *k = malloc(sizeof *k * v);
+    const int rrc = ref_rule(x, v, ell, b, k);
+    free(k);
     int ok = rrc == 0;
     for (uint32_t i = 0; ok && i < v; i++) ok &= (int64_t)o->dense[i] == b[i];
     CHECK(ok, "%s: differs from the full-sort reference (V=%u ell=%u)", what, v, ell);
