@@ -65,7 +65,7 @@ enum qsv_kernel {
     QSV_KERNEL_AUTO = 0,     /* best available: AVX2 on x86-64 CPUs that have it, else VECTOR */
     QSV_KERNEL_SCALAR = 1,   /* portable C, no vector extensions */
     QSV_KERNEL_VECTOR = 2,   /* GCC/clang vector extensions at the baseline ISA (SSE2 on x86-64, NEON on aarch64) */
-    QSV_KERNEL_AVX2 = 3      /* x86-64 only: the same vector code compiled for AVX2 */
+    QSV_KERNEL_AVX2 = 3      /* x86-64 only: the same vector code compiled for AVX2 + FMA */
 };
 
 size_t qsv_quant_workspace_size(uint32_t vocab_size);
@@ -76,7 +76,8 @@ int qsv_quantize_logits(const float *logits, uint32_t vocab_size, uint32_t ell, 
                         double top_p, void *workspace, size_t workspace_size, uint32_t *out_indices,
                         uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz, uint32_t *out_dense);
 
-/* Same with an explicit kernel (results are bit-identical across kernels; used by tests and benchmarks). */
+/* Same with an explicit kernel (used by tests and benchmarks). SCALAR and VECTOR give bit-identical results; AVX2
+ * uses fused multiply-adds, so its x may differ in the last bits (within the tolerance above). */
 int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature,
                                uint32_t top_k, double top_p, int kernel, void *workspace, size_t workspace_size,
                                uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz,

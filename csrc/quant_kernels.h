@@ -15,9 +15,19 @@
 #define VST(p, v) memcpy((p), &(v), sizeof(v))
 #define VSPLAT(c) ((qv_f){(c), (c), (c), (c), (c), (c), (c), (c)})
 /* a > b ? a : b per lane */
-/* any lane of an integer mask set */
-#define VANY(mask) vany_(&(mask), sizeof(mask))
 #define VMAX(a, b) ((qv_f)(((qv_i)(a) & ((a) > (b))) | ((qv_i)(b) & ~((a) > (b)))))
+/* largest lane of a vector without NaN (exact: any order gives the same value) */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define VHMAX(x)                                                                                                     \
+    __extension__({                                                                                                  \
+        qv_f h1_ = VMAXK((x), __builtin_shufflevector((x), (x), 4, 5, 6, 7, 0, 1, 2, 3));                            \
+        qv_f h2_ = VMAXK(h1_, __builtin_shufflevector(h1_, h1_, 2, 3, 0, 1, 6, 7, 4, 5));                            \
+        qv_f h3_ = VMAXK(h2_, __builtin_shufflevector(h2_, h2_, 1, 0, 3, 2, 5, 4, 7, 6));                            \
+        h3_[0];                                                                                                      \
+    })
+#else
+#define VHMAX(x) vhmax_(&(x))
+#endif
 /* x = fexp2_s(x) lane-wise (same operations in the same order; VFMA is a fused multiply-add only on AVX2) */
 #define VEXP2(x)                                                                                                     \
     do {                                                                                                             \
@@ -34,26 +44,29 @@
         (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
     } while (0)
 
-/* Maximum of z, per-block maxima (blocks of QB) into bmax; returns 0 when some value is not finite. */
+/* Maximum of z, per-block maxima (blocks of QB) into bmax; returns 0 when some value is not finite. The block's
+ * eight vectors are reduced as trees (max and the NaN/inf detector z - z), so no long dependency chain runs through
+ * the pass. Maxima are exact, so the reduction order does not change any result. */
 static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m) {
     const uint32_t nb = n / QB;
     float m = -FLT_MAX;
     qv_f bad = VSPLAT(0.0f);
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
-        qv_f mx;
-        VLD(mx, zb);
-        bad = bad + (mx - mx);
-        for (unsigned v = 1; v < QB / QL; v++) {
-            qv_f w;
-            VLD(w, zb + v * QL);
-            bad = bad + (w - w);
-            mx = VMAXK(w, mx);
-        }
-        float l[QL];
-        memcpy(l, &mx, sizeof l);
-        float h = l[0];
-        for (unsigned j = 1; j < QL; j++) h = l[j] > h ? l[j] : h;
+        qv_f w0, w1, w2, w3, w4, w5, w6, w7; /* named, not an array: an array goes through the stack */
+        VLD(w0, zb);
+        VLD(w1, zb + QL);
+        VLD(w2, zb + 2 * QL);
+        VLD(w3, zb + 3 * QL);
+        VLD(w4, zb + 4 * QL);
+        VLD(w5, zb + 5 * QL);
+        VLD(w6, zb + 6 * QL);
+        VLD(w7, zb + 7 * QL);
+        const qv_f mx = VMAXK(VMAXK(VMAXK(w0, w1), VMAXK(w2, w3)), VMAXK(VMAXK(w4, w5), VMAXK(w6, w7)));
+        const qv_f bs = (((w0 - w0) + (w1 - w1)) + ((w2 - w2) + (w3 - w3))) +
+                        (((w4 - w4) + (w5 - w5)) + ((w6 - w6) + (w7 - w7)));
+        bad = bad + bs;
+        const float h = VHMAX(mx);
         bmax[b] = h;
         m = h > m ? h : m;
     }
@@ -66,12 +79,16 @@ static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m
     return finite;
 }
 
-/* e_i = fexp((z_i - m) * inv_t) into e; returns the sum (8 float lanes per block, block sums in double). */
-static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax,
-                                float t_skip, float *e) {
-    const uint32_t nb = n / QB;
+/* The blocks of k_exp; `fold` is a constant at each call, so each caller gets its own loop. */
+static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const float *z, uint32_t nb, float m,
+                                                                          float inv_t, float c2, const float *bmax,
+                                                                          float t_skip, float *e, const int fold) {
     const qv_f vm = VSPLAT(m);
     const qv_f vc = VSPLAT(c2);
+    const qv_f vmc = VSPLAT(-(m * c2)); /* used by VSCALE on FMA targets only */
+    (void)vm;
+    (void)vmc;
+    (void)fold;
     double s = 0.0;
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
@@ -84,8 +101,7 @@ static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, 
         for (unsigned v = 0; v < QB / QL; v++) {
             qv_f t;
             VLD(t, zb + v * QL);
-            t = t - vm;
-            t = t * vc;
+            t = VSCALE(t, vm, vc, vmc, fold);
             VEXP2(t);
             VST(eb + v * QL, t);
             acc = acc + t;
@@ -96,11 +112,21 @@ static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, 
         for (unsigned j = 1; j < QL; j++) bs += l[j];
         s += (double)bs;
     }
+    return s;
+}
+
+/* e_i = fexp((z_i - m) * inv_t) into e; returns the sum (8 float lanes per block, block sums in double). */
+static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax,
+                                float t_skip, float *e) {
+    const uint32_t nb = n / QB;
+    const double s = fabsf(m * c2) < 65536.0f ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, e, 1)
+                                              : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, e, 0);
     return s + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
 }
 
-/* Tokens with e >= thr (e > 0 when thr = 0 is not required: thr = 0 takes all) into cidx, e * scale into cx;
- * blocks whose largest logit maps below t_skip are skipped. Returns the count. */
+/* Tokens with e >= thr (thr = 0 takes all) into cidx, e * scale into cx; blocks whose largest logit maps below t_skip
+ * are skipped. A block's hits become a 64-bit mask (one compare per 8 lanes), then one step per hit. Returns the
+ * count. */
 static KATTR uint32_t KN(k_collect)(const float *e, uint32_t n, const float *bmax, float m, float inv_t, float t_skip,
                                     float thr, double scale, uint32_t *cidx, double *cx) {
     const uint32_t nb = n / QB;
@@ -109,18 +135,19 @@ static KATTR uint32_t KN(k_collect)(const float *e, uint32_t n, const float *bma
     for (uint32_t b = 0; b < nb; b++) {
         if (block_t(bmax[b], m, inv_t) < t_skip) continue;
         const float *eb = e + (size_t)b * QB;
+        uint64_t bits = 0;
         for (unsigned v = 0; v < QB / QL; v++) {
             qv_f x;
             VLD(x, eb + v * QL);
             const qv_i hit = x >= vt;
-            if (!VANY(hit)) continue;
-            for (unsigned j = 0; j < QL; j++) {
-                if (eb[v * QL + j] >= thr) {
-                    cidx[k] = b * QB + v * QL + j;
-                    cx[k] = (double)eb[v * QL + j] * scale;
-                    k++;
-                }
-            }
+            bits |= (uint64_t)VBITSK(hit) << (v * QL);
+        }
+        while (bits) {
+            const unsigned j = (unsigned)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            cidx[k] = b * QB + j;
+            cx[k] = (double)eb[j] * scale;
+            k++;
         }
     }
     return tail_collect(e, n, nb, bmax, m, inv_t, t_skip, thr, scale, cidx, cx, k);
@@ -145,4 +172,5 @@ static KATTR void KN(k_fexp)(const float *in, float *out, uint32_t n) {
 #undef VST
 #undef VSPLAT
 #undef VMAX
+#undef VHMAX
 #undef VEXP2

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -38,6 +39,9 @@ __all__ = [
     "encode",
     "encode_arrays",
     "encoded_bits",
+    "encoder_handle",
+    "EncoderHandle",
+    "status_check",
     "message_mode",
     "pack_tokens",
     "token_bits",
@@ -112,6 +116,34 @@ def _mode(mode: str) -> int:
         return MODES[mode]
     except (KeyError, TypeError):
         raise CodecError(f"mode must be one of {sorted(MODES)}, got {mode!r}") from None
+
+
+@dataclass(frozen=True)
+class EncoderHandle:
+    """What a C caller of ``qsv_codec_encode`` needs for one (V, ell, mode): the parameter struct, the mode code, an
+    output capacity that always suffices, and this thread's workspace. Used by ``core.Quantizer.draft_token``."""
+
+    params: Any
+    mode_code: int
+    capacity: int
+    workspace: Any
+    workspace_bytes: int
+
+
+def encoder_handle(vocab_size: int, ell: int, mode: str = "auto") -> EncoderHandle:
+    """Encoder state for one (V, ell) in "auto" or "enum" mode on the calling thread: messages of these modes never
+    exceed 1 + bound_bits bits, so the capacity is known before the point ("sparse" alone can be longer)."""
+    codec = _get(vocab_size, ell)
+    mode_code = _mode(mode)
+    if mode_code == lib.QSV_CODEC_MODE_SPARSE:
+        raise CodecError("encoder_handle serves the bounded modes 'auto' and 'enum'; use encode_arrays for 'sparse'")
+    capacity = (codec.bound_bits + 1 + 7) // 8
+    return EncoderHandle(codec.params, mode_code, capacity, codec.workspace(), codec.workspace_bytes)
+
+
+def status_check(rc: int, what: str) -> None:
+    """Raise CodecError for a nonzero qsv_codec_status (for callers of C functions that return one)."""
+    _status(rc, what)
 
 
 def _point_arrays(point: LatticePoint, codec: _Codec) -> tuple[Any, Any, int]:

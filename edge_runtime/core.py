@@ -3,6 +3,7 @@
     point = quantize_logits(logits, ell=720, temperature=0.4)   # float32 logits -> LatticePoint
     token = sample(point, u)                                    # u uniform integer in [0, ell)
     data = encode(point, vocab_size, ell)                       # uplink bytes (edge_runtime.codec)
+    token, data = Quantizer(V).draft_token(logits, 720, u, 0.4)  # all three in one C call (the hot path)
 
 Arrays go to C without copies (``ffi.from_buffer``). For the per-token hot path use a ``Quantizer``: it owns the
 workspace and output buffers, and ``quantize_logits_into`` returns only the number of nonzeros (the point is in
@@ -19,13 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime import codec as codec_module
 from edge_runtime._qsv_core import ffi, lib
+from edge_runtime.codec import bound_bits, decode, encode  # noqa: F401  (re-exported: the public core API)
 from edge_runtime.lattice import LatticePoint
-
-try:  # the codec is a separate module (edge_runtime/codec.py); re-exported here when present
-    from edge_runtime.codec import bound_bits, decode, encode  # noqa: F401
-except ImportError:  # pragma: no cover - only while the codec module is absent
-    encode = decode = bound_bits = None  # type: ignore[assignment]
 
 MAX_ELL = int(lib.QSV_MAX_ELL)
 MAX_VOCAB = int(lib.QSV_MAX_VOCAB)
@@ -133,6 +131,11 @@ class Quantizer:
         self._cnt_ptr = ffi.from_buffer("uint32_t[]", self.counts, require_writable=True)
         self._nnz = ffi.new("uint32_t *")
         self._token = ffi.new("uint32_t *")
+        self._bits = ffi.new("uint64_t *")
+        self._draft_settings: tuple | None = None  # draft_token: last validated (ell, T, top_k, top_p, mode) ...
+        self._draft_args: tuple = ()  # ... and what it needs for them (codec handle, message buffer)
+        self._draft_logits: np.ndarray | None = None  # ... and the last logits array with its cffi buffer
+        self._draft_logits_ptr: Any = None
 
     def _dense_ptr(self, dense_out: np.ndarray | None) -> Any:
         if dense_out is None:
@@ -183,6 +186,53 @@ class Quantizer:
         _raise_status(rc, "quantize_probs")
         self.nnz, self.ell = int(self._nnz[0]), ell
         return self.nnz
+
+    def draft_token(
+        self,
+        logits: np.ndarray,
+        ell: int,
+        u: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        mode: str = "auto",
+    ) -> tuple[int, bytes]:
+        """One draft token in one C call (``qsv_draft_token``): quantize the logits, draw the token from the lattice
+        point with the uniform integer u in [0, ell) (Q-S), encode the point ("auto" or "enum" codec mode).
+        Returns (token, message); the point stays in ``indices[:nnz]`` / ``counts[:nnz]`` as after
+        ``quantize_logits_into``. Per-token overhead is kept low: parameters are validated when they change, the
+        logits array when it is a different object than last time (an SLM reuses its output buffer)."""
+        settings = (type(ell), ell, type(temperature), temperature, type(top_k), top_k, type(top_p), top_p, mode)
+        if settings != self._draft_settings:
+            self._draft_args = self._draft_setup(ell, temperature, top_k, top_p, mode)
+            self._draft_settings = settings
+        if logits is not self._draft_logits:
+            _check_array(logits, "logits", (np.float32,))
+            self._check_vocab(logits, "logits")
+            self._draft_logits, self._draft_logits_ptr = logits, ffi.from_buffer("float[]", logits)
+        elif logits.dtype != np.float32 or logits.size != self.vocab_size:  # changed in place since
+            self._draft_logits = None
+            return self.draft_token(logits, ell, u, temperature, top_k, top_p, mode)
+        ell_i, temp_f, top_k_i, top_p_f, handle, out, out_ptr = self._draft_args
+        if type(u) is not int or not 0 <= u < ell_i:
+            u = _check_int(u, "u", 0, ell_i - 1)
+        rc = lib.qsv_draft_token(
+            self._draft_logits_ptr, self.vocab_size, ell_i, temp_f, top_k_i, top_p_f, u, self._ws_ptr, self._ws_size,
+            self._idx_ptr, self._cnt_ptr, self.indices.size, self._nnz, self._token, handle.params, handle.mode_code,
+            out_ptr, handle.capacity, self._bits, handle.workspace, handle.workspace_bytes,
+        )  # fmt: skip
+        if rc != 0:
+            if rc < 0:
+                codec_module.status_check(rc, "draft_token: encode")
+            _raise_status(rc, "draft_token")
+        self.nnz, self.ell = self._nnz[0], ell_i
+        return self._token[0], bytes(out[: (self._bits[0] + 7) >> 3])
+
+    def _draft_setup(self, ell: Any, temperature: Any, top_k: Any, top_p: Any, mode: str) -> tuple:
+        ell, temperature, top_k, top_p = _check_params(ell, temperature, top_k, top_p)
+        handle = codec_module.encoder_handle(self.vocab_size, ell, mode)
+        out = bytearray(handle.capacity)
+        return ell, temperature, top_k, top_p, handle, out, ffi.from_buffer("uint8_t[]", out, require_writable=True)
 
     def point(self) -> LatticePoint:
         """The last result as a LatticePoint (copies the buffers; no re-validation of the C output)."""

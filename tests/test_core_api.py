@@ -162,3 +162,50 @@ def test_demo_core_prints_point_samples_and_bits(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert "lattice point q_hat = b/240" in out and "sum 240" in out
     assert out.count("->") == 4 and "bits" in out
+
+
+@pytest.mark.parametrize("mode", ["auto", "enum"])
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.4, 0, 0.9), (0.7, 50, 1.0), (0.0, 0, 1.0)])
+def test_draft_token_equals_the_three_calls(mode: str, temperature: float, top_k: int, top_p: float) -> None:
+    """draft_token = quantize_logits_into + sample_last + encode_arrays, over several tokens and settings."""
+    from edge_runtime import codec
+
+    v, ell = 5000, 240
+    fused, separate = core.Quantizer(v), core.Quantizer(v)
+    rng = np.random.default_rng(RNG_SEED)
+    buffer = np.empty(v, np.float32)  # reused like an SLM's output buffer: the cached pointer must see new contents
+    for _ in range(6):
+        buffer[:] = (2.5 * rng.normal(size=v)).astype(np.float32)
+        u = int(rng.integers(0, ell))
+        token, message = fused.draft_token(buffer, ell, u, temperature, top_k, top_p, mode=mode)
+        nnz = separate.quantize_logits_into(buffer, ell, temperature, top_k, top_p)
+        assert token == separate.sample_last(u)
+        assert message == codec.encode_arrays(separate.indices[:nnz], separate.counts[:nnz], v, ell, mode=mode)
+        assert fused.point() == separate.point()
+        assert codec.decode(message, v, ell) == separate.point()
+
+
+def test_draft_token_rejects_bad_input_and_keeps_working() -> None:
+    v, ell = 1000, 16
+    q = core.Quantizer(v)
+    z = _logits(v)
+    ok = q.draft_token(z, ell, 3)
+    with pytest.raises(core.CoreError, match="u must be"):
+        q.draft_token(z, ell, ell)
+    with pytest.raises(core.CoreTypeError):
+        q.draft_token(z, ell, 1.5)  # type: ignore[arg-type]
+    with pytest.raises(core.CoreTypeError):
+        q.draft_token(z, True, 3)  # type: ignore[arg-type]  # a bool is not an ell
+    with pytest.raises(core.CoreError, match="temperature"):
+        q.draft_token(z, ell, 3, temperature=-1.0)
+    with pytest.raises(core.CoreTypeError):
+        q.draft_token(z.astype(np.float64), ell, 3)  # type: ignore[arg-type]
+    with pytest.raises(core.CoreError):
+        q.draft_token(_logits(999), ell, 3)
+    with pytest.raises(ValueError, match="sparse"):
+        q.draft_token(z, ell, 3, mode="sparse")
+    bad = z.copy()
+    bad[7] = np.nan
+    with pytest.raises(core.CoreError, match="finite"):
+        q.draft_token(bad, ell, 3)
+    assert q.draft_token(z, ell, 3) == ok  # nothing above left state behind

@@ -1,12 +1,15 @@
-/* C-only timing of the quantizer (no Python): whole calls and the phases of the dense path.
+/* C-only timing of the quantizer (no Python): whole calls, the per-token pipeline quantize + sample + encode
+ * (qsv_draft_token, auto codec mode) and the phases of the dense path.
  * Build and run: make -C csrc bench  (or: ./build/bench_quant [V] [ell] [T] [kind: gauss|zipf] [calls])
  * Times are per-thread CPU time (robust on a shared machine); min and median over the calls. Includes qsv_quant.c to
  * reach the internal phases. */
 #define _POSIX_C_SOURCE 199309L
 #include "../qsv_quant.c"
+#include "../qsv_draft.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include "../tests/rng.h"
 
@@ -41,35 +44,71 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_quant [V] [ell] [T > 0] [gauss|zipf] [calls]\n");
         return 2;
     }
+    /* kind "file:PATH": raw float32 rows of V logits (e.g. bench_core.py --save-qwen); calls cycle through the rows,
+     * each copied (untimed) into the logits buffer first, as the SLM's output layer writes it before the call */
+    uint32_t nrows = 1;
+    float *rows = NULL;
+    if (strncmp(kind, "file", 4) == 0) {
+        const char *path = strchr(kind, ':');
+        FILE *f = path ? fopen(path + 1, "rb") : NULL;
+        if (!f) {
+            fprintf(stderr, "cannot open %s\n", kind);
+            return 2;
+        }
+        fseek(f, 0, SEEK_END);
+        const long bytes = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        nrows = (uint32_t)(bytes / ((long)sizeof(float) * (long)v));
+        rows = malloc((size_t)nrows * v * sizeof(float));
+        if (nrows == 0 || fread(rows, sizeof(float) * v, nrows, f) != nrows) {
+            fprintf(stderr, "%s: no whole rows of V=%u float32\n", kind, v);
+            return 2;
+        }
+        fclose(f);
+    }
     float *z = malloc(sizeof *z * v);
     uint64_t s = 12345;
-    for (uint32_t i = 0; i < v; i++) {
+    for (uint32_t i = 0; i < v && rows == NULL; i++) {
         if (kind[0] == 'z') {
             z[i] = (float)(-2.0 * log(1.0 + (double)(rng_next(&s) % v)) + 0.5 * rng_gauss(&s) + 10.0);
         } else {
             z[i] = (float)(2.5 * rng_gauss(&s));
         }
     }
-    if (kind[0] != 'z')
+    if (rows != NULL) memcpy(z, rows, sizeof *z * v);
+    if (kind[0] != 'z' && rows == NULL)
         for (int j = 0; j < 30; j++) z[rng_next(&s) % v] += (float)(6.0 + 8.0 * rng_unit(&s));
     const size_t wsz = qsv_quant_workspace_size(v);
     void *wsm = malloc(wsz);
     uint32_t *idx = malloc(sizeof *idx * ell), *cnt = malloc(sizeof *cnt * ell), nnz = 0, tok = 0;
     series_t whole = {malloc(sizeof(double) * (size_t)calls), calls};
     series_t with_s = {malloc(sizeof(double) * (size_t)calls), calls};
+    series_t draft = {malloc(sizeof(double) * (size_t)calls), calls};
+    qsv_codec_params params;
+    const size_t cwsz = qsv_codec_workspace_bytes(v, ell);
+    void *cws = malloc(cwsz ? cwsz : 1);
+    if (qsv_codec_params_init(&params, v, ell, cws, cwsz) != QSV_CODEC_OK) return 2;
+    const size_t msg_cap = (size_t)((params.bound_bits + 1 + 7) / 8);
+    uint8_t *msg = malloc(msg_cap);
+    uint64_t msg_bits = 0;
     series_t ph[3] = {{malloc(sizeof(double) * (size_t)calls), calls},
                       {malloc(sizeof(double) * (size_t)calls), calls},
                       {malloc(sizeof(double) * (size_t)calls), calls}};
     int rc = 0;
     for (int r = -3; r < calls; r++) { /* three warm-up calls */
+        if (rows) memcpy(z, rows + (size_t)((unsigned)(r + 3) % nrows) * v, sizeof *z * v);
         const double t0 = now_us();
         rc |= qsv_quantize_logits(z, v, ell, temp, 0, 1.0, wsm, wsz, idx, cnt, ell, &nnz, NULL);
         const double t1 = now_us();
         rc |= qsv_sample(idx, cnt, nnz, ell, (uint32_t)(r < 0 ? 0 : r) % ell, &tok);
         const double t2 = now_us();
+        rc |= qsv_draft_token(z, v, ell, temp, 0, 1.0, (uint32_t)(r < 0 ? 0 : r) % ell, wsm, wsz, idx, cnt, ell, &nnz,
+                              &tok, &params, QSV_CODEC_MODE_AUTO, msg, msg_cap, &msg_bits, cws, cwsz) != 0;
+        const double t3 = now_us();
         if (r >= 0) {
             whole.t[r] = t1 - t0;
             with_s.t[r] = t2 - t0;
+            draft.t[r] = t3 - t2;
         }
     }
     /* phases of the dense path with the automatic kernel */
@@ -106,19 +145,24 @@ int main(int argc, char **argv) {
         ph[1].t[r] = t2 - t1;
         ph[2].t[r] = t3 - t2;
     }
-    printf("bench_quant V=%u ell=%u T=%g logits=%s calls=%d nnz=%u (thread CPU time)\n", v, ell, temp, kind, calls,
-           nnz);
+    printf("bench_quant V=%u ell=%u T=%g logits=%s calls=%d nnz=%u message %llu bits (thread CPU time)\n", v, ell, temp,
+           kind, calls, nnz, (unsigned long long)msg_bits);
     report("qsv_quantize_logits", &whole);
     report("qsv_quantize_logits + qsv_sample", &with_s);
+    report("qsv_draft_token (+ encode, auto)", &draft);
     report("phase: max pass", &ph[0]);
     report("phase: exp pass", &ph[1]);
     report("phase: candidates + lattice fix", &ph[2]);
+    free(rows);
     free(z);
     free(wsm);
     free(idx);
     free(cnt);
     free(whole.t);
     free(with_s.t);
+    free(draft.t);
+    free(cws);
+    free(msg);
     for (int j = 0; j < 3; j++) free(ph[j].t);
     return rc != 0;
 }

@@ -135,6 +135,34 @@ static void test_probs(void) {
     }
 }
 
+/* Logits of huge magnitude (found by the fuzzer): the AVX2 kernel must not fold m * c2 into its FMA there (the
+ * rounding of m * c2 alone would exceed 1), so every kernel gives the same point. */
+static void test_huge_logits(void) {
+    const uint32_t v = 67;
+    out_t o;
+    out_alloc(&o, v);
+    float z[67];
+    for (uint32_t i = 0; i < v; i++) z[i] = (float)((int)(i % 7) - 3) * 0.5f;
+    z[6] = z[7] = 1.30577e36f;
+    z[10] = z[43] = -7.96494e36f;
+    z[53] = 787460.0f;
+    for (int kernel = QSV_KERNEL_SCALAR; kernel <= QSV_KERNEL_AVX2; kernel++) {
+        if (!qsv_kernel_available(kernel)) continue;
+        for (int t = 0; t < 3; t++) {
+            const double temp = t == 0 ? 1.0 : t == 1 ? 1e-6 : 1e6;
+            const int rc = qsv_quantize_logits_kernel(z, v, 47031, temp, 0, 1.0, kernel, o.ws, o.wsz, o.idx, o.cnt, v,
+                                                      &o.nnz, NULL);
+            CHECK(rc == QSV_OK, "huge logits, kernel %d, T=%g: rc %d", kernel, temp, rc);
+            if (rc != QSV_OK) continue;
+            /* two equal maxima share everything (e of the others underflows at these T, or is < 1e-30 at 1e6) */
+            CHECK(o.nnz == 2 && o.idx[0] == 6 && o.idx[1] == 7 && o.cnt[0] + o.cnt[1] == 47031 &&
+                      (o.cnt[0] == o.cnt[1] + 1 || o.cnt[1] == o.cnt[0] + 1),
+                  "huge logits, kernel %d, T=%g: nnz %u", kernel, temp, o.nnz);
+        }
+    }
+    out_free(&o);
+}
+
 static void test_large_vocab(void) {
     const uint32_t v = 262144;
     out_t o;
@@ -370,6 +398,7 @@ int main(void) {
     test_probs();
     test_probs_f32();
     test_large_vocab();
+    test_huge_logits();
     test_logits();
     printf("test_quant: fused path max relative error of x vs float64 (x > 1e-6): %.3g\n", max_rel_seen);
     if (failures) {
