@@ -170,16 +170,18 @@ static int s_k_max(const float *z, uint32_t n, float *bmax, float *out_m) {
 }
 
 static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax, float t_skip,
-                      float *e) {
+                      float t_store, float *e) {
     const uint32_t nb = n / QB;
+    float scratch[QB];
     double s = 0.0;
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
-        float *eb = e + (size_t)b * QB;
-        if (block_t(bmax[b], m, inv_t) < t_skip) {
-            memset(eb, 0, QB * sizeof *eb);
+        const float tb = block_t(bmax[b], m, inv_t);
+        if (tb < t_skip) {
+            if (tb >= t_store) memset(e + (size_t)b * QB, 0, QB * sizeof *e);
             continue;
         }
+        float *eb = tb >= t_store ? e + (size_t)b * QB : scratch;
         float acc[QL] = {0};
         for (unsigned v = 0; v < QB / QL; v++) {
             for (unsigned j = 0; j < QL; j++) {
@@ -247,8 +249,9 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #define VFMA(a, b, c) __builtin_ia32_vfmaddps256((a), (b), (c))
 #define VMAXK(a, b) __builtin_ia32_maxps256((a), (b))
 #define VBITSK(m) ((unsigned)__builtin_ia32_movmskps256((qv_f)(m)))
-/* z c2 - m c2 in one rounding when |m c2| < 2^16: the rounding of m c2 (<= 2^-9) shifts every y alike, a common
- * factor of all e that cancels in x; larger |m c2| would shift by more than 1, so those calls subtract first. */
+/* z c2 - m c2 in one rounding when |m c2| < 2^8: the rounding of m c2 (<= 2^-17) shifts every y alike, a common
+ * factor of all e (within 6e-6 of 1) that cancels in x and stays far inside SKIP_MARGIN; larger |m c2| would shift
+ * more (by more than 1 beyond 2^24), so those calls subtract first. */
 #define VSCALE(t, vm, vc, vmc, fold) ((fold) ? VFMA((t), (vc), (vmc)) : ((t) - (vm)) * (vc))
 #include "quant_kernels.h"
 #undef KSUFFIX
@@ -261,7 +264,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #endif
 
 typedef int (*max_fn)(const float *, uint32_t, float *, float *);
-typedef double (*exp_fn)(const float *, uint32_t, float, float, float, const float *, float, float *);
+typedef double (*exp_fn)(const float *, uint32_t, float, float, float, const float *, float, float, float *);
 typedef void (*fexp_fn)(const float *, float *, uint32_t);
 typedef uint32_t (*collect_fn)(const float *, uint32_t, const float *, float, float, float, float, double, uint32_t *,
                                double *);
@@ -604,6 +607,7 @@ typedef struct {
     uint32_t argmax; /* greedy */
     uint32_t nk;     /* sparse: kept entries in cidx / cx (cx = x) */
     double scale;    /* dense: x_i = e_i * scale */
+    float t_store;   /* dense: e holds the blocks whose largest logit maps to t >= t_store (-inf: all) */
     float m, inv_t, c2; /* c2 = log2(e) / T: the scale of the exp2 kernels */
 } prep_t;
 
@@ -636,12 +640,14 @@ static uint32_t collect_z(const float *z, uint32_t v, const float *bmax, float t
     return k;
 }
 
-/* Tokens with e >= thr into cidx, x = e * scale into cx. Blocks whose maximum logit maps below thr are skipped
- * (SKIP_MARGIN in the log domain covers the error of fexp2_s). */
+/* The block bound of a candidate threshold on e: a block whose largest logit maps below it (t = (z - m) / T) has no
+ * e >= thr (SKIP_MARGIN in the log domain covers the error of fexp2_s). Monotone in thr. */
+static float coll_t(float thr) { return thr > 0.0f ? (float)(log((double)thr) - SKIP_MARGIN) : -INFINITY; }
+
+/* Tokens with e >= thr into cidx, x = e * scale into cx; blocks below coll_t(thr) are skipped. */
 static uint32_t collect_e(const kernels_t *kern, const float *e, uint32_t v, const float *bmax, float m, float inv_t,
                           float thr, double scale, uint32_t *cidx, double *cx) {
-    const float t_skip = thr > 0.0f ? (float)(log((double)thr) - SKIP_MARGIN) : -INFINITY;
-    return kern->kcollect(e, v, bmax, m, inv_t, t_skip, thr, scale, cidx, cx);
+    return kern->kcollect(e, v, bmax, m, inv_t, coll_t(thr), thr, scale, cidx, cx);
 }
 
 /* Second candidate threshold of the dense path, when the d > 0 fix needs tokens below THRESH_X: aims at `want`
@@ -690,6 +696,11 @@ static uint32_t top_p_filter(uint32_t *cidx, double *cx, uint32_t k, double targ
  * V e^t <= 1e-9 of the (>= 1) sum. */
 static float exp_skip_t(uint32_t v) { return (float)(-log((double)v) - 9.0 * log(10.0)); }
 
+/* Block bound of the first candidate pass, known before the exp pass: x = e ell / S >= THRESH_X needs
+ * e >= THRESH_X S / ell >= THRESH_X 0.99 / ell, as S >= 1 (the largest logit's e, within 6e-6). The exp pass keeps e
+ * only for blocks that can reach it; the first candidate pass never reads the others. */
+static float first_collect_t(uint32_t ell) { return coll_t((float)(THRESH_X * 0.99 / (double)ell)); }
+
 static int check_logit_args(const float *logits, uint32_t v, uint32_t ell, double temperature, double top_p) {
     if (!logits) return QSV_ERR_NULL;
     if (v == 0 || v > QSV_MAX_VOCAB) return QSV_ERR_VOCAB;
@@ -700,7 +711,7 @@ static int check_logit_args(const float *logits, uint32_t v, uint32_t ell, doubl
 }
 
 static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperature, uint32_t top_k, double top_p,
-                       const kernels_t *kern, ws_t *w, prep_t *p) {
+                       int partial_e, const kernels_t *kern, ws_t *w, prep_t *p) {
     float *bmax = (float *)w->bmax;
     float m;
     if (!kern->kmax(z, v, bmax, &m)) return QSV_ERR_NONFINITE;
@@ -717,7 +728,9 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
     const int use_k = top_k > 0 && top_k < v;
     const int use_p = top_p < 1.0;
     if (!use_k && !use_p) {
-        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, exp_skip_t(v), w->e);
+        const float t_skip = exp_skip_t(v);
+        p->t_store = partial_e ? first_collect_t(ell) : -INFINITY;
+        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, t_skip, p->t_store, w->e);
         p->mode = PREP_DENSE;
         p->scale = (double)ell / s;
         return QSV_OK;
@@ -758,7 +771,7 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
         for (uint32_t j = 0; j < k; j++) total += w->cx[j];
     } else {
         /* top-p over all: candidates e >= thr until they hold at least top_p of the mass */
-        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, exp_skip_t(v), w->e);
+        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, exp_skip_t(v), -INFINITY, w->e);
         total = s;
         const double target = top_p * s;
         float thr = 1.0f / 64.0f;
@@ -794,7 +807,7 @@ int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_
     ws_t w;
     if ((rc = ws_init(&w, workspace, workspace_size, vocab_size)) != QSV_OK) return rc;
     prep_t p;
-    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
+    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, 1, &kern, &w, &p)) != QSV_OK) return rc;
     uint32_t k;
     if (p.mode == PREP_GREEDY) {
         w.cidx[0] = p.argmax;
@@ -813,6 +826,11 @@ int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_
             if (round == 0) {
                 int64_t sum = 0; /* cb holds the rounded counts: d = ell - sum */
                 for (uint32_t j = 0; j < k; j++) sum += w.cb[j];
+                if (p.t_store > -INFINITY) { /* lower thresholds read blocks the exp pass did not keep: redo it */
+                    p.t_store = -INFINITY;
+                    (void)kern.kexp(logits, vocab_size, p.m, p.inv_t, p.c2, (const float *)w.bmax,
+                                    exp_skip_t(vocab_size), -INFINITY, w.e);
+                }
                 thr = sampled_threshold(w.e, vocab_size, (uint64_t)k + 2u * (uint64_t)(ell - sum) + 32u, thr, w.tmp);
             } else {
                 thr *= (float)LOWER_FACTOR;
@@ -841,7 +859,7 @@ int qsv_logits_scaled(const float *logits, uint32_t vocab_size, uint32_t ell, do
     ws_t w;
     if ((rc = ws_init(&w, workspace, workspace_size, vocab_size)) != QSV_OK) return rc;
     prep_t p;
-    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
+    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, 0, &kern, &w, &p)) != QSV_OK) return rc;
     if (p.mode == PREP_DENSE) {
         for (uint32_t i = 0; i < vocab_size; i++) out_x[i] = (double)w.e[i] * p.scale;
         return QSV_OK;

@@ -82,21 +82,24 @@ static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m
 /* The blocks of k_exp; `fold` is a constant at each call, so each caller gets its own loop. */
 static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const float *z, uint32_t nb, float m,
                                                                           float inv_t, float c2, const float *bmax,
-                                                                          float t_skip, float *e, const int fold) {
+                                                                          float t_skip, float t_store, float *e,
+                                                                          const int fold) {
     const qv_f vm = VSPLAT(m);
     const qv_f vc = VSPLAT(c2);
     const qv_f vmc = VSPLAT(-(m * c2)); /* used by VSCALE on FMA targets only */
     (void)vm;
     (void)vmc;
     (void)fold;
+    float scratch[QB]; /* e of the blocks not kept: stays in L1 */
     double s = 0.0;
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
-        float *eb = e + (size_t)b * QB;
-        if (block_t(bmax[b], m, inv_t) < t_skip) {
-            memset(eb, 0, QB * sizeof *eb);
+        const float tb = block_t(bmax[b], m, inv_t);
+        if (tb < t_skip) {
+            if (tb >= t_store) memset(e + (size_t)b * QB, 0, QB * sizeof *e);
             continue;
         }
+        float *eb = tb >= t_store ? e + (size_t)b * QB : scratch;
         qv_f acc = VSPLAT(0.0f);
         for (unsigned v = 0; v < QB / QL; v++) {
             qv_f t;
@@ -115,12 +118,14 @@ static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const f
     return s;
 }
 
-/* e_i = fexp((z_i - m) * inv_t) into e; returns the sum (8 float lanes per block, block sums in double). */
+/* e_i = fexp((z_i - m) * inv_t); returns the sum (8 float lanes per block, block sums in double). Blocks whose
+ * largest logit maps below t_skip count as e = 0; only blocks whose largest logit maps to t >= t_store are written
+ * to e (t_store = -inf: all of them). */
 static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax,
-                                float t_skip, float *e) {
+                                float t_skip, float t_store, float *e) {
     const uint32_t nb = n / QB;
-    const double s = fabsf(m * c2) < 65536.0f ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, e, 1)
-                                              : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, e, 0);
+    const double s = fabsf(m * c2) < 256.0f ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 1)
+                                              : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 0);
     return s + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
 }
 

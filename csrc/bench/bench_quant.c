@@ -122,7 +122,8 @@ int main(int argc, char **argv) {
         const double t0 = now_us();
         rc |= !kern.kmax(z, v, (float *)w.bmax, &m);
         const double t1 = now_us();
-        const double sum = kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), w.e);
+        const float t_store = first_collect_t(ell);
+        const double sum = kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), t_store, w.e);
         const double t2 = now_us();
         const double scale = (double)ell / sum;
         float thr = (float)(THRESH_X / scale);
@@ -132,6 +133,7 @@ int main(int argc, char **argv) {
             const int frc = lattice_fix(w.cx, k, ell, thr > 0.0f, (double)thr * scale, w.cb, w.tmp);
             if (frc != FIX_MORE) break;
             if (round == 0) {
+                (void)kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), -INFINITY, w.e);
                 int64_t b_sum = 0;
                 for (uint32_t j = 0; j < k; j++) b_sum += w.cb[j];
                 thr = sampled_threshold(w.e, v, (uint64_t)k + 2u * (uint64_t)(ell - b_sum) + 32u, thr, w.tmp);
