@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,6 +68,7 @@ class DraftRound:
     core_seconds: float = 0.0  # quantize + sample in the C core
     stats_seconds: float = 0.0  # entropy / confidence bookkeeping
     hit_eos: bool = False
+    stopped_early: bool = False  # should_continue ended the round before the requested length
 
     @property
     def length(self) -> int:
@@ -135,8 +136,12 @@ class Drafter:
         token = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
         return min(token, q.size - 1), point
 
-    def draft(self, length: int, config: DraftConfig | None = None) -> DraftRound:
-        """Draft up to ``length`` tokens (fewer if EOS is drafted and ``stop_at_eos``)."""
+    def draft(self, length: int, config: DraftConfig | None = None,
+              should_continue: Callable[[float, int], bool] | None = None) -> DraftRound:
+        """Draft up to ``length`` tokens (fewer if EOS is drafted and ``stop_at_eos``, or when ``should_continue``
+        returns False). ``should_continue(confidence, position)`` is asked after each drafted token but the last
+        (position = tokens drafted so far; confidence = q(x) of that token, or q̂(x) = b_x / ℓ when stats are off):
+        the controller's per-token early stop, decided before the SLM computes the next token."""
         if self._logits is None:
             raise DrafterError("call start() first")
         if self._pending is not None:
@@ -166,6 +171,11 @@ class Drafter:
             if config.stop_at_eos and token in eos:
                 record.hit_eos = True
                 break
+            if should_continue is not None and position + 1 < length:
+                confidence = record.confidences[-1] if config.record_stats else point.count_of(token) / point.ell
+                if not should_continue(confidence, position + 1):
+                    record.stopped_early = True
+                    break
         self._pending = record
         return record
 

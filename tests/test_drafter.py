@@ -90,6 +90,39 @@ def test_feedback_rolls_back_and_continues_from_the_right_state(exported, slm, a
     assert drafter.draft(2).length == 2  # and the next round runs
 
 
+@pytest.mark.parametrize("record_stats", [True, False])
+def test_per_token_early_stop(exported, slm, record_stats):
+    """should_continue is asked after each token but the last, with that token's confidence; False ends the round
+    there, before the SLM computes another token; the cache stays consistent and the drafts equal the full round's
+    prefix (same seed)."""
+    config = DraftConfig(ell=240, temperature=1.0, record_stats=record_stats)
+    full = Drafter(OnnxSLM(exported[1].directory), config, seed=5)
+    full.start(PROMPT)
+    reference = full.draft(6)
+    asked: list[tuple[float, int]] = []
+
+    def stop_after_three(confidence: float, position: int) -> bool:
+        asked.append((confidence, position))
+        return position < 3
+
+    drafter = Drafter(slm, config, seed=5)
+    drafter.start(PROMPT)
+    forwards_before = slm.length
+    record = drafter.draft(6, should_continue=stop_after_three)
+    assert record.length == 3 and record.stopped_early
+    assert record.tokens == reference.tokens[:3]
+    assert [p for _, p in asked] == [1, 2, 3]
+    for (confidence, _), token, point in zip(asked, record.tokens, record.points, strict=True):
+        expected = record.confidences[record.tokens.index(token)] if record_stats else point.count_of(token) / 240
+        assert confidence == pytest.approx(expected) and 0.0 < confidence <= 1.0
+    assert slm.length == forwards_before + 2  # drafts 1..2 were fed; the 3rd was never computed on
+    committed = drafter.feedback(3, 11)
+    assert committed == record.tokens + [11] and slm.length == len(drafter.committed)
+    never: list[int] = []
+    assert drafter.draft(2, should_continue=lambda c, p: never.append(p) or True).length == 2
+    assert never == [1]  # not asked after the last token of the round
+
+
 def test_out_of_order_use_is_rejected(slm):
     drafter = Drafter(slm, DraftConfig(), seed=0)
     with pytest.raises(DrafterError, match="start"):

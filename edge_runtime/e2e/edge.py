@@ -88,7 +88,7 @@ def run_edge_generation(drafter: Drafter, remote: RemoteVerifier, controller: Co
         decision = controller.choose()
         round_cfg = dataclasses.replace(cfg, ell=decision.ell) if decision.ell != cfg.ell else cfg
         t0 = time.perf_counter()
-        draft = drafter.draft(min(decision.max_draft, max(budget - 1, 1)), round_cfg)
+        draft = drafter.draft(min(decision.max_draft, max(budget - 1, 1)), round_cfg, controller.should_continue)
         t1 = time.perf_counter()
         blobs = [codec.encode(point, vocab, draft.ell) for point in draft.points]
         t2 = time.perf_counter()

@@ -90,7 +90,7 @@ class RealRoundExecutor:
         spec = self.channel.spec
         rate, state = self.channel.rate_bps, self.channel.state
         t_start = time.perf_counter()
-        draft = self.drafter.draft(decision.max_draft, config)
+        draft = self.drafter.draft(decision.max_draft, config, should_continue)
         t_sent = time.perf_counter()
         bits = HEADER_BITS + draft.length * uplink_bits_per_token(self.vocab_size, decision.ell)
         self.sleep(bits / rate + spec.rtt_s / 2)
