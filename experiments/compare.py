@@ -6,7 +6,8 @@ Today the rounds run in the simulator (synthetic traces, or traces recorded from
 RoundExecutor; a factory building executors on the real edge/verifier pair over the shaped link plugs in there.
 
 Subcommands: ``qsv-experiment record ...`` records Qwen traces with measured timings (experiments/record.py, cached);
-``qsv-experiment qwen ...`` records (cached), then runs this comparison and the model check on the recording.
+``qsv-experiment qwen ...`` records (cached), then runs this comparison and the model check on the recording;
+``qsv-experiment link ...`` runs the policies on the real system over a tc-shaped link (experiments/link_run.py).
 
 Outputs in ``--out``: results.md, results.csv, rounds.csv, throughput.png, bits_per_token.png,
 decisions_<scenario>.png, ddqn_training_<scenario>.png (when DDQN runs), ddqn_<scenario>.pt.
@@ -177,7 +178,7 @@ def train_ddqn_policy(scenario: str, traces: TraceSet, timing: TimingProfile, sp
     return agent, tl.episode_throughput
 
 
-def write_tables(results: list[PolicyResult], out: Path, meta: dict) -> str:
+def write_tables(results: list[PolicyResult], out: Path, meta: dict, title: str = "Simulator run") -> str:
     target = {r.scenario: r.throughput for r in results if r.policy == "target alone"}
     rows = []
     for r in results:
@@ -201,7 +202,7 @@ def write_tables(results: list[PolicyResult], out: Path, meta: dict) -> str:
     head = list(rows[0])
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
-    text = f"Simulator run ({json.dumps(meta)})\n\n" + "\n".join(md) + "\n"
+    text = f"{title} ({json.dumps(meta)})\n\n" + "\n".join(md) + "\n"
     (out / "results.md").write_text(text)
     with open(out / "rounds.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -216,7 +217,7 @@ def write_tables(results: list[PolicyResult], out: Path, meta: dict) -> str:
     return text
 
 
-def plot(results: list[PolicyResult], out: Path, training: dict[str, list[float]]) -> None:
+def plot(results: list[PolicyResult], out: Path, training: dict[str, list[float]], source: str = "simulator") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,7 +233,7 @@ def plot(results: list[PolicyResult], out: Path, training: dict[str, list[float]
             colors = ["tab:gray" if not r.exact else "tab:blue" for r in rs]
             ax.bar(range(len(rs)), vals, color=colors)
             ax.set_xticks(range(len(rs)), [r.policy for r in rs], rotation=35, ha="right", fontsize=8)
-            ax.set_title(f"{sc} (simulator; gray: S-Q, biased output)")
+            ax.set_title(f"{sc} ({source}; gray: S-Q, biased output)")
             ax.set_ylabel(ylabel)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=120)
@@ -258,7 +259,7 @@ def plot(results: list[PolicyResult], out: Path, training: dict[str, list[float]
             hi = max(x.observation.drafted for x in rounds)
             ax.fill_between(t, 0, [hi if x.channel_state else 0 for x in rounds], step="post", alpha=0.12,
                             color="tab:orange", label="high-rate state")
-            ax.set_title(f"{sc}: {r.policy} — first 3 prompts (simulator)")
+            ax.set_title(f"{sc}: {r.policy} — first 3 prompts ({source})")
             ax.set_xlabel("round")
             ax.legend(loc="upper left", fontsize=8)
         fig.tight_layout()
@@ -316,6 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return record_main(argv[1:])
     if argv[:1] == ["qwen"]:
         return qwen_main(argv[1:])
+    if argv[:1] == ["link"]:
+        from experiments.link_run import main as link_main
+
+        return link_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]

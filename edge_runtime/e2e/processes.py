@@ -70,7 +70,9 @@ class DemoStack:
     take minutes, so the caller may do other work first)."""
 
     def __init__(self, worker_args: list[str], tls: bool = True, cloud_threads: int = 1,
-                 workdir: Path | None = None, ready_timeout_s: float = 900.0) -> None:
+                 workdir: Path | None = None, ready_timeout_s: float = 900.0, host: str = "127.0.0.1") -> None:
+        """``host``: the address the broker listens on (and its certificate names), e.g. a veth address."""
+        self.host = host
         self.worker_args = worker_args
         self.tls = tls
         self.cloud_threads = cloud_threads
@@ -103,7 +105,7 @@ class DemoStack:
         self.close()
 
     def start_broker(self) -> None:
-        broker = DevBroker(self.workdir / "broker", Fleet((DEVICE_ID,), (VERIFIER_USER,)))
+        broker = DevBroker(self.workdir / "broker", Fleet((DEVICE_ID,), (VERIFIER_USER,)), host=self.host)
         broker.prepare()  # dev CA, certificates, passwords, ACL, mosquitto.conf
         assert broker.process is not None
         broker.process = _TiedMosquitto(broker.process.config_path, broker.process.ports, broker.host)
