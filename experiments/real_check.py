@@ -26,7 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--traces", type=Path, required=True, help="trace recorded by `qsv-experiment record`")
     p.add_argument("--prompts", type=int, default=4, help="first N prompts of the trace")
-    p.add_argument("--policies", default="static:3:240,static:6:240", help="policies without early stop")
+    p.add_argument("--policies", default="static:3:240,static:6:240",
+                   help="policy specs (static:L:ell, model, model-nostop, ddqn)")
     p.add_argument("--scenario", default="4mbps", choices=sorted(SCENARIOS))
     p.add_argument("--max-new-tokens", type=int, default=52)
     p.add_argument("--sim-seeds", type=int, default=5, help="simulator seeds averaged")

@@ -6,8 +6,8 @@ pending + drafts and ``verify_round`` (timed), sleep downlink bits / downlink ra
 drafter, redraw the channel state. The round time is the measured wall clock of all of that, so the comparison
 with the simulator checks the compute timings, the acceptance and the bookkeeping on real models.
 
-Per-token early stop is not applied (``Drafter.draft`` drafts a whole round): use static or ``model-nostop``
-policies. Uplink size: the paper's fixed-length encoding (``uplink_bits_per_token``) plus a header, as in the
+The controller's per-token early stop is applied (``Drafter.draft`` asks ``should_continue`` after each token).
+Uplink size: the paper's fixed-length encoding (``uplink_bits_per_token``) plus a header, as in the
 simulator.
 """
 
