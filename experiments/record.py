@@ -43,7 +43,8 @@ def record(args: argparse.Namespace) -> Path:
     settings = {"draft": args.draft, "target": args.target, "variant": args.variant, "dtype": args.target_dtype,
                 "prompts": args.prompts, "start": args.start, "prompt_tokens": args.prompt_tokens,
                 "n_tokens": args.n_tokens, "temperature": args.temperature, "seed": args.seed, "ells": list(ELLS),
-                "draft_threads": args.draft_threads, "target_threads": args.target_threads}
+                "draft_threads": args.draft_threads, "target_threads": args.target_threads,
+                "verify_timing": "forward+target_probs"}  # recordings before this timed the forward only
     path = args.out / f"traces_{cache_key(settings)}.jsonl"
     if path.exists() and not args.force:
         log.warning("using cached %s", path)

@@ -9,9 +9,10 @@ caches, as they would during decoding:
 - the continuation token y_i is then drawn from p_i, so the contexts follow the target's law, which is the law of
   the text exact speculative decoding produces.
 
-After the walk, the verifier's pass over L drafts (pending token + L inputs on top of the prompt cache) is timed for
-each L in ``verify_lengths``; each becomes a ``round`` record (``kind: "timing"``) with the draft time of L
-consecutive measured steps, which ``TimingProfile.from_rounds`` fits (draft per token, verify affine in L).
+After the walk, the verifier's pass over L drafts (pending token + L inputs on top of the prompt cache, then the
+target distributions p of the L + 1 rows, as ``verify_round`` needs them) is timed for each L in ``verify_lengths``;
+each becomes a ``round`` record (``kind: "timing"``) with the draft time of L consecutive measured steps, which
+``TimingProfile.from_rounds`` fits (draft per token, verify affine in L).
 
 Approximation (also in docs/CONTROLLER.md): the simulator accepts draft i with probability α_i = min(1, p(x)/q̂(x))
 at trace context i. At the first position of every round this is exact (the real context has the target's law).
@@ -91,13 +92,17 @@ def record_sequence_timed(
         t0 = time.perf_counter()
         q_logits = _numpy_row(slm.forward([y])[-1]).copy()
         draft_s[i] = time.perf_counter() - t0
+    from cloud_verifier import SamplingParams, target_probs
+
+    params = SamplingParams(temperature, 0, 1.0)
     rounds = []
     for n_draft in verify_lengths:
         inputs = [prompt[-1], *path[:n_draft]]
         verify_s = float("inf")
         for _ in range(repeats):  # the fastest of ``repeats`` passes: the CPU is shared, slow outliers are noise
             t0 = time.perf_counter()
-            target.forward_round(base, inputs)
+            out = target.forward_round(base, inputs)
+            target_probs(out.logits, params)  # the verifier's p rows (float64 softmax over V per row) are round time
             verify_s = min(verify_s, time.perf_counter() - t0)
         rounds.append({"kind": "timing", "seq": seq, "L": n_draft, "draft_s": float(draft_s[:n_draft].sum()),
                        "verify_s": verify_s})
