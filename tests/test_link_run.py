@@ -49,7 +49,7 @@ def test_net_executor_runs_policies_over_mqtt_with_early_stop(mosquitto_broker, 
         assert 0 <= o.accepted <= o.drafted and r.emitted == o.accepted + 1
         assert o.uplink_bits > o.drafted * codec.token_bits(TINY_VOCAB)  # lattice bytes + packed ids
         assert o.verify_s > 0 and o.elapsed_s >= o.verify_s and r.round_time_s >= o.elapsed_s
-        assert o.alphas is not None and len(o.alphas) == o.drafted + 1
+        assert o.alphas is not None and len(o.alphas) == o.drafted  # per-position acceptance probabilities
     assert all(r.observation.drafted == 3 for r in static.rounds)
     decided = [d.max_draft for d in adaptive.decisions]
     drafted = [r.observation.drafted for r in adaptive.rounds]
