@@ -121,7 +121,8 @@ def _mode(mode: str) -> int:
 @dataclass(frozen=True)
 class EncoderHandle:
     """What a C caller of ``qsv_codec_encode`` needs for one (V, ell, mode): the parameter struct, the mode code, an
-    output capacity that always suffices, and this thread's workspace. Used by ``core.Quantizer.draft_token``."""
+    output capacity that always suffices, and a workspace of its own (one caller at a time). Used by
+    ``core.Quantizer.draft_token``."""
 
     params: Any
     mode_code: int
@@ -131,14 +132,15 @@ class EncoderHandle:
 
 
 def encoder_handle(vocab_size: int, ell: int, mode: str = "auto") -> EncoderHandle:
-    """Encoder state for one (V, ell) in "auto" or "enum" mode on the calling thread: messages of these modes never
+    """Encoder state for one (V, ell) in "auto" or "enum" mode, with its own workspace: messages of these modes never
     exceed 1 + bound_bits bits, so the capacity is known before the point ("sparse" alone can be longer)."""
     codec = _get(vocab_size, ell)
     mode_code = _mode(mode)
     if mode_code == lib.QSV_CODEC_MODE_SPARSE:
         raise CodecError("encoder_handle serves the bounded modes 'auto' and 'enum'; use encode_arrays for 'sparse'")
     capacity = (codec.bound_bits + 1 + 7) // 8
-    return EncoderHandle(codec.params, mode_code, capacity, codec.workspace(), codec.workspace_bytes)
+    workspace = ffi.new("uint8_t[]", max(1, codec.workspace_bytes))
+    return EncoderHandle(codec.params, mode_code, capacity, workspace, codec.workspace_bytes)
 
 
 def status_check(rc: int, what: str) -> None:
