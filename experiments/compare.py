@@ -92,7 +92,8 @@ class PolicyResult:
 def make_policy(
     spec: str, scenario: str, vocab_size: int, seed: int, ddqn: Controller | None
 ) -> tuple[Controller, str]:
-    """Policy spec → (controller, scheme). Specs: static:L:ell, sq:L:ell, model, model-nostop, ddqn."""
+    """Policy spec → (controller, scheme). Specs: static:L:ell, sq:L:ell, model, model-nostop (optionally with the
+    ℓ set, e.g. model:2/16/240/720; default: the scenario's pair), ddqn."""
     ells = SCENARIO_ELLS[scenario]
     parts = spec.split(":")
     if parts[0] in ("static", "sq") and len(parts) == 3:
@@ -100,9 +101,13 @@ def make_policy(
         if parts[0] == "sq":
             ctl.name = f"S-Q({parts[1]},{parts[2]})"
         return ctl, "sq" if parts[0] == "sq" else "qs"
-    if spec in ("model", "model-nostop"):
-        ctl_m = ModelBasedController(vocab_size, ells=ells, early_stop=spec == "model", seed=seed,
+    if parts[0] in ("model", "model-nostop") and len(parts) <= 2:
+        if len(parts) == 2:  # model:2/16/240/720 — the resolutions the controller may choose from
+            ells = tuple(int(x) for x in parts[1].split("/"))
+        ctl_m = ModelBasedController(vocab_size, ells=ells, early_stop=parts[0] == "model", seed=seed,
                                      timing_priors=TimingPriors())
+        if len(parts) == 2:
+            ctl_m.name += f" ℓ∈{{{','.join(str(e) for e in ells)}}}"
         return ctl_m, "qs"
     if spec == "ddqn":
         if ddqn is None:
