@@ -48,3 +48,16 @@ def test_policy_specs() -> None:
         make_policy("ddqn", "4mbps", 151_936, 0, None)
     with pytest.raises(SystemExit):
         main(["--scenarios", "5g"])
+
+
+def test_model_policy_spec_takes_an_ell_set() -> None:
+    from experiments.compare import SCENARIO_ELLS, make_policy
+
+    ctl, scheme = make_policy("model:2/16/240/720", "350kbps", 1000, 0, None)
+    assert scheme == "qs" and tuple(ctl.ells) == (2, 16, 240, 720) and ctl.name.endswith("ℓ∈{2,16,240,720}")
+    pair, _ = make_policy("model", "350kbps", 1000, 0, None)
+    assert tuple(pair.ells) == SCENARIO_ELLS["350kbps"] and pair.name == "model+stop"
+    nostop, _ = make_policy("model-nostop:240/720", "4mbps", 1000, 0, None)
+    assert not nostop.early_stop and tuple(nostop.ells) == (240, 720)
+    with pytest.raises(ValueError):
+        make_policy("model:2:16", "4mbps", 1000, 0, None)
