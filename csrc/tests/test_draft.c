@@ -6,19 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include "qsv_quant.h"
+#include "check.h"
 #include "rng.h"
-
-static int failures = 0;
-
-#define CHECK(cond, ...)                                                                                             \
-    do {                                                                                                             \
-        if (!(cond)) {                                                                                               \
-            failures++;                                                                                              \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                     \
-            fprintf(stderr, __VA_ARGS__);                                                                            \
-            fputc('\n', stderr);                                                                                     \
-        }                                                                                                            \
-    } while (0)
 
 typedef struct {
     uint32_t v, ell;

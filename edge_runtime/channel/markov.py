@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge_runtime.controller.types import ChannelView
 
 
 class ChannelConfigError(ValueError):
@@ -81,6 +85,13 @@ class MarkovChannel:
     @property
     def rate_bps(self) -> float:
         return self.spec.rates_bps[self.state]
+
+    def view(self) -> ChannelView:
+        """The current state as a controller sees it when the channel is known (the paper's setting)."""
+        from edge_runtime.controller.types import ChannelView
+
+        spec = self.spec
+        return ChannelView(1.0 / self.rate_bps, spec.rtt_s, self.state, 1.0 / spec.downlink_bps)
 
     def states(self, rounds: int) -> Sequence[int]:
         return [self.step() for _ in range(rounds)]

@@ -92,8 +92,7 @@ class SimRoundExecutor:
     def channel_view(self) -> ChannelView | None:
         if not self.channel_known:
             return None
-        spec = self.channel.spec
-        return ChannelView(1.0 / self.channel.rate_bps, spec.rtt_s, self.channel.state, 1.0 / spec.downlink_bps)
+        return self.channel.view()
 
     def _jit(self, t: float) -> float:
         j = self.timing.jitter
