@@ -794,6 +794,36 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
     return QSV_OK;
 }
 
+/* The dense path after the exp pass: candidates with x >= THRESH_X, then the lattice rule; while the d > 0 fix could
+ * reach non-candidates, the threshold drops (sampled estimate, then 16x steps; the exp pass is redone first when it
+ * kept only some blocks). The candidate count goes to *k_out. */
+static int dense_fix(const kernels_t *kern, ws_t *w, prep_t *p, const float *logits, uint32_t v, uint32_t ell,
+                     uint32_t *k_out) {
+    float thr = (float)(THRESH_X / p->scale);
+    uint32_t k;
+    int rc;
+    for (int round = 0;; round++) {
+        k = collect_e(kern, w->e, v, (const float *)w->bmax, p->m, p->inv_t, thr, p->scale, w->cidx, w->cx);
+        rc = lattice_fix(w->cx, k, ell, thr > 0.0f, (double)thr * p->scale, w->cb, w->tmp);
+        if (rc != FIX_MORE) break;
+        if (round == 0) {
+            int64_t sum = 0; /* cb holds the rounded counts: d = ell - sum */
+            for (uint32_t j = 0; j < k; j++) sum += w->cb[j];
+            if (p->t_store > -INFINITY) { /* lower thresholds read blocks the exp pass did not keep: redo it */
+                p->t_store = -INFINITY;
+                (void)kern->kexp(logits, v, p->m, p->inv_t, p->c2, (const float *)w->bmax, exp_skip_t(v), -INFINITY,
+                                 w->e);
+            }
+            thr = sampled_threshold(w->e, v, (uint64_t)k + 2u * (uint64_t)(ell - sum) + 32u, thr, w->tmp);
+        } else {
+            thr *= (float)LOWER_FACTOR;
+        }
+        if (thr < FLT_MIN) thr = 0.0f;
+    }
+    *k_out = k;
+    return rc;
+}
+
 int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature,
                                uint32_t top_k, double top_p, int kernel, void *workspace, size_t workspace_size,
                                uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz,
@@ -817,27 +847,8 @@ int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_
         k = p.nk;
         rc = lattice_fix(w.cx, k, ell, 0, 0.0, w.cb, w.tmp);
         if (rc != QSV_OK) return QSV_ERR_PROBS; /* unreachable: a renormalized set always admits the fix */
-    } else {
-        float thr = (float)(THRESH_X / p.scale);
-        for (int round = 0;; round++) {
-            k = collect_e(&kern, w.e, vocab_size, (const float *)w.bmax, p.m, p.inv_t, thr, p.scale, w.cidx, w.cx);
-            rc = lattice_fix(w.cx, k, ell, thr > 0.0f, (double)thr * p.scale, w.cb, w.tmp);
-            if (rc != FIX_MORE) break;
-            if (round == 0) {
-                int64_t sum = 0; /* cb holds the rounded counts: d = ell - sum */
-                for (uint32_t j = 0; j < k; j++) sum += w.cb[j];
-                if (p.t_store > -INFINITY) { /* lower thresholds read blocks the exp pass did not keep: redo it */
-                    p.t_store = -INFINITY;
-                    (void)kern.kexp(logits, vocab_size, p.m, p.inv_t, p.c2, (const float *)w.bmax,
-                                    exp_skip_t(vocab_size), -INFINITY, w.e);
-                }
-                thr = sampled_threshold(w.e, vocab_size, (uint64_t)k + 2u * (uint64_t)(ell - sum) + 32u, thr, w.tmp);
-            } else {
-                thr *= (float)LOWER_FACTOR;
-            }
-            if (thr < FLT_MIN) thr = 0.0f;
-        }
-        if (rc != QSV_OK) return rc;
+    } else if ((rc = dense_fix(&kern, &w, &p, logits, vocab_size, ell, &k)) != QSV_OK) {
+        return rc;
     }
     return emit(w.cidx, w.cb, k, vocab_size, out_indices, out_counts, capacity, out_nnz, out_dense);
 }

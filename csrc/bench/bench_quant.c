@@ -125,23 +125,10 @@ int main(int argc, char **argv) {
         const float t_store = first_collect_t(ell);
         const double sum = kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), t_store, w.e);
         const double t2 = now_us();
-        const double scale = (double)ell / sum;
-        float thr = (float)(THRESH_X / scale);
+        prep_t p = {.mode = PREP_DENSE, .scale = (double)ell / sum, .t_store = t_store, .m = m, .inv_t = inv_t,
+                    .c2 = c2};
         uint32_t k;
-        for (int round = 0;; round++) {
-            k = collect_e(&kern, w.e, v, (const float *)w.bmax, m, inv_t, thr, scale, w.cidx, w.cx);
-            const int frc = lattice_fix(w.cx, k, ell, thr > 0.0f, (double)thr * scale, w.cb, w.tmp);
-            if (frc != FIX_MORE) break;
-            if (round == 0) {
-                (void)kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), -INFINITY, w.e);
-                int64_t b_sum = 0;
-                for (uint32_t j = 0; j < k; j++) b_sum += w.cb[j];
-                thr = sampled_threshold(w.e, v, (uint64_t)k + 2u * (uint64_t)(ell - b_sum) + 32u, thr, w.tmp);
-            } else {
-                thr *= (float)LOWER_FACTOR;
-            }
-            if (thr < FLT_MIN) thr = 0.0f;
-        }
+        rc |= dense_fix(&kern, &w, &p, z, v, ell, &k) != QSV_OK;
         const double t3 = now_us();
         ph[0].t[r] = t1 - t0;
         ph[1].t[r] = t2 - t1;
