@@ -102,22 +102,16 @@ def cloud_role(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------- edge role
 def tc_rate_setter(ifname: str):  # noqa: ANN201 - Callable[[float], None]
     """Sets this namespace's ``ifname`` uplink to a rate (tc qdisc change on the root qdisc the link installed)."""
-    from edge_runtime.channel.netem import _tbf_args
+    from edge_runtime.channel.netem import uplink_change_args
 
     kind = subprocess.run(["tc", "qdisc", "show", "dev", ifname], capture_output=True, text=True, check=True).stdout
-    netem = " netem " in f" {kind} "
+    shaper = "netem" if " netem " in f" {kind} " else "tbf"
     current = {"rate": None}
 
     def set_rate(rate_bps: float) -> None:
-        if current["rate"] == rate_bps:
-            return
-        if netem:
-            argv = ["tc", "qdisc", "change", "dev", ifname, "root", "handle", "1:", "netem", "limit", "10000", "rate",
-                    f"{int(rate_bps)}bit"]
-        else:
-            argv = ["tc", "qdisc", "change", "dev", ifname, "root", "handle", "10:", *_tbf_args(rate_bps)]
-        subprocess.run(argv, check=True, capture_output=True)
-        current["rate"] = rate_bps
+        if current["rate"] != rate_bps:
+            subprocess.run(["tc", *uplink_change_args(shaper, ifname, rate_bps)], check=True, capture_output=True)
+            current["rate"] = rate_bps
 
     return set_rate
 
@@ -127,6 +121,7 @@ def edge_role(args: argparse.Namespace) -> int:
     from edge_runtime.channel.markov import SCENARIOS, MarkovChannel
     from edge_runtime.e2e.processes import DEVICE_ID
     from edge_runtime.export.onnx_export import export_model
+    from edge_runtime.sim.net_executor import NetRoundExecutor
     from edge_runtime.slm import OnnxSLM, SessionConfig
     from edge_runtime.transport.mqtt_common import BrokerEndpoint
     from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
@@ -158,13 +153,11 @@ def edge_role(args: argparse.Namespace) -> int:
     def make(scenario: str, policy: str, scheme: str, seed: int):  # noqa: ANN202 - RoundExecutor
         if scheme != "qs":
             raise SystemExit("S-Q policies are not run on the real system (its protocol verifies Q-S rounds)")
-        ex = NetExecutor(slm, lambda: RemoteVerifier(DEVICE_ID, endpoint, transport).connect(), prompts,
+        ex = NetRoundExecutor(slm, lambda: RemoteVerifier(DEVICE_ID, endpoint, transport).connect(), prompts,
                          MarkovChannel(SCENARIOS[scenario], seed=seed), vocab_hash, set_rate=set_rate,
                          temperature=args.temperature, seed=seed)
         executors.append(ex)
         return ex
-
-    from edge_runtime.sim.net_executor import NetRoundExecutor as NetExecutor
 
     t0 = time.monotonic()
     try:

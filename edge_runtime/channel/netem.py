@@ -81,6 +81,23 @@ def _tbf_args(rate_bps: float) -> list[str]:
     return ["tbf", "rate", f"{int(rate_bps)}bit", "burst", str(burst), "latency", "200ms"]
 
 
+def _netem_args(rate_bps: float | None, rtt_s: float = 0.0) -> list[str]:
+    args = ["netem", "limit", "10000"]
+    if rtt_s > 0:
+        args += ["delay", f"{rtt_s / 2 * 1e6:.0f}us"]
+    if rate_bps is not None:
+        args += ["rate", f"{int(rate_bps)}bit"]
+    return args
+
+
+def uplink_change_args(shaper: str, ifname: str, rate_bps: float, rtt_s: float = 0.0) -> list[str]:
+    """``tc`` arguments (after ``tc`` / ``tc -n <ns>``) that set the root qdisc a ShapedLink installed on ``ifname``
+    (``shaper`` netem or tbf) to ``rate_bps``; usable from inside the namespace too."""
+    if shaper == "netem":
+        return ["qdisc", "change", "dev", ifname, "root", "handle", "1:", *_netem_args(rate_bps, rtt_s)]
+    return ["qdisc", "change", "dev", ifname, "root", "handle", "10:", *_tbf_args(rate_bps)]
+
+
 def _cleanup_all() -> None:
     for ns in list(_live):
         _run(["ip", "netns", "del", ns], check=False)
@@ -169,18 +186,11 @@ class ShapedLink:
             self.close()
             raise
 
-    def _netem_args(self, rate_bps: float | None) -> list[str]:
-        args = ["netem", "limit", "10000"]
-        if self.rtt_s > 0:
-            args += ["delay", f"{self.rtt_s / 2 * 1e6:.0f}us"]
-        if rate_bps is not None:
-            args += ["rate", f"{int(rate_bps)}bit"]
-        return args
-
     def _install(self, ns: str, ifn: str, rate_bps: float | None) -> None:
         if self.shaper == "netem":
             if rate_bps is not None or self.rtt_s > 0:
-                _run(["tc", "-n", ns, "qdisc", "add", "dev", ifn, "root", "handle", "1:", *self._netem_args(rate_bps)])
+                _run(["tc", "-n", ns, "qdisc", "add", "dev", ifn, "root", "handle", "1:",
+                      *_netem_args(rate_bps, self.rtt_s)])
         elif rate_bps is not None:
             _run(["tc", "-n", ns, "qdisc", "add", "dev", ifn, "root", "handle", "10:", *_tbf_args(rate_bps)])
 
@@ -191,12 +201,7 @@ class ShapedLink:
         if not rate_bps > 0:
             raise ValueError("rate must be positive")
         e = self.ends
-        if self.shaper == "netem":
-            _run(["tc", "-n", e.edge_ns, "qdisc", "change", "dev", e.edge_if, "root", "handle", "1:",
-                  *self._netem_args(rate_bps)])
-        else:
-            _run(["tc", "-n", e.edge_ns, "qdisc", "change", "dev", e.edge_if, "root", "handle", "10:",
-                  *_tbf_args(rate_bps)])
+        _run(["tc", "-n", e.edge_ns, *uplink_change_args(self.shaper, e.edge_if, rate_bps, self.rtt_s)])
         self.uplink_bps = rate_bps
 
     def qdisc_show(self) -> str:
