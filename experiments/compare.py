@@ -38,8 +38,10 @@ from edge_runtime.sim.trace import TraceSet
 
 log = logging.getLogger("qsv.experiment")
 
-# ℓ sets per condition, as in the paper: {240, 720} at 4 Mbps, a small-ℓ pair at low rates.
+# ℓ sets per condition, as in the paper (the DDQN's action space): {240, 720} at 4 Mbps, a small-ℓ pair at low rates.
 SCENARIO_ELLS: dict[str, tuple[int, ...]] = {"4mbps": (240, 720), "350kbps": (2, 16)}
+# The model-based controller predicts every (L, ℓ) from measured bits and acceptance, so it gets all of them.
+MODEL_ELLS: tuple[int, ...] = (2, 16, 240, 720)
 
 ExecutorFactory = Callable[[str, str, str, int], RoundExecutor]
 
@@ -93,8 +95,8 @@ def make_policy(
     spec: str, scenario: str, vocab_size: int, seed: int, ddqn: Controller | None
 ) -> tuple[Controller, str]:
     """Policy spec → (controller, scheme). Specs: static:L:ell, sq:L:ell, model, model-nostop (optionally with the
-    ℓ set, e.g. model:2/16/240/720; default: the scenario's pair), ddqn."""
-    ells = SCENARIO_ELLS[scenario]
+    ℓ set, e.g. model:240/720; default: MODEL_ELLS, all four), ddqn (the scenario's pair)."""
+    ells = MODEL_ELLS
     parts = spec.split(":")
     if parts[0] in ("static", "sq") and len(parts) == 3:
         ctl = StaticController(int(parts[1]), int(parts[2]))
@@ -106,13 +108,30 @@ def make_policy(
             ells = tuple(int(x) for x in parts[1].split("/"))
         ctl_m = ModelBasedController(vocab_size, ells=ells, early_stop=parts[0] == "model", seed=seed,
                                      timing_priors=TimingPriors())
-        if len(parts) == 2:
+        if ells != MODEL_ELLS:
             ctl_m.name += f" ℓ∈{{{','.join(str(e) for e in ells)}}}"
         return ctl_m, "qs"
     if spec == "ddqn":
         if ddqn is None:
             raise ValueError("ddqn policy requested but no trained DDQN available")
         return ddqn, "qs"
+    raise ValueError(f"unknown policy spec {spec!r} (static:L:ell, sq:L:ell, model, model-nostop, ddqn, target)")
+
+
+def policy_ells(spec: str, scenario: str) -> tuple[int, ...]:
+    """The resolutions a policy spec may use (what a trace must hold draws for); () for the target alone."""
+    parts = spec.split(":")
+    try:
+        if parts[0] in ("static", "sq") and len(parts) == 3:
+            return (int(parts[2]),)
+        if parts[0] in ("model", "model-nostop") and len(parts) <= 2:
+            return tuple(int(x) for x in parts[1].split("/")) if len(parts) == 2 else MODEL_ELLS
+    except ValueError as exc:
+        raise ValueError(f"bad policy spec {spec!r}: {exc}") from None
+    if spec == "ddqn":
+        return SCENARIO_ELLS[scenario]
+    if spec == "target":
+        return ()
     raise ValueError(f"unknown policy spec {spec!r} (static:L:ell, sq:L:ell, model, model-nostop, ddqn, target)")
 
 
@@ -333,7 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    all_ells = sorted({e for s in scenarios for e in SCENARIO_ELLS[s]} | {240})
+    policies = {s: ([p.strip() for p in args.policies.split(",")] if args.policies else default_policies(s))
+                for s in scenarios}
+    try:
+        all_ells = sorted({e for s in scenarios for spec in policies[s] for e in policy_ells(spec, s)} | {240})
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     if args.traces:
         traces = TraceSet.load(args.traces)
         missing = [e for e in all_ells if e not in traces.ells]
@@ -353,8 +377,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         timing = PROFILES[args.profile]
     specs = {s: replace(SCENARIOS[s], rtt_s=args.rtt_ms / 1e3) for s in scenarios}
     channel_known = not args.channel_estimated
-    policies = {s: ([p.strip() for p in args.policies.split(",")] if args.policies else default_policies(s))
-                for s in scenarios}
 
     ddqn: dict[str, Controller] = {}
     training: dict[str, list[float]] = {}

@@ -123,8 +123,29 @@ def test_acceptance_model_learns_alpha_of_confidence_from_outcomes_only() -> Non
     for lo, hi in [(0.1, 0.2), (0.4, 0.5), (0.8, 0.9), (0.95, 0.99)]:
         c = 0.5 * (lo + hi)
         assert model.predict(240, c) == pytest.approx(float(true_alpha(np.array(c))), abs=0.05)
-    # an ell never observed falls back to the prior α = confidence
-    assert model.predict(720, 0.45) == pytest.approx(0.45, abs=0.05)
+    # an ell never observed predicts the estimate pooled over all ell; with no data at all, the prior α = confidence
+    assert model.predict(720, 0.45) == pytest.approx(float(true_alpha(np.array(0.45))), abs=0.05)
+    assert AcceptanceModel().predict(720, 0.45) == pytest.approx(0.45)
+
+
+def test_acceptance_model_shrinks_a_rarely_tried_ell_toward_the_pool() -> None:
+    """ℓ = 240 is seen 2000 times at α = 0.8; ℓ = 2 twice, both rejected. Alone those two would say α = 0; shrunk
+    toward the pool with 8 pseudo-samples they say 0.8·8/10 = 0.64. After 400 samples at α = 0.5 the per-ℓ data wins
+    (memory 1/alpha = 50 samples: (50·0.5 + 8·pooled)/58 with pooled ≈ 0.5..0.8)."""
+    model = AcceptanceModel(alpha=0.02)
+    for _ in range(2000):
+        model.update(240, [0.85], 1, alphas=[0.8])
+    model.update(2, [0.85], 0, alphas=[0.0])
+    model.update(2, [0.85], 0, alphas=[0.0])
+    pooled = model._table(model._own, 0)[model.bin_of(0.85)].value
+    assert model.predict(2, 0.85) == pytest.approx((2 * 0.0 + 8 * pooled) / 10, abs=1e-9)
+    assert 0.6 < model.predict(2, 0.85) < 0.7
+    assert model.predict(240, 0.85) == pytest.approx(0.8, abs=0.02)
+    for _ in range(400):
+        model.update(2, [0.85], 1, alphas=[0.5])
+    assert model.predict(2, 0.85) == pytest.approx(0.5, abs=0.06)
+    with pytest.raises(ControllerError):
+        model.update(0, [0.5], 1)
 
 
 def test_acceptance_model_next_table_captures_persistence() -> None:
@@ -194,3 +215,10 @@ def test_survival_model_keeps_within_round_correlation() -> None:
     assert np.all(np.diff(s) <= 1e-12) and s[-1] > 0
     # an unseen context starts from the prior (α = 0.7 per position)
     assert sm.expected_tokens(720, None, 3) == pytest.approx(expected_tokens([0.7] * 3))
+    # an unseen ell in a seen context borrows the pooled estimate
+    assert sm.expected_tokens(720, 0.95, L) == pytest.approx(sm.expected_tokens(240, 0.95, L), rel=1e-9)
+    # three all-rejected rounds at ell = 2 move it only part of the way (8 pseudo-samples of the pool)
+    for _ in range(3):
+        sm.update(2, 0.95, L, 0, alphas=None)
+    e2 = sm.expected_tokens(2, 0.95, L)
+    assert 1.0 + (8 / 11) * (sm.expected_tokens(240, 0.95, L) - 1.0) * 0.9 < e2 < sm.expected_tokens(240, 0.95, L)

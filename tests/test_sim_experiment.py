@@ -48,15 +48,19 @@ def test_policy_specs() -> None:
         make_policy("ddqn", "4mbps", 151_936, 0, None)
     with pytest.raises(SystemExit):
         main(["--scenarios", "5g"])
+    with pytest.raises(SystemExit, match="unknown policy spec 'fastest'"):
+        main(["--policies", "static:3:240,fastest", "--prompts", "1", "--no-plots"])
+    with pytest.raises(SystemExit, match="bad policy spec 'model:2/x'"):
+        main(["--policies", "model:2/x", "--prompts", "1", "--no-plots"])
 
 
 def test_model_policy_spec_takes_an_ell_set() -> None:
-    from experiments.compare import SCENARIO_ELLS, make_policy
+    from experiments.compare import MODEL_ELLS, make_policy
 
-    ctl, scheme = make_policy("model:2/16/240/720", "350kbps", 1000, 0, None)
-    assert scheme == "qs" and tuple(ctl.ells) == (2, 16, 240, 720) and ctl.name.endswith("ℓ∈{2,16,240,720}")
-    pair, _ = make_policy("model", "350kbps", 1000, 0, None)
-    assert tuple(pair.ells) == SCENARIO_ELLS["350kbps"] and pair.name == "model+stop"
+    ctl, scheme = make_policy("model:2/16", "350kbps", 1000, 0, None)
+    assert scheme == "qs" and tuple(ctl.ells) == (2, 16) and ctl.name.endswith("ℓ∈{2,16}")
+    full, _ = make_policy("model", "350kbps", 1000, 0, None)
+    assert tuple(full.ells) == MODEL_ELLS == (2, 16, 240, 720) and full.name == "model+stop"
     nostop, _ = make_policy("model-nostop:240/720", "4mbps", 1000, 0, None)
     assert not nostop.early_stop and tuple(nostop.ells) == (240, 720)
     with pytest.raises(ValueError):

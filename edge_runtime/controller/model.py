@@ -44,11 +44,16 @@ def expected_tokens_iid(alpha: float, length: int) -> float:
 class AcceptanceModel:
     """α as a function of the draft token's confidence q(x), per quantizer resolution ℓ.
 
-    Two binned tables per ℓ (EWMA per bin, prior α = confidence with a small pseudo-count):
+    Two binned tables per ℓ (EWMA per bin):
     ``own``: α_i given the drafted token's own confidence c_i (used once a token is drafted);
     ``next``: α_{i+1} given the previous token's confidence c_i (used to predict a token not drafted yet).
     Updates use the verifier's α_i when reported, otherwise the accept/reject outcomes up to the first rejection
     (unbiased: whether position i is verified depends only on earlier positions).
+
+    Resolutions share strength: every observation also updates a pooled table (all ℓ; prior α = confidence with
+    ``prior_weight`` pseudo-samples), and a per-ℓ bin with n samples predicts (n·own + ``pool_weight``·pooled) /
+    (n + ``pool_weight``), n capped at the EWMA's memory 1/``alpha``. Quantization changes α only by up to the total
+    variation TV(q, q̂), so an ℓ tried in a few unlucky rounds is not judged on those rounds alone.
     """
 
     def __init__(
@@ -57,15 +62,19 @@ class AcceptanceModel:
         alpha: float = 0.02,
         prior: Callable[[float], float] | None = None,
         prior_weight: float = 2.0,
+        pool_weight: float = 8.0,
     ) -> None:
         e = np.asarray(edges, dtype=np.float64)
         if e.ndim != 1 or e.size < 2 or e[0] != 0.0 or e[-1] != 1.0 or np.any(np.diff(e) <= 0):
             raise ControllerError("confidence bin edges must increase from 0.0 to 1.0")
+        if pool_weight < 0:
+            raise ControllerError(f"pool_weight must be >= 0, got {pool_weight}")
         self.edges = e
         self.centers = 0.5 * (e[:-1] + e[1:])
         self.alpha = alpha
         self.prior = prior or (lambda c: c)
         self.prior_weight = prior_weight
+        self.pool_weight = pool_weight
         self._own: dict[int, list[Ewma]] = {}
         self._next: dict[int, list[Ewma]] = {}
         self.samples: dict[int, int] = {}
@@ -73,7 +82,11 @@ class AcceptanceModel:
     def _table(self, store: dict[int, list[Ewma]], ell: int) -> list[Ewma]:
         tab = store.get(ell)
         if tab is None:
-            tab = [Ewma(self.alpha, prior=self.prior(float(c)), prior_weight=self.prior_weight) for c in self.centers]
+            if ell == _POOLED:
+                tab = [Ewma(self.alpha, prior=self.prior(float(c)), prior_weight=self.prior_weight)
+                       for c in self.centers]
+            else:
+                tab = [Ewma(self.alpha) for _ in self.centers]
             store[ell] = tab
         return tab
 
@@ -82,11 +95,17 @@ class AcceptanceModel:
             raise ControllerError(f"confidence must lie in [0, 1], got {conf}")
         return int(min(np.searchsorted(self.edges, conf, side="right") - 1, self.centers.size - 1))
 
+    def _predict(self, store: dict[int, list[Ewma]], ell: int, conf: float) -> float:
+        b = self.bin_of(conf)
+        pooled = self._table(store, _POOLED)[b].value
+        own = self._table(store, ell)[b]
+        return float(np.clip(_shrink(own, pooled, self.pool_weight), 0.0, 1.0))
+
     def predict(self, ell: int, conf: float) -> float:
-        return float(np.clip(self._table(self._own, ell)[self.bin_of(conf)].value, 0.0, 1.0))
+        return self._predict(self._own, ell, conf)
 
     def predict_next(self, ell: int, prev_conf: float) -> float:
-        return float(np.clip(self._table(self._next, ell)[self.bin_of(prev_conf)].value, 0.0, 1.0))
+        return self._predict(self._next, ell, prev_conf)
 
     def predict_many(self, ell: int, confs: Iterable[float]) -> np.ndarray:
         return np.array([self.predict(ell, c) for c in confs], dtype=np.float64)
@@ -94,22 +113,37 @@ class AcceptanceModel:
     def update(
         self, ell: int, confidences: Sequence[float], accepted: int, alphas: Sequence[float] | None = None
     ) -> None:
+        if ell == _POOLED:
+            raise ControllerError(f"ell must be >= 1, got {ell}")
         n = len(confidences)
         if alphas is not None:
             targets = [float(a) for a in alphas[:n]]
         else:
             targets = [1.0] * accepted + ([0.0] if accepted < n else [])
-        own = self._table(self._own, ell)
-        nxt = self._table(self._next, ell)
-        for i, t in enumerate(targets):
-            own[self.bin_of(confidences[i])].update(t)
-            if i > 0:
-                nxt[self.bin_of(confidences[i - 1])].update(t)
+        for key in (ell, _POOLED):
+            own = self._table(self._own, key)
+            nxt = self._table(self._next, key)
+            for i, t in enumerate(targets):
+                own[self.bin_of(confidences[i])].update(t)
+                if i > 0:
+                    nxt[self.bin_of(confidences[i - 1])].update(t)
         self.samples[ell] = self.samples.get(ell, 0) + len(targets)
 
     def table(self, ell: int) -> list[tuple[float, float, float]]:
-        """(bin center, α estimate, sample count) for reporting."""
-        return [(float(c), e.value, e.count) for c, e in zip(self.centers, self._table(self._own, ell), strict=True)]
+        """(bin center, α estimate, own sample count) for reporting."""
+        return [(float(c), self.predict(ell, float(c)), e.count)
+                for c, e in zip(self.centers, self._table(self._own, ell), strict=True)]
+
+
+_POOLED = 0  # table key of the estimates pooled over all resolutions (ℓ >= 1 for real ones)
+
+
+def _shrink(own: Ewma, pooled: float, pool_weight: float) -> float:
+    """Per-ℓ EWMA shrunk toward the pooled value; the EWMA counts as at most 1/alpha samples (its memory)."""
+    if not own.ready:
+        return pooled
+    n = min(own.count, 1.0 / own.alpha)
+    return (n * own.value + pool_weight * pooled) / (n + pool_weight)
 
 
 class SurvivalModel:
@@ -118,17 +152,21 @@ class SurvivalModel:
 
     Predicts E[N](L) = 1 + Σ_{k≤L} S_k for a round *before* any of its tokens is drafted. Estimating the products
     directly (EWMA of the reported Π α_j, or of 1[accepted ≥ k]) keeps the within-round correlation of α's (easy
-    and hard stretches) that a product of per-position means would lose. Positions never observed are extrapolated
-    with the last observed ratio S_k / S_{k-1}.
+    and hard stretches) that a product of per-position means would lose. As in ``AcceptanceModel``, a pooled table
+    over all ℓ (per context) is updated too, and the per-ℓ value is shrunk toward it with ``pool_weight``
+    pseudo-samples. Positions with fewer than ``min_count`` pooled samples are extrapolated with the last ratio
+    S_k / S_{k-1} (prior ``prior_alpha``).
     """
 
     CONTEXT_EDGES = (0.5, 0.9)
 
-    def __init__(self, max_len: int = 16, alpha: float = 0.02, prior_alpha: float = 0.7, min_count: int = 8) -> None:
+    def __init__(self, max_len: int = 16, alpha: float = 0.02, prior_alpha: float = 0.7, min_count: int = 8,
+                 pool_weight: float = 8.0) -> None:
         self.max_len = max_len
         self.alpha = alpha
         self.prior_alpha = prior_alpha
         self.min_count = min_count
+        self.pool_weight = pool_weight
         self._tables: dict[tuple[int, int], list[Ewma]] = {}
 
     def context(self, last_conf: float | None) -> int:
@@ -146,24 +184,29 @@ class SurvivalModel:
 
     def update(self, ell: int, last_conf: float | None, drafted: int, accepted: int,
                alphas: Sequence[float] | None) -> None:
-        tab = self._table(ell, self.context(last_conf))
+        if ell == _POOLED:
+            raise ControllerError(f"ell must be >= 1, got {ell}")
         n = min(drafted, self.max_len)
         if alphas is not None and len(alphas) >= n:
             prods = np.cumprod(np.asarray(alphas[:n], dtype=np.float64))
         else:
             prods = (np.arange(1, n + 1) <= accepted).astype(np.float64)
-        for k in range(n):
-            tab[k].update(float(prods[k]))
+        ctx = self.context(last_conf)
+        for key in (ell, _POOLED):
+            tab = self._table(key, ctx)
+            for k in range(n):
+                tab[k].update(float(prods[k]))
 
     def survival(self, ell: int, last_conf: float | None, length: int) -> np.ndarray:
         """S_1..S_length."""
-        tab = self._table(ell, self.context(last_conf))
+        ctx = self.context(last_conf)
+        tab = self._table(ell, ctx)
+        pooled = self._table(_POOLED, ctx)
         out = np.empty(length, dtype=np.float64)
         prev, ratio = 1.0, self.prior_alpha
         for k in range(length):
-            e = tab[k] if k < self.max_len else None
-            if e is not None and e.count >= self.min_count:
-                cur = float(np.clip(e.value, 0.0, prev))
+            if k < self.max_len and pooled[k].count >= self.min_count:
+                cur = float(np.clip(_shrink(tab[k], pooled[k].value, self.pool_weight), 0.0, prev))
                 ratio = cur / prev if prev > 0 else 0.0
             else:
                 cur = prev * ratio
