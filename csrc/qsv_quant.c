@@ -21,6 +21,8 @@
 
 #define QB 64u /* block length of the kernels */
 #define QL 8u  /* float lanes */
+#define QG 4u  /* blocks per float group sum of the exp pass (then summed in double): a horizontal sum per block cost
+                * a fifth of the pass; float chains stay short (32 adds per lane + 7) for the 1e-5 tolerance */
 
 /* Polynomial exp2f: 2^y = 2^n * (1 + f Q(f)), n = round(y), f = y - n (exact), Q quartic fitted for relative error
  * (max 1.9e-7 over [-125, 0] in float32 arithmetic); y < -125 is clamped. e^t is computed as 2^(t log2 e), with
@@ -51,7 +53,9 @@ static inline float u2f(uint32_t u) {
     return f;
 }
 
-/* Scalar twin of the vector exp2: same operations in the same order (the AVX2 kernel fuses the multiply-adds).
+/* Scalar twin of the vector exp2: same operations in the same order (the AVX2 kernel fuses the multiply-adds and
+ * rounds with an instruction, which gives the same n). p(f) = 1 + Q4 f + Q3 f^2 + Q2 f^3 + Q1 f^4 + Q0 f^5 in Estrin
+ * form: (1 + Q4 f) + f^2 ((Q3 + Q2 f) + f^2 (Q1 + Q0 f)).
  * y must not be NaN; y < -125 is clamped to -125 (2^-125 ~ 2.4e-38 instead of a smaller value). */
 static inline float fexp2_s(float y) {
     y = y > QSV_EXP2_LO ? y : QSV_EXP2_LO;
@@ -59,12 +63,17 @@ static inline float fexp2_s(float y) {
     const uint32_t pw = f2u(fy) << 23; /* = n << 23 (mod 2^32), n = round(y) */
     fy = fy - QSV_MAGIC;
     const float f = y - fy;
-    float p = QSV_Q0 * f;
-    p = p + QSV_Q1;
-    p = p * f + QSV_Q2;
-    p = p * f + QSV_Q3;
-    p = p * f + QSV_Q4;
-    p = p * f + 1.0f;
+    float a = QSV_Q4 * f;
+    a = a + 1.0f;
+    float b = QSV_Q2 * f;
+    b = b + QSV_Q3;
+    float c = QSV_Q0 * f;
+    c = c + QSV_Q1;
+    const float f2 = f * f;
+    float p = c * f2;
+    p = p + b;
+    p = p * f2;
+    p = p + a;
     return u2f(f2u(p) + pw);
 }
 
@@ -139,6 +148,14 @@ static inline float vhmax_(const void *x) {
 
 /* ---- scalar kernels (portable C; the reference for the vector ones) ---- */
 
+/* Lanes of a group's float sums added in order (as the vector kernels do), then reset; the result goes into a double. */
+static inline double group_sum(float acc[QL]) {
+    float gs = acc[0];
+    for (unsigned j = 1; j < QL; j++) gs += acc[j];
+    for (unsigned j = 0; j < QL; j++) acc[j] = 0.0f;
+    return (double)gs;
+}
+
 static int s_k_max(const float *z, uint32_t n, float *bmax, float *out_m) {
     const uint32_t nb = n / QB;
     float m = -FLT_MAX;
@@ -174,7 +191,9 @@ static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2
     const uint32_t nb = n / QB;
     float scratch[QB];
     double s = 0.0;
+    float acc[QL] = {0};
     for (uint32_t b = 0; b < nb; b++) {
+        if (b > 0 && b % QG == 0) s += group_sum(acc);
         const float *zb = z + (size_t)b * QB;
         const float tb = block_t(bmax[b], m, inv_t);
         if (tb < t_skip) {
@@ -182,7 +201,6 @@ static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2
             continue;
         }
         float *eb = tb >= t_store ? e + (size_t)b * QB : scratch;
-        float acc[QL] = {0};
         for (unsigned v = 0; v < QB / QL; v++) {
             for (unsigned j = 0; j < QL; j++) {
                 float y = zb[v * QL + j] - m;
@@ -192,10 +210,8 @@ static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2
                 acc[j] = acc[j] + ev;
             }
         }
-        float bs = acc[0];
-        for (unsigned j = 1; j < QL; j++) bs += acc[j];
-        s += (double)bs;
     }
+    if (nb > 0) s += group_sum(acc);
     return s + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
 }
 
@@ -234,6 +250,14 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #define VMAXK(a, b) VMAX(a, b)
 #define VBITSK(m) vbits_(&(m))
 #define VSCALE(t, vm, vc, vmc, fold) (((t) - (vm)) * (vc)) /* as the scalar kernel */
+/* n = round(x) by the 1.5 * 2^23 trick, as the scalar kernel: the low bits of x + MAGIC hold n */
+#define VSPLITK(x, f, pw)                                                                                            \
+    do {                                                                                                             \
+        qv_f fy_ = (x) + VSPLAT(QSV_MAGIC);                                                                          \
+        (pw) = (qv_u)fy_ << 23;                                                                                      \
+        fy_ = fy_ - VSPLAT(QSV_MAGIC);                                                                               \
+        (f) = (x) - fy_;                                                                                             \
+    } while (0)
 #include "quant_kernels.h"
 #undef KSUFFIX
 #undef KATTR
@@ -241,6 +265,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #undef VMAXK
 #undef VBITSK
 #undef VSCALE
+#undef VSPLITK
 
 #if defined(__x86_64__)
 #define QSV_HAVE_AVX2 1
@@ -253,6 +278,14 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
  * factor of all e (within 6e-6 of 1) that cancels in x and stays far inside SKIP_MARGIN; larger |m c2| would shift
  * more (by more than 1 beyond 2^24), so those calls subtract first. */
 #define VSCALE(t, vm, vc, vmc, fold) ((fold) ? VFMA((t), (vc), (vmc)) : ((t) - (vm)) * (vc))
+/* n = round(x) (to nearest even, like the MAGIC trick) in one instruction and n << 23 from its integer conversion:
+ * one rounding step fewer on the dependency chain than MAGIC's add, subtract. Same n, same bits. */
+#define VSPLITK(x, f, pw)                                                                                            \
+    do {                                                                                                             \
+        const qv_f n_ = __builtin_ia32_roundps256((x), 0x08);                                                        \
+        (pw) = (qv_u)__builtin_ia32_cvtps2dq256(n_) << 23;                                                           \
+        (f) = (x) - n_;                                                                                              \
+    } while (0)
 #include "quant_kernels.h"
 #undef KSUFFIX
 #undef KATTR
@@ -260,6 +293,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #undef VMAXK
 #undef VBITSK
 #undef VSCALE
+#undef VSPLITK
 #endif
 #endif
 

@@ -28,19 +28,20 @@
 #else
 #define VHMAX(x) vhmax_(&(x))
 #endif
-/* x = fexp2_s(x) lane-wise (same operations in the same order; VFMA is a fused multiply-add only on AVX2) */
+/* x = fexp2_s(x) lane-wise (same operations in the same order; VFMA is a fused multiply-add only on AVX2). VSPLITK
+ * gives n = round(x) as the exponent bits n << 23 and f = x - n (exact); the polynomial is evaluated in Estrin form,
+ * so the dependency chain per vector is short (the pass is bound by latency, not by the number of operations). */
 #define VEXP2(x)                                                                                                     \
     do {                                                                                                             \
         (x) = VMAXK((x), VSPLAT(QSV_EXP2_LO));                                                                       \
-        qv_f fy_ = (x) + VSPLAT(QSV_MAGIC);                                                                          \
-        const qv_u pw_ = (qv_u)fy_ << 23;                                                                            \
-        fy_ = fy_ - VSPLAT(QSV_MAGIC);                                                                               \
-        const qv_f f_ = (x) - fy_;                                                                                   \
-        qv_f p_ = VFMA(VSPLAT(QSV_Q0), f_, VSPLAT(QSV_Q1));                                                          \
-        p_ = VFMA(p_, f_, VSPLAT(QSV_Q2));                                                                           \
-        p_ = VFMA(p_, f_, VSPLAT(QSV_Q3));                                                                           \
-        p_ = VFMA(p_, f_, VSPLAT(QSV_Q4));                                                                           \
-        p_ = VFMA(p_, f_, VSPLAT(1.0f));                                                                             \
+        qv_u pw_;                                                                                                    \
+        qv_f f_;                                                                                                     \
+        VSPLITK((x), f_, pw_);                                                                                       \
+        const qv_f a_ = VFMA(VSPLAT(QSV_Q4), f_, VSPLAT(1.0f));                                                      \
+        const qv_f b_ = VFMA(VSPLAT(QSV_Q2), f_, VSPLAT(QSV_Q3));                                                    \
+        const qv_f c_ = VFMA(VSPLAT(QSV_Q0), f_, VSPLAT(QSV_Q1));                                                    \
+        const qv_f f2_ = f_ * f_;                                                                                    \
+        const qv_f p_ = VFMA(VFMA(c_, f2_, b_), f2_, a_);                                                            \
         (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
     } while (0)
 
@@ -92,33 +93,36 @@ static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const f
     (void)fold;
     float scratch[QB]; /* e of the blocks not kept: stays in L1 */
     double s = 0.0;
+    qv_f acc = VSPLAT(0.0f); /* lane sums over a group of QG blocks, then added to s in double */
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
         const float tb = block_t(bmax[b], m, inv_t);
-        if (tb < t_skip) {
-            if (tb >= t_store) memset(e + (size_t)b * QB, 0, QB * sizeof *e);
-            continue;
+        if (tb >= t_skip) {
+            float *eb = tb >= t_store ? e + (size_t)b * QB : scratch;
+            for (unsigned v = 0; v < QB / QL; v++) {
+                qv_f t;
+                VLD(t, zb + v * QL);
+                t = VSCALE(t, vm, vc, vmc, fold);
+                VEXP2(t);
+                VST(eb + v * QL, t);
+                acc = acc + t;
+            }
+        } else if (tb >= t_store) {
+            memset(e + (size_t)b * QB, 0, QB * sizeof *e);
         }
-        float *eb = tb >= t_store ? e + (size_t)b * QB : scratch;
-        qv_f acc = VSPLAT(0.0f);
-        for (unsigned v = 0; v < QB / QL; v++) {
-            qv_f t;
-            VLD(t, zb + v * QL);
-            t = VSCALE(t, vm, vc, vmc, fold);
-            VEXP2(t);
-            VST(eb + v * QL, t);
-            acc = acc + t;
+        if ((b + 1) % QG == 0 || b + 1 == nb) {
+            float l[QL];
+            memcpy(l, &acc, sizeof l);
+            float gs = l[0];
+            for (unsigned j = 1; j < QL; j++) gs += l[j];
+            s += (double)gs;
+            acc = VSPLAT(0.0f);
         }
-        float l[QL];
-        memcpy(l, &acc, sizeof l);
-        float bs = l[0];
-        for (unsigned j = 1; j < QL; j++) bs += l[j];
-        s += (double)bs;
     }
     return s;
 }
 
-/* e_i = fexp((z_i - m) * inv_t); returns the sum (8 float lanes per block, block sums in double). Blocks whose
+/* e_i = fexp((z_i - m) * inv_t); returns the sum (8 float lanes over QG blocks, group sums in double). Blocks whose
  * largest logit maps below t_skip count as e = 0; only blocks whose largest logit maps to t >= t_store are written
  * to e (t_store = -inf: all of them). */
 static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax,
