@@ -40,7 +40,8 @@ log = logging.getLogger("qsv.experiment")
 
 # ℓ sets per condition, as in the paper (the DDQN's action space): {240, 720} at 4 Mbps, a small-ℓ pair at low rates.
 SCENARIO_ELLS: dict[str, tuple[int, ...]] = {"4mbps": (240, 720), "350kbps": (2, 16)}
-# The model-based controller predicts every (L, ℓ) from measured bits and acceptance, so it gets all of them.
+# All four resolutions, for ``model:2/16/240/720``. The model-based controller defaults to the scenario's pair: on
+# the real system, given all four, it did worse in both regimes in two runs (BENCHMARKS.md); the simulator favours it.
 MODEL_ELLS: tuple[int, ...] = (2, 16, 240, 720)
 
 ExecutorFactory = Callable[[str, str, str, int], RoundExecutor]
@@ -95,8 +96,8 @@ def make_policy(
     spec: str, scenario: str, vocab_size: int, seed: int, ddqn: Controller | None
 ) -> tuple[Controller, str]:
     """Policy spec → (controller, scheme). Specs: static:L:ell, sq:L:ell, model, model-nostop (optionally with the
-    ℓ set, e.g. model:240/720; default: MODEL_ELLS, all four), ddqn (the scenario's pair)."""
-    ells = MODEL_ELLS
+    ℓ set, e.g. model:2/16/240/720; default: the scenario's pair), ddqn (the scenario's pair)."""
+    ells = SCENARIO_ELLS[scenario]
     parts = spec.split(":")
     if parts[0] in ("static", "sq") and len(parts) == 3:
         ctl = StaticController(int(parts[1]), int(parts[2]))
@@ -108,7 +109,7 @@ def make_policy(
             ells = tuple(int(x) for x in parts[1].split("/"))
         ctl_m = ModelBasedController(vocab_size, ells=ells, early_stop=parts[0] == "model", seed=seed,
                                      timing_priors=TimingPriors())
-        if ells != MODEL_ELLS:
+        if len(parts) == 2:
             ctl_m.name += f" ℓ∈{{{','.join(str(e) for e in ells)}}}"
         return ctl_m, "qs"
     if spec == "ddqn":
@@ -125,7 +126,7 @@ def policy_ells(spec: str, scenario: str) -> tuple[int, ...]:
         if parts[0] in ("static", "sq") and len(parts) == 3:
             return (int(parts[2]),)
         if parts[0] in ("model", "model-nostop") and len(parts) <= 2:
-            return tuple(int(x) for x in parts[1].split("/")) if len(parts) == 2 else MODEL_ELLS
+            return tuple(int(x) for x in parts[1].split("/")) if len(parts) == 2 else SCENARIO_ELLS[scenario]
     except ValueError as exc:
         raise ValueError(f"bad policy spec {spec!r}: {exc}") from None
     if spec == "ddqn":
