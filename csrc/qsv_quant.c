@@ -84,17 +84,20 @@ static inline float block_t(float zmax, float m, float inv_t) {
 }
 
 /* Tail (n % QB values) of k_max; shared by all kernels. Returns 0 when a value is not finite. */
-static int tail_max(const float *z, uint32_t n, uint32_t nb, float *bmax, float *m) {
+static int tail_max(const float *z, uint32_t n, uint32_t nb, float *bmax, float *m, float *zmin) {
     const uint32_t start = nb * QB;
     if (start == n) return 1;
     float mx = z[start];
+    float mn = *zmin;
     float bad = 0.0f;
     for (uint32_t i = start; i < n; i++) {
         bad = bad + (z[i] - z[i]);
         mx = z[i] > mx ? z[i] : mx;
+        mn = z[i] < mn ? z[i] : mn;
     }
     bmax[nb] = mx;
     *m = mx > *m ? mx : *m;
+    *zmin = mn;
     return bad == 0.0f;
 }
 
@@ -156,9 +159,10 @@ static inline double group_sum(float acc[QL]) {
     return (double)gs;
 }
 
-static int s_k_max(const float *z, uint32_t n, float *bmax, float *out_m) {
+static int s_k_max(const float *z, uint32_t n, float *bmax, float *out_m, float *out_min) {
     const uint32_t nb = n / QB;
     float m = -FLT_MAX;
+    float zmin = FLT_MAX;
     float bad[QL] = {0};
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
@@ -174,6 +178,7 @@ static int s_k_max(const float *z, uint32_t n, float *bmax, float *out_m) {
                 mx[j] = w > mx[j] ? w : mx[j];
             }
         }
+        for (unsigned i = 0; i < QB; i++) zmin = zb[i] < zmin ? zb[i] : zmin;
         float h = mx[0];
         for (unsigned j = 1; j < QL; j++) h = mx[j] > h ? mx[j] : h;
         bmax[b] = h;
@@ -181,13 +186,15 @@ static int s_k_max(const float *z, uint32_t n, float *bmax, float *out_m) {
     }
     int finite = 1;
     for (unsigned j = 0; j < QL; j++) finite &= (bad[j] == 0.0f);
-    finite &= tail_max(z, n, nb, bmax, &m);
+    finite &= tail_max(z, n, nb, bmax, &m, &zmin);
     *out_m = m;
+    *out_min = zmin;
     return finite;
 }
 
 static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax, float t_skip,
-                      float t_store, float *e) {
+                      float t_store, int clamp, float *e) {
+    (void)clamp; /* fexp2_s always clamps; the result is the same where clamp = 0 is allowed */
     const uint32_t nb = n / QB;
     float scratch[QB];
     double s = 0.0;
@@ -248,6 +255,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #define KATTR
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #define VMAXK(a, b) VMAX(a, b)
+#define VMINK(a, b) VMIN(a, b)
 #define VBITSK(m) vbits_(&(m))
 #define VSCALE(t, vm, vc, vmc, fold) (((t) - (vm)) * (vc)) /* as the scalar kernel */
 /* n = round(x) by the 1.5 * 2^23 trick, as the scalar kernel: the low bits of x + MAGIC hold n */
@@ -263,6 +271,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #undef KATTR
 #undef VFMA
 #undef VMAXK
+#undef VMINK
 #undef VBITSK
 #undef VSCALE
 #undef VSPLITK
@@ -273,6 +282,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #define KATTR __attribute__((target("avx2,fma")))
 #define VFMA(a, b, c) __builtin_ia32_vfmaddps256((a), (b), (c))
 #define VMAXK(a, b) __builtin_ia32_maxps256((a), (b))
+#define VMINK(a, b) __builtin_ia32_minps256((a), (b))
 #define VBITSK(m) ((unsigned)__builtin_ia32_movmskps256((qv_f)(m)))
 /* z c2 - m c2 in one rounding when |m c2| < 2^8: the rounding of m c2 (<= 2^-17) shifts every y alike, a common
  * factor of all e (within 6e-6 of 1) that cancels in x and stays far inside SKIP_MARGIN; larger |m c2| would shift
@@ -291,14 +301,15 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #undef KATTR
 #undef VFMA
 #undef VMAXK
+#undef VMINK
 #undef VBITSK
 #undef VSCALE
 #undef VSPLITK
 #endif
 #endif
 
-typedef int (*max_fn)(const float *, uint32_t, float *, float *);
-typedef double (*exp_fn)(const float *, uint32_t, float, float, float, const float *, float, float, float *);
+typedef int (*max_fn)(const float *, uint32_t, float *, float *, float *);
+typedef double (*exp_fn)(const float *, uint32_t, float, float, float, const float *, float, float, int, float *);
 typedef void (*fexp_fn)(const float *, float *, uint32_t);
 typedef uint32_t (*collect_fn)(const float *, uint32_t, const float *, float, float, float, float, double, uint32_t *,
                                double *);
@@ -643,6 +654,7 @@ typedef struct {
     double scale;    /* dense: x_i = e_i * scale */
     float t_store;   /* dense: e holds the blocks whose largest logit maps to t >= t_store (-inf: all) */
     float m, inv_t, c2; /* c2 = log2(e) / T: the scale of the exp2 kernels */
+    int clamp;          /* 0 when every (z - m) c2 >= -124: the exp kernels may skip their clamp */
 } prep_t;
 
 static uint32_t first_argmax(const float *z, uint32_t v, const float *bmax, float m) {
@@ -735,6 +747,12 @@ static float exp_skip_t(uint32_t v) { return (float)(-log((double)v) - 9.0 * log
  * only for blocks that can reach it; the first candidate pass never reads the others. */
 static float first_collect_t(uint32_t ell) { return coll_t((float)(THRESH_X * 0.99 / (double)ell)); }
 
+/* Whether some t = (z - m) c2 of the row may fall below the exp kernels' range without their clamp (-125; one unit
+ * of margin for the rounding of t). At T = 1 a row's logits span ~30, so the clamp is rarely needed. */
+static int exp_needs_clamp(float zmin, float m, float c2) {
+    return !(((double)zmin - (double)m) * (double)c2 >= -124.0);
+}
+
 static int check_logit_args(const float *logits, uint32_t v, uint32_t ell, double temperature, double top_p) {
     if (!logits) return QSV_ERR_NULL;
     if (v == 0 || v > QSV_MAX_VOCAB) return QSV_ERR_VOCAB;
@@ -747,8 +765,8 @@ static int check_logit_args(const float *logits, uint32_t v, uint32_t ell, doubl
 static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperature, uint32_t top_k, double top_p,
                        int partial_e, const kernels_t *kern, ws_t *w, prep_t *p) {
     float *bmax = (float *)w->bmax;
-    float m;
-    if (!kern->kmax(z, v, bmax, &m)) return QSV_ERR_NONFINITE;
+    float m, zmin;
+    if (!kern->kmax(z, v, bmax, &m, &zmin)) return QSV_ERR_NONFINITE;
     p->m = m;
     if (temperature == 0.0 || v == 1) {
         p->mode = PREP_GREEDY;
@@ -759,12 +777,13 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
     const float c2 = (float)(1.4426950408889634 / temperature);
     p->inv_t = inv_t;
     p->c2 = c2;
+    p->clamp = exp_needs_clamp(zmin, m, c2);
     const int use_k = top_k > 0 && top_k < v;
     const int use_p = top_p < 1.0;
     if (!use_k && !use_p) {
         const float t_skip = exp_skip_t(v);
         p->t_store = partial_e ? first_collect_t(ell) : -INFINITY;
-        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, t_skip, p->t_store, w->e);
+        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, t_skip, p->t_store, p->clamp, w->e);
         p->mode = PREP_DENSE;
         p->scale = (double)ell / s;
         return QSV_OK;
@@ -805,7 +824,7 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
         for (uint32_t j = 0; j < k; j++) total += w->cx[j];
     } else {
         /* top-p over all: candidates e >= thr until they hold at least top_p of the mass */
-        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, exp_skip_t(v), -INFINITY, w->e);
+        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, exp_skip_t(v), -INFINITY, p->clamp, w->e);
         total = s;
         const double target = top_p * s;
         float thr = 1.0f / 64.0f;
@@ -846,7 +865,7 @@ static int dense_fix(const kernels_t *kern, ws_t *w, prep_t *p, const float *log
             if (p->t_store > -INFINITY) { /* lower thresholds read blocks the exp pass did not keep: redo it */
                 p->t_store = -INFINITY;
                 (void)kern->kexp(logits, v, p->m, p->inv_t, p->c2, (const float *)w->bmax, exp_skip_t(v), -INFINITY,
-                                 w->e);
+                                 p->clamp, w->e);
             }
             thr = sampled_threshold(w->e, v, (uint64_t)k + 2u * (uint64_t)(ell - sum) + 32u, thr, w->tmp);
         } else {

@@ -14,6 +14,8 @@
 #define VLD(v, p) memcpy(&(v), (p), sizeof(v))
 #define VST(p, v) memcpy((p), &(v), sizeof(v))
 #define VSPLAT(c) ((qv_f){(c), (c), (c), (c), (c), (c), (c), (c)})
+/* a < b ? a : b per lane */
+#define VMIN(a, b) ((qv_f)(((qv_i)(a) & ((a) < (b))) | ((qv_i)(b) & ~((a) < (b)))))
 /* a > b ? a : b per lane */
 #define VMAX(a, b) ((qv_f)(((qv_i)(a) & ((a) > (b))) | ((qv_i)(b) & ~((a) > (b)))))
 /* largest lane of a vector without NaN (exact: any order gives the same value) */
@@ -28,12 +30,13 @@
 #else
 #define VHMAX(x) vhmax_(&(x))
 #endif
-/* x = fexp2_s(x) lane-wise (same operations in the same order; VFMA is a fused multiply-add only on AVX2). VSPLITK
+/* x = fexp2_s(x) lane-wise (same operations in the same order; VFMA is a fused multiply-add only on AVX2), for
+ * x >= -125 when `clamp` is 0 (the caller knows the row's minimum), any x otherwise. VSPLITK
  * gives n = round(x) as the exponent bits n << 23 and f = x - n (exact); the polynomial is evaluated in Estrin form,
  * so the dependency chain per vector is short (the pass is bound by latency, not by the number of operations). */
-#define VEXP2(x)                                                                                                     \
+#define VEXP2(x, clamp)                                                                                              \
     do {                                                                                                             \
-        (x) = VMAXK((x), VSPLAT(QSV_EXP2_LO));                                                                       \
+        if (clamp) (x) = VMAXK((x), VSPLAT(QSV_EXP2_LO));                                                            \
         qv_u pw_;                                                                                                    \
         qv_f f_;                                                                                                     \
         VSPLITK((x), f_, pw_);                                                                                       \
@@ -45,13 +48,14 @@
         (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
     } while (0)
 
-/* Maximum of z, per-block maxima (blocks of QB) into bmax; returns 0 when some value is not finite. The block's
- * eight vectors are reduced as trees (max and the NaN/inf detector z - z), so no long dependency chain runs through
- * the pass. Maxima are exact, so the reduction order does not change any result. */
-static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m) {
+/* Maximum and minimum of z, per-block maxima (blocks of QB) into bmax; returns 0 when some value is not finite. The
+ * block's eight vectors are reduced as trees (max, min and the NaN/inf detector z - z), so no long dependency chain
+ * runs through the pass. Maxima and minima are exact, so the reduction order does not change any result. */
+static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m, float *out_min) {
     const uint32_t nb = n / QB;
     float m = -FLT_MAX;
     qv_f bad = VSPLAT(0.0f);
+    qv_f lo = VSPLAT(FLT_MAX);
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
         qv_f w0, w1, w2, w3, w4, w5, w6, w7; /* named, not an array: an array goes through the stack */
@@ -64,27 +68,35 @@ static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m
         VLD(w6, zb + 6 * QL);
         VLD(w7, zb + 7 * QL);
         const qv_f mx = VMAXK(VMAXK(VMAXK(w0, w1), VMAXK(w2, w3)), VMAXK(VMAXK(w4, w5), VMAXK(w6, w7)));
+        const qv_f mn = VMINK(VMINK(VMINK(w0, w1), VMINK(w2, w3)), VMINK(VMINK(w4, w5), VMINK(w6, w7)));
         const qv_f bs = (((w0 - w0) + (w1 - w1)) + ((w2 - w2) + (w3 - w3))) +
                         (((w4 - w4) + (w5 - w5)) + ((w6 - w6) + (w7 - w7)));
         bad = bad + bs;
+        lo = VMINK(lo, mn);
         const float h = VHMAX(mx);
         bmax[b] = h;
         m = h > m ? h : m;
     }
-    float lb[QL];
+    float lb[QL], ll[QL];
     memcpy(lb, &bad, sizeof lb);
+    memcpy(ll, &lo, sizeof ll);
     int finite = 1;
-    for (unsigned j = 0; j < QL; j++) finite &= (lb[j] == 0.0f);
-    finite &= tail_max(z, n, nb, bmax, &m);
+    float zmin = FLT_MAX;
+    for (unsigned j = 0; j < QL; j++) {
+        finite &= (lb[j] == 0.0f);
+        zmin = ll[j] < zmin ? ll[j] : zmin;
+    }
+    finite &= tail_max(z, n, nb, bmax, &m, &zmin);
     *out_m = m;
+    *out_min = zmin;
     return finite;
 }
 
-/* The blocks of k_exp; `fold` is a constant at each call, so each caller gets its own loop. */
+/* The blocks of k_exp; `fold` and `clamp` are constants at each call, so each caller gets its own loop. */
 static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const float *z, uint32_t nb, float m,
                                                                           float inv_t, float c2, const float *bmax,
                                                                           float t_skip, float t_store, float *e,
-                                                                          const int fold) {
+                                                                          const int fold, const int clamp) {
     const qv_f vm = VSPLAT(m);
     const qv_f vc = VSPLAT(c2);
     const qv_f vmc = VSPLAT(-(m * c2)); /* used by VSCALE on FMA targets only */
@@ -103,7 +115,7 @@ static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const f
                 qv_f t;
                 VLD(t, zb + v * QL);
                 t = VSCALE(t, vm, vc, vmc, fold);
-                VEXP2(t);
+                VEXP2(t, clamp);
                 VST(eb + v * QL, t);
                 acc = acc + t;
             }
@@ -124,12 +136,18 @@ static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const f
 
 /* e_i = fexp((z_i - m) * inv_t); returns the sum (8 float lanes over QG blocks, group sums in double). Blocks whose
  * largest logit maps below t_skip count as e = 0; only blocks whose largest logit maps to t >= t_store are written
- * to e (t_store = -inf: all of them). */
+ * to e (t_store = -inf: all of them). clamp = 0 promises (z - m) c2 >= -124 for every z (no clamp needed). */
 static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax,
-                                float t_skip, float t_store, float *e) {
+                                float t_skip, float t_store, int clamp, float *e) {
     const uint32_t nb = n / QB;
-    const double s = fabsf(m * c2) < 256.0f ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 1)
-                                              : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 0);
+    const int fold = fabsf(m * c2) < 256.0f;
+    double s;
+    if (fold)
+        s = clamp ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 1, 1)
+                  : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 1, 0);
+    else
+        s = clamp ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 0, 1)
+                  : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 0, 0);
     return s + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
 }
 
@@ -168,7 +186,7 @@ static KATTR void KN(k_fexp)(const float *in, float *out, uint32_t n) {
         qv_f x;
         VLD(x, in + i);
         x = x * VSPLAT(QSV_LOG2EF);
-        VEXP2(x);
+        VEXP2(x, 1);
         VST(out + i, x);
     }
     for (; i < n; i++) out[i] = fexp2_s(in[i] * QSV_LOG2EF);
@@ -181,5 +199,6 @@ static KATTR void KN(k_fexp)(const float *in, float *out, uint32_t n) {
 #undef VST
 #undef VSPLAT
 #undef VMAX
+#undef VMIN
 #undef VHMAX
 #undef VEXP2

@@ -118,15 +118,16 @@ int main(int argc, char **argv) {
     ws_init(&w, wsm, wsz, v);
     const float inv_t = (float)(1.0 / temp), c2 = (float)(1.4426950408889634 / temp);
     for (int r = 0; r < calls; r++) {
-        float m;
+        float m, zmin;
         const double t0 = now_us();
-        rc |= !kern.kmax(z, v, (float *)w.bmax, &m);
+        rc |= !kern.kmax(z, v, (float *)w.bmax, &m, &zmin);
         const double t1 = now_us();
         const float t_store = first_collect_t(ell);
-        const double sum = kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), t_store, w.e);
+        const int clamp = exp_needs_clamp(zmin, m, c2);
+        const double sum = kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), t_store, clamp, w.e);
         const double t2 = now_us();
         prep_t p = {.mode = PREP_DENSE, .scale = (double)ell / sum, .t_store = t_store, .m = m, .inv_t = inv_t,
-                    .c2 = c2};
+                    .c2 = c2, .clamp = clamp};
         uint32_t k;
         rc |= dense_fix(&kern, &w, &p, z, v, ell, &k) != QSV_OK;
         const double t3 = now_us();

@@ -379,6 +379,42 @@ static void test_errors(void) {
     out_free(&o);
 }
 
+/* Rows whose span (z - m) / T sits just inside and just outside the exp kernels' range (-125 in log2 units): inside,
+ * the kernels drop their clamp (the row minimum says none is needed); outside, they clamp. Either way every kernel's
+ * x matches the scalar kernel's (which always clamps): bitwise for the portable vector kernel, within 1e-6 for AVX2,
+ * and the smallest e stays positive and tiny (no wrapped exponent). */
+static void test_clamp_boundary(void) {
+    const uint32_t v = 300;
+    out_t o;
+    out_alloc(&o, v);
+    float z[300];
+    double xs[300], xk[300];
+    const double spans[4] = {85.0, 85.9, 86.7, 200.0}; /* x log2(e): 122.6, 123.9, 125.1, 288.5 */
+    for (int si = 0; si < 4; si++) {
+        /* every block of 64 holds a value near the top (no block is skipped) and values down to -span */
+        for (uint32_t i = 0; i < v; i++) z[i] = i % 64 == 0 ? -1.0f : (float)(-spans[si] * (double)(i % 64) / 63.0);
+        z[17] = 0.5f;
+        int rc = qsv_logits_scaled(z, v, 720, 1.0, 0, 1.0, QSV_KERNEL_SCALAR, o.ws, o.wsz, xs);
+        CHECK(rc == QSV_OK, "clamp boundary span %g: scalar rc %d", spans[si], rc);
+        CHECK(xs[63] > 0.0 && xs[63] < 1e-30, "clamp boundary span %g: smallest x %g", spans[si], xs[63]);
+        for (int kernel = QSV_KERNEL_VECTOR; kernel <= QSV_KERNEL_AVX2; kernel++) {
+            if (!qsv_kernel_available(kernel)) continue;
+            rc = qsv_logits_scaled(z, v, 720, 1.0, 0, 1.0, kernel, o.ws, o.wsz, xk);
+            CHECK(rc == QSV_OK, "clamp boundary span %g kernel %d: rc %d", spans[si], kernel, rc);
+            double worst = 0.0;
+            for (uint32_t i = 0; i < v; i++) {
+                const double d = fabs(xk[i] - xs[i]) / (xs[i] > 1e-300 ? xs[i] : 1e-300);
+                worst = d > worst ? d : worst;
+            }
+            if (kernel == QSV_KERNEL_VECTOR)
+                CHECK(worst == 0.0, "clamp boundary span %g: vector kernel differs from scalar (%g)", spans[si], worst);
+            else
+                CHECK(worst < 1e-5, "clamp boundary span %g kernel %d: rel. diff %g", spans[si], kernel, worst);
+        }
+    }
+    out_free(&o);
+}
+
 int main(void) {
     test_fast_exp();
     test_sample();
@@ -388,6 +424,7 @@ int main(void) {
     test_probs_f32();
     test_large_vocab();
     test_huge_logits();
+    test_clamp_boundary();
     test_logits();
     printf("test_quant: fused path max relative error of x vs float64 (x > 1e-6): %.3g\n", max_rel_seen);
     if (failures) {
