@@ -1,7 +1,8 @@
 /* QSV core: lattice quantizer (fused softmax and probability paths) and Q-S sampler. See qsv_quant.h.
  *
- * Cost is O(V) with small constants: one vectorized pass for the maximum (with per-block maxima), one for the
- * polynomial exp (stored to the workspace) and its sum, then a candidate pass that skips every block whose maximum
+ * Cost is O(V) with small constants: one vectorized pass for the maximum (with per-block maxima) and the minimum (which
+ * tells whether the exp kernels need their clamp), one for the polynomial exp (stored to the workspace where a
+ * candidate pass can read it) and its sum, then a candidate pass that skips every block whose maximum
  * cannot reach the threshold. The lattice rule runs on the candidates only: with V >> ell, everything with
  * x_i < 0.5 rounds to 0, so the rounding and the d < 0 fix only touch candidates, and the d > 0 fix needs the top-d
  * residuals, taken by quickselect among candidates once the d-th one provably beats every non-candidate
