@@ -152,7 +152,7 @@ static inline float vhmax_(const void *x) {
 
 /* ---- scalar kernels (portable C; the reference for the vector ones) ---- */
 
-/* Lanes of a group's float sums added in order (as the vector kernels do), then reset; the result goes into a double. */
+/* Lanes of a group's float sums added in order, then reset; the result goes into a double (all kernels use it). */
 static inline double group_sum(float acc[QL]) {
     float gs = acc[0];
     for (unsigned j = 1; j < QL; j++) gs += acc[j];

@@ -125,9 +125,7 @@ static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const f
         if ((b + 1) % QG == 0 || b + 1 == nb) {
             float l[QL];
             memcpy(l, &acc, sizeof l);
-            float gs = l[0];
-            for (unsigned j = 1; j < QL; j++) gs += l[j];
-            s += (double)gs;
+            s += group_sum(l);
             acc = VSPLAT(0.0f);
         }
     }

@@ -97,26 +97,24 @@ def make_policy(
 ) -> tuple[Controller, str]:
     """Policy spec → (controller, scheme). Specs: static:L:ell, sq:L:ell, model, model-nostop (optionally with the
     ℓ set, e.g. model:2/16/240/720; default: the scenario's pair), ddqn (the scenario's pair)."""
-    ells = SCENARIO_ELLS[scenario]
+    ells = policy_ells(spec, scenario)  # validates the spec
     parts = spec.split(":")
-    if parts[0] in ("static", "sq") and len(parts) == 3:
-        ctl = StaticController(int(parts[1]), int(parts[2]))
+    if parts[0] in ("static", "sq"):
+        ctl = StaticController(int(parts[1]), ells[0])
         if parts[0] == "sq":
             ctl.name = f"S-Q({parts[1]},{parts[2]})"
         return ctl, "sq" if parts[0] == "sq" else "qs"
-    if parts[0] in ("model", "model-nostop") and len(parts) <= 2:
-        if len(parts) == 2:  # model:2/16/240/720 — the resolutions the controller may choose from
-            ells = tuple(int(x) for x in parts[1].split("/"))
+    if parts[0] in ("model", "model-nostop"):
         ctl_m = ModelBasedController(vocab_size, ells=ells, early_stop=parts[0] == "model", seed=seed,
                                      timing_priors=TimingPriors())
-        if len(parts) == 2:
+        if len(parts) == 2:  # model:2/16/240/720 — the resolutions the controller may choose from
             ctl_m.name += f" ℓ∈{{{','.join(str(e) for e in ells)}}}"
         return ctl_m, "qs"
     if spec == "ddqn":
         if ddqn is None:
             raise ValueError("ddqn policy requested but no trained DDQN available")
         return ddqn, "qs"
-    raise ValueError(f"unknown policy spec {spec!r} (static:L:ell, sq:L:ell, model, model-nostop, ddqn, target)")
+    raise ValueError(f"policy spec {spec!r} is not a controller (the target alone is run by compare())")
 
 
 def policy_ells(spec: str, scenario: str) -> tuple[int, ...]:
@@ -124,6 +122,8 @@ def policy_ells(spec: str, scenario: str) -> tuple[int, ...]:
     parts = spec.split(":")
     try:
         if parts[0] in ("static", "sq") and len(parts) == 3:
+            if int(parts[1]) < 1:
+                raise ValueError("L must be >= 1")
             return (int(parts[2]),)
         if parts[0] in ("model", "model-nostop") and len(parts) <= 2:
             return tuple(int(x) for x in parts[1].split("/")) if len(parts) == 2 else SCENARIO_ELLS[scenario]

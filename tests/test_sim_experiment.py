@@ -50,6 +50,8 @@ def test_policy_specs() -> None:
         main(["--scenarios", "5g"])
     with pytest.raises(SystemExit, match="unknown policy spec 'fastest'"):
         main(["--policies", "static:3:240,fastest", "--prompts", "1", "--no-plots"])
+    with pytest.raises(SystemExit, match="bad policy spec 'static:x:240'"):
+        main(["--policies", "static:x:240", "--prompts", "1", "--no-plots"])
     with pytest.raises(SystemExit, match="bad policy spec 'model:2/x'"):
         main(["--policies", "model:2/x", "--prompts", "1", "--no-plots"])
 
