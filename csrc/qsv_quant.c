@@ -201,25 +201,24 @@ static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2
     double s = 0.0;
     float acc[QL] = {0};
     for (uint32_t b = 0; b < nb; b++) {
-        if (b > 0 && b % QG == 0) s += group_sum(acc);
         const float *zb = z + (size_t)b * QB;
         const float tb = block_t(bmax[b], m, inv_t);
-        if (tb < t_skip) {
-            if (tb >= t_store) memset(e + (size_t)b * QB, 0, QB * sizeof *e);
-            continue;
-        }
-        float *eb = tb >= t_store ? e + (size_t)b * QB : scratch;
-        for (unsigned v = 0; v < QB / QL; v++) {
-            for (unsigned j = 0; j < QL; j++) {
-                float y = zb[v * QL + j] - m;
-                y = y * c2;
-                const float ev = fexp2_s(y);
-                eb[v * QL + j] = ev;
-                acc[j] = acc[j] + ev;
+        if (tb >= t_skip) {
+            float *eb = tb >= t_store ? e + (size_t)b * QB : scratch;
+            for (unsigned v = 0; v < QB / QL; v++) {
+                for (unsigned j = 0; j < QL; j++) {
+                    float y = zb[v * QL + j] - m;
+                    y = y * c2;
+                    const float ev = fexp2_s(y);
+                    eb[v * QL + j] = ev;
+                    acc[j] = acc[j] + ev;
+                }
             }
+        } else if (tb >= t_store) {
+            memset(e + (size_t)b * QB, 0, QB * sizeof *e);
         }
+        if ((b + 1) % QG == 0 || b + 1 == nb) s += group_sum(acc);
     }
-    if (nb > 0) s += group_sum(acc);
     return s + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
 }
 
