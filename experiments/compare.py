@@ -7,9 +7,11 @@ RoundExecutor; a factory building executors on the real edge/verifier pair over 
 
 Subcommands: ``qsv-experiment record ...`` records Qwen traces with measured timings (experiments/record.py, cached);
 ``qsv-experiment qwen ...`` records (cached), then runs this comparison and the model check on the recording;
-``qsv-experiment link ...`` runs the policies on the real system over a tc-shaped link (experiments/link_run.py).
+``qsv-experiment link ...`` runs the policies on the real system over a tc-shaped link (experiments/link_run.py);
+``qsv-experiment paired RUN`` recomputes a run's paired comparison with the best static (L, ℓ) (experiments/paired.py).
 
-Outputs in ``--out``: results.md, results.csv, rounds.csv, throughput.png, bits_per_token.png,
+Outputs in ``--out``: results.md, results.csv, rounds.csv, comparison.md / .csv (each policy against the best static
+(L, ℓ), paired over prompts, with a bootstrap interval), throughput.png, bits_per_token.png,
 decisions_<scenario>.png, ddqn_training_<scenario>.png (when DDQN runs), ddqn_<scenario>.pt.
 """
 
@@ -35,6 +37,7 @@ from edge_runtime.sim.record_timed import measured_target_step_s, timing_rounds
 from edge_runtime.sim.simulator import PROFILES, SimRoundExecutor, TimingProfile, target_alone_time
 from edge_runtime.sim.synthetic import generate_traces
 from edge_runtime.sim.trace import TraceSet
+from experiments.paired import episodes_from_results, paired_comparison, write_comparison
 
 log = logging.getLogger("qsv.experiment")
 
@@ -228,6 +231,9 @@ def write_tables(results: list[PolicyResult], out: Path, meta: dict, title: str 
     md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in rows]
     text = f"{title} ({json.dumps(meta)})\n\n" + "\n".join(md) + "\n"
+    paired = paired_comparison(episodes_from_results(results))
+    if paired:
+        text += "\n" + write_comparison(paired, out)
     (out / "results.md").write_text(text)
     with open(out / "rounds.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -346,6 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from experiments.link_run import main as link_main
 
         return link_main(argv[1:])
+    if argv[:1] == ["paired"]:
+        from experiments.paired import main as paired_main
+
+        return paired_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]

@@ -30,8 +30,17 @@ def test_experiment_command_writes_table_and_plots(tmp_path: Path) -> None:
         if r["policy"].startswith("S-Q"):
             assert r["exact"].startswith("no")
     for name in ("results.md", "rounds.csv", "throughput.png", "bits_per_token.png", "decisions_4mbps.png",
-                 "ddqn_4mbps.pt", "ddqn_training_350kbps.png"):
+                 "ddqn_4mbps.pt", "ddqn_training_350kbps.png", "comparison.md"):
         assert (out / name).stat().st_size > 0
+    # the paired comparison: against the fastest static of each scenario, ratios as in the results table
+    tps = {(r["scenario"], r["policy"]): float(r["tokens_per_s"]) for r in rows}
+    compared = list(csv.DictReader(open(out / "comparison.csv")))
+    for sc in ("4mbps", "350kbps"):
+        best = max((p for s, p in tps if s == sc and p.startswith("static(")), key=lambda p: tps[sc, p])
+        row = next(r for r in compared if r["scenario"] == sc and r["policy"] == "model+stop")
+        assert row["best_static"] == best
+        assert float(row["ratio"]) == pytest.approx(tps[sc, "model+stop"] / tps[sc, best], rel=0.02)
+    assert "Paired comparison" in (out / "results.md").read_text()
     # reuse the trained weights instead of training again
     rc = main(["--out", str(tmp_path / "again"), "--prompts", "2", "--max-new-tokens", "10", "--scenarios", "4mbps",
                "--policies", "ddqn,static:2:720", "--ddqn-load", str(out), "--no-plots"])
