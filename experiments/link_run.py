@@ -8,9 +8,9 @@ Layout: this process (root namespace) creates the link (``edge_runtime.channel.n
 role inside the cloud namespace (mosquitto bound to the veth address + one ``qsv-verifier-mqtt`` worker with the
 Qwen2.5-Coder-1.5B target) and then the edge role inside the edge namespace (Qwen2.5-Coder-0.5B ONNX int8 drafter;
 every policy of every scenario over the same prompts and seeds, ``NetRoundExecutor``; it sets its own interface's
-rate with tc before each round). Results: results.md / results.csv / rounds.csv / plots as ``qsv-experiment``, plus
-model_check.md: for every static (L, ℓ), the throughput model calibrated on the first half of the prompts' real
-rounds predicts the second half from their draft confidences, against the measured tokens/s.
+rate with tc before each round). Results: results.md / results.csv / rounds.csv / comparison.md / plots as
+``qsv-experiment``, plus model_check.md: for every static (L, ℓ), the throughput model calibrated on the first half
+of the prompts' real rounds predicts the second half from their draft confidences, against the measured tokens/s.
 
 Needs root (namespaces, tc), iproute2, mosquitto and the fetched models. The kernel's qdiscs decide the shaper:
 netem (per-packet serialisation + delay) when present, else tbf (rate only; a message smaller than the bucket,
@@ -34,7 +34,13 @@ from pathlib import Path
 
 log = logging.getLogger("qsv.experiment.link")
 
-DEFAULT_POLICIES = {"4mbps": "static:3:240,static:4:240,model,ddqn", "350kbps": "static:3:240,static:3:2,model,ddqn"}
+# The static grid is L = 4 (the best L of every earlier real and simulated run) over the resolutions: the best static
+# (L, ℓ) is what the adaptive policies are measured against (comparison.md). model:240/720 is the model-based
+# controller restricted to the paper's 4 Mbps pair.
+DEFAULT_POLICIES = {
+    "4mbps": "static:4:240,static:4:720,static:4:2,static:4:16,model,model:240/720,ddqn",
+    "350kbps": "static:4:240,static:4:2,static:4:16,model,ddqn",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
