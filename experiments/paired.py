@@ -38,7 +38,7 @@ class Episode:
     time_s: float
 
 
-def episodes_from_results(results: Iterable) -> list[Episode]:  # noqa: ANN401 - PolicyResult (no import cycle)
+def episodes_from_results(results: Iterable) -> list[Episode]:
     """Episodes of PolicyResult objects (``experiments.compare``); analytic rows (target alone) have none."""
     return [Episode(r.scenario, r.policy, e.seq, e.tokens, e.time_s) for r in results for e in r.episodes]
 
