@@ -71,8 +71,8 @@ def test_model_policy_spec_takes_an_ell_set() -> None:
     ctl, scheme = make_policy("model:2/16/240/720", "350kbps", 1000, 0, None)
     assert scheme == "qs" and tuple(ctl.ells) == MODEL_ELLS and ctl.name.endswith("ℓ∈{2,16,240,720}")
     pair, _ = make_policy("model", "350kbps", 1000, 0, None)
-    assert tuple(pair.ells) == MODEL_DEFAULT_ELLS == (2, 16) and pair.name == "model+stop"
-    assert policy_ells("model", "4mbps") == (2, 16) and policy_ells("static:3:16", "4mbps") == (16,)
+    assert tuple(pair.ells) == MODEL_DEFAULT_ELLS == (240, 720) and pair.name == "model+stop"
+    assert policy_ells("model", "350kbps") == (240, 720) and policy_ells("static:3:16", "4mbps") == (16,)
     assert policy_ells("ddqn", "350kbps") == (2, 16) and policy_ells("target", "4mbps") == ()
     nostop, _ = make_policy("model-nostop:240/720", "4mbps", 1000, 0, None)
     assert not nostop.early_stop and tuple(nostop.ells) == (240, 720)
