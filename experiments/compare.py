@@ -50,6 +50,8 @@ MODEL_ELLS: tuple[int, ...] = (2, 16, 240, 720)
 # makes ℓ = 720 cost ~110 uplink bits per token. The simulator on the recorded traces ranks the small ℓ higher; it
 # disagrees with the real system there (BENCHMARKS.md), so the real system decides.
 MODEL_DEFAULT_ELLS: tuple[int, ...] = (240, 720)
+# Model-based policy specs: early stop (model), none (model-nostop), early stop with the recovery factor (model-rec).
+MODEL_SPECS: tuple[str, ...] = ("model", "model-nostop", "model-rec")
 
 ExecutorFactory = Callable[[str, str, str, int], RoundExecutor]
 
@@ -102,8 +104,9 @@ class PolicyResult:
 def make_policy(
     spec: str, scenario: str, vocab_size: int, seed: int, ddqn: Controller | None
 ) -> tuple[Controller, str]:
-    """Policy spec → (controller, scheme). Specs: static:L:ell, sq:L:ell, model, model-nostop (optionally with the
-    ℓ set, e.g. model:2/16/240/720; default: MODEL_DEFAULT_ELLS), ddqn (the scenario's pair, as in the paper)."""
+    """Policy spec → (controller, scheme). Specs: static:L:ell, sq:L:ell, model, model-nostop, model-rec (early stop
+    with the recovery factor: α̂ calibrated by tokens since the last rejection), each optionally with the ℓ set, e.g.
+    model:2/16/240/720 (default: MODEL_DEFAULT_ELLS); ddqn (the scenario's pair, as in the paper)."""
     ells = policy_ells(spec, scenario)  # validates the spec
     parts = spec.split(":")
     if parts[0] in ("static", "sq"):
@@ -111,9 +114,9 @@ def make_policy(
         if parts[0] == "sq":
             ctl.name = f"S-Q({parts[1]},{parts[2]})"
         return ctl, "sq" if parts[0] == "sq" else "qs"
-    if parts[0] in ("model", "model-nostop"):
-        ctl_m = ModelBasedController(vocab_size, ells=ells, early_stop=parts[0] == "model", seed=seed,
-                                     timing_priors=TimingPriors())
+    if parts[0] in MODEL_SPECS:
+        ctl_m = ModelBasedController(vocab_size, ells=ells, early_stop=parts[0] != "model-nostop", seed=seed,
+                                     timing_priors=TimingPriors(), recovery=parts[0] == "model-rec")
         if len(parts) == 2:  # model:2/16/240/720 — the resolutions the controller may choose from
             ctl_m.name += f" ℓ∈{{{','.join(str(e) for e in ells)}}}"
         return ctl_m, "qs"
@@ -132,7 +135,7 @@ def policy_ells(spec: str, scenario: str) -> tuple[int, ...]:
             if int(parts[1]) < 1:
                 raise ValueError("L must be >= 1")
             return (int(parts[2]),)
-        if parts[0] in ("model", "model-nostop") and len(parts) <= 2:
+        if parts[0] in MODEL_SPECS and len(parts) <= 2:
             return tuple(int(x) for x in parts[1].split("/")) if len(parts) == 2 else MODEL_DEFAULT_ELLS
     except ValueError as exc:
         raise ValueError(f"bad policy spec {spec!r}: {exc}") from None
@@ -140,7 +143,8 @@ def policy_ells(spec: str, scenario: str) -> tuple[int, ...]:
         return SCENARIO_ELLS[scenario]
     if spec == "target":
         return ()
-    raise ValueError(f"unknown policy spec {spec!r} (static:L:ell, sq:L:ell, model, model-nostop, ddqn, target)")
+    raise ValueError(f"unknown policy spec {spec!r} "
+                     "(static:L:ell, sq:L:ell, model, model-nostop, model-rec, ddqn, target)")
 
 
 def default_policies(scenario: str) -> list[str]:

@@ -21,6 +21,7 @@ import numpy as np
 from .base import Controller
 from .estimators import Ewma
 from .model import Prediction, ThroughputModel, TimingPriors
+from .recovery import RecoveryModel, since_after_round
 from .types import ChannelView, ControllerError, Decision, RoundObservation
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ class ModelBasedController(Controller):
         channel_estimator: ChannelEstimator | None = None,
         model: ThroughputModel | None = None,
         objective: str = "longrun",
+        recovery: bool = False,
     ) -> None:
         if not lengths or min(lengths) < 1 or not ells or min(ells) < 1:
             raise ControllerError("need non-empty L and ell sets with positive values")
@@ -63,7 +65,10 @@ class ModelBasedController(Controller):
             channel_estimator = ChannelEstimator()
         self.channel = channel_estimator
         self._rng = np.random.default_rng(seed)
-        self.name = "model" + ("+stop" if early_stop else "")
+        self.name = "model" + ("+stop" if early_stop else "") + ("+rec" if recovery else "")
+        # α̂ calibrated by the tokens committed since the last rejection (recovery.py); None: off
+        self.recovery = RecoveryModel() if recovery else None
+        self._since = 0
         self._last_conf: float | None = None
         self._round: _RoundState | None = None
         self.last_prediction: Prediction | None = None
@@ -84,7 +89,7 @@ class ModelBasedController(Controller):
         best = self.model.best(self.lengths, ells, view, last_conf=self._last_conf, rate=rate)
         self.last_prediction = best
         length = self.lengths[-1] if self.early_stop else best.length
-        self._round = _RoundState(best.ell, view, self.model, rate)
+        self._round = _RoundState(best.ell, view, self.model, rate, self.recovery, self._since)
         return Decision(length, best.ell)
 
     def long_run_rate(self) -> float | None:
@@ -99,6 +104,15 @@ class ModelBasedController(Controller):
         return self._round.add(confidence, position)
 
     def observe(self, obs: RoundObservation) -> None:
+        if self.recovery is not None:  # before the tables learn from this round: the factor corrects their predictions
+            reached = min(obs.drafted, obs.accepted + 1)  # positions verified in sequence
+            predicted = self.model.acceptance.predict_many(obs.ell, obs.confidences[:reached])
+            if obs.alphas is not None:
+                observed = [float(a) for a in obs.alphas[:reached]]
+            else:
+                observed = [1.0] * obs.accepted + [0.0] * (reached - obs.accepted)
+            self.recovery.update(self._since, predicted.tolist(), observed)
+        self._since = since_after_round(self._since, obs.drafted, obs.accepted)
         self.model.observe(obs, last_conf=self._last_conf)
         if obs.elapsed_s is not None:
             self._tokens.update(obs.accepted + 1)
@@ -112,13 +126,17 @@ class ModelBasedController(Controller):
     def reset(self) -> None:
         self._last_conf = None
         self._round = None
+        self._since = 0  # a prompt's first round counts as right after a rejection
 
 
 class _RoundState:
     """Running P_i, E_i for the early-stopping test within one round."""
 
-    def __init__(self, ell: int, view: ChannelView, model: ThroughputModel, rate: float | None) -> None:
+    def __init__(self, ell: int, view: ChannelView, model: ThroughputModel, rate: float | None,
+                 recovery: RecoveryModel | None = None, since: int = 0) -> None:
         self.rate = rate
+        self.recovery = recovery
+        self.since = since
         self.ell = ell
         self.view = view
         self.model = model
@@ -128,10 +146,16 @@ class _RoundState:
 
     def add(self, confidence: float, position: int) -> bool:
         acc = self.model.acceptance
-        self.prob_all *= acc.predict(self.ell, confidence)
+        self.prob_all *= self._calibrated(acc.predict(self.ell, confidence), position - 1)
         self.expected += self.prob_all
-        gain = self.prob_all * acc.predict_next(self.ell, confidence)
+        gain = self.prob_all * self._calibrated(acc.predict_next(self.ell, confidence), position)
         if self.rate is not None:
             return gain / self.dt > self.rate
         t_now = self.model.timing.round_time(position, self.ell, self.view)
         return gain / self.dt > self.expected / t_now
+
+    def _calibrated(self, alpha: float, index: int) -> float:
+        """α̂ of the round's position ``index`` (0-based) with the recovery factor, if on."""
+        if self.recovery is None:
+            return alpha
+        return min(1.0, alpha * self.recovery.factor(self.since + index))
