@@ -9,6 +9,7 @@ Subcommands: ``qsv-experiment record ...`` records Qwen traces with measured tim
 ``qsv-experiment qwen ...`` records (cached), then runs this comparison and the model check on the recording;
 ``qsv-experiment link ...`` runs the policies on the real system over a tc-shaped link (experiments/link_run.py);
 ``qsv-experiment paired RUN`` recomputes a run's paired comparison with the best static (L, ℓ) (experiments/paired.py).
+``qsv-experiment recovery RUN`` tabulates acceptance by tokens since the last rejection (experiments/recovery_stats.py).
 
 Outputs in ``--out``: results.md, results.csv, rounds.csv, comparison.md / .csv (each policy against the best static
 (L, ℓ), paired over prompts, with a bootstrap interval), throughput.png, bits_per_token.png,
@@ -364,6 +365,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from experiments.paired import main as paired_main
 
         return paired_main(argv[1:])
+    if argv[:1] == ["recovery"]:
+        from experiments.recovery_stats import main as recovery_main
+
+        return recovery_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 def controller_from_config(cfg: BoardConfig, vocab_size: int) -> Controller:
     """``static``: (static_L, static_ell). ``model``: throughput-model controller over L_min..L_max × ell_set with
-    channel priors from ``channel``. ``ddqn``: learned policy loaded from ``policy_path`` (torch needed)."""
+    channel priors from ``channel`` (``recovery``: the recovery factor). ``ddqn``: learned policy loaded from
+    ``policy_path`` (torch needed)."""
     from edge_runtime.channel.estimator import ChannelEstimator
 
     c = cfg.controller
@@ -24,7 +25,7 @@ def controller_from_config(cfg: BoardConfig, vocab_size: int) -> Controller:
     if c.mode == "model":
         est = ChannelEstimator(prior_rate_bps=cfg.channel.uplink_bps, prior_rtt_s=cfg.channel.rtt_ms / 1e3)
         return ModelBasedController(vocab_size, lengths=range(c.L_min, c.L_max + 1), ells=c.ell_set,
-                                    channel_estimator=est, seed=cfg.sampling.seed)
+                                    channel_estimator=est, seed=cfg.sampling.seed, recovery=c.recovery)
     if c.mode == "ddqn":
         path: Path | None = cfg.resolve_path(c.policy_path)
         if path is None:

@@ -1,0 +1,105 @@
+"""Acceptance by tokens since the last rejection, from a real run's rounds.csv (what the recovery factor learns).
+
+For every drafted position that the verifier reached in sequence (up to and including the first rejection of its
+round), s = tokens committed since the last rejection before that position: 0 right after a round that ended in a
+rejection (its last token is the correction drawn from the residual), counted from the prompt's start otherwise, as
+the controller counts it (``edge_runtime.controller.recovery``). The table gives the share of those positions that
+were accepted, per policy and per bucket of s, and the share of first drafts accepted after a rejected round and
+after a fully accepted one.
+
+    qsv-experiment recovery experiment_out/link_s5        # or a rounds.csv; --out FILE.md writes the table too
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_runtime.controller.recovery import DEFAULT_RECOVERY_EDGES, RecoveryModel, since_after_round
+
+COLUMNS = ("scenario", "policy", "seq", "round", "drafted", "accepted")
+
+
+@dataclass
+class Tally:
+    """Accepted / reached positions per bucket of s, and first drafts after a rejected / fully accepted round."""
+
+    reached: list[int] = field(default_factory=lambda: [0] * (len(DEFAULT_RECOVERY_EDGES) + 1))
+    accepted: list[int] = field(default_factory=lambda: [0] * (len(DEFAULT_RECOVERY_EDGES) + 1))
+    first: dict[str, list[int]] = field(default_factory=lambda: {"rejected": [0, 0], "accepted": [0, 0]})
+
+
+def read_rounds(path: Path) -> dict[tuple[str, str, int], list[tuple[int, int]]]:
+    """(scenario, policy, seq) → [(drafted, accepted)] in round order."""
+    rounds: dict[tuple[str, str, int], list[tuple[int, int, int]]] = defaultdict(list)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = set(COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(f"{path}: not a rounds.csv (missing columns {sorted(missing)})")
+        for row in reader:
+            drafted, accepted = int(row["drafted"]), int(row["accepted"])
+            if not 0 <= accepted <= drafted or drafted < 1:
+                raise ValueError(f"{path}: round with accepted={accepted}, drafted={drafted}")
+            rounds[row["scenario"], row["policy"], int(row["seq"])].append((int(row["round"]), drafted, accepted))
+    return {key: [(d, a) for _, d, a in sorted(rs)] for key, rs in rounds.items()}
+
+
+def tally(rounds: dict[tuple[str, str, int], list[tuple[int, int]]]) -> dict[tuple[str, str], Tally]:
+    buckets = RecoveryModel()
+    out: dict[tuple[str, str], Tally] = {}
+    for (scenario, policy, _seq), episode in rounds.items():
+        t = out.setdefault((scenario, policy), Tally())
+        since, previous_full = 0, None
+        for drafted, accepted in episode:
+            for j in range(min(drafted, accepted + 1)):
+                b = buckets.bucket(since + j)
+                t.reached[b] += 1
+                t.accepted[b] += j < accepted
+            if previous_full is not None:
+                first = t.first["accepted" if previous_full else "rejected"]
+                first[0] += 1
+                first[1] += accepted >= 1
+            previous_full = accepted == drafted
+            since = since_after_round(since, drafted, accepted)
+    return out
+
+
+def to_markdown(tallies: dict[tuple[str, str], Tally]) -> str:
+    labels = [row[0] for row in RecoveryModel().table()]
+
+    def share(k: int, n: int) -> str:
+        return f"{k / n:.2f} ({n})" if n else "–"
+
+    lines = ["Acceptance of drafted positions by s = tokens since the last rejection (share accepted, positions "
+             "reached in sequence); first draft after a rejected / a fully accepted round", "",
+             "| scenario | policy | " + " | ".join(f"s = {x}" for x in labels) + " | first after rejection | "
+             "first after full acceptance |",
+             "|---|---|" + "---|" * (len(labels) + 2)]
+    for (scenario, policy), t in tallies.items():
+        cells = [share(a, n) for a, n in zip(t.accepted, t.reached, strict=True)]
+        firsts = [share(t.first[k][1], t.first[k][0]) for k in ("rejected", "accepted")]
+        lines.append(f"| {scenario} | {policy} | " + " | ".join(cells + firsts) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="qsv-experiment recovery", description=__doc__.split("\n\n")[0])
+    p.add_argument("run", type=Path, help="a run's output directory (with rounds.csv), or a rounds.csv")
+    p.add_argument("--out", type=Path, help="also write the table to this file")
+    args = p.parse_args(argv)
+    path = args.run / "rounds.csv" if args.run.is_dir() else args.run
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file")
+    try:
+        text = to_markdown(tally(read_rounds(path)))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+    if args.out:
+        args.out.write_text(text)
+    print(text, end="")  # the command's result
+    return 0
