@@ -7,7 +7,8 @@ may draft up to ``max_length``;
 after drafting token i (confidence c_i), with P_i = Π_{j≤i} α̂(c_j), E_i = Σ_{k=0..i} P_k and T_i the predicted
 round time for i tokens, one more token adds P_i·α̂_next(c_i) expected tokens and Δt time; it pays iff
 P_i·α̂_next(c_i)/Δt > E_i/T_i (the ratio (E+g)/(T+Δt) beats E/T exactly then; with a constant α̂ later tokens
-add less, so the one-step test is also the look-ahead test).
+add less, so the one-step test is also the look-ahead test). With ``recovery=True`` every α̂ of the test is
+multiplied by the factor f(s) of ``RecoveryModel``, s = tokens committed since the last rejection (recovery.py).
 """
 
 from __future__ import annotations
