@@ -36,10 +36,11 @@ log = logging.getLogger("qsv.experiment.link")
 
 # The static grid is L = 4 (the best L of every earlier real and simulated run) over the resolutions: the best static
 # (L, ℓ) is what the adaptive policies are measured against (comparison.md). The model-based controller uses
-# {240, 720} in both scenarios (MODEL_DEFAULT_ELLS); the DDQN keeps the paper's pairs.
+# {240, 720} in both scenarios (MODEL_DEFAULT_ELLS), with and without the recovery factor (model-rec); the DDQN keeps
+# the paper's pairs.
 DEFAULT_POLICIES = {
-    "4mbps": "static:4:240,static:4:720,static:4:2,static:4:16,model,ddqn",
-    "350kbps": "static:4:240,static:4:720,static:4:2,static:4:16,model,ddqn",
+    "4mbps": "static:4:240,static:4:720,static:4:2,static:4:16,model,model-rec,ddqn",
+    "350kbps": "static:4:240,static:4:720,static:4:2,static:4:16,model,model-rec,ddqn",
 }
 
 
