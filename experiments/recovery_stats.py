@@ -5,7 +5,8 @@ round), s = tokens committed since the last rejection before that position: 0 ri
 rejection (its last token is the correction drawn from the residual), counted from the prompt's start otherwise, as
 the controller counts it (``edge_runtime.controller.recovery``). The table gives the share of those positions that
 were accepted, per policy and per bucket of s, and the share of first drafts accepted after a rejected round and
-after a fully accepted one.
+after a fully accepted one. A second table gives, per bucket of s at a round's start, the rounds, their mean drafts
+and their mean tokens (accepted drafts + 1).
 
     qsv-experiment recovery experiment_out/link_s5        # or a rounds.csv; --out FILE.md writes the table too
 """
@@ -31,6 +32,8 @@ class Tally:
     reached: list[int] = field(default_factory=lambda: [0] * (len(DEFAULT_RECOVERY_EDGES) + 1))
     accepted: list[int] = field(default_factory=lambda: [0] * (len(DEFAULT_RECOVERY_EDGES) + 1))
     first: dict[str, list[int]] = field(default_factory=lambda: {"rejected": [0, 0], "accepted": [0, 0]})
+    # per bucket of s at the round's start: [rounds, drafted, tokens]
+    rounds: list[list[int]] = field(default_factory=lambda: [[0, 0, 0] for _ in range(len(DEFAULT_RECOVERY_EDGES) + 1)])
 
 
 def read_rounds(path: Path) -> dict[tuple[str, str, int], list[tuple[int, int]]]:
@@ -56,6 +59,10 @@ def tally(rounds: dict[tuple[str, str, int], list[tuple[int, int]]]) -> dict[tup
         t = out.setdefault((scenario, policy), Tally())
         since, previous_full = 0, None
         for drafted, accepted in episode:
+            r = t.rounds[buckets.bucket(since)]
+            r[0] += 1
+            r[1] += drafted
+            r[2] += accepted + 1
             for j in range(min(drafted, accepted + 1)):
                 b = buckets.bucket(since + j)
                 t.reached[b] += 1
@@ -84,6 +91,12 @@ def to_markdown(tallies: dict[tuple[str, str], Tally]) -> str:
         cells = [share(a, n) for a, n in zip(t.accepted, t.reached, strict=True)]
         firsts = [share(t.first[k][1], t.first[k][0]) for k in ("rejected", "accepted")]
         lines.append(f"| {scenario} | {policy} | " + " | ".join(cells + firsts) + " |")
+    lines += ["", "Rounds by s at their start: rounds, mean drafts / mean tokens per round", "",
+              "| scenario | policy | " + " | ".join(f"s = {x}" for x in labels) + " |",
+              "|---|---|" + "---|" * len(labels)]
+    for (scenario, policy), t in tallies.items():
+        cells = [f"{n}: {d / n:.2f} / {k / n:.2f}" if n else "–" for n, d, k in t.rounds]
+        lines.append(f"| {scenario} | {policy} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

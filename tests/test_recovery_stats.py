@@ -29,6 +29,7 @@ def test_positions_are_counted_by_tokens_since_the_last_rejection(tmp_path: Path
     assert t.reached == [2, 2, 2, 1, 1, 0, 0]
     assert t.accepted == [2, 2, 1, 1, 0, 0, 0]
     assert t.first == {"rejected": [1, 1], "accepted": [1, 0]}
+    assert t.rounds == [[2, 8, 8], [0, 0, 0], [0, 0, 0], [0, 0, 0], [1, 2, 1], [0, 0, 0], [0, 0, 0]]
 
 
 def test_command_prints_and_writes_the_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,6 +38,7 @@ def test_command_prints_and_writes_the_table(tmp_path: Path, capsys: pytest.Capt
     printed = capsys.readouterr().out
     # s = 0: accepted in both rounds; s = 1: rejected in round 0, accepted in round 1
     assert "| 4mbps | static(4,240) | 1.00 (2) | 0.50 (2) | 1.00 (1) |" in printed
+    assert "| 4mbps | static(4,240) | 2: 4.00 / 3.50 | – |" in printed  # both rounds start at s = 0
     assert (tmp_path / "recovery.md").read_text() == printed
 
 
