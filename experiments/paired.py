@@ -7,7 +7,9 @@ median per-prompt ratio, the ratio on the first and second half of the prompts, 
 interval of the ratio (prompts resampled with replacement, both policies on the same resample: a paired bootstrap).
 The interval covers the choice of prompts only; the run-to-run timing noise of the machine comes on top.
 
-``qsv-experiment paired RUN_DIR_OR_ROUNDS_CSV`` recomputes the comparison from a run's rounds.csv.
+``qsv-experiment paired RUN_DIR_OR_ROUNDS_CSV ...`` recomputes the comparison from a run's rounds.csv; given several
+runs (same prompts and seeds), it pools them: each run's episodes count separately, and a policy is compared with
+the best static on the (run, prompt) pairs both ran.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 log = logging.getLogger("qsv.experiment.paired")
 
 BOOTSTRAP_RESAMPLES = 4000
+RUN_SHIFT = 20  # pooled runs: episode key = prompt + (run index << RUN_SHIFT)
 FIELDS = ("scenario", "policy", "best_static", "prompts", "ratio", "ci_low", "ci_high", "faster_on", "median_ratio",
           "first_half", "second_half")
 
@@ -133,17 +136,24 @@ def write_comparison(rows: Sequence[dict], out: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="qsv-experiment paired", description=__doc__.split("\n\n")[0])
-    p.add_argument("run", type=Path, help="a run's output directory (with rounds.csv), or a rounds.csv")
+    p.add_argument("run", type=Path, nargs="+",
+                   help="a run's output directory (with rounds.csv), or a rounds.csv; several runs are pooled")
     p.add_argument("--out", type=Path, help="write comparison.csv / comparison.md here (default: print only)")
     args = p.parse_args(argv)
-    path = args.run / "rounds.csv" if args.run.is_dir() else args.run
-    if not path.is_file():
-        raise SystemExit(f"{path}: no such file")
-    try:
-        rows = paired_comparison(episodes_from_rounds_csv(path))
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+    episodes: list[Episode] = []
+    for index, run in enumerate(args.run):
+        path = run / "rounds.csv" if run.is_dir() else run
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such file")
+        try:
+            # prompts of different runs are different episodes: the run's index goes above the prompt number
+            episodes += [Episode(e.scenario, e.policy, e.seq + (index << RUN_SHIFT), e.tokens, e.time_s)
+                         for e in episodes_from_rounds_csv(path)]
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+    rows = paired_comparison(episodes)
     if not rows:
-        raise SystemExit(f"{path}: no scenario has a static policy and another policy to compare")
+        raise SystemExit(f"{', '.join(map(str, args.run))}: no scenario has a static policy and another policy to "
+                         "compare")
     print(write_comparison(rows, args.out) if args.out else to_markdown(rows), end="")  # the command's result
     return 0

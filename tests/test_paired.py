@@ -96,6 +96,21 @@ def test_rounds_csv_is_summed_per_episode_and_the_command_writes_the_tables(tmp_
     assert "model+stop" in capsys.readouterr().out
 
 
+def test_several_runs_are_pooled_as_separate_episodes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for name, model_rounds in (("a", 11), ("b", 13)):  # model: 55 tokens in 22 s, then 65 tokens in 26 s
+        (tmp_path / name).mkdir()
+        rows = []
+        for seq in range(3):
+            rows += [("4mbps", "static(4,240)", seq, r, 4, 2.0) for r in range(13)]  # 52 tokens in 26 s
+            rows += [("4mbps", "model+stop", seq, r, 5, 2.0) for r in range(model_rounds)]
+        _write_rounds(tmp_path / name / "rounds.csv", rows)
+    assert main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path)]) == 0
+    (row,) = list(csv.DictReader(open(tmp_path / "comparison.csv")))
+    assert row["prompts"] == "6"  # 3 prompts × 2 runs
+    assert float(row["ratio"]) == pytest.approx(((3 * 55 + 3 * 65) / (3 * 22 + 3 * 26)) / 2.0, abs=1e-3)
+    capsys.readouterr()
+
+
 def test_the_command_rejects_what_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="no such file"):
         main([str(tmp_path / "missing")])
