@@ -134,6 +134,14 @@ def write_comparison(rows: Sequence[dict], out: Path) -> str:
     return text
 
 
+def rounds_csv_path(run: Path) -> Path:
+    """A run's output directory or a rounds.csv → the rounds.csv; a clear exit when it is missing."""
+    path = run / "rounds.csv" if run.is_dir() else run
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="qsv-experiment paired", description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, nargs="+",
@@ -142,9 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     episodes: list[Episode] = []
     for index, run in enumerate(args.run):
-        path = run / "rounds.csv" if run.is_dir() else run
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such file")
+        path = rounds_csv_path(run)
         try:
             # prompts of different runs are different episodes: the run's index goes above the prompt number
             episodes += [Episode(e.scenario, e.policy, e.seq + (index << RUN_SHIFT), e.tokens, e.time_s)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_runtime.controller.recovery import DEFAULT_RECOVERY_EDGES, RecoveryModel, since_after_round
+from experiments.paired import rounds_csv_path
 
 COLUMNS = ("scenario", "policy", "seq", "round", "drafted", "accepted")
 
@@ -105,9 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("run", type=Path, help="a run's output directory (with rounds.csv), or a rounds.csv")
     p.add_argument("--out", type=Path, help="also write the table to this file")
     args = p.parse_args(argv)
-    path = args.run / "rounds.csv" if args.run.is_dir() else args.run
-    if not path.is_file():
-        raise SystemExit(f"{path}: no such file")
+    path = rounds_csv_path(args.run)
     try:
         text = to_markdown(tally(read_rounds(path)))
     except ValueError as e:
