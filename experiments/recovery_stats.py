@@ -24,17 +24,18 @@ from edge_runtime.controller.recovery import DEFAULT_RECOVERY_EDGES, RecoveryMod
 from experiments.paired import rounds_csv_path
 
 COLUMNS = ("scenario", "policy", "seq", "round", "drafted", "accepted")
+BUCKETS = len(DEFAULT_RECOVERY_EDGES) + 1  # RecoveryModel's buckets of s
 
 
 @dataclass
 class Tally:
     """Accepted / reached positions per bucket of s, and first drafts after a rejected / fully accepted round."""
 
-    reached: list[int] = field(default_factory=lambda: [0] * (len(DEFAULT_RECOVERY_EDGES) + 1))
-    accepted: list[int] = field(default_factory=lambda: [0] * (len(DEFAULT_RECOVERY_EDGES) + 1))
+    reached: list[int] = field(default_factory=lambda: [0] * BUCKETS)
+    accepted: list[int] = field(default_factory=lambda: [0] * BUCKETS)
     first: dict[str, list[int]] = field(default_factory=lambda: {"rejected": [0, 0], "accepted": [0, 0]})
     # per bucket of s at the round's start: [rounds, drafted, tokens]
-    rounds: list[list[int]] = field(default_factory=lambda: [[0, 0, 0] for _ in range(len(DEFAULT_RECOVERY_EDGES) + 1)])
+    rounds: list[list[int]] = field(default_factory=lambda: [[0, 0, 0] for _ in range(BUCKETS)])
 
 
 def read_rounds(path: Path) -> dict[tuple[str, str, int], list[tuple[int, int]]]:
