@@ -116,7 +116,7 @@ class ControllerConfig:
     static_L: int = 3
     static_ell: int = 240
     policy_path: str | None = None
-    recovery: bool = False  # mode model: calibrate α̂ by tokens since the last rejection (controller/recovery.py)
+    recovery: bool = True  # mode model: calibrate α̂ by tokens since the last rejection (controller/recovery.py)
 
 
 @dataclass(frozen=True)

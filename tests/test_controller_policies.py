@@ -176,9 +176,9 @@ def test_controller_from_board_config(tmp_path: Path) -> None:
     assert isinstance(m, ModelBasedController)
     assert m.ells == tuple(sorted(cfg.controller.ell_set))
     assert m.channel.view().rate_bps == pytest.approx(cfg.channel.uplink_bps)
-    assert m.recovery is None
-    rec_cfg = dataclasses.replace(cfg, controller=dataclasses.replace(cfg.controller, mode="model", recovery=True))
-    assert controller_from_config(rec_cfg, V).recovery is not None
+    assert m.recovery is not None and m.name == "model+stop+rec"  # the recovery factor is on by default
+    norec_cfg = dataclasses.replace(cfg, controller=dataclasses.replace(cfg.controller, mode="model", recovery=False))
+    assert controller_from_config(norec_cfg, V).recovery is None
     ddqn_cfg = dataclasses.replace(cfg, controller=dataclasses.replace(cfg.controller, mode="ddqn"))
     with pytest.raises(ControllerError, match="policy_path"):
         controller_from_config(ddqn_cfg, V)
