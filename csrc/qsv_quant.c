@@ -3,7 +3,9 @@
  * Cost is O(V) with small constants: one vectorized pass for the maximum (with per-block maxima) and the minimum (which
  * tells whether the exp kernels need their clamp), one for the polynomial exp (stored to the workspace where a
  * candidate pass can read it) and its sum, then a candidate pass that skips every block whose maximum
- * cannot reach the threshold. The lattice rule runs on the candidates only: with V >> ell, everything with
+ * cannot reach the threshold. Blocks that no first candidate pass can read are only summed, with a quartic or a
+ * cubic instead of the quintic; their error bound is checked against 1e-6 of the sum (else the pass is redone at
+ * full precision), and qsv_logits_scaled reports the same sum. The lattice rule runs on the candidates only: with V >> ell, everything with
  * x_i < 0.5 rounds to 0, so the rounding and the d < 0 fix only touch candidates, and the d > 0 fix needs the top-d
  * residuals, taken by quickselect among candidates once the d-th one provably beats every non-candidate
  * (otherwise the threshold drops and the pass repeats). The first threshold, x >= 1/16, sits below the d-th residual
@@ -36,6 +38,25 @@
 #define QSV_Q2 5.5507336e-02f
 #define QSV_Q3 2.4022242e-01f
 #define QSV_Q4 6.93147e-01f
+
+/* Lower-degree polynomials for the blocks the exp pass only sums (never stored for a candidate pass): p(f) = 1 +
+ * f (P1 + f (P2 + f (P3 + f P4))) (quartic) and 1 + f (C1 + f (C2 + f C3)) (cubic), Horner form, fitted for minimax
+ * relative error on [-0.5, 0.5] (float32 evaluation: 2.9e-6 and 1.02e-4). Such a block holds at most 64 e^t of the
+ * (>= 1) sum; the quartic serves those with t >= LOW_POLY_T, the cubic those below. Their error reaches x only
+ * through the sum S: at most EPS_QUARTIC S4 + EPS_CUBIC S3 (S4, S3: the two groups' sums). The pass returns S4 and
+ * S3, and the caller redoes it at full precision when that bound exceeds LOW_POLY_BUDGET S (docs: 1e-6 of x). */
+#define QSV_P1 6.93124118e-01f
+#define QSV_P2 2.40241073e-01f
+#define QSV_P3 5.59068300e-02f
+#define QSV_P4 9.58257665e-03f
+#define QSV_C1 6.93282898e-01f
+#define QSV_C2 2.42210975e-01f
+#define QSV_C3 5.50090578e-02f
+#define LOW_POLY_T (-12.0f)
+#define EPS_QUARTIC 3.2e-6
+#define EPS_CUBIC 1.1e-4
+#define LOW_POLY_BUDGET 1e-6
+#define QG_LOW 32u /* blocks per float group sum of the low-degree blocks (one block sum per lane each) */
 
 #define THRESH_X 0.0625      /* first candidate threshold on x = ell q: the d > 0 fix rarely needs lower */
 #define LOWER_FACTOR 0.0625  /* threshold drop when the d > 0 fix needs entries below it */
@@ -75,6 +96,43 @@ static inline float fexp2_s(float y) {
     p = p + b;
     p = p * f2;
     p = p + a;
+    return u2f(f2u(p) + pw);
+}
+
+/* The split of fexp2_s (clamp, n = round(y) as exponent bits, f = y - n); the lower-degree twins below share it. */
+static inline float fexp2_split(float y, uint32_t *pw) {
+    y = y > QSV_EXP2_LO ? y : QSV_EXP2_LO;
+    float fy = y + QSV_MAGIC;
+    *pw = f2u(fy) << 23;
+    fy = fy - QSV_MAGIC;
+    return y - fy;
+}
+
+/* Quartic twin of fexp2_s for the blocks that are only summed (relative error 2.9e-6). */
+static inline float fexp2_4s(float y) {
+    uint32_t pw;
+    const float f = fexp2_split(y, &pw);
+    float p = QSV_P4 * f;
+    p = p + QSV_P3;
+    p = p * f;
+    p = p + QSV_P2;
+    p = p * f;
+    p = p + QSV_P1;
+    p = p * f;
+    p = p + 1.0f;
+    return u2f(f2u(p) + pw);
+}
+
+/* Cubic twin of fexp2_s for the summed blocks with t < LOW_POLY_T (relative error 1.02e-4). */
+static inline float fexp2_3s(float y) {
+    uint32_t pw;
+    const float f = fexp2_split(y, &pw);
+    float p = QSV_C3 * f;
+    p = p + QSV_C2;
+    p = p * f;
+    p = p + QSV_C1;
+    p = p * f;
+    p = p + 1.0f;
     return u2f(f2u(p) + pw);
 }
 
@@ -194,17 +252,20 @@ static int s_k_max(const float *z, uint32_t n, float *bmax, float *out_m, float 
 }
 
 static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax, float t_skip,
-                      float t_store, int clamp, float *e) {
+                      float t_store, int clamp, float *e, double *low) {
     (void)clamp; /* fexp2_s always clamps; the result is the same where clamp = 0 is allowed */
     const uint32_t nb = n / QB;
-    float scratch[QB];
     double s = 0.0;
     float acc[QL] = {0};
+    float acc4[QL] = {0}, acc3[QL] = {0}; /* lane sums of the quartic and cubic blocks */
+    low[0] = low[1] = 0.0;
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
         const float tb = block_t(bmax[b], m, inv_t);
-        if (tb >= t_skip) {
-            float *eb = tb >= t_store ? e + (size_t)b * QB : scratch;
+        if (tb < t_skip) {
+            if (tb >= t_store) memset(e + (size_t)b * QB, 0, QB * sizeof *e);
+        } else if (tb >= t_store) {
+            float *eb = e + (size_t)b * QB;
             for (unsigned v = 0; v < QB / QL; v++) {
                 for (unsigned j = 0; j < QL; j++) {
                     float y = zb[v * QL + j] - m;
@@ -214,12 +275,28 @@ static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2
                     acc[j] = acc[j] + ev;
                 }
             }
-        } else if (tb >= t_store) {
-            memset(e + (size_t)b * QB, 0, QB * sizeof *e);
+        } else {
+            const int quartic = tb >= LOW_POLY_T;
+            float *a = quartic ? acc4 : acc3;
+            float t[QB];
+            for (unsigned i = 0; i < QB; i++) {
+                float y = zb[i] - m;
+                y = y * c2;
+                t[i] = quartic ? fexp2_4s(y) : fexp2_3s(y);
+            }
+            for (unsigned j = 0; j < QL; j++) { /* the block's eight values of lane j as a tree, as the vector kernels */
+                const float *l = t + j;
+                a[j] = a[j] + (((l[0] + l[QL]) + (l[2 * QL] + l[3 * QL])) +
+                               ((l[4 * QL] + l[5 * QL]) + (l[6 * QL] + l[7 * QL])));
+            }
         }
         if ((b + 1) % QG == 0 || b + 1 == nb) s += group_sum(acc);
+        if ((b + 1) % QG_LOW == 0 || b + 1 == nb) {
+            low[0] += group_sum(acc4);
+            low[1] += group_sum(acc3);
+        }
     }
-    return s + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
+    return s + low[0] + low[1] + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
 }
 
 static uint32_t s_k_collect(const float *e, uint32_t n, const float *bmax, float m, float inv_t, float t_skip, float thr,
@@ -257,6 +334,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #define VMAXK(a, b) VMAX(a, b)
 #define VMINK(a, b) VMIN(a, b)
 #define VBITSK(m) vbits_(&(m))
+#define VUNORDK(a, b) (((a) != (a)) | ((b) != (b))) /* lanes where a or b is NaN */
 #define VSCALE(t, vm, vc, vmc, fold) (((t) - (vm)) * (vc)) /* as the scalar kernel */
 /* n = round(x) by the 1.5 * 2^23 trick, as the scalar kernel: the low bits of x + MAGIC hold n */
 #define VSPLITK(x, f, pw)                                                                                            \
@@ -273,6 +351,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #undef VMAXK
 #undef VMINK
 #undef VBITSK
+#undef VUNORDK
 #undef VSCALE
 #undef VSPLITK
 
@@ -284,6 +363,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #define VMAXK(a, b) __builtin_ia32_maxps256((a), (b))
 #define VMINK(a, b) __builtin_ia32_minps256((a), (b))
 #define VBITSK(m) ((unsigned)__builtin_ia32_movmskps256((qv_f)(m)))
+#define VUNORDK(a, b) ((qv_i)__builtin_ia32_cmpps256((a), (b), 3)) /* _CMP_UNORD_Q */
 /* z c2 - m c2 in one rounding when |m c2| < 2^8: the rounding of m c2 (<= 2^-17) shifts every y alike, a common
  * factor of all e (within 6e-6 of 1) that cancels in x and stays far inside SKIP_MARGIN; larger |m c2| would shift
  * more (by more than 1 beyond 2^24), so those calls subtract first. */
@@ -303,13 +383,15 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #undef VMAXK
 #undef VMINK
 #undef VBITSK
+#undef VUNORDK
 #undef VSCALE
 #undef VSPLITK
 #endif
 #endif
 
 typedef int (*max_fn)(const float *, uint32_t, float *, float *, float *);
-typedef double (*exp_fn)(const float *, uint32_t, float, float, float, const float *, float, float, int, float *);
+typedef double (*exp_fn)(const float *, uint32_t, float, float, float, const float *, float, float, int, float *,
+                         double *);
 typedef void (*fexp_fn)(const float *, float *, uint32_t);
 typedef uint32_t (*collect_fn)(const float *, uint32_t, const float *, float, float, float, float, double, uint32_t *,
                                double *);
@@ -763,7 +845,7 @@ static int check_logit_args(const float *logits, uint32_t v, uint32_t ell, doubl
 }
 
 static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperature, uint32_t top_k, double top_p,
-                       int partial_e, const kernels_t *kern, ws_t *w, prep_t *p) {
+                       const kernels_t *kern, ws_t *w, prep_t *p) {
     float *bmax = (float *)w->bmax;
     float m, zmin;
     if (!kern->kmax(z, v, bmax, &m, &zmin)) return QSV_ERR_NONFINITE;
@@ -782,8 +864,13 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
     const int use_p = top_p < 1.0;
     if (!use_k && !use_p) {
         const float t_skip = exp_skip_t(v);
-        p->t_store = partial_e ? first_collect_t(ell) : -INFINITY;
-        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, t_skip, p->t_store, p->clamp, w->e);
+        p->t_store = first_collect_t(ell);
+        double low[2];
+        double s = kern->kexp(z, v, m, inv_t, c2, bmax, t_skip, p->t_store, p->clamp, w->e, low);
+        if (EPS_QUARTIC * low[0] + EPS_CUBIC * low[1] > LOW_POLY_BUDGET * s) { /* rare: redo at full precision */
+            p->t_store = -INFINITY;
+            s = kern->kexp(z, v, m, inv_t, c2, bmax, t_skip, p->t_store, p->clamp, w->e, low);
+        }
         p->mode = PREP_DENSE;
         p->scale = (double)ell / s;
         return QSV_OK;
@@ -824,7 +911,8 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
         for (uint32_t j = 0; j < k; j++) total += w->cx[j];
     } else {
         /* top-p over all: candidates e >= thr until they hold at least top_p of the mass */
-        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, exp_skip_t(v), -INFINITY, p->clamp, w->e);
+        double low[2]; /* stays 0: every block is stored at full precision */
+        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, exp_skip_t(v), -INFINITY, p->clamp, w->e, low);
         total = s;
         const double target = top_p * s;
         float thr = 1.0f / 64.0f;
@@ -864,8 +952,9 @@ static int dense_fix(const kernels_t *kern, ws_t *w, prep_t *p, const float *log
             for (uint32_t j = 0; j < k; j++) sum += w->cb[j];
             if (p->t_store > -INFINITY) { /* lower thresholds read blocks the exp pass did not keep: redo it */
                 p->t_store = -INFINITY;
+                double low[2]; /* the sum keeps its first value (p->scale), as qsv_logits_scaled reports it */
                 (void)kern->kexp(logits, v, p->m, p->inv_t, p->c2, (const float *)w->bmax, exp_skip_t(v), -INFINITY,
-                                 p->clamp, w->e);
+                                 p->clamp, w->e, low);
             }
             thr = sampled_threshold(w->e, v, (uint64_t)k + 2u * (uint64_t)(ell - sum) + 32u, thr, w->tmp);
         } else {
@@ -890,7 +979,7 @@ int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_
     ws_t w;
     if ((rc = ws_init(&w, workspace, workspace_size, vocab_size)) != QSV_OK) return rc;
     prep_t p;
-    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, 1, &kern, &w, &p)) != QSV_OK) return rc;
+    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
     uint32_t k;
     if (p.mode == PREP_GREEDY) {
         w.cidx[0] = p.argmax;
@@ -923,8 +1012,15 @@ int qsv_logits_scaled(const float *logits, uint32_t vocab_size, uint32_t ell, do
     ws_t w;
     if ((rc = ws_init(&w, workspace, workspace_size, vocab_size)) != QSV_OK) return rc;
     prep_t p;
-    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, 0, &kern, &w, &p)) != QSV_OK) return rc;
+    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
     if (p.mode == PREP_DENSE) {
+        /* the quantizer's x exactly: its sum S (p.scale = ell / S), and e of every block at full precision (the
+         * blocks the exp pass only summed are recomputed, as the quantizer's lower thresholds do) */
+        if (p.t_store > -INFINITY) {
+            double low[2];
+            (void)kern.kexp(logits, vocab_size, p.m, p.inv_t, p.c2, (const float *)w.bmax, exp_skip_t(vocab_size),
+                            -INFINITY, p.clamp, w.e, low);
+        }
         for (uint32_t i = 0; i < vocab_size; i++) out_x[i] = (double)w.e[i] * p.scale;
         return QSV_OK;
     }

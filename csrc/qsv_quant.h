@@ -11,8 +11,11 @@
  *
  * Fused logits path: logits (float32) -> temperature -> top-k -> top-p -> softmax -> lattice rule. The softmax runs in
  * float32 with a polynomial exp2 (e^t = 2^(t log2 e), log2 e folded into 1/T; relative error of 2^y at most
- * 1.9e-7 on [-125, 0], inputs below clamped) and a double-accumulated sum; blocks of 64 logits whose largest t = (z - max) / T is below -ln(V) - 9 ln(10) are not
- * exponentiated (e = 0: together under 1e-9 of the mass). The lattice rule is then applied exactly to
+ * 1.9e-7 on [-125, 0], inputs below clamped) and a double-accumulated sum; blocks of 64 logits whose largest
+ * t = (z - max) / T is below -ln(V) - 9 ln(10) are not exponentiated (e = 0: together under 1e-9 of the mass). Blocks
+ * too small to hold a candidate of the first pass only enter the sum S, through a quartic or cubic exp2 (relative
+ * error 2.9e-6, 1.02e-4) whose bound on the error of S is checked to stay within 1e-6 S (else they are redone at full
+ * precision). The lattice rule is then applied exactly to
  * x_i = e_i * (ell / S). Relative to a float64 softmax, |x_i - ell q_i| <= 1e-5 * ell q_i + 1e-9 * ell / V (tested;
  * observed relative error ~1e-6), so the fused output equals the exact rule applied to probabilities
  * within that tolerance of the float64 ones: results can differ from a float64 computation only for entries whose
@@ -83,7 +86,8 @@ int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_
                                uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz,
                                uint32_t *out_dense);
 
-/* The x_i = ell * q_i (dense, V doubles) the fused path feeds into the lattice rule; for tests of the float path. */
+/* The x_i = ell * q_i (dense, V doubles) the fused path feeds into the lattice rule, bit for bit (the same sum S; e of
+ * every token at full precision); for tests of the float path. */
 int qsv_logits_scaled(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
                       double top_p, int kernel, void *workspace, size_t workspace_size, double *out_x);
 

@@ -48,13 +48,72 @@
         (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
     } while (0)
 
+/* The lower-degree twins of VEXP2 for the blocks that are only summed: fexp2_4s and fexp2_3s lane-wise (Horner). */
+#define VEXP2_SPLIT(x, clamp, f_, pw_)                                                                               \
+    do {                                                                                                             \
+        if (clamp) (x) = VMAXK((x), VSPLAT(QSV_EXP2_LO));                                                            \
+        VSPLITK((x), f_, pw_);                                                                                       \
+    } while (0)
+#define VEXP2_4(x, clamp)                                                                                            \
+    do {                                                                                                             \
+        qv_u pw_;                                                                                                    \
+        qv_f f_;                                                                                                     \
+        VEXP2_SPLIT(x, clamp, f_, pw_);                                                                              \
+        qv_f p_ = VFMA(VSPLAT(QSV_P4), f_, VSPLAT(QSV_P3));                                                          \
+        p_ = VFMA(p_, f_, VSPLAT(QSV_P2));                                                                           \
+        p_ = VFMA(p_, f_, VSPLAT(QSV_P1));                                                                           \
+        p_ = VFMA(p_, f_, VSPLAT(1.0f));                                                                             \
+        (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
+    } while (0)
+#define VEXP2_3(x, clamp)                                                                                            \
+    do {                                                                                                             \
+        qv_u pw_;                                                                                                    \
+        qv_f f_;                                                                                                     \
+        VEXP2_SPLIT(x, clamp, f_, pw_);                                                                              \
+        qv_f p_ = VFMA(VSPLAT(QSV_C3), f_, VSPLAT(QSV_C2));                                                          \
+        p_ = VFMA(p_, f_, VSPLAT(QSV_C1));                                                                           \
+        p_ = VFMA(p_, f_, VSPLAT(1.0f));                                                                             \
+        (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
+    } while (0)
+/* Sum of a summed-only block: its eight vectors through EXPK, added as a tree (as s_k_exp), into acc_. */
+#define VSUM_BLOCK(EXPK, clamp, acc_)                                                                                \
+    do {                                                                                                             \
+        qv_f u0, u1, u2, u3, u4, u5, u6, u7;                                                                         \
+        VLD(u0, zb);                                                                                                 \
+        VLD(u1, zb + QL);                                                                                            \
+        VLD(u2, zb + 2 * QL);                                                                                        \
+        VLD(u3, zb + 3 * QL);                                                                                        \
+        VLD(u4, zb + 4 * QL);                                                                                        \
+        VLD(u5, zb + 5 * QL);                                                                                        \
+        VLD(u6, zb + 6 * QL);                                                                                        \
+        VLD(u7, zb + 7 * QL);                                                                                        \
+        u0 = VSCALE(u0, vm, vc, vmc, fold);                                                                          \
+        u1 = VSCALE(u1, vm, vc, vmc, fold);                                                                          \
+        u2 = VSCALE(u2, vm, vc, vmc, fold);                                                                          \
+        u3 = VSCALE(u3, vm, vc, vmc, fold);                                                                          \
+        u4 = VSCALE(u4, vm, vc, vmc, fold);                                                                          \
+        u5 = VSCALE(u5, vm, vc, vmc, fold);                                                                          \
+        u6 = VSCALE(u6, vm, vc, vmc, fold);                                                                          \
+        u7 = VSCALE(u7, vm, vc, vmc, fold);                                                                          \
+        EXPK(u0, clamp);                                                                                             \
+        EXPK(u1, clamp);                                                                                             \
+        EXPK(u2, clamp);                                                                                             \
+        EXPK(u3, clamp);                                                                                             \
+        EXPK(u4, clamp);                                                                                             \
+        EXPK(u5, clamp);                                                                                             \
+        EXPK(u6, clamp);                                                                                             \
+        EXPK(u7, clamp);                                                                                             \
+        (acc_) = (acc_) + (((u0 + u1) + (u2 + u3)) + ((u4 + u5) + (u6 + u7)));                                       \
+    } while (0)
+
 /* Maximum and minimum of z, per-block maxima (blocks of QB) into bmax; returns 0 when some value is not finite. The
- * block's eight vectors are reduced as trees (max, min and the NaN/inf detector z - z), so no long dependency chain
- * runs through the pass. Maxima and minima are exact, so the reduction order does not change any result. */
+ * block's eight vectors are reduced as trees (max, min and the NaN detector: unordered compares of vector pairs), so
+ * no long dependency chain runs through the pass; +inf and -inf show in the maximum and the minimum. Maxima and
+ * minima are exact, so the reduction order does not change any result. */
 static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m, float *out_min) {
     const uint32_t nb = n / QB;
     float m = -FLT_MAX;
-    qv_f bad = VSPLAT(0.0f);
+    qv_i bad = {0};
     qv_f lo = VSPLAT(FLT_MAX);
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
@@ -69,48 +128,54 @@ static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m
         VLD(w7, zb + 7 * QL);
         const qv_f mx = VMAXK(VMAXK(VMAXK(w0, w1), VMAXK(w2, w3)), VMAXK(VMAXK(w4, w5), VMAXK(w6, w7)));
         const qv_f mn = VMINK(VMINK(VMINK(w0, w1), VMINK(w2, w3)), VMINK(VMINK(w4, w5), VMINK(w6, w7)));
-        const qv_f bs = (((w0 - w0) + (w1 - w1)) + ((w2 - w2) + (w3 - w3))) +
-                        (((w4 - w4) + (w5 - w5)) + ((w6 - w6) + (w7 - w7)));
-        bad = bad + bs;
+        bad = bad | ((VUNORDK(w0, w1) | VUNORDK(w2, w3)) | (VUNORDK(w4, w5) | VUNORDK(w6, w7)));
         lo = VMINK(lo, mn);
         const float h = VHMAX(mx);
         bmax[b] = h;
         m = h > m ? h : m;
     }
-    float lb[QL], ll[QL];
+    int32_t lb[QL];
+    float ll[QL];
     memcpy(lb, &bad, sizeof lb);
     memcpy(ll, &lo, sizeof ll);
     int finite = 1;
     float zmin = FLT_MAX;
     for (unsigned j = 0; j < QL; j++) {
-        finite &= (lb[j] == 0.0f);
+        finite &= (lb[j] == 0);
         zmin = ll[j] < zmin ? ll[j] : zmin;
     }
     finite &= tail_max(z, n, nb, bmax, &m, &zmin);
+    finite &= m < INFINITY && zmin > -INFINITY;
     *out_m = m;
     *out_min = zmin;
     return finite;
 }
 
-/* The blocks of k_exp; `fold` and `clamp` are constants at each call, so each caller gets its own loop. */
+/* The blocks of k_exp; `fold` and `clamp` are constants at each call, so each caller gets its own loop. Blocks at
+ * t >= t_store: VEXP2, stored to e, lane sums over QG blocks; blocks below (only summed): VEXP2_4 from LOW_POLY_T up,
+ * VEXP2_3 under it, their sums into low[0] and low[1] (lane sums over QG_LOW blocks). */
 static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const float *z, uint32_t nb, float m,
                                                                           float inv_t, float c2, const float *bmax,
                                                                           float t_skip, float t_store, float *e,
-                                                                          const int fold, const int clamp) {
+                                                                          double *low, const int fold,
+                                                                          const int clamp) {
     const qv_f vm = VSPLAT(m);
     const qv_f vc = VSPLAT(c2);
     const qv_f vmc = VSPLAT(-(m * c2)); /* used by VSCALE on FMA targets only */
     (void)vm;
     (void)vmc;
     (void)fold;
-    float scratch[QB]; /* e of the blocks not kept: stays in L1 */
     double s = 0.0;
     qv_f acc = VSPLAT(0.0f); /* lane sums over a group of QG blocks, then added to s in double */
+    qv_f acc4 = VSPLAT(0.0f), acc3 = VSPLAT(0.0f); /* the same for the quartic and cubic blocks, over QG_LOW */
+    low[0] = low[1] = 0.0;
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
         const float tb = block_t(bmax[b], m, inv_t);
-        if (tb >= t_skip) {
-            float *eb = tb >= t_store ? e + (size_t)b * QB : scratch;
+        if (tb < t_skip) {
+            if (tb >= t_store) memset(e + (size_t)b * QB, 0, QB * sizeof *e);
+        } else if (tb >= t_store) {
+            float *eb = e + (size_t)b * QB;
             for (unsigned v = 0; v < QB / QL; v++) {
                 qv_f t;
                 VLD(t, zb + v * QL);
@@ -119,8 +184,10 @@ static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const f
                 VST(eb + v * QL, t);
                 acc = acc + t;
             }
-        } else if (tb >= t_store) {
-            memset(e + (size_t)b * QB, 0, QB * sizeof *e);
+        } else if (tb >= LOW_POLY_T) {
+            VSUM_BLOCK(VEXP2_4, clamp, acc4);
+        } else {
+            VSUM_BLOCK(VEXP2_3, clamp, acc3);
         }
         if ((b + 1) % QG == 0 || b + 1 == nb) {
             float l[QL];
@@ -128,24 +195,34 @@ static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const f
             s += group_sum(l);
             acc = VSPLAT(0.0f);
         }
+        if ((b + 1) % QG_LOW == 0 || b + 1 == nb) {
+            float l[QL];
+            memcpy(l, &acc4, sizeof l);
+            low[0] += group_sum(l);
+            memcpy(l, &acc3, sizeof l);
+            low[1] += group_sum(l);
+            acc4 = acc3 = VSPLAT(0.0f);
+        }
     }
-    return s;
+    return s + low[0] + low[1];
 }
 
 /* e_i = fexp((z_i - m) * inv_t); returns the sum (8 float lanes over QG blocks, group sums in double). Blocks whose
  * largest logit maps below t_skip count as e = 0; only blocks whose largest logit maps to t >= t_store are written
- * to e (t_store = -inf: all of them). clamp = 0 promises (z - m) c2 >= -124 for every z (no clamp needed). */
+ * to e (t_store = -inf: all of them, all at full precision); the others are summed with the lower-degree
+ * polynomials, low[0] = their quartic part, low[1] = their cubic part (for the caller's error bound). clamp = 0
+ * promises (z - m) c2 >= -124 for every z (no clamp needed). */
 static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax,
-                                float t_skip, float t_store, int clamp, float *e) {
+                                float t_skip, float t_store, int clamp, float *e, double *low) {
     const uint32_t nb = n / QB;
     const int fold = fabsf(m * c2) < 256.0f;
     double s;
     if (fold)
-        s = clamp ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 1, 1)
-                  : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 1, 0);
+        s = clamp ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, low, 1, 1)
+                  : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, low, 1, 0);
     else
-        s = clamp ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 0, 1)
-                  : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, 0, 0);
+        s = clamp ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, low, 0, 1)
+                  : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, low, 0, 0);
     return s + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
 }
 
@@ -200,3 +277,7 @@ static KATTR void KN(k_fexp)(const float *in, float *out, uint32_t n) {
 #undef VMIN
 #undef VHMAX
 #undef VEXP2
+#undef VEXP2_SPLIT
+#undef VEXP2_4
+#undef VEXP2_3
+#undef VSUM_BLOCK

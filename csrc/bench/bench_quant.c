@@ -124,7 +124,9 @@ int main(int argc, char **argv) {
         const double t1 = now_us();
         const float t_store = first_collect_t(ell);
         const int clamp = exp_needs_clamp(zmin, m, c2);
-        const double sum = kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), t_store, clamp, w.e);
+        double low[2];
+        const double sum = kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), t_store, clamp, w.e,
+                                     low);
         const double t2 = now_us();
         prep_t p = {.mode = PREP_DENSE, .scale = (double)ell / sum, .t_store = t_store, .m = m, .inv_t = inv_t,
                     .c2 = c2, .clamp = clamp};

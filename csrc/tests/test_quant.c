@@ -415,6 +415,62 @@ static void test_clamp_boundary(void) {
     out_free(&o);
 }
 
+/* The exp pass sums the blocks it does not store (none can hold a first-pass candidate) with lower-degree
+ * polynomials: a quartic, and a cubic where the block's largest t is below -12. It redoes the pass at full precision
+ * when their error bound, 3.2e-6 S4 + 1.1e-4 S3, exceeds 1e-6 of the sum. Adversarial rows put every summed value
+ * at y = (z - m) log2(e) / T = -17.5, where the cubic's relative error peaks (1.0e-4 at f = +-0.5), beside one top
+ * token (x ~ ell):
+ *   "under": 1,600 such values, 0.86 % of the sum: bound 9.4e-7, so the cubic stays (S off by up to ~8.6e-7);
+ *   "over": 25,536 of them, 12 % of the sum: bound 1.3e-5, so the pass is redone. Without the redo x would be off
+ *           by ~1.2e-5 (beyond the 1e-5 tolerance); the check below would fail.
+ * The top x must be within 1.5e-6 of float64 in both, the quantizer must follow the rule on that x, and the
+ * portable vector kernel must match the scalar one bitwise (AVX2 within 1e-6). */
+static void test_low_poly_tiers(void) {
+    const uint32_t v = 25600;
+    const uint32_t ell = 720;
+    out_t o;
+    out_alloc(&o, v);
+    float *z = malloc(sizeof *z * v);
+    double *xs = malloc(sizeof *xs * v), *xk = malloc(sizeof *xk * v);
+    const uint32_t summed[2] = {1600, v - 64};
+    const char *names[2] = {"under", "over"};
+    const float zc = (float)(-17.5 / 1.4426950408889634);
+    for (int c = 0; c < 2; c++) {
+        for (uint32_t i = 0; i < v; i++) z[i] = -100.0f; /* t = -100: skipped, or ~0 in block 0 */
+        z[0] = 0.0f;
+        for (uint32_t i = 64; i < 64 + summed[c]; i++) z[i] = zc;
+        double sum = 0.0;
+        for (uint32_t i = 0; i < v; i++) sum += exp((double)z[i]);
+        const double x_ref = ell / sum;
+        for (int kernel = QSV_KERNEL_SCALAR; kernel <= QSV_KERNEL_AVX2; kernel++) {
+            if (!qsv_kernel_available(kernel)) continue;
+            double *x = kernel == QSV_KERNEL_SCALAR ? xs : xk;
+            int rc = qsv_logits_scaled(z, v, ell, 1.0, 0, 1.0, kernel, o.ws, o.wsz, x);
+            CHECK(rc == QSV_OK, "tiers %s kernel %d: rc %d", names[c], kernel, rc);
+            const double rel = fabs(x[0] - x_ref) / x_ref;
+            CHECK(rel <= 1.5e-6, "tiers %s kernel %d: top x off float64 by %.3g (> 1.5e-6)", names[c], kernel, rel);
+            rc = qsv_quantize_logits_kernel(z, v, ell, 1.0, 0, 1.0, kernel, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz,
+                                            o.dense);
+            CHECK(rc == QSV_OK && check_point(&o, v, ell, names[c]), "tiers %s kernel %d: quantize", names[c], kernel);
+            equal_to_ref(&o, x, v, ell, names[c]);
+            if (kernel == QSV_KERNEL_SCALAR) continue;
+            double worst = 0.0;
+            for (uint32_t i = 0; i < v; i++) {
+                const double d = fabs(xk[i] - xs[i]) / (xs[i] > 1e-300 ? xs[i] : 1e-300);
+                worst = d > worst ? d : worst;
+            }
+            if (kernel == QSV_KERNEL_VECTOR)
+                CHECK(worst == 0.0, "tiers %s: vector kernel differs from scalar (%g)", names[c], worst);
+            else
+                CHECK(worst < 1e-6, "tiers %s kernel %d: rel. diff %g", names[c], kernel, worst);
+        }
+    }
+    free(z);
+    free(xs);
+    free(xk);
+    out_free(&o);
+}
+
 int main(void) {
     test_fast_exp();
     test_sample();
@@ -425,6 +481,7 @@ int main(void) {
     test_large_vocab();
     test_huge_logits();
     test_clamp_boundary();
+    test_low_poly_tiers();
     test_logits();
     printf("test_quant: fused path max relative error of x vs float64 (x > 1e-6): %.3g\n", max_rel_seen);
     if (failures) {
