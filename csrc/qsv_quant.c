@@ -2,15 +2,15 @@
  *
  * Cost is O(V) with small constants: one vectorized pass for the maximum (with per-block maxima) and the minimum (which
  * tells whether the exp kernels need their clamp), one for the polynomial exp (stored to the workspace where a
- * candidate pass can read it) and its sum, then a candidate pass that skips every block whose maximum
- * cannot reach the threshold. Blocks that no first candidate pass can read are only summed, with a quartic or a
- * cubic instead of the quintic; their error bound is checked against 1e-6 of the sum (else the pass is redone at
- * full precision), and qsv_logits_scaled reports the same sum. The lattice rule runs on the candidates only: with V >> ell, everything with
+ * candidate pass can read it) and its sum, then a candidate pass that skips every block whose maximum cannot reach the
+ * threshold. Blocks that no first candidate pass can read are only summed, with a quartic or a cubic instead of the
+ * quintic; their error bound is checked against 1e-6 of the sum (else the pass is redone at full precision), and
+ * qsv_logits_scaled reports the same sum. The lattice rule runs on the candidates only: with V >> ell, everything with
  * x_i < 0.5 rounds to 0, so the rounding and the d < 0 fix only touch candidates, and the d > 0 fix needs the top-d
- * residuals, taken by quickselect among candidates once the d-th one provably beats every non-candidate
- * (otherwise the threshold drops and the pass repeats). The first threshold, x >= 1/16, sits below the d-th residual
- * of typical distributions (measured on synthetic and real Qwen logits), so one candidate pass is the rule; starting
- * at 0.495 failed whenever d > 0, about half the time. The result is exactly the rule applied to all V entries.
+ * residuals, taken by quickselect among candidates once the d-th one provably beats every non-candidate (otherwise the
+ * threshold drops and the pass repeats). The first threshold, x >= 1/16, sits below the d-th residual of typical
+ * distributions (measured on synthetic and real Qwen logits), so one candidate pass is the rule; starting at 0.495
+ * failed whenever d > 0, about half the time. The result is exactly the rule applied to all V entries.
  */
 #include "qsv_quant.h"
 
@@ -286,7 +286,7 @@ static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2
                 y = y * c2;
                 t[i] = quartic ? fexp2_4s(y) : fexp2_3s(y);
             }
-            for (unsigned j = 0; j < QL; j++) { /* the block's eight values of lane j as a tree, as the vector kernels */
+            for (unsigned j = 0; j < QL; j++) { /* lane j's eight values as a tree, as the vector kernels */
                 const float *l = t + j;
                 a[j] = a[j] + (((l[0] + l[QL]) + (l[2 * QL] + l[3 * QL])) +
                                ((l[4 * QL] + l[5 * QL]) + (l[6 * QL] + l[7 * QL])));
