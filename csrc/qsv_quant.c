@@ -77,16 +77,22 @@ static inline float u2f(uint32_t u) {
     return f;
 }
 
+/* The split of the exp2 polynomials: clamp, n = round(y) as exponent bits, f = y - n (exact). */
+static inline float fexp2_split(float y, uint32_t *pw) {
+    y = y > QSV_EXP2_LO ? y : QSV_EXP2_LO;
+    float fy = y + QSV_MAGIC;
+    *pw = f2u(fy) << 23;
+    fy = fy - QSV_MAGIC;
+    return y - fy;
+}
+
 /* Scalar twin of the vector exp2: same operations in the same order (the AVX2 kernel fuses the multiply-adds and
  * rounds with an instruction, which gives the same n). p(f) = 1 + Q4 f + Q3 f^2 + Q2 f^3 + Q1 f^4 + Q0 f^5 in Estrin
  * form: (1 + Q4 f) + f^2 ((Q3 + Q2 f) + f^2 (Q1 + Q0 f)).
  * y must not be NaN; y < -125 is clamped to -125 (2^-125 ~ 2.4e-38 instead of a smaller value). */
 static inline float fexp2_s(float y) {
-    y = y > QSV_EXP2_LO ? y : QSV_EXP2_LO;
-    float fy = y + QSV_MAGIC;
-    const uint32_t pw = f2u(fy) << 23; /* = n << 23 (mod 2^32), n = round(y) */
-    fy = fy - QSV_MAGIC;
-    const float f = y - fy;
+    uint32_t pw;
+    const float f = fexp2_split(y, &pw);
     float a = QSV_Q4 * f;
     a = a + 1.0f;
     float b = QSV_Q2 * f;
@@ -99,15 +105,6 @@ static inline float fexp2_s(float y) {
     p = p * f2;
     p = p + a;
     return u2f(f2u(p) + pw);
-}
-
-/* The split of fexp2_s (clamp, n = round(y) as exponent bits, f = y - n); the lower-degree twins below share it. */
-static inline float fexp2_split(float y, uint32_t *pw) {
-    y = y > QSV_EXP2_LO ? y : QSV_EXP2_LO;
-    float fy = y + QSV_MAGIC;
-    *pw = f2u(fy) << 23;
-    fy = fy - QSV_MAGIC;
-    return y - fy;
 }
 
 /* Quartic twin of fexp2_s for the blocks that are only summed (relative error 2.9e-6). */

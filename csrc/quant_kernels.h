@@ -30,16 +30,21 @@
 #else
 #define VHMAX(x) vhmax_(&(x))
 #endif
+/* clamp (when asked), then n = round(x) as exponent bits pw_ and f_ = x - n: the split of every exp2 below */
+#define VEXP2_SPLIT(x, clamp, f_, pw_)                                                                               \
+    do {                                                                                                             \
+        if (clamp) (x) = VMAXK((x), VSPLAT(QSV_EXP2_LO));                                                            \
+        VSPLITK((x), f_, pw_);                                                                                       \
+    } while (0)
 /* x = fexp2_s(x) lane-wise (same operations in the same order; VFMA is a fused multiply-add only on AVX2), for
  * x >= -125 when `clamp` is 0 (the caller knows the row's minimum), any x otherwise. VSPLITK
  * gives n = round(x) as the exponent bits n << 23 and f = x - n (exact); the polynomial is evaluated in Estrin form
  * (a shorter dependency chain per vector than Horner's: ~3 % off the exp pass, interleaved A/B on AVX2). */
 #define VEXP2(x, clamp)                                                                                              \
     do {                                                                                                             \
-        if (clamp) (x) = VMAXK((x), VSPLAT(QSV_EXP2_LO));                                                            \
         qv_u pw_;                                                                                                    \
         qv_f f_;                                                                                                     \
-        VSPLITK((x), f_, pw_);                                                                                       \
+        VEXP2_SPLIT(x, clamp, f_, pw_);                                                                              \
         const qv_f a_ = VFMA(VSPLAT(QSV_Q4), f_, VSPLAT(1.0f));                                                      \
         const qv_f b_ = VFMA(VSPLAT(QSV_Q2), f_, VSPLAT(QSV_Q3));                                                    \
         const qv_f c_ = VFMA(VSPLAT(QSV_Q0), f_, VSPLAT(QSV_Q1));                                                    \
@@ -49,11 +54,6 @@
     } while (0)
 
 /* The lower-degree twins of VEXP2 for the blocks that are only summed: fexp2_4s and fexp2_3s lane-wise (Horner). */
-#define VEXP2_SPLIT(x, clamp, f_, pw_)                                                                               \
-    do {                                                                                                             \
-        if (clamp) (x) = VMAXK((x), VSPLAT(QSV_EXP2_LO));                                                            \
-        VSPLITK((x), f_, pw_);                                                                                       \
-    } while (0)
 #define VEXP2_4(x, clamp)                                                                                            \
     do {                                                                                                             \
         qv_u pw_;                                                                                                    \
