@@ -12,21 +12,11 @@
 #include <time.h>
 
 #include "qsv_quant.h"
+#include "bench_util.h"
 
 int old_qsv_quantize_logits(const float *, uint32_t, uint32_t, double, uint32_t, double, void *, size_t, uint32_t *,
                             uint32_t *, uint32_t, uint32_t *, uint32_t *);
 size_t old_qsv_quant_workspace_size(uint32_t);
-
-static double now_us(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
     if (argc != 6) {

@@ -379,6 +379,16 @@ static void test_errors(void) {
     out_free(&o);
 }
 
+/* Largest |a_i - b_i| / b_i (b_i below 1e-300 counts as 1e-300): how far a kernel's x is from the scalar kernel's. */
+static double max_rel_diff(const double *a, const double *b, uint32_t n) {
+    double worst = 0.0;
+    for (uint32_t i = 0; i < n; i++) {
+        const double d = fabs(a[i] - b[i]) / (b[i] > 1e-300 ? b[i] : 1e-300);
+        worst = d > worst ? d : worst;
+    }
+    return worst;
+}
+
 /* Rows whose span (z - m) / T sits just inside and just outside the exp kernels' range (-125 in log2 units): inside,
  * the kernels drop their clamp (the row minimum says none is needed); outside, they clamp. Either way every kernel's
  * x matches the scalar kernel's (which always clamps): bitwise for the portable vector kernel, within 1e-5 for AVX2,
@@ -401,11 +411,7 @@ static void test_clamp_boundary(void) {
             if (!qsv_kernel_available(kernel)) continue;
             rc = qsv_logits_scaled(z, v, 720, 1.0, 0, 1.0, kernel, o.ws, o.wsz, xk);
             CHECK(rc == QSV_OK, "clamp boundary span %g kernel %d: rc %d", spans[si], kernel, rc);
-            double worst = 0.0;
-            for (uint32_t i = 0; i < v; i++) {
-                const double d = fabs(xk[i] - xs[i]) / (xs[i] > 1e-300 ? xs[i] : 1e-300);
-                worst = d > worst ? d : worst;
-            }
+            const double worst = max_rel_diff(xk, xs, v);
             if (kernel == QSV_KERNEL_VECTOR)
                 CHECK(worst == 0.0, "clamp boundary span %g: vector kernel differs from scalar (%g)", spans[si], worst);
             else
@@ -454,11 +460,7 @@ static void test_low_poly_tiers(void) {
             CHECK(rc == QSV_OK && check_point(&o, v, ell, names[c]), "tiers %s kernel %d: quantize", names[c], kernel);
             equal_to_ref(&o, x, v, ell, names[c]);
             if (kernel == QSV_KERNEL_SCALAR) continue;
-            double worst = 0.0;
-            for (uint32_t i = 0; i < v; i++) {
-                const double d = fabs(xk[i] - xs[i]) / (xs[i] > 1e-300 ? xs[i] : 1e-300);
-                worst = d > worst ? d : worst;
-            }
+            const double worst = max_rel_diff(xk, xs, v);
             if (kernel == QSV_KERNEL_VECTOR)
                 CHECK(worst == 0.0, "tiers %s: vector kernel differs from scalar (%g)", names[c], worst);
             else
