@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import json
 import logging
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -107,6 +109,8 @@ class ServiceConfig:
     max_sessions_per_device: int = 4  # a device opening more evicts its least recently active session
     use_submit: bool = True  # handlers with submit() -> Future (the batching VerifierService) run asynchronously
     limits: Limits = field(default_factory=Limits)
+    precision: str = ""  # reported in every OPEN_ACK with the cost curve below (cloud_verifier.calibration)
+    pass_us: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -286,7 +290,8 @@ class MqttVerifierService:
         if held is None:
             self._evict_excess(device)
         self.sessions[msg.session_id] = _Session(device, msg.next_round_seq - 1, None, self.clock())
-        ack = OpenAck(msg.session_id, self.config.worker_id, result, msg.next_round_seq)
+        ack = OpenAck(msg.session_id, self.config.worker_id, result, msg.next_round_seq, self.config.precision,
+                      self.config.pass_us)
         self._reply(device, encode(ack), item.correlation)
 
     def _evict_excess(self, device: str) -> None:
@@ -379,20 +384,32 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", type=Path, help="client key")
 
 
-def _torch_handler(args: argparse.Namespace) -> VerifierHandler:
-    """The batching PyTorch VerifierService (cloud_verifier.service), started."""
+def _torch_handler(args: argparse.Namespace) -> tuple[VerifierHandler, str, tuple[int, ...]]:
+    """The batching PyTorch VerifierService (cloud_verifier.service), started; with the precision the target runs
+    in and its measured pass costs (µs for n = 1, 2, … tokens) for the OPEN replies."""
     from cloud_verifier.cli import random_target
     from cloud_verifier.service import ServiceConfig as CoreConfig
     from cloud_verifier.service import VerifierService
-    from cloud_verifier.target import TargetModel
 
     if args.model:
-        target, vocab_hash = TargetModel.from_registry(args.model, args.device, args.dtype)
+        from cloud_verifier.calibration import Assumptions
+        from cloud_verifier.loading import load_target
+
+        loaded = load_target(args.model, args.device, args.dtype, Assumptions(max_tv=args.max_tv),
+                             say=lambda line: print(line, file=sys.stderr, flush=True))
+        target, vocab_hash = loaded.target, loaded.vocab_hash
+        precision, pass_us = loaded.precision, tuple(int(round(c * 1000)) for c in loaded.curve.pass_ms)
+        summary = {"precision": loaded.precision, "reason": loaded.describe(), "pass_ms": loaded.curve.pass_ms,
+                   "rows": loaded.choice.rows if loaded.choice else [], "timings": loaded.timings,
+                   "weights_from_cache": loaded.from_cache}
+        print("PRECISION " + json.dumps(summary), flush=True)  # noqa: T201 - read by the demo before READY
     else:
-        target, vocab_hash = random_target(args.random_model, args.device, args.dtype), None
+        dtype = "fp32" if args.dtype == "auto" else args.dtype
+        target, vocab_hash = random_target(args.random_model, args.device, dtype), None
+        precision, pass_us = target.precision, ()
     core = CoreConfig(idle_timeout_s=max(args.idle_timeout * 2, 1.0), max_batch=args.max_batch,
                       vocab_hash=vocab_hash, worker_id=args.worker_id)
-    return VerifierService(target, core).start()
+    return VerifierService(target, core).start(), precision, pass_us
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,7 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="serve the PyTorch verifier: registry name, .gguf file or HF model folder")
     p.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="PyTorch verifier with random weights")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8", "fp16"),
+                   help="auto (measured at start, cached: cloud_verifier.calibration), fp32, bf16, int8, fp16 (CUDA)")
+    p.add_argument("--max-tv", type=float, default=0.2,
+                   help="auto: precisions whose distributions differ from fp32 by more (total variation) are skipped")
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
@@ -417,15 +437,17 @@ def main(argv: list[str] | None = None) -> int:
     from edge_runtime.transport.toy import EchoVerifier, ToyModel, ToyVerifier
 
     handler: VerifierHandler
+    precision, pass_us = "", ()
     if args.echo:
         handler = EchoVerifier()
     elif args.toy:
         handler = ToyVerifier(ToyModel(vocab_size=args.toy_vocab))
     elif args.model or args.random_model:
-        handler = _torch_handler(args)
+        handler, precision, pass_us = _torch_handler(args)
     else:
         p.error("choose a verifier: --model / --random-model (PyTorch), --toy or --echo")
-    cfg = ServiceConfig(args.worker_id, args.group, args.idle_timeout, args.rate, args.burst)
+    cfg = ServiceConfig(args.worker_id, args.group, args.idle_timeout, args.rate, args.burst, precision=precision,
+                        pass_us=pass_us)
     service = MqttVerifierService(handler, _endpoint_from_args(args), cfg)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

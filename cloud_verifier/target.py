@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -70,48 +70,43 @@ def resolve_device(device: str) -> torch.device:
 class TargetModel:
     """A causal LM used as the verifier's target. Thread-safe for concurrent forwards (no shared mutable state)."""
 
-    def __init__(self, model: PreTrainedModel, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: PreTrainedModel, device: str | torch.device = "cpu",
+                 precision: str | None = None) -> None:
+        """``precision``: the numeric path the model runs in (cloud_verifier.precision); default: its parameters'
+        dtype. For ``int8`` the first history token is prefilled in a pass of its own: its large activations
+        (attention sink) would otherwise set the 8-bit activation scale of the whole prefill pass."""
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
-        self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
+        head = model.get_output_embeddings()
+        self.vocab_size = int(head.out_features if hasattr(head, "out_features") else head.weight.shape[0])
         self.dtype = next(model.parameters()).dtype
+        self.precision = precision or {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
+            self.dtype, str(self.dtype))
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)  # 0: unknown
         # transformers ≥ 5.2x renamed ``past_key_values`` to ``cache``; accept both
         params = inspect.signature(type(model).forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", dtype: str = "fp32", gguf_file: str | None = None,
-             attn_implementation: str = "sdpa") -> TargetModel:
-        """Load from a Hugging Face folder (or hub id in the local cache), or a GGUF file (``gguf_file``, dequantized
-        by transformers into ``dtype``)."""
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        kwargs = {"dtype": DTYPES[dtype], "attn_implementation": attn_implementation}
-        if gguf_file is not None:
-            kwargs["gguf_file"] = gguf_file
-        model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-        log.info("target model %s loaded (%s, %s params)", path, dtype, sum(p.numel() for p in model.parameters()))
-        return cls(model, device)
+    def load(cls, path: str | Path, device: str = "auto", dtype: str = "fp32",
+             gguf_file: str | None = None) -> TargetModel:
+        """Load a HF folder or a GGUF file (``gguf_file`` inside folder ``path``) in precision ``dtype`` (or
+        ``auto``), through the converted-weight cache (cloud_verifier.loading)."""
+        from cloud_verifier.loading import load_target
+
+        source = Path(path) / gguf_file if gguf_file else Path(path)
+        return load_target(source, device, dtype).target
 
     @classmethod
     def from_registry(cls, name_or_path: str | Path, device: str = "auto", dtype: str = "fp32",
-                      fetch_missing: bool = False) -> tuple[TargetModel, bytes]:
-        """Load a registry model name (e.g. ``smollm2``, ``qwen-target``), a ``.gguf`` file or a HF folder through
-        the edge's model acquisition; returns (target, vocab hash as 32 bytes) for the sessions' vocab check."""
-        from edge_runtime.models.hf import load_tokenizer, resolve_model
-        from edge_runtime.models.vocab import vocab_hash
+                      fetch_missing: bool = False) -> tuple[TargetModel, bytes | None]:
+        """Load a registry model name (e.g. ``smollm2``, ``qwen-target``), a ``.gguf`` file or a HF folder in
+        precision ``dtype`` (or ``auto``); returns (target, vocab hash as 32 bytes) for the sessions' vocab check.
+        ``cloud_verifier.loading.load_target`` gives the cost curve and the calibration as well."""
+        from cloud_verifier.loading import load_target
 
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-        folder, gguf_file = resolve_model(name_or_path, fetch_missing=fetch_missing)
-        kwargs = {"dtype": DTYPES[dtype]}
-        if gguf_file:
-            kwargs["gguf_file"] = gguf_file
-        model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-        tokenizer = load_tokenizer(str(folder / gguf_file) if gguf_file else folder)
-        log.info("target %s loaded (%s)", folder / (gguf_file or ""), dtype)
-        return cls(model, device), bytes.fromhex(vocab_hash(tokenizer))
+        loaded = load_target(name_or_path, device, dtype, fetch_missing=fetch_missing)
+        return loaded.target, loaded.vocab_hash
 
     def empty_state(self) -> KVState:
         return KVState([], 0)
@@ -123,7 +118,13 @@ class TargetModel:
             return self.empty_state()
         ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
         cache = DynamicCache()
-        self.model(input_ids=ids, **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1)
+        if self.precision == "int8" and len(token_ids) > 1:
+            self.model(input_ids=ids[:, :1], **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1)
+            positions = torch.arange(1, len(token_ids), device=self.device).unsqueeze(0)
+            self.model(input_ids=ids[:, 1:], **{self._cache_arg: cache}, position_ids=positions, use_cache=True,
+                       logits_to_keep=1)
+        else:
+            self.model(input_ids=ids, **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1)
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return KVState(layers, len(token_ids))
 

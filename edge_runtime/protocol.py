@@ -113,6 +113,8 @@ class OpenAck:
     worker_id: str  # the worker holding the session; rounds go to qsv/v1/<device>/draft/<worker_id>
     position: int  # history length the worker holds
     next_round_seq: int
+    precision: str = ""  # the precision the target runs in ("fp32", "bf16", "int8", …; "" = not reported)
+    pass_us: tuple[int, ...] = ()  # measured cost of one verification pass over n = 1, 2, … tokens (µs)
 
 
 @dataclass(frozen=True)
@@ -299,7 +301,14 @@ def encode(msg: Message, limits: Limits = DEFAULT_LIMITS) -> bytes:
             _check_u(msg.session_id, 64, "session_id"), _check_u(msg.position, 32, "position"),
             _check_u(msg.next_round_seq, 32, "next_round_seq"),
         )
-        return _frame(MsgType.OPEN_ACK, fixed + bytes([len(worker)]) + worker, 0, limits)
+        precision = msg.precision.encode("ascii")
+        if len(precision) > 16 or not all(0x21 <= c <= 0x7E for c in precision):
+            raise ProtocolError(ErrorCode.MALFORMED, "precision must be 0..16 printable ASCII characters")
+        if len(msg.pass_us) > limits.max_draft_len + 1:
+            raise ProtocolError(ErrorCode.TOO_LARGE, f"at most {limits.max_draft_len + 1} pass costs")
+        costs = struct.pack(f"<{len(msg.pass_us)}I", *(_check_u(c, 32, "pass_us") for c in msg.pass_us))
+        trailer = bytes([len(precision)]) + precision + bytes([len(msg.pass_us)]) + costs
+        return _frame(MsgType.OPEN_ACK, fixed + bytes([len(worker)]) + worker + trailer, 0, limits)
     if isinstance(msg, DraftRound):
         _check_vocab(msg.vocab_size, limits)
         n = len(msg.tokens)
@@ -447,8 +456,19 @@ def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Message:
     if mtype is MsgType.OPEN_ACK:
         session, position, next_seq = r.unpack(_OPEN_ACK_FIXED, "open ack")
         worker = r.ident("worker_id", limits)
+        precision, pass_us = "", ()
+        if r.pos < len(r.data):  # the verifier-cost trailer (docs/PROTOCOL.md); absent in acks of older workers
+            (n_prec,) = r.take(1, "precision length")
+            raw = bytes(r.take(n_prec, "precision"))
+            if n_prec > 16 or not all(0x21 <= c <= 0x7E for c in raw):
+                raise ProtocolError(ErrorCode.MALFORMED, "precision must be 0..16 printable ASCII characters")
+            precision = raw.decode("ascii")
+            (n_cost,) = r.take(1, "pass cost count")
+            if n_cost > limits.max_draft_len + 1:
+                raise ProtocolError(ErrorCode.MALFORMED, f"{n_cost} pass costs (max {limits.max_draft_len + 1})")
+            pass_us = struct.unpack(f"<{n_cost}I", bytes(r.take(4 * n_cost, "pass costs")))
         r.done()
-        return OpenAck(session, worker, position, next_seq)
+        return OpenAck(session, worker, position, next_seq, precision, tuple(pass_us))
     if mtype is MsgType.DRAFT:
         return _decode_draft(bytes(data), limits)
     if mtype is MsgType.FEEDBACK:

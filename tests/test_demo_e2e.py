@@ -9,6 +9,7 @@ after a SIGINT / SIGTERM / SIGKILL of the demo in the middle of start-up.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -53,21 +54,36 @@ def _stat(index: int, drafted: int, accepted: int, new: int, ell: int = 240, voc
                      wait_s=0.3, verify_s=0.25, feedback_s=0.05)
 
 
-def test_summary_table_numbers() -> None:
+def test_summary_table_and_json_numbers() -> None:
     vocab = 1000
     edge = EdgeRun([1, 2], tokens=list(range(10)), rounds=[_stat(0, 3, 3, 4), _stat(1, 3, 1, 2), _stat(2, 3, 3, 4)],
                    prefill_s=1.0, decode_s=2.0)
-    alone = BaselineRun([1, 2], tokens=list(range(10)), prefill_s=0.5, decode_s=5.0)
-    table = report.summary_table([edge], [alone], vocab, 4e6)
-    assert re.search(r"cloud only \(target autoregressive\)\s+10\s+0\.5\s+5\.0\s+2\.00\s+1\.00×", table)
-    assert re.search(r"QSV edge draft \+ cloud verify\s+10\s+1\.0\s+2\.0\s+5\.00\s+2\.50×", table)
-    assert "including prefill: cloud only 1.82 tokens/s, QSV 3.33 tokens/s → 1.83×" in table
-    assert "rounds 3 · drafted 9 · accepted 7 · acceptance 0.778 · 3.33 tokens/round · ℓ used 240" in table
+    int8 = BaselineRun([1, 2], tokens=list(range(10)), prefill_s=0.5, decode_s=5.0)  # 2.00 tokens/s
+    fp32 = BaselineRun([1, 2], tokens=list(range(10)), prefill_s=0.5, decode_s=10.0)  # 1.00 tokens/s
+    summary = report.Summary([edge], {"fp32": [fp32], "int8": [int8]}, "fp32",
+                             {"precision": "fp32", "reason": "pinned"}, 3.5, 4.25, vocab, 4e6)
+    table = summary.table()
+    assert re.search(r"cloud only, int8 \(fastest\)\s+10\s+0\.5\s+5\.0\s+2\.00\s+1\.82", table), table
+    assert re.search(r"cloud only, fp32 \(verifier's precision\)\s+10\s+0\.5\s+10\.0\s+1\.00\s+0\.95", table)
+    assert re.search(r"QSV \(edge draft \+ cloud verify, fp32\)\s+10\s+1\.0\s+2\.0\s+5\.00\s+3\.33", table)
+    assert "vs cloud only in the same precision (fp32): 5.00×" in table
+    assert "vs the fastest cloud-only run (int8): 2.50× (with prefill: 1.83×)" in table
+    assert "ready 3.5 s after it was started; first round answered at 4.2 s" in table
+    assert "rounds 3 · drafted 9 · accepted 7 · acceptance 0.778 · 3.33 tokens/round · L used 3 · ℓ used 240" in table
     per_token = 10 + codec.token_bits(vocab) / 8
     bound = (16 + codec.bound_bits(vocab, 240)) / 8
     assert f"uplink per draft token: {per_token:.1f} B measured" in table
     assert f"fixed-length bound {bound:,.1f} B" in table
     assert f"{per_token / bound:.3f}× the bound" in table
+    figures = summary.as_dict()
+    assert figures["qsv_decode_tokens_per_s"] == pytest.approx(5.0)
+    assert figures["cloud_only_decode_tokens_per_s"] == pytest.approx({"fp32": 1.0, "int8": 2.0})
+    assert figures["speedup_vs_same_dtype"] == pytest.approx(5.0)
+    assert figures["speedup_vs_fastest_cloud_only"] == pytest.approx(2.5)
+    assert figures["fastest_cloud_only_dtype"] == "int8" and figures["verifier_dtype"] == "fp32"
+    assert figures["acceptance"] == pytest.approx(7 / 9) and figures["tokens_per_round"] == pytest.approx(10 / 3)
+    assert figures["uplink_bytes_per_draft_token"] == pytest.approx(per_token)
+    assert figures["verifier_ready_s"] == 3.5
 
 
 def test_round_line_columns() -> None:
@@ -140,7 +156,8 @@ def _processes_mentioning(text: str) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_quick_demo_streams_rounds_and_prints_the_table(tmp_path: Path) -> None:
-    proc = subprocess.run(_demo_cmd(tmp_path / "wd"), capture_output=True, text=True, timeout=1100, cwd=ROOT)
+    cmd = _demo_cmd(tmp_path / "wd", "--json", str(tmp_path / "demo.json"))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1100, cwd=ROOT)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     rounds = [ROUND_RE.match(line) for line in out.splitlines()]
@@ -154,12 +171,22 @@ def test_quick_demo_streams_rounds_and_prints_the_table(tmp_path: Path) -> None:
     summary = re.search(r"→ (\d+) tokens in (\d+) rounds", out)
     assert summary and int(summary.group(1)) == new_tokens and int(summary.group(2)) == len(rounds)
     assert 1 <= new_tokens <= 8
-    qsv_row = re.search(r"QSV edge draft \+ cloud verify\s+(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+([\d.]+)×", out)
-    alone_row = re.search(r"cloud only \(target autoregressive\)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s+1\.00×", out)
-    assert qsv_row and alone_row, out
-    assert int(qsv_row.group(1)) == new_tokens and 1 <= int(alone_row.group(1)) <= 8
-    assert float(qsv_row.group(3)) == pytest.approx(float(qsv_row.group(2)) / float(alone_row.group(2)), abs=0.02)
+    figures = json.loads((tmp_path / "demo.json").read_text())
+    qsv_row = re.search(r"QSV \(edge draft \+ cloud verify, (\w+)\)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)", out)
+    assert qsv_row, out
+    precision = qsv_row.group(1)
+    assert precision == figures["verifier_dtype"] and precision in ("fp32", "bf16", "int8")
+    assert int(qsv_row.group(2)) == new_tokens == figures["qsv_tokens"]
+    assert float(qsv_row.group(3)) == pytest.approx(figures["qsv_decode_tokens_per_s"], abs=0.01)
+    assert precision in figures["cloud_only_decode_tokens_per_s"]  # the same-precision baseline always runs
+    same = figures["cloud_only_decode_tokens_per_s"][precision]
+    assert figures["speedup_vs_same_dtype"] == pytest.approx(figures["qsv_decode_tokens_per_s"] / same)
+    assert figures["speedup_vs_fastest_cloud_only"] == pytest.approx(
+        figures["qsv_decode_tokens_per_s"] / max(figures["cloud_only_decode_tokens_per_s"].values()))
+    assert {r["precision"] for r in figures["verifier_calibration"]} >= {"fp32", precision}
+    assert figures["verifier_ready_s"] > 0 and figures["verifier_first_round_s"] >= figures["verifier_ready_s"]
     assert "vs the paper's fixed-length bound" in out and "controller: static (L, ℓ) = (3, 240)" in out
+    assert "precision calibration" in out and "pass(1)" in out  # the worker's table is shown
     assert _processes_mentioning(str(tmp_path)) == []  # broker and worker are gone
 
 

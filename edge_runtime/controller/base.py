@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 from .types import ChannelView, Decision, RoundObservation
 
@@ -29,6 +30,10 @@ class Controller(ABC):
 
     def reset(self) -> None:  # noqa: B027 - optional hook
         """A new sequence starts (per-sequence state only; learned parameters persist)."""
+
+    def set_verifier_costs(self, pass_s: Sequence[float], precision: str = "") -> None:  # noqa: B027 - optional
+        """The verifier's measured cost of one pass over n = 1, 2, … tokens (seconds), from the OPEN reply
+        (default: ignored; the model-based controller predicts verification time from it)."""
 
 
 class StaticController(Controller):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -91,6 +92,48 @@ class AffineFit:
     def predict(self, x: float) -> float:
         a, b = self.coefficients()
         return a + b * x
+
+
+class CurveFit:
+    """Verification time for L drafts from the verifier's measured pass-cost curve: t(L) ≈ k · c(L + 1).
+
+    ``pass_s[n - 1]`` is the cost of one target pass over n tokens as the verifier measured it at start
+    (cloud_verifier.calibration; sent in the OPEN reply). The curve's shape is kept (fp32 on a CPU grows steeply with
+    n, bf16 and int8 stay nearly flat) and only its scale k is learned: an EWMA of observed / predicted, so a loaded
+    or batching verifier is followed without losing the shape. Same interface as ``AffineFit``; ``coefficients``
+    gives the least-squares line through the scaled curve (the controller's marginal cost of one more token).
+    """
+
+    def __init__(self, pass_s: Sequence[float], alpha: float = 0.1) -> None:
+        costs = [float(c) for c in pass_s]
+        if len(costs) < 2 or not all(math.isfinite(c) and c > 0 for c in costs):
+            raise ControllerError("a pass-cost curve needs >= 2 positive finite costs")
+        self.pass_s = costs
+        self.scale = Ewma(alpha, prior=1.0, prior_weight=1.0)
+
+    def _cost(self, tokens: float) -> float:
+        n = max(1.0, tokens)
+        last = len(self.pass_s)
+        if n >= last:
+            return self.pass_s[-1] + max(self.pass_s[-1] - self.pass_s[-2], 0.0) * (n - last)
+        lo = int(n)
+        frac = n - lo
+        return self.pass_s[lo - 1] * (1 - frac) + self.pass_s[lo] * frac
+
+    def update(self, x: float, y: float) -> None:
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ControllerError("CurveFit samples must be finite")
+        if y > 0:
+            self.scale.update(y / self._cost(x + 1))
+
+    def predict(self, x: float) -> float:
+        return self.scale.value * self._cost(x + 1)
+
+    def coefficients(self) -> tuple[float, float]:
+        xs = np.arange(1, len(self.pass_s), dtype=np.float64)
+        ys = np.array([self.predict(x) for x in xs])
+        slope, intercept = np.polyfit(xs, ys, 1)
+        return float(intercept), float(slope)
 
 
 class WindowedMin:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .bits import uplink_bits_per_token
-from .estimators import AffineFit, Ewma
+from .estimators import AffineFit, CurveFit, Ewma
 from .types import ChannelView, ControllerError, RoundObservation
 
 DEFAULT_CONF_EDGES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -260,6 +260,10 @@ class TimingModel:
         self._uplink_fit(obs.ell).update(obs.drafted, obs.uplink_bits)
         if obs.downlink_bits:
             self.downlink_bits.update(obs.downlink_bits)
+
+    def set_verify_curve(self, pass_s: Sequence[float]) -> None:
+        """Predict verification time from the verifier's measured pass costs (``CurveFit``) instead of a line."""
+        self.verify = CurveFit(pass_s)
 
     def compute_time(self, length: int) -> float:
         return length * self.draft_per_token.value + max(0.0, self.verify.predict(length))

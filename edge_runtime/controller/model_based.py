@@ -73,6 +73,18 @@ class ModelBasedController(Controller):
         self._last_conf: float | None = None
         self._round: _RoundState | None = None
         self.last_prediction: Prediction | None = None
+        self._verifier_costs: tuple[float, ...] = ()
+
+    def set_verifier_costs(self, pass_s: Sequence[float], precision: str = "") -> None:
+        costs = tuple(float(c) for c in pass_s)
+        if len(costs) < 2 or costs == self._verifier_costs:
+            return
+        self._verifier_costs = costs
+        self.model.timing.set_verify_curve(costs)
+        best = self.model.best(self.lengths, self.ells, self._channel(None), self._last_conf)
+        log.info("verifier runs %s: pass costs %s ms for n = 1..%d; predicted best L=%d, ℓ=%d (E[N] %.2f tokens in "
+                 "%.0f ms: %.1f tokens/s)", precision or "?", ", ".join(f"{1000 * c:.0f}" for c in costs[:6]),
+                 len(costs), best.length, best.ell, best.expected_tokens, 1000 * best.round_time_s, best.throughput)
 
     def _channel(self, hint: ChannelView | None) -> ChannelView:
         return hint if hint is not None else self.channel.view()

@@ -38,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="same as --profile smollm2")
     p.add_argument("--prompts", type=int, help="number of BBC News prompts (default: the profile's)")
     p.add_argument("--tokens", type=int, help="new tokens per prompt (default: the profile's)")
-    p.add_argument("--target-dtype", choices=("fp32", "bf16"), help="dtype of the target (default: the profile's)")
+    p.add_argument("--target-dtype", choices=("auto", "fp32", "bf16", "int8"),
+                   help="precision of the verifier's target (default auto: measured by the verifier at start, "
+                        "cloud_verifier.calibration)")
+    p.add_argument("--baselines", choices=("fastest", "all"), default="fastest",
+                   help="cloud-only runs: in the verifier's precision and the fastest measured one, or in all")
+    p.add_argument("--json", type=Path, help="write the summary figures to this JSON file")
     p.add_argument("--temperature", type=float, default=cfg.sampling.temperature)
     p.add_argument("--seed", type=int, default=cfg.sampling.seed)
     p.add_argument("--controller", choices=("static", "model"), default="static",

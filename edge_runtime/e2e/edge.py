@@ -79,7 +79,9 @@ def run_edge_generation(drafter: Drafter, remote: RemoteVerifier, controller: Co
     controller.reset()
     t0 = time.perf_counter()
     drafter.start(run.prompt_ids)
-    remote.open(run.prompt_ids, SamplingParams(cfg.temperature, cfg.top_k, cfg.top_p, seed), vocab, vocab_hash)
+    ack = remote.open(run.prompt_ids, SamplingParams(cfg.temperature, cfg.top_k, cfg.top_p, seed), vocab, vocab_hash)
+    if ack.pass_us:
+        controller.set_verifier_costs([c / 1e6 for c in ack.pass_us], ack.precision)
     start = time.perf_counter()
     run.prefill_s = start - t0
     done = False

@@ -9,6 +9,7 @@ killer; Linux PR_SET_PDEATHSIG), so no broker and no verifier holding gigabytes 
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -86,7 +87,8 @@ class DemoStack:
         self.worker: subprocess.Popen | None = None
         self.worker_log = self.workdir / "verifier.log"
         self.worker_ready_s = 0.0
-        self._spawned_at = 0.0
+        self.preamble: list[str] = []
+        self.spawned_at = 0.0
         self._old_sigterm: object = None
 
     # ------------------------------------------------------------------------------------------------ lifecycle
@@ -135,13 +137,14 @@ class DemoStack:
         if ep.tls:
             cmd += ["--ca", str(ep.ca_file), "--cert", str(ep.cert_file), "--key", str(ep.key_file)]
         env = dict(os.environ, OMP_NUM_THREADS=str(self.cloud_threads), MKL_NUM_THREADS=str(self.cloud_threads))
-        self._spawned_at = time.monotonic()
+        self.spawned_at = time.monotonic()
         with open(self.worker_log, "ab") as err:
             self.worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
                                            preexec_fn=_die_with_parent)
 
     def wait_ready(self) -> float:
-        """Block until the worker printed READY (model loaded, subscribed); returns seconds since it was spawned."""
+        """Block until the worker printed READY (model loaded, subscribed); returns seconds since it was spawned.
+        Lines it printed before (``PRECISION {json}``: the precision it chose and why) are kept in ``preamble``."""
         if self.worker is None:
             raise DemoStackError("worker not started")
         line = self._read_ready()
@@ -149,14 +152,33 @@ class DemoStack:
             code = self.worker.poll()
             raise DemoStackError(f"verifier worker did not start (exit {code}); its log:\n"
                                  f"{self.worker_log.read_text(errors='replace')[-3000:]}")
-        self.worker_ready_s = time.monotonic() - self._spawned_at
+        self.worker_ready_s = time.monotonic() - self.spawned_at
         return self.worker_ready_s
 
+    def precision_report(self) -> dict | None:
+        """The worker's ``PRECISION`` line as a dict (precision, reason, pass_ms, rows, timings), if it printed one."""
+        for line in self.preamble:
+            if line.startswith("PRECISION "):
+                try:
+                    return json.loads(line.removeprefix("PRECISION "))
+                except ValueError:
+                    return None
+        return None
+
     def _read_ready(self) -> str:
-        """The worker's first stdout line, or '' on timeout / exit (reader thread: readline has no timeout)."""
+        """The worker's READY line, or '' on timeout / exit (reader thread: readline has no timeout)."""
         assert self.worker is not None and self.worker.stdout is not None
         box: list[str] = []
-        reader = threading.Thread(target=lambda: box.append(self.worker.stdout.readline()), daemon=True)
+
+        def read() -> None:
+            while True:
+                line = self.worker.stdout.readline()
+                if not line or line.startswith("READY"):
+                    box.append(line)
+                    return
+                self.preamble.append(line.rstrip("\n"))
+
+        reader = threading.Thread(target=read, daemon=True)
         reader.start()
         deadline = time.monotonic() + self.ready_timeout_s
         while reader.is_alive() and time.monotonic() < deadline:

@@ -15,7 +15,7 @@ class Profile:
     draft_label: str
     target_label: str
     variant: str  # ONNX variant of the SLM: "int8" or "fp32"
-    target_dtype: str  # "bf16" or "fp32"
+    target_dtype: str  # "auto" or a precision of cloud_verifier.precision
     prompts: int
     new_tokens: int
     prompt_chars: int  # article body cut to this many characters
@@ -29,9 +29,9 @@ PROFILES: dict[str, Profile] = {
         draft_label="Qwen2.5-Coder-0.5B-Instruct",
         target_label="Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M weights dequantized)",
         variant="int8",  # the fastest edge variant measured (docs/BOARDS.md, benchmarks/bench_edge.py)
-        # fp32, not bf16: on an AVX2 CPU without bf16 units bf16 matmuls are emulated (measured > 5x slower here), and
-        # transformers keeps GGUF weights fastest in fp32; --target-dtype bf16 runs the bf16 target
-        target_dtype="fp32",
+        # auto: the verifier measures each precision's pass costs on this CPU and picks the fastest for speculative
+        # rounds (cloud_verifier.calibration); --target-dtype pins one
+        target_dtype="auto",
         prompts=3,
         new_tokens=52,  # as in the paper
         prompt_chars=600,
@@ -45,7 +45,7 @@ PROFILES: dict[str, Profile] = {
         draft_label="SmolLM2-135M-Instruct",
         target_label="SmolLM2-135M-Instruct (GGUF Q4_1 weights dequantized)",
         variant="int8",
-        target_dtype="fp32",
+        target_dtype="auto",
         prompts=2,
         new_tokens=24,
         prompt_chars=400,

@@ -46,31 +46,115 @@ def totals(runs: Sequence[EdgeRun] | Sequence[BaselineRun]) -> Totals:
     return Totals(sum(len(r.tokens) for r in runs), sum(r.prefill_s for r in runs), sum(r.decode_s for r in runs))
 
 
-def summary_table(edge_runs: Sequence[EdgeRun], baseline_runs: Sequence[BaselineRun], vocab_size: int,
-                  uplink_bps: float) -> str:
-    """The final table: throughput and speedup, acceptance, uplink bytes per draft token vs the paper's bound."""
-    qsv, alone = totals(edge_runs), totals(baseline_runs)
+@dataclass
+class Summary:
+    """The demo's closing figures: QSV against the target alone in the verifier's precision and in the fastest one."""
+
+    edge_runs: Sequence[EdgeRun]
+    baselines: dict[str, Sequence[BaselineRun]]  # precision → cloud-only runs
+    verifier_precision: str
+    precision_report: dict  # the worker's PRECISION line (reason, calibration rows, load timings)
+    verifier_ready_s: float  # worker spawn → READY
+    first_round_s: float | None  # worker spawn → first feedback at the board
+    vocab_size: int
+    uplink_bps: float
+
+    def _rates(self) -> dict[str, Totals]:
+        return {name: totals(runs) for name, runs in self.baselines.items()}
+
+    def fastest_cloud_only(self) -> tuple[str, Totals] | None:
+        rates = self._rates()
+        if not rates:
+            return None
+        name = max(rates, key=lambda n: rates[n].decode_rate)
+        return name, rates[name]
+
+    def as_dict(self) -> dict:
+        qsv = totals(self.edge_runs)
+        rates = self._rates()
+        rounds = [r for run in self.edge_runs for r in run.rounds]
+        drafted = sum(r.drafted for r in rounds)
+        same = rates.get(self.verifier_precision)
+        fastest = self.fastest_cloud_only()
+
+        def ratio(a: float, b: float | None) -> float | None:
+            return a / b if b else None
+
+        return {
+            "cpu": _cpu(),
+            "verifier_dtype": self.verifier_precision,
+            "verifier_dtype_reason": self.precision_report.get("reason"),
+            "verifier_calibration": self.precision_report.get("rows") or [],
+            "verifier_load_timings_s": self.precision_report.get("timings") or {},
+            "verifier_ready_s": self.verifier_ready_s,
+            "verifier_first_round_s": self.first_round_s,
+            "qsv_decode_tokens_per_s": qsv.decode_rate,
+            "qsv_end_to_end_tokens_per_s": qsv.end_to_end_rate,
+            "cloud_only_decode_tokens_per_s": {n: t.decode_rate for n, t in rates.items()},
+            "cloud_only_end_to_end_tokens_per_s": {n: t.end_to_end_rate for n, t in rates.items()},
+            "fastest_cloud_only_dtype": fastest[0] if fastest else None,
+            "speedup_vs_same_dtype": ratio(qsv.decode_rate, same.decode_rate if same else None),
+            "speedup_vs_fastest_cloud_only": ratio(qsv.decode_rate, fastest[1].decode_rate if fastest else None),
+            "end_to_end_speedup_vs_fastest_cloud_only": ratio(qsv.end_to_end_rate,
+                                                              fastest[1].end_to_end_rate if fastest else None),
+            "acceptance": sum(r.accepted for r in rounds) / drafted if drafted else None,
+            "tokens_per_round": sum(len(r.new_tokens) for r in rounds) / len(rounds) if rounds else None,
+            "uplink_bytes_per_draft_token": sum(r.uplink_bytes for r in rounds) / drafted if drafted else None,
+            "rounds": len(rounds),
+            "qsv_tokens": qsv.tokens,
+        }
+
+    def table(self) -> str:
+        qsv = totals(self.edge_runs)
+        rates = self._rates()
+        fastest = self.fastest_cloud_only()
+        same = rates.get(self.verifier_precision)
+        head = f" {'':40s} {'tokens':>7s} {'prefill s':>10s} {'decode s':>9s} {'tokens/s':>9s} {'with prefill':>13s}"
+        lines = [head]
+        for name, t in rates.items():
+            marks = [m for m, ok in (("verifier's precision", name == self.verifier_precision),
+                                     ("fastest", fastest is not None and name == fastest[0])) if ok]
+            label = f"cloud only, {name}" + (f" ({', '.join(marks)})" if marks else "")
+            lines.append(f" {label:40s} {t.tokens:7d} {t.prefill_s:10.1f} {t.decode_s:9.1f} {t.decode_rate:9.2f} "
+                         f"{t.end_to_end_rate:13.2f}")
+        lines.append(f" {'QSV (edge draft + cloud verify, ' + self.verifier_precision + ')':40s} {qsv.tokens:7d} "
+                     f"{qsv.prefill_s:10.1f} {qsv.decode_s:9.1f} {qsv.decode_rate:9.2f} {qsv.end_to_end_rate:13.2f}")
+        if same is not None and same.decode_rate > 0:
+            lines.append(f" QSV decode speedup vs cloud only in the same precision ({self.verifier_precision}): "
+                         f"{qsv.decode_rate / same.decode_rate:.2f}×")
+        if fastest is not None and fastest[1].decode_rate > 0:
+            e2e = qsv.end_to_end_rate / fastest[1].end_to_end_rate if fastest[1].end_to_end_rate > 0 else float("nan")
+            lines.append(f" QSV decode speedup vs the fastest cloud-only run ({fastest[0]}): "
+                         f"{qsv.decode_rate / fastest[1].decode_rate:.2f}× (with prefill: {e2e:.2f}×)")
+        reason = self.precision_report.get("reason")
+        if reason:
+            lines.append(f" verifier precision {reason}")
+        ready = f" verifier worker ready {self.verifier_ready_s:.1f} s after it was started"
+        if self.first_round_s is not None:
+            ready += f"; first round answered at {self.first_round_s:.1f} s"
+        lines += [ready, ""]
+        lines += _round_lines(self.edge_runs, self.vocab_size, self.uplink_bps)
+        return "\n".join(lines)
+
+
+def _cpu() -> str:
+    from edge_runtime.e2e.steps import cpu_label
+
+    return cpu_label()
+
+
+def _round_lines(edge_runs: Sequence[EdgeRun], vocab_size: int, uplink_bps: float) -> list[str]:
     rounds = [r for run in edge_runs for r in run.rounds]
     drafted = sum(r.drafted for r in rounds)
     accepted = sum(r.accepted for r in rounds)
     lattice = sum(r.lattice_bytes for r in rounds)
     uplink = sum(r.uplink_bytes for r in rounds)
     bound = sum(r.bound_bits for r in rounds) / 8
-    speedup = qsv.decode_rate / alone.decode_rate if alone.decode_rate > 0 else float("nan")
-    e2e_speedup = qsv.end_to_end_rate / alone.end_to_end_rate if alone.end_to_end_rate > 0 else float("nan")
     ells = sorted({r.ell for r in rounds})
     lines = [
-        f" {'':34s} {'tokens':>7s} {'prefill s':>10s} {'decode s':>9s} {'tokens/s':>9s} {'speedup':>8s}",
-        f" {'cloud only (target autoregressive)':34s} {alone.tokens:7d} {alone.prefill_s:10.1f} "
-        f"{alone.decode_s:9.1f} {alone.decode_rate:9.2f} {1.0:7.2f}×",
-        f" {'QSV edge draft + cloud verify':34s} {qsv.tokens:7d} {qsv.prefill_s:10.1f} "
-        f"{qsv.decode_s:9.1f} {qsv.decode_rate:9.2f} {speedup:7.2f}×",
-        f" including prefill: cloud only {alone.end_to_end_rate:.2f} tokens/s, QSV {qsv.end_to_end_rate:.2f} "
-        f"tokens/s → {e2e_speedup:.2f}×",
-        "",
         f" rounds {len(rounds)} · drafted {drafted} · accepted {accepted} · acceptance {accepted / max(drafted, 1):.3f}"
         f" · {sum(len(r.new_tokens) for r in rounds) / max(len(rounds), 1):.2f} tokens/round"
-        f" · ℓ used {', '.join(map(str, ells))}",
+        f" · L used {', '.join(map(str, sorted({r.drafted for r in rounds})))} · ℓ used {', '.join(map(str, ells))}",
     ]
     if drafted:
         per_token = uplink / drafted
@@ -92,4 +176,4 @@ def summary_table(edge_runs: Sequence[EdgeRun], baseline_runs: Sequence[Baseline
             f"(verify {1e3 * med(r.verify_s for r in rounds):.0f} ms, transport + queue "
             f"{1e3 * med(r.wait_s - r.verify_s for r in rounds):.1f} ms) · feedback "
             f"{1e3 * med(r.feedback_s for r in rounds):.0f} ms")
-    return "\n".join(lines)
+    return lines

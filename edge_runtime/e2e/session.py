@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import time
 
 from edge_runtime.config import default_config
@@ -13,7 +14,7 @@ from edge_runtime.e2e.baseline import BaselineRun
 from edge_runtime.e2e.edge import EdgeRun, RoundStat, run_edge_generation
 from edge_runtime.e2e.processes import DEVICE_ID, DemoStack
 from edge_runtime.e2e.profiles import Profile
-from edge_runtime.e2e.steps import demo_prompts, make_controller, prepare_models, quiet_libraries, say
+from edge_runtime.e2e.steps import cpu_label, demo_prompts, make_controller, prepare_models, quiet_libraries, say
 
 RULE = "─" * 100
 
@@ -39,13 +40,16 @@ class DemoSession:
         self.prompts_n = prompts
         self.tokens_n = tokens
         self.config = default_config()
+        self.precision: dict = {}  # the verifier worker's PRECISION report
+        self.first_round_s: float | None = None  # worker spawn → first feedback received
 
     def run(self) -> int:
         args, profile = self.args, self.profile
         quiet_libraries()
         say(f"[demo] profile {profile.name}: edge {profile.draft_label} (ONNX {profile.variant}, onnxruntime, "
             f"{args.edge_threads} thread{'s' * (args.edge_threads > 1)}) → cloud {profile.target_label} "
-            f"(PyTorch {profile.target_dtype}, CPU, {args.cloud_threads} thread{'s' * (args.cloud_threads > 1)})")
+            f"(PyTorch, precision {profile.target_dtype}, CPU, {args.cloud_threads} "
+            f"thread{'s' * (args.cloud_threads > 1)})")
         export_dir = prepare_models(profile)
         from edge_runtime.slm import OnnxSLM, SessionConfig
 
@@ -65,6 +69,8 @@ class DemoSession:
             say(f"[demo] broker 127.0.0.1:{stack.port}, generated config in {stack.workdir / 'broker'}; verifier "
                 f"worker pid {stack.worker.pid if stack.worker else '?'} loading {profile.target} ...")
             stack.wait_ready()
+            self.precision = stack.precision_report() or {}
+            self._say_precision()
             say(f"[demo] verifier worker ready after {stack.worker_ready_s:.1f} s")
             say(f"[demo] controller: {controller_text}")
             say(f"[demo] sampling: temperature {args.temperature}, {self.tokens_n} new tokens per prompt, "
@@ -73,15 +79,54 @@ class DemoSession:
                 edge_runs.append(self._edge_prompt(stack, slm, controller, index, label, ids, vocab_hash))
             say(RULE)
             stack.stop_worker()  # frees its CPU threads and memory before the baseline runs
-        # one copy of the target at a time (an fp32 1.5B model holds ~7 GB): the baseline loads after the worker exits
-        say("[demo] verifier worker stopped; the target alone decodes the same prompts (cloud-only baseline):")
-        target = self._load_target()
-        baseline_runs = self._baseline(target, prompt_ids, slm)
+        # one copy of the target at a time (an fp32 1.5B model holds ~7 GB): the baselines load after the worker exits
+        verifier_precision = self.precision.get("precision", profile.target_dtype)
+        baselines: dict[str, list[BaselineRun]] = {}
+        for name in self._baseline_precisions(verifier_precision):
+            say(f"[demo] cloud-only baseline: the target alone, precision {name}, decodes the same prompts:")
+            target = self._load_target(name)
+            baselines[name] = self._baseline(target, prompt_ids, slm)
+            del target
         say(RULE)
         say(f"SUMMARY  profile {profile.name} · {len(prompts)} prompt{'s' * (len(prompts) > 1)} × up to "
-            f"{self.tokens_n} new tokens · temperature {args.temperature} · controller {controller.name}")
-        say(report.summary_table(edge_runs, baseline_runs, slm.vocab_size, self.config.channel.uplink_bps))
+            f"{self.tokens_n} new tokens · temperature {args.temperature} · controller {controller.name} · CPU "
+            f"{cpu_label()}")
+        summary = report.Summary(edge_runs, baselines, verifier_precision, self.precision, stack.worker_ready_s,
+                                 self.first_round_s, slm.vocab_size, self.config.channel.uplink_bps)
+        say(summary.table())
+        if args.json:
+            args.json.write_text(json.dumps(summary.as_dict(), indent=1) + "\n")
+            say(f"[demo] figures written to {args.json}")
         return 0
+
+    def _say_precision(self) -> None:
+        report_ = self.precision
+        if not report_:
+            return
+        rows = report_.get("rows") or []
+        if rows:
+            from cloud_verifier.calibration import format_table
+
+            say("[demo] the verifier's precision calibration (pass = one target forward over n tokens, 1 thread):")
+            for line in format_table(rows).splitlines():
+                say("   " + line)
+        say(f"[demo] verifier precision: {report_.get('reason', report_.get('precision'))}")
+        timings = report_.get("timings") or {}
+        if timings:
+            say("[demo] verifier load: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in timings.items())
+                + (" (weights from the converted cache)" if report_.get("weights_from_cache") else ""))
+
+    def _baseline_precisions(self, verifier_precision: str) -> list[str]:
+        """The verifier's precision, the calibration's fastest cloud-only precision, and with --baselines all every
+        precision the calibration measured."""
+        rows = self.precision.get("rows") or []
+        names = [verifier_precision]
+        if rows:
+            fastest = max(rows, key=lambda r: r["cloud_only_tokens_per_s"])["precision"]
+            names.append(fastest)
+            if self.args.baselines == "all":
+                names += [r["precision"] for r in rows]
+        return list(dict.fromkeys(names))
 
     def _edge_prompt(self, stack: DemoStack, slm, controller, index: int, label: str, ids: list[int],  # noqa: ANN001
                      vocab_hash: bytes) -> EdgeRun:
@@ -96,6 +141,8 @@ class DemoSession:
         stream = TextStream(slm.decode)
 
         def on_round(run: EdgeRun, stat: RoundStat) -> None:
+            if self.first_round_s is None:
+                self.first_round_s = time.monotonic() - stack.spawned_at
             say(report.round_line(stat, stream.delta(run.tokens)))
 
         drafter = Drafter(slm, DraftConfig(ell=cfg.static_ell, temperature=args.temperature), seed=args.seed + index)
@@ -111,19 +158,18 @@ class DemoSession:
         say(f" text: {stream.text!r}")
         return run
 
-    def _load_target(self):  # noqa: ANN202 - cloud_verifier.target.TargetModel (torch imported lazily)
+    def _load_target(self, precision: str):  # noqa: ANN202 - cloud_verifier.target.TargetModel (lazy torch)
         import torch
 
-        from cloud_verifier.target import TargetModel
-        from edge_runtime.models.hf import resolve_model
+        from cloud_verifier.loading import load_target
 
         torch.set_num_threads(self.args.cloud_threads)
         t0 = time.perf_counter()
-        folder, gguf_file = resolve_model(self.profile.target, fetch_missing=False)
         with contextlib.redirect_stderr(io.StringIO()):  # transformers' GGUF dequantization progress bar
-            target = TargetModel.load(folder, "cpu", self.profile.target_dtype, gguf_file=gguf_file)
-        say(f"[demo] target loaded in this process ({time.perf_counter() - t0:.1f} s)")
-        return target
+            loaded = load_target(self.profile.target, "cpu", precision)
+        say(f" target loaded in this process in {time.perf_counter() - t0:.1f} s ({loaded.precision}"
+            f"{', weights from the converted cache' if loaded.from_cache else ''})")
+        return loaded.target
 
     def _baseline(self, target, prompt_ids: list[list[int]], slm) -> list[BaselineRun]:  # noqa: ANN001
         import torch

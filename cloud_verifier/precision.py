@@ -1,0 +1,216 @@
+"""The numeric paths the target can run in on a CPU (or GPU), and how a dense model is turned into each.
+
+- ``fp32``: float32 weights and GEMMs; everywhere.
+- ``bf16``: bfloat16 weights and GEMMs; CPUs with native bf16 (avx512_bf16 or AMX), CUDA.
+- ``int8``: int8 weights, one scale per output channel; each Linear's input quantized to 8 bits per pass (one scale
+  for the pass), int8×int8→int32 GEMM (fbgemm/oneDNN on x86-64, qnnpack on ARM), float32 elsewhere.
+- ``fp16``: float16 weights and GEMMs; CUDA only.
+
+``int8`` is PyTorch's dynamic quantization with per-channel weights, applied to every ``nn.Linear`` (the language-model
+head included); embeddings and norms stay float32. Measured alternatives that lost on every CPU tried (int8
+weight-only ``_weight_int8pack_mm`` and int4 weight-only ``_weight_int4pack_mm_for_cpu`` with bf16 activations: 2.4×
+and 1.8× the int8 cost of a 1-token pass on an AVX-512 BF16 CPU, and slower still at n = 5) are not kept;
+benchmarks/verifier_paths.py measures them all side by side.
+
+Exactness: the verifier samples from the target's p as this path computes it, so QSV's output follows the law of the
+target *in that precision*. For ``int8`` the activation scale is taken over the whole pass, so a position's p in an
+n-token verification pass can differ slightly from the same position's p in a 1-token pass (docs/VERIFIER.md gives
+the measured size); fp32/bf16 differ between pass widths only by floating-point summation order.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "int8", "fp16")
+AUTO = "auto"
+ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "qint8": "int8"}
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+
+
+class PrecisionError(ValueError):
+    """An unknown precision name, or one this device cannot run."""
+
+
+def canonical(name: str) -> str:
+    """``fp32``/``bf16``/``int8``/``fp16``/``auto`` from a name or alias; PrecisionError otherwise."""
+    key = ALIASES.get(name.lower(), name.lower())
+    if key != AUTO and key not in PRECISIONS:
+        raise PrecisionError(f"unknown precision {name!r}; choose from auto, {', '.join(PRECISIONS)}")
+    return key
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    flags: frozenset[str]
+
+    @property
+    def native_bf16(self) -> bool:
+        return bool({"avx512_bf16", "amx_bf16"} & self.flags) or self.arm_bf16
+
+    @property
+    def arm_bf16(self) -> bool:
+        return "bf16" in self.flags and platform.machine() in ("aarch64", "arm64")
+
+    def key_flags(self) -> list[str]:
+        """The flags that decide which precision is fastest (recorded with every calibration)."""
+        wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
+                  "asimddp", "bf16", "i8mm", "sve")
+        return [f for f in wanted if f in self.flags]
+
+
+@lru_cache(maxsize=1)
+def cpu_info() -> CpuInfo:
+    """CPU model name and feature flags from /proc/cpuinfo (empty flags where it cannot be read)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key in ("model name", "hardware") and model in ("", platform.machine(), platform.processor()):
+                    model = value.strip()
+                elif key in ("flags", "features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return CpuInfo(model or "unknown", frozenset(flags))
+
+
+def available(device: torch.device) -> list[str]:
+    """The precisions worth trying on ``device``: on a CPU fp32 always, bf16 only with native bf16 units (emulated
+    bf16 was slower than fp32 on every AVX2/AVX-512-without-bf16 CPU measured), int8 where a quantized engine exists;
+    on CUDA bf16 (where supported) and fp16."""
+    if device.type == "cuda":
+        out = ["fp16"]
+        if torch.cuda.is_bf16_supported():
+            out.insert(0, "bf16")
+        return out
+    out = ["fp32"]
+    if cpu_info().native_bf16:
+        out.append("bf16")
+    if _int8_engine() is not None:
+        out.append("int8")
+    return out
+
+
+def check_supported(name: str, device: torch.device) -> None:
+    """PrecisionError if ``name`` cannot run on ``device`` at all (emulated bf16 on a CPU is allowed when pinned)."""
+    if device.type == "cuda" and name == "int8":
+        raise PrecisionError("int8 (dynamic quantization) runs on CPUs only; use bf16 or fp16 on CUDA")
+    if device.type == "cpu" and name == "fp16":
+        raise PrecisionError("fp16 runs on CUDA only; on a CPU use fp32, bf16 or int8")
+    if name == "int8" and _int8_engine() is None:
+        raise PrecisionError("int8 needs a quantized engine (fbgemm, x86, onednn or qnnpack); this torch has none")
+
+
+def _int8_engine() -> str | None:
+    engines = torch.backends.quantized.supported_engines
+    for engine in ("x86", "fbgemm", "qnnpack", "onednn"):
+        if engine in engines:
+            return engine
+    return None
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The floating dtype of the non-quantized parts (int8 keeps embeddings and norms in float32)."""
+    return TORCH_DTYPES[canonical(name)]
+
+
+# ---------------------------------------------------------------------------------------------- int8 linear layers
+
+
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: (int8 weight (out, in), float32 scale (out,)); w ≈ q · scale."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+class Int8Linear(nn.Module):
+    """y = x·Wᵀ + b with W int8 per output channel and x quantized to 8 bits per call (one scale per call).
+
+    ``torch.ao``'s dynamic Linear always passes ``reduce_range=True`` (7-bit activations), which exists for CPUs
+    whose int8 dot products accumulate pairs in saturating 16-bit lanes (AVX2 ``vpmaddubsw``). With VNNI
+    (``vpdpbusd``, 32-bit accumulation) or on ARM the full 8-bit range is safe and halves the activation error.
+    """
+
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool) -> None:
+        super().__init__()
+        self.out_features, self.in_features = q.shape
+        qweight = torch._make_per_channel_quantized_tensor(q, scale.double(),
+                                                           torch.zeros(q.shape[0], dtype=torch.long), 0)
+        self._packed = torch.ops.quantized.linear_prepack(qweight, None if bias is None else bias.detach().float())
+        self.reduce_range = reduce_range
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self._packed, reduce_range=self.reduce_range)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, reduce_range={self.reduce_range}"
+
+
+def full_range_int8() -> bool:
+    """Whether 8-bit activations cannot overflow the int8 GEMM's accumulators on this CPU (see ``Int8Linear``)."""
+    info = cpu_info()
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & info.flags) or platform.machine() in ("aarch64", "arm64")
+
+
+def int8_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """An int8 Linear from an int8 weight and its per-channel scales (what ``quantize_weight`` gives)."""
+    return Int8Linear(q, scale, bias, reduce_range=not full_range_int8())
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Qualified names of every ``nn.Linear`` in ``model`` (the layers the int8 path quantizes)."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def quantize_linears(model: nn.Module, names: Iterable[str] | None = None) -> nn.Module:
+    """Replace the named (default: all) ``nn.Linear`` layers of a float model by int8 dynamic ones, in place."""
+    engine = _int8_engine()
+    if engine is None:
+        raise PrecisionError("no quantized engine in this torch build")
+    torch.backends.quantized.engine = engine
+    shared: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name in list(names if names is not None else linear_names(model)):
+        linear = model.get_submodule(name)
+        key = id(linear.weight)
+        if key not in shared:  # tied weights are quantized once
+            shared[key] = quantize_weight(linear.weight)
+        set_submodule(model, name, int8_linear(*shared[key], linear.bias))
+    return model
+
+
+def convert(model: nn.Module, name: str) -> nn.Module:
+    """A dense float model (float32 weights) in precision ``name`` (in place where possible)."""
+    name = canonical(name)
+    if name == "int8":
+        return quantize_linears(model.float())
+    return model.to(TORCH_DTYPES[name])
+
+
+def describe(name: str) -> str:
+    return {
+        "fp32": "float32 weights and GEMMs",
+        "bf16": "bfloat16 weights and GEMMs",
+        "fp16": "float16 weights and GEMMs (CUDA)",
+        "int8": "int8 per-channel weights, 8-bit activations per pass (dynamic quantization)",
+    }[canonical(name)]
