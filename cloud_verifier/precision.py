@@ -2,26 +2,27 @@
 
 - ``fp32``: float32 weights and GEMMs; everywhere.
 - ``bf16``: bfloat16 weights and GEMMs; CPUs with native bf16 (avx512_bf16 or AMX), CUDA.
-- ``int8``: int8 weights, one scale per output channel; each Linear's input quantized to 8 bits per pass (one scale
-  for the pass), int8×int8→int32 GEMM (fbgemm/oneDNN on x86-64, qnnpack on ARM), float32 elsewhere.
+- ``int8``: int8 weights, one scale per output channel; each Linear's input quantized to 8 bits per token
+  (``Int8Linear``), int8×int8→int32 GEMM (fbgemm/oneDNN on x86-64, qnnpack on ARM), float32 elsewhere.
 - ``fp16``: float16 weights and GEMMs; CUDA only.
 
-``int8`` is PyTorch's dynamic quantization with per-channel weights, applied to every ``nn.Linear`` (the language-model
-head included); embeddings and norms stay float32. Measured alternatives that lost on every CPU tried (int8
+``int8`` replaces every ``nn.Linear`` (the language-model head included) by ``Int8Linear``; embeddings and norms stay
+float32. Measured alternatives that lost on every CPU tried (int8
 weight-only ``_weight_int8pack_mm`` and int4 weight-only ``_weight_int4pack_mm_for_cpu`` with bf16 activations: 2.4×
 and 1.8× the int8 cost of a 1-token pass on an AVX-512 BF16 CPU, and slower still at n = 5) are not kept;
 benchmarks/verifier_paths.py measures them all side by side.
 
 Exactness: the verifier samples from the target's p as this path computes it, so QSV's output follows the law of the
-target *in that precision*. For ``int8`` the activation scale is taken over the whole pass, so a position's p in an
-n-token verification pass can differ slightly from the same position's p in a 1-token pass (docs/VERIFIER.md gives
-the measured size); fp32/bf16 differ between pass widths only by floating-point summation order.
+target *in that precision*. In every path a position's p depends only on the tokens before it (``Int8Linear`` makes
+the int8 path row-independent bit for bit; fp32/bf16 GEMMs are row-independent by construction), which is what the
+speculative-sampling argument needs.
 """
 
 from __future__ import annotations
 
 import logging
 import platform
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -138,24 +139,69 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-class Int8Linear(nn.Module):
-    """y = x·Wᵀ + b with W int8 per output channel and x quantized to 8 bits per call (one scale per call).
+class RowRanges:
+    """The per-row normalization of ``Int8Linear``'s input, remembered for the last input tensor of this thread, so
+    layers fed the same tensor (q/k/v projections, gate/up) normalize it once. One per model (``quantize_linears``,
+    ``weight_cache.build_model``), per thread (forwards may run concurrently). The reuse is keyed by tensor identity
+    (and its version counter outside inference mode): the decoder layers feed their projections fresh tensors."""
 
-    ``torch.ao``'s dynamic Linear always passes ``reduce_range=True`` (7-bit activations), which exists for CPUs
-    whose int8 dot products accumulate pairs in saturating 16-bit lanes (AVX2 ``vpmaddubsw``). With VNNI
-    (``vpdpbusd``, 32-bit accumulation) or on ARM the full 8-bit range is safe and halves the activation error.
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def normalize(self, x: torch.Tensor, width: int,
+                  pins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        version = -1 if x.is_inference() else x._version  # inference tensors have no version counter
+        last = getattr(self._local, "last", None)
+        if last is not None and last[0] is x and last[1] == version:
+            return last[2]
+        rows = x.reshape(-1, width).float()
+        lo, hi = torch.aminmax(rows, dim=1, keepdim=True)
+        center = (hi + lo) * 0.5
+        half = ((hi - lo) * 0.5).clamp_min(1e-30)
+        unit = torch.cat([((rows - center) / half).clamp_(-1.0, 1.0), pins.expand(rows.shape[0], 2)], dim=1)
+        self._local.last = (x, version, (unit, center, half))
+        return unit, center, half
+
+
+class Int8Linear(nn.Module):
+    """y = W·x + b with W int8 per output channel and x quantized to 8 bits *per row* (per token).
+
+    PyTorch's int8 GEMM (``quantized::linear_dynamic``) quantizes its whole input with one scale and zero point taken
+    from the input's min and max. Over a verification pass that would make the distribution at position i depend on
+    the values of the *later* draft tokens in the same pass (their activations move the scale), which breaks the
+    exactness argument of speculative sampling. Each row is therefore mapped affinely onto [−1, 1] first,
+    x = c + h·x′ with c = (max + min)/2, h = (max − min)/2 per row, and two constant input columns +1 and −1 (with zero
+    weights) pin the GEMM's range to exactly [−1, 1]; then W·x = h·(W·x′) + c·(W·1). The quantization parameters are
+    the same for every pass, the int8 products are accumulated exactly in int32, so each row's output depends on that
+    row alone, bit for bit, whatever else is in the pass or the batch; and every token gets its own 8-bit range
+    (a token with huge activations, such as the first one, no longer coarsens the others).
+
+    ``reduce_range`` (7-bit activations) is needed on CPUs whose int8 dot products accumulate pairs in saturating
+    16-bit lanes (AVX2 ``vpmaddubsw``); with VNNI (``vpdpbusd``, 32-bit accumulation) or on ARM the full range is safe.
     """
 
-    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool) -> None:
+    def __init__(self, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, reduce_range: bool,
+                 shared: RowRanges | None = None) -> None:
         super().__init__()
         self.out_features, self.in_features = q.shape
-        qweight = torch._make_per_channel_quantized_tensor(q, scale.double(),
+        self.ranges = shared or RowRanges()
+        padded = torch.cat([q, torch.zeros(q.shape[0], 2, dtype=torch.int8)], dim=1)
+        qweight = torch._make_per_channel_quantized_tensor(padded, scale.double(),
                                                            torch.zeros(q.shape[0], dtype=torch.long), 0)
-        self._packed = torch.ops.quantized.linear_prepack(qweight, None if bias is None else bias.detach().float())
+        self._packed = torch.ops.quantized.linear_prepack(qweight, None)
+        self.register_buffer("row_sums", (q.float() * scale.float()[:, None]).sum(dim=1), persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.detach().float(), persistent=False)
+        self.register_buffer("pins", torch.tensor([[1.0, -1.0]]), persistent=False)
         self.reduce_range = reduce_range
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self._packed, reduce_range=self.reduce_range)
+        shape = x.shape
+        unit, center, half = self.ranges.normalize(x, self.in_features, self.pins)
+        y = torch.ops.quantized.linear_dynamic(unit, self._packed, reduce_range=self.reduce_range)
+        y = torch.addcmul(y * half, center, self.row_sums)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, reduce_range={self.reduce_range}"
@@ -167,9 +213,11 @@ def full_range_int8() -> bool:
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & info.flags) or platform.machine() in ("aarch64", "arm64")
 
 
-def int8_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
-    """An int8 Linear from an int8 weight and its per-channel scales (what ``quantize_weight`` gives)."""
-    return Int8Linear(q, scale, bias, reduce_range=not full_range_int8())
+def int8_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+                shared: RowRanges | None = None) -> nn.Module:
+    """An int8 Linear from an int8 weight and its per-channel scales (what ``quantize_weight`` gives); layers of one
+    model share ``shared`` (``RowRanges``)."""
+    return Int8Linear(q, scale, bias, reduce_range=not full_range_int8(), shared=shared)
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -189,13 +237,14 @@ def quantize_linears(model: nn.Module, names: Iterable[str] | None = None) -> nn
     if engine is None:
         raise PrecisionError("no quantized engine in this torch build")
     torch.backends.quantized.engine = engine
-    shared: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    quantized: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    ranges = RowRanges()
     for name in list(names if names is not None else linear_names(model)):
         linear = model.get_submodule(name)
         key = id(linear.weight)
-        if key not in shared:  # tied weights are quantized once
-            shared[key] = quantize_weight(linear.weight)
-        set_submodule(model, name, int8_linear(*shared[key], linear.bias))
+        if key not in quantized:  # tied weights are quantized once
+            quantized[key] = quantize_weight(linear.weight)
+        set_submodule(model, name, int8_linear(*quantized[key], linear.bias, ranges))
     return model
 
 

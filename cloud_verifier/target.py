@@ -73,8 +73,7 @@ class TargetModel:
     def __init__(self, model: PreTrainedModel, device: str | torch.device = "cpu",
                  precision: str | None = None) -> None:
         """``precision``: the numeric path the model runs in (cloud_verifier.precision); default: its parameters'
-        dtype. For ``int8`` the first history token is prefilled in a pass of its own: its large activations
-        (attention sink) would otherwise set the 8-bit activation scale of the whole prefill pass."""
+        dtype."""
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         head = model.get_output_embeddings()
@@ -118,13 +117,7 @@ class TargetModel:
             return self.empty_state()
         ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
         cache = DynamicCache()
-        if self.precision == "int8" and len(token_ids) > 1:
-            self.model(input_ids=ids[:, :1], **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1)
-            positions = torch.arange(1, len(token_ids), device=self.device).unsqueeze(0)
-            self.model(input_ids=ids[:, 1:], **{self._cache_arg: cache}, position_ids=positions, use_cache=True,
-                       logits_to_keep=1)
-        else:
-            self.model(input_ids=ids, **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1)
+        self.model(input_ids=ids, **{self._cache_arg: cache}, use_cache=True, logits_to_keep=1)
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return KVState(layers, len(token_ids))
 

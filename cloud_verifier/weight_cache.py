@@ -169,8 +169,9 @@ def build_model(config: Any, tensors: dict[str, torch.Tensor], precision: str, t
                 raise CacheError(f"int8 weights of {name} missing")
             jobs.append((name, q, scale, state.pop(name + ".bias", None)))
         # packing the weights for the GEMM kernels is most of a warm load; the packing op releases the GIL
+        ranges = prec.RowRanges()
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            layers = list(pool.map(lambda job: prec.int8_linear(*job[1:]), jobs))
+            layers = list(pool.map(lambda job: prec.int8_linear(*job[1:], shared=ranges), jobs))
         for (name, *_), layer in zip(jobs, layers, strict=True):
             prec.set_submodule(model, name, layer)
     for name, target in tied.items():
