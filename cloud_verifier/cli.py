@@ -18,7 +18,7 @@ from dataclasses import asdict
 
 from cloud_verifier.metrics import MetricsServer
 from cloud_verifier.service import ServiceConfig, VerifierService
-from cloud_verifier.target import DTYPES, TargetModel
+from cloud_verifier.target import TargetModel
 
 log = logging.getLogger("cloud_verifier")
 
@@ -58,7 +58,10 @@ def random_target(shape: str, device: str, dtype: str) -> TargetModel:
         raise ValueError(f"random model shape must be one of {sorted(shapes)}")
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(max_position_embeddings=8192, **shapes[shape]))
-    return TargetModel(model.to(DTYPES[dtype]), device)
+    from cloud_verifier import precision
+
+    name = precision.canonical(dtype)
+    return TargetModel(precision.convert(model, name), device, precision=name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="random weights of this shape")
     p.add_argument("--fetch", action="store_true", help="fetch a registry model that is not cached yet")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8", "fp16"),
+                   help="precision of the target; auto: measured at start and cached (cloud_verifier.calibration)")
+    p.add_argument("--max-tv", type=float, default=0.2,
+                   help="auto: skip precisions whose distributions differ from fp32's by more (total variation)")
     p.add_argument("--max-sessions", type=int, default=64)
     p.add_argument("--memory-budget-mb", type=int, default=4096, help="KV-cache budget over all sessions")
     p.add_argument("--idle-timeout-s", type=float, default=300.0)
@@ -99,10 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    curve_ms: tuple[float, ...] = ()
+    reason = None
     if args.model:
-        target, vocab_hash = TargetModel.from_registry(args.model, args.device, args.dtype, fetch_missing=args.fetch)
+        from cloud_verifier.calibration import Assumptions
+        from cloud_verifier.loading import load_target
+
+        loaded = load_target(args.model, args.device, args.dtype, Assumptions(max_tv=args.max_tv),
+                             fetch_missing=args.fetch)
+        target, vocab_hash, curve_ms, reason = loaded.target, loaded.vocab_hash, loaded.curve.pass_ms, loaded.describe()
     else:
-        target, vocab_hash = random_target(args.random_model, args.device, args.dtype), None
+        dtype = "fp32" if args.dtype == "auto" else args.dtype
+        target, vocab_hash = random_target(args.random_model, args.device, dtype), None
     config = ServiceConfig(
         max_sessions=args.max_sessions, memory_budget_bytes=args.memory_budget_mb << 20,
         idle_timeout_s=args.idle_timeout_s, max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1e3,
@@ -115,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = MetricsServer(service.metrics, args.metrics_host, args.metrics_port).start()
     summary = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in asdict(config).items()}
     summary.update(model=args.model or f"random:{args.random_model}", device=str(target.device),
-                   dtype=str(target.dtype).removeprefix("torch."), vocab_size=target.vocab_size,
+                   dtype=target.precision, precision_reason=reason, pass_cost_ms=curve_ms, vocab_size=target.vocab_size,
                    metrics_url=f"http://{args.metrics_host}:{metrics.port}/metrics" if metrics else None,
                    transport=None)
     print(json.dumps(summary, indent=2), flush=True)

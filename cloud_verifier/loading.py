@@ -91,7 +91,7 @@ def _dense_from_folder(source: ModelSource) -> tuple[Any, dict[str, torch.Tensor
 
 
 def load_target(name_or_path: str | Path, device: str = "auto", precision: str = prec.AUTO,
-                assume: Assumptions | None = None, context: int = 200, reps: int = 2,
+                assume: Assumptions | None = None, context: int = 200, reps: int = 3,
                 fetch_missing: bool = False, weight_cache: WeightCache | None = None,
                 calibration_cache: CalibrationCache | None = None,
                 say: Callable[[str], None] = log.info) -> LoadedTarget:

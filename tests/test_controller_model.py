@@ -222,3 +222,42 @@ def test_survival_model_keeps_within_round_correlation() -> None:
         sm.update(2, 0.95, L, 0, alphas=None)
     e2 = sm.expected_tokens(2, 0.95, L)
     assert 1.0 + (8 / 11) * (sm.expected_tokens(240, 0.95, L) - 1.0) * 0.9 < e2 < sm.expected_tokens(240, 0.95, L)
+
+
+# ------------------------------------------------------------------------ the verifier's pass-cost curve (OPEN_ACK)
+# Measured c(n) in seconds, n = 1..13 (Qwen2.5-Coder-1.5B, one AVX-512 BF16 core, 200-token context).
+FP32_CURVE = (0.349, 0.55, 0.68, 0.75, 0.82, 0.86, 0.90, 0.94, 0.98, 1.02, 1.06, 1.10, 1.14)
+INT8_CURVE = (0.083, 0.086, 0.089, 0.093, 0.098, 0.102, 0.106, 0.113, 0.120, 0.128, 0.135, 0.142, 0.150)
+
+
+def test_curve_fit_keeps_the_shape_and_learns_the_scale() -> None:
+    from edge_runtime.controller.estimators import CurveFit
+
+    fit = CurveFit(INT8_CURVE)
+    assert fit.predict(3) == pytest.approx(INT8_CURVE[3])  # L = 3 drafts → a 4-token pass
+    for _ in range(60):
+        fit.update(3, 2.0 * INT8_CURVE[3])  # a verifier twice as slow as calibrated (load, batching)
+    assert fit.predict(3) == pytest.approx(2.0 * INT8_CURVE[3], rel=0.05)
+    assert fit.predict(8) == pytest.approx(2.0 * INT8_CURVE[8], rel=0.05)
+    assert fit.predict(20) > fit.predict(12)  # extrapolated past the measured range
+    with pytest.raises(ControllerError):
+        CurveFit((0.1,))
+
+
+def test_model_controller_picks_longer_rounds_on_a_steep_fp32_curve(caplog: pytest.LogCaptureFixture) -> None:
+    """fp32's pass cost grows with n but starts high, int8's is cheap and flat: the optimum L differs, and the
+    controller says why in its log."""
+    import logging
+
+    from edge_runtime.controller.model_based import ModelBasedController
+
+    chosen = {}
+    for name, costs in (("fp32", FP32_CURVE), ("int8", INT8_CURVE)):
+        ctl = ModelBasedController(151_936, lengths=range(1, 13), ells=(240,), early_stop=False, explore_rounds=0,
+                                   epsilon=0.0, timing_priors=TimingPriors(draft_per_token_s=0.025))
+        with caplog.at_level(logging.INFO, logger="edge_runtime.controller.model_based"):
+            ctl.set_verifier_costs(costs, name)
+        chosen[name] = ctl.choose().max_draft
+        assert f"verifier runs {name}: pass costs" in caplog.text
+        assert ctl.model.timing.compute_time(3) == pytest.approx(3 * 0.025 + costs[3])  # the curve, not a line
+    assert chosen["fp32"] > chosen["int8"], chosen

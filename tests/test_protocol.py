@@ -48,6 +48,7 @@ ALL_MESSAGES = [
     open_msg(),
     open_msg(resync=True, next_round_seq=17, history=tuple(range(5000))),
     OpenAck(7, "worker-1", 404, 17),
+    OpenAck(7, "worker-1", 404, 17, "int8", (83271, 88622, 90100, 93400, 98371)),
     draft_msg(),
     Feedback(7, 3, 400, 2, 99, (1.0, 0.5, 0.0), 12, 3456),
     Feedback(7, 3, 400, 0, 0, (), 0, 0),
@@ -222,3 +223,25 @@ def test_error_reply_for_a_rejection_decodes() -> None:
         decode(bytes(data))
     reply = decode(error_reply_for(info.value))
     assert isinstance(reply, ErrorReply) and reply.code == ErrorCode.BAD_VERSION
+
+
+def test_open_ack_cost_trailer_layout_and_legacy_ack() -> None:
+    ack = OpenAck(7, "w", 404, 17, "bf16", (300_000, 310_000))
+    data = encode(ack)
+    trailer = data[HEADER_SIZE + 16 + 1 + 1:]  # after session, position, seq, worker id length and "w"
+    assert trailer == b"\x04bf16\x02" + (300_000).to_bytes(4, "little") + (310_000).to_bytes(4, "little")
+    legacy = data[: len(data) - len(trailer)]  # an ack of a worker that sends no trailer
+    legacy = legacy[:8] + (len(legacy) - HEADER_SIZE).to_bytes(4, "little") + legacy[12:]
+    assert decode(legacy) == OpenAck(7, "w", 404, 17)
+    bad = bytearray(data)
+    bad[HEADER_SIZE + 18] = 0x00  # a non-printable character in the precision name
+    with pytest.raises(ProtocolError):
+        decode(bytes(bad))
+    with pytest.raises(ProtocolError):
+        encode(OpenAck(7, "w", 404, 17, "x" * 17))
+    with pytest.raises(ProtocolError):
+        encode(OpenAck(7, "w", 404, 17, "int8", tuple(range(1, 100))))
+    truncated = data[:-2]
+    truncated = truncated[:8] + (len(truncated) - HEADER_SIZE).to_bytes(4, "little") + truncated[12:]
+    with pytest.raises(ProtocolError):
+        decode(truncated)
