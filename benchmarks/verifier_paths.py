@@ -7,6 +7,7 @@ bf16 activations). For each: c(1), c(5), c(13) in ms (one pass over n tokens aft
 interleaved repeats), c(5)/c(1), and the mean total-variation distance from fp32 on the calibration text.
 
     python benchmarks/verifier_paths.py [--model qwen-target] [--threads 1] [--paths fp32,bf16,int8,...]
+    python benchmarks/verifier_paths.py --device cuda        # on a GPU machine: fp32, bf16, fp16
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from cloud_verifier.calibration import FIDELITY_CONTINUATION, FIDELITY_PROMPT, m
 from cloud_verifier.target import TargetModel
 from cloud_verifier.weight_cache import ModelSource, convert_tensors, dense_from_gguf, vocab_info
 
-PATHS = ("fp32", "bf16", "int8", "torch-dynamic-int8", "int8-weight-only", "int4-weight-only")
+PATHS = ("fp32", "bf16", "int8", "fp16", "torch-dynamic-int8", "int8-weight-only", "int4-weight-only")
+CUDA_PATHS = ("fp32", "bf16", "fp16")
 
 
 class WeightOnlyInt8(nn.Module):
@@ -64,9 +66,9 @@ class WeightOnlyInt4(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def build(path: str, config, dense: dict[str, torch.Tensor]) -> TargetModel:  # noqa: ANN001 - transformers config
-    if path in ("fp32", "bf16", "int8"):
-        return TargetModel(convert_tensors(config, dense, path).build(), "cpu", precision=path)
+def build(path: str, config, dense: dict[str, torch.Tensor], device: str) -> TargetModel:  # noqa: ANN001
+    if path in ("fp32", "bf16", "int8", "fp16"):
+        return TargetModel(convert_tensors(config, dense, path).build(), device, precision=path)
     model = convert_tensors(config, dense, "fp32" if path == "torch-dynamic-int8" else "bf16").build()
     if path == "torch-dynamic-int8":
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -83,9 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="qwen-target")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--paths", default=",".join(PATHS))
+    p.add_argument("--paths", help=f"comma-separated (default on a CPU: all but fp16; on CUDA: {','.join(CUDA_PATHS)})")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the GPU benchmark of the verifier's precisions)")
     args = p.parse_args(argv)
-    paths = [x for x in args.paths.split(",") if x]
+    cuda = args.device.startswith("cuda")
+    default = CUDA_PATHS if cuda else tuple(x for x in PATHS if x != "fp16")
+    paths = [x for x in (args.paths.split(",") if args.paths else default) if x]
+    if cuda and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here")
     unknown = sorted(set(paths) - set(PATHS))
     if unknown or args.threads < 1:
         p.error(f"unknown paths {unknown}; choose from {', '.join(PATHS)}" if unknown else "--threads must be >= 1")
@@ -103,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{'TV vs fp32':>10s}", flush=True)
     for path in ["fp32"] + [x for x in paths if x != "fp32"]:
         t0 = time.perf_counter()
-        target = build(path, config, dense)
+        target = build(path, config, dense, args.device)
         built = time.perf_counter() - t0
-        probs = next_token_probs(target, text, prompt_len)
+        probs = next_token_probs(target, text, prompt_len).cpu()
         reference = probs if reference is None else reference
         tv = float(((probs - reference).abs().sum(-1) / 2).mean())
         curve = measure_curve(target, 13)

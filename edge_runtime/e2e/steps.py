@@ -43,10 +43,11 @@ def make_controller(kind: str, cfg: BoardConfig, vocab_size: int) -> tuple[Contr
     from edge_runtime.channel.estimator import ChannelEstimator
 
     estimator = ChannelEstimator(prior_rate_bps=cfg.channel.uplink_bps, prior_rtt_s=cfg.channel.rtt_ms / 1e3)
-    ctl = ModelBasedController(vocab_size, lengths=range(c.L_min, c.L_max + 1), ells=c.ell_set, early_stop=False,
-                               channel_estimator=estimator, seed=cfg.sampling.seed)
-    return ctl, (f"model-based adaptive (L ∈ {c.L_min}..{c.L_max}, ℓ ∈ {list(c.ell_set)}, throughput model, "
-                 f"no per-token early stop)")
+    ctl = ModelBasedController(vocab_size, lengths=range(c.L_min, c.L_max + 1), ells=c.ell_set, early_stop=True,
+                               channel_estimator=estimator, seed=cfg.sampling.seed, recovery=c.recovery)
+    return ctl, (f"model-based adaptive as on a board with mode: model (L ∈ {c.L_min}..{c.L_max}, ℓ ∈ "
+                 f"{list(c.ell_set)}, per-token early stop, recovery factor {'on' if c.recovery else 'off'}; "
+                 f"verification time from the verifier's measured pass costs)")
 
 
 def prepare_models(profile: Profile) -> Path:
