@@ -18,6 +18,7 @@ import torch
 from scipy import stats
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from cloud_verifier.precision import convert
 from cloud_verifier.sampling import SamplingParams, target_probs
 from cloud_verifier.service import ServiceConfig, VerifierService
 from cloud_verifier.target import TargetModel
@@ -38,15 +39,18 @@ def tiny(seed: int, scale: float) -> LlamaForCausalLM:
     return model
 
 
-def first_token_counts(order: str, boards: int = BOARDS) -> tuple[np.ndarray, np.ndarray]:
+def first_token_counts(order: str, boards: int = BOARDS, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+    """Counts of the first committed token over ``boards`` sessions, and the target's p at the prompt's end as the
+    target computes it in ``precision`` (the law the verifier is exact with respect to)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        target = TargetModel(tiny(0, 6.0))
+        target = TargetModel(convert(tiny(0, 6.0), precision), precision=precision)
         drafter = tiny(1, 6.0)
         params = SamplingParams(temperature=1.0)
         with torch.no_grad():
-            p1 = target_probs(target.model(torch.tensor([PROMPT])).logits[0, -1], params).numpy()
+            alone = target.forward_round(target.prefill(PROMPT[:-1]), PROMPT[-1:])  # a 1-token pass, as cloud-only
+            p1 = target_probs(alone.logits[-1], params).numpy()
             q1_logits = drafter(torch.tensor([PROMPT])).logits[0, -1].numpy()
             point1 = core.quantize_logits(q1_logits, ELL)
             q1 = torch.softmax(torch.from_numpy(q1_logits).double(), -1).numpy()
@@ -94,15 +98,13 @@ def chi_square_pooled(counts: np.ndarray, p: np.ndarray) -> tuple[float, float, 
     return float(result.statistic), float(result.pvalue), float(0.5 * np.abs(counts / n - p).sum())
 
 
-@pytest.fixture(scope="module")
-def qs_counts() -> tuple[np.ndarray, np.ndarray]:
-    return first_token_counts("qs")
-
-
-def test_service_output_follows_the_target(qs_counts, record_property) -> None:
-    counts, p1 = qs_counts
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_service_output_follows_the_target(precision: str, record_property) -> None:
+    """In each precision path the committed token follows that path's own p (int8: per-token activation ranges,
+    so the 1-token pass above and the verifier's 3-token round pass give the same row)."""
+    counts, p1 = first_token_counts("qs", precision=precision)
     statistic, pvalue, tv = chi_square_pooled(counts, p1)
-    line = f"[service QS] chi2={statistic:.1f} p-value={pvalue:.3g} TV={tv:.4f} boards={BOARDS}"
+    line = f"[service QS {precision}] chi2={statistic:.1f} p-value={pvalue:.3g} TV={tv:.4f} boards={BOARDS}"
     print(line)
     record_property("service_qs_pvalue", pvalue)
     assert counts[p1 == 0].sum() == 0
