@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8", "fp16"),
                    help="precision of the target; auto: measured at start and cached (cloud_verifier.calibration)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="measure the precisions again even if this machine's calibration is cached")
     p.add_argument("--max-tv", type=float, default=0.2,
                    help="auto: skip precisions whose distributions differ from fp32's by more (total variation)")
     p.add_argument("--max-sessions", type=int, default=64)
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         from cloud_verifier.loading import load_target
 
         loaded = load_target(args.model, args.device, args.dtype, Assumptions(max_tv=args.max_tv),
+                             recalibrate=args.recalibrate,
                              fetch_missing=args.fetch)
         target, vocab_hash, curve_ms, reason = loaded.target, loaded.vocab_hash, loaded.curve.pass_ms, loaded.describe()
     else:

@@ -92,10 +92,11 @@ def _dense_from_folder(source: ModelSource) -> tuple[Any, dict[str, torch.Tensor
 
 def load_target(name_or_path: str | Path, device: str = "auto", precision: str = prec.AUTO,
                 assume: Assumptions | None = None, context: int = 200, reps: int = 3,
-                fetch_missing: bool = False, weight_cache: WeightCache | None = None,
+                fetch_missing: bool = False, recalibrate: bool = False, weight_cache: WeightCache | None = None,
                 calibration_cache: CalibrationCache | None = None,
                 say: Callable[[str], None] = log.info) -> LoadedTarget:
-    """The target ready to serve (see the module docstring). ``precision``: ``auto`` or a name (precision.py)."""
+    """The target ready to serve (see the module docstring). ``precision``: ``auto`` or a name (precision.py);
+    ``recalibrate``: measure again even if a calibration for this machine is cached (e.g. one taken under load)."""
     t_start = time.perf_counter()
     assume = assume or Assumptions()
     precision = prec.canonical(precision)
@@ -110,7 +111,7 @@ def load_target(name_or_path: str | Path, device: str = "auto", precision: str =
     cpu = prec.cpu_info()
     key = CalibrationKey(source.digest() if cached_weights else str(source.path), cpu.model, cpu.key_flags(),
                          torch.__version__, torch.get_num_threads(), str(dev), context, max_n)
-    cal = ccache.load(key)
+    cal = None if recalibrate else ccache.load(key)
     dense = _Dense(source)
     candidates = prec.available(dev)
     timings: dict[str, float] = {}
@@ -139,8 +140,8 @@ def load_target(name_or_path: str | Path, device: str = "auto", precision: str =
             weights.vocab_hash, weights.eos_token_ids, _ = dense.vocab()
             wcache.save(source, weights)
     else:
-        weights, from_cache = _weights(source, chosen, dense, wcache, cached_weights)
-        target = TargetModel(weights.build(), dev, precision=chosen)
+        model, weights, from_cache = _build(source, chosen, dense, wcache, cached_weights)
+        target = TargetModel(model, dev, precision=chosen)
     measured_model.clear()
     timings["weights_s"] = time.perf_counter() - t0
 
@@ -160,12 +161,13 @@ def load_target(name_or_path: str | Path, device: str = "auto", precision: str =
     return LoadedTarget(target, vocab_hash, eos, chosen, curve, choice, from_cache, timings)
 
 
-def _weights(source: ModelSource, precision: str, dense: _Dense, wcache: WeightCache,
-             cached_weights: bool) -> tuple[ConvertedWeights, bool]:
+def _build(source: ModelSource, precision: str, dense: _Dense, wcache: WeightCache,
+           cached_weights: bool) -> tuple[torch.nn.Module, ConvertedWeights, bool]:
     if cached_weights:
-        return wcache.get_or_build(source, precision, dense=dense, vocab=dense.vocab)
+        return wcache.build_model(source, precision, dense=dense, vocab=dense.vocab)
     config, state = dense()
-    return convert_tensors(config, state, precision), False
+    weights = convert_tensors(config, state, precision)
+    return weights.build(), weights, False
 
 
 def _vocab(source: ModelSource, weights: ConvertedWeights | None, wcache: WeightCache, precision: str,

@@ -396,6 +396,7 @@ def _torch_handler(args: argparse.Namespace) -> tuple[VerifierHandler, str, tupl
         from cloud_verifier.loading import load_target
 
         loaded = load_target(args.model, args.device, args.dtype, Assumptions(max_tv=args.max_tv),
+                             recalibrate=args.recalibrate,
                              say=lambda line: print(line, file=sys.stderr, flush=True))
         target, vocab_hash = loaded.target, loaded.vocab_hash
         precision, pass_us = loaded.precision, tuple(int(round(c * 1000)) for c in loaded.curve.pass_ms)
@@ -428,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8", "fp16"),
                    help="auto (measured at start, cached: cloud_verifier.calibration), fp32, bf16, int8, fp16 (CUDA)")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="measure the precisions again even if this machine's calibration is cached")
     p.add_argument("--max-tv", type=float, default=0.2,
                    help="auto: precisions whose distributions differ from fp32 by more (total variation) are skipped")
     p.add_argument("--max-batch", type=int, default=16)

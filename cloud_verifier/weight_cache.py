@@ -6,7 +6,8 @@ another 14 s; a verifier that did both at every start would be out for minutes a
 
     <cache>/converted/<gguf sha256[:16]>/<precision>/
         model.safetensors   the tensors the precision's model is built from (int8: the quantized Linear layers'
-                            int8 weights ``<layer>.qweight`` and float32 scales ``<layer>.wscale``; the rest float32)
+                            int8 weights ``<layer>.qweight``, float32 scales ``<layer>.wscale`` and row sums
+                            ``<layer>.wsum``; the rest float32)
         meta.json           format version, source sha256, precision, library versions, the config, the vocab hash
                             and EOS ids, and the size and sha256 of model.safetensors
 
@@ -27,7 +28,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,8 @@ from cloud_verifier import precision as prec
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-QWEIGHT, WSCALE = ".qweight", ".wscale"
+FORMAT_VERSION = 2
+QWEIGHT, WSCALE, WSUM = ".qweight", ".wscale", ".wsum"
 
 
 class CacheError(RuntimeError):
@@ -103,10 +104,15 @@ class ConvertedWeights:
     tied: dict[str, str] = field(default_factory=dict)  # name → name it shares storage with
     vocab_hash: str | None = None
     eos_token_ids: list[int] = field(default_factory=list)
+    integrity: Future | None = None  # sha256 check of the cache file, running while the model is built
 
     def build(self) -> nn.Module:
-        """The model in eval mode, built on the meta device and given these tensors (no copy of float tensors)."""
-        return build_model(self.config, self.tensors, self.precision, self.tied)
+        """The model in eval mode, built on the meta device and given these tensors (no copy of float tensors).
+        Tensors read from the cache are only trusted once their file's sha256 matched: CacheError otherwise."""
+        model = build_model(self.config, self.tensors, self.precision, self.tied)
+        if self.integrity is not None and not self.integrity.result():
+            raise CacheError("the cache file does not match its sha256 in meta.json")
+        return model
 
 
 # ------------------------------------------------------------------------------------------ dense → precision
@@ -131,7 +137,7 @@ def convert_tensors(config: Any, dense: dict[str, torch.Tensor], precision: str)
             continue
         module, _, leaf = name.rpartition(".")
         if precision == "int8" and module in linears and leaf == "weight":
-            out[module + QWEIGHT], out[module + WSCALE] = prec.quantize_weight(tensor)
+            _put_int8(out, module, tensor)
         elif precision == "int8":
             out[name] = tensor.float()
         else:
@@ -140,9 +146,14 @@ def convert_tensors(config: Any, dense: dict[str, torch.Tensor], precision: str)
         for name, target in tied.items():
             module, _, leaf = name.rpartition(".")
             if module in linears and leaf == "weight":
-                out[module + QWEIGHT], out[module + WSCALE] = prec.quantize_weight(dense[target])
+                _put_int8(out, module, dense[target])
         tied = {n: t for n, t in tied.items() if n.rpartition(".")[0] not in linears}
     return ConvertedWeights(precision, config, out, tied)
+
+
+def _put_int8(out: dict[str, torch.Tensor], module: str, weight: torch.Tensor) -> None:
+    q, scale = prec.quantize_weight(weight)
+    out[module + QWEIGHT], out[module + WSCALE], out[module + WSUM] = q, scale, prec.weight_row_sums(q, scale)
 
 
 def _tied_names(state: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -167,11 +178,12 @@ def build_model(config: Any, tensors: dict[str, torch.Tensor], precision: str, t
             q, scale = state.pop(name + QWEIGHT, None), state.pop(name + WSCALE, None)
             if q is None or scale is None:
                 raise CacheError(f"int8 weights of {name} missing")
-            jobs.append((name, q, scale, state.pop(name + ".bias", None)))
+            jobs.append((name, q, scale, state.pop(name + ".bias", None), state.pop(name + WSUM, None)))
         # packing the weights for the GEMM kernels is most of a warm load; the packing op releases the GIL
+        jobs.sort(key=lambda job: -job[1].numel())  # largest first: no lone big layer at the end of the pool
         ranges = prec.RowRanges()
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            layers = list(pool.map(lambda job: prec.int8_linear(*job[1:], shared=ranges), jobs))
+            layers = list(pool.map(lambda job: prec.int8_linear(*job[1:4], shared=ranges, row_sums=job[4]), jobs))
         for (name, *_), layer in zip(jobs, layers, strict=True):
             prec.set_submodule(model, name, layer)
     for name, target in tied.items():
@@ -285,8 +297,10 @@ class WeightCache:
             raise CacheError(f"{path}: {exc}") from None
         if size != meta.get("size"):
             raise CacheError(f"{path} has {size} bytes, meta.json says {meta.get('size')}")
-        if verify and sha256_file(path) != meta.get("sha256"):
-            raise CacheError(f"{path} does not match its sha256 in meta.json")
+        integrity = None
+        if verify:  # hashing (GIL released) overlaps reading the tensors and building the model
+            expected = meta.get("sha256")
+            integrity = _HASHER.submit(lambda: sha256_file(path) == expected)
         try:
             tensors = load_file(path)
         except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
@@ -296,7 +310,7 @@ class WeightCache:
         config_dict = dict(meta["config"])
         config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
         return ConvertedWeights(meta["precision"], config, tensors, meta.get("tied", {}), meta.get("vocab_hash"),
-                                meta.get("eos_token_ids", []))
+                                meta.get("eos_token_ids", []), integrity)
 
     def save(self, source: ModelSource, weights: ConvertedWeights) -> Path:
         """Write an entry atomically (tensors, then meta.json); returns its directory."""
@@ -331,17 +345,42 @@ class WeightCache:
                      verify: bool = True,
                      vocab: Callable[[], tuple[str, list[int], Any]] | None = None) -> tuple[ConvertedWeights, bool]:
         """(weights, True if they came from the cache). A missing or bad entry is rebuilt from ``dense()`` (default:
-        dequantize the GGUF) and saved; a bad one is reported with a warning first."""
+        dequantize the GGUF) and saved; a bad one is reported with a warning first. Cached weights are verified
+        while ``build()`` runs; ``build_model`` below handles a mismatch found then."""
         try:
             return self.load(source, precision, verify=verify), True
         except CacheError as exc:
             if (self.entry(source, precision) / "meta.json").exists() or "no cache entry" not in str(exc):
                 log.warning("converted-weight cache entry unusable, rebuilding: %s", exc)
+        return self.rebuild(source, precision, dense, vocab), False
+
+    def rebuild(self, source: ModelSource, precision: str,
+                dense: Callable[[], tuple[Any, dict[str, torch.Tensor]]] | None = None,
+                vocab: Callable[[], tuple[str, list[int], Any]] | None = None) -> ConvertedWeights:
         config, state = (dense or (lambda: dense_from_gguf(source)))()
         weights = convert_tensors(config, state, precision)
         weights.vocab_hash, weights.eos_token_ids = (vocab or (lambda: vocab_info(source)))()[:2]
         self.save(source, weights)
-        return weights, False
+        return weights
+
+    def build_model(self, source: ModelSource, precision: str,
+                    dense: Callable[[], tuple[Any, dict[str, torch.Tensor]]] | None = None,
+                    vocab: Callable[[], tuple[str, list[int], Any]] | None = None,
+                    ) -> tuple[nn.Module, ConvertedWeights, bool]:
+        """(model, weights, from cache): ``get_or_build`` then ``build``; an entry whose sha256 turns out not to
+        match while the model was built is rebuilt with a warning."""
+        weights, hit = self.get_or_build(source, precision, dense, vocab=vocab)
+        try:
+            return weights.build(), weights, hit
+        except CacheError as exc:
+            if not hit:
+                raise
+            log.warning("converted-weight cache entry unusable, rebuilding: %s", exc)
+        weights = self.rebuild(source, precision, dense, vocab)
+        return weights.build(), weights, False
+
+
+_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qsv-cache-sha256")
 
 
 def _tmp_name(path: Path) -> Path:

@@ -95,7 +95,7 @@ class OnnxSLM:
         files = export.meta["files"]
         if variant not in files:
             raise SLMError(f"export {export_dir} has no {variant!r} model (has {sorted(files)}); "
-                           f"run qsv-export {'--int8 ' if variant == 'int8' else ''}again")
+                           f"run qsv-export {'--' + variant + ' ' if variant in ('int8', 'int4') else ''}again")
         self.export = export
         self.variant = variant
         self.config = config or SessionConfig()

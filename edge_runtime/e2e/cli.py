@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-dtype", choices=("auto", "fp32", "bf16", "int8"),
                    help="precision of the verifier's target (default auto: measured by the verifier at start, "
                         "cloud_verifier.calibration)")
+    p.add_argument("--draft-variant", choices=("fp32", "int8", "int4"),
+                   help="ONNX variant of the edge SLM (default: the profile's)")
     p.add_argument("--baselines", choices=("fastest", "all"), default="fastest",
                    help="cloud-only runs: in the verifier's precision and the fastest measured one, or in all")
     p.add_argument("--json", type=Path, help="write the summary figures to this JSON file")
@@ -63,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = get_profile("smollm2" if args.quick else args.profile)
     if args.target_dtype:
         profile = dataclasses.replace(profile, target_dtype=args.target_dtype)
+    if args.draft_variant:
+        profile = dataclasses.replace(profile, variant=args.draft_variant)
     prompts_n = args.prompts if args.prompts is not None else profile.prompts
     tokens_n = args.tokens if args.tokens is not None else profile.new_tokens
     if prompts_n < 1 or tokens_n < 1 or args.edge_threads < 1 or args.cloud_threads < 1:

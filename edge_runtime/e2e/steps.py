@@ -60,7 +60,7 @@ def prepare_models(profile: Profile) -> Path:
         path = fetch(name)
         say(f"[demo] model {name}: {path} ({time.perf_counter() - t0:.1f} s)")
     t0 = time.perf_counter()
-    export = export_model(profile.draft, int8=profile.variant == "int8")
+    export = export_model(profile.draft, int8=profile.variant == "int8", int4=profile.variant == "int4")
     say(f"[demo] ONNX export of {profile.draft}: {export.directory} ({time.perf_counter() - t0:.1f} s)")
     return export.directory
 

