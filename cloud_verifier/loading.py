@@ -198,7 +198,8 @@ def _calibrate(dense: _Dense, candidates: list[str], key: CalibrationKey, dev: t
         prompt_len = len(tokenizer.encode(FIDELITY_PROMPT))
         text_ids = tokenizer.encode(FIDELITY_PROMPT + FIDELITY_CONTINUATION)
     except (OSError, ValueError, TypeError):
-        prompt_len, text_ids = 32, [(7919 * i) % 1000 + 100 for i in range(64)]
+        vocab = int(config.vocab_size)  # no tokenizer: a fixed pseudo-random text of ids
+        prompt_len, text_ids = 32, [(7919 * i + 13) % vocab for i in range(64)]
     curves: dict[str, CostCurve] = {}
     fidelity: dict[str, float] = {}
     reference = None

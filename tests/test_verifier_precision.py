@@ -235,3 +235,33 @@ def test_tied_embeddings_survive_conversion() -> None:
             tv = float((built(input_ids=ids).logits.softmax(-1) - model(input_ids=ids).logits.softmax(-1))
                        .abs().sum(-1).max() / 2)
         assert tv < (1e-6 if name == "fp32" else 0.05), name
+
+
+def test_load_target_auto_calibrates_once_and_pins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: every offered precision measured, the table's choice loaded, the calibration cached (a second start
+    measures nothing); a pinned precision loads that precision with a cost curve for the OPEN reply."""
+    from cloud_verifier import calibration, loading
+
+    folder = tmp_path / "tiny"
+    tiny_llama(5).save_pretrained(folder)
+    caches = {"weight_cache": WeightCache(tmp_path / "w"), "calibration_cache": CalibrationCache(tmp_path / "c")}
+    lines: list[str] = []
+    first = loading.load_target(folder, "cpu", "auto", context=16, reps=1, say=lines.append, **caches)
+    assert first.choice is not None and first.precision == first.choice.precision
+    assert {r["precision"] for r in first.choice.rows} == set(prec.available(torch.device("cpu")))
+    assert any("precision calibration" in line for line in lines) and any("chosen:" in line for line in lines)
+    assert len(first.curve.pass_ms) == Assumptions().max_draft_len + 1
+    assert first.target.precision == first.precision
+
+    def no_measuring(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a cached calibration must not be measured again")
+
+    monkeypatch.setattr(loading, "measure_curve", no_measuring)
+    monkeypatch.setattr(calibration, "measure_curve", no_measuring)
+    again = loading.load_target(folder, "cpu", "auto", context=16, reps=1, **caches)
+    assert again.precision == first.precision and again.curve == first.curve
+    pinned = loading.load_target(folder, "cpu", "int8", context=16, reps=1, **caches)  # measured above: cached
+    assert pinned.choice is None and pinned.target.precision == "int8"
+    assert isinstance(pinned.target.model.model.layers[0].mlp.down_proj, prec.Int8Linear)
+    with pytest.raises(prec.PrecisionError):
+        loading.load_target(folder, "cpu", "fp16", **caches)
