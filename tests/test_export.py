@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
+import torch
 
 from edge_runtime.export.onnx_export import (
     ExportError,
@@ -120,3 +122,20 @@ def test_qsv_export_cli(tmp_path, capsys):
     assert load_export(out.strip().splitlines()[-1]).int8_path.exists()
     assert main([str(tmp_path / "missing.gguf"), "--out", str(tmp_path / "onnx")]) == 1
     assert "neither a known model" in capsys.readouterr().err
+
+
+def test_int4_variant_is_written_and_loads(tmp_path):
+    """--int4: 4-bit weight-only MatMulNBits next to the fp32 export; the SLM runs it and its logits track torch's."""
+    from edge_runtime.slm import OnnxSLM, SessionConfig
+
+    model = tiny_causal_lm("qwen2", vocab_size=96, seed=4, hidden=64, heads=4, kv_heads=2)
+    result = export_loaded(model, None, tmp_path / "m", int4=True, check_prompt=[5, 9, 17, 33, 2])
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert meta["files"]["int4"] == "model.int4.onnx" and result.int4_path.exists()
+    onnx_model = onnx.load(str(result.int4_path), load_external_data=False)
+    assert sum(node.op_type == "MatMulNBits" for node in onnx_model.graph.node) >= 7  # every projection + head
+    slm = OnnxSLM(tmp_path / "m", "int4", SessionConfig(threads=1))
+    int4_logits = slm.prefill([5, 9, 17, 33, 2]).copy()
+    with torch.no_grad():
+        ref = model(torch.tensor([[5, 9, 17, 33, 2]])).logits[0, -1].numpy()
+    assert np.corrcoef(int4_logits, ref)[0, 1] > 0.9
