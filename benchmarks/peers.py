@@ -71,7 +71,6 @@ CMAKE_FLAGS = (
     "-DBUILD_SHARED_LIBS=OFF",
 )
 APT_HINT = "apt-get install -y cmake build-essential"
-KEY_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 SAMPLERS = {
     # QSV's sampling: temperature only, the whole vocabulary
     "plain": ("--top-k", "0", "--top-p", "1.0", "--min-p", "0.0"),
@@ -89,20 +88,11 @@ class PeerError(RuntimeError):
 
 def cpu_summary(threads: int) -> dict[str, Any]:
     """CPU model name, the SIMD flags that decide kernel choice, core count and the thread count used."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key == "model name" and model in ("", platform.machine(), platform.processor()):
-                    model = value.strip()
-                elif key in ("flags", "features") and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": model or "unknown", "flags": [f for f in KEY_FLAGS if f in flags],
-            "amx": any(f.startswith("amx") for f in flags), "cores": os.cpu_count(), "threads": threads}
+    from edge_runtime.cpu import cpu_info
+
+    info = cpu_info()
+    return {"model": info.model, "flags": info.key_flags(), "amx": any(f.startswith("amx") for f in info.flags),
+            "cores": os.cpu_count(), "threads": threads}
 
 
 # --------------------------------------------------------------------------------------------------- llama.cpp build

@@ -34,6 +34,7 @@ class WeightOnlyInt8(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         q, scale = prec.quantize_weight(linear.weight)
+        self.out_features = q.shape[0]
         self.q, self.scale = q, scale.to(torch.bfloat16)
         self.bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
 
@@ -48,6 +49,7 @@ class WeightOnlyInt4(nn.Module):
         super().__init__()
         w = linear.weight.detach().float()
         out_f, in_f = w.shape
+        self.out_features = out_f
         g = w.reshape(out_f, in_f // group, group)
         lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
         scale = (hi - lo).clamp(min=1e-8) / 15

@@ -23,6 +23,7 @@ skips the measurement; ``--dtype`` pins a precision and then only that precision
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -61,6 +62,16 @@ class Assumptions:
             raise ValueError(f"acceptance must be in [0, 1), got {self.acceptance}")
         if self.draft_ms_per_token < 0 or self.round_overhead_ms < 0 or self.max_draft_len < 1:
             raise ValueError("draft and overhead times must be >= 0 and max_draft_len >= 1")
+
+
+def add_precision_args(parser: argparse.ArgumentParser) -> None:
+    """The verifier's precision flags, the same in every command that loads a target."""
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8", "fp16"),
+                        help="precision of the target; auto: measured at start and cached (cloud_verifier.calibration)")
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="measure the precisions again even if this machine's calibration is cached")
+    parser.add_argument("--max-tv", type=float, default=Assumptions.max_tv,
+                        help="auto: skip precisions whose distributions differ from fp32's by more (total variation)")
 
 
 @dataclass(frozen=True)

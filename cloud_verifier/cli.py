@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import asdict
 
+from cloud_verifier.calibration import add_precision_args
 from cloud_verifier.metrics import MetricsServer
 from cloud_verifier.service import ServiceConfig, VerifierService
 from cloud_verifier.target import TargetModel
@@ -72,12 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="random weights of this shape")
     p.add_argument("--fetch", action="store_true", help="fetch a registry model that is not cached yet")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8", "fp16"),
-                   help="precision of the target; auto: measured at start and cached (cloud_verifier.calibration)")
-    p.add_argument("--recalibrate", action="store_true",
-                   help="measure the precisions again even if this machine's calibration is cached")
-    p.add_argument("--max-tv", type=float, default=0.2,
-                   help="auto: skip precisions whose distributions differ from fp32's by more (total variation)")
+    add_precision_args(p)
     p.add_argument("--max-sessions", type=int, default=64)
     p.add_argument("--memory-budget-mb", type=int, default=4096, help="KV-cache budget over all sessions")
     p.add_argument("--idle-timeout-s", type=float, default=300.0)

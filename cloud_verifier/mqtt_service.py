@@ -30,6 +30,7 @@ from typing import Protocol
 
 import paho.mqtt.client as mqtt
 
+from cloud_verifier.calibration import add_precision_args
 from edge_runtime.protocol import (
     CloseSession,
     DraftRound,
@@ -427,12 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="serve the PyTorch verifier: registry name, .gguf file or HF model folder")
     p.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="PyTorch verifier with random weights")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8", "fp16"),
-                   help="auto (measured at start, cached: cloud_verifier.calibration), fp32, bf16, int8, fp16 (CUDA)")
-    p.add_argument("--recalibrate", action="store_true",
-                   help="measure the precisions again even if this machine's calibration is cached")
-    p.add_argument("--max-tv", type=float, default=0.2,
-                   help="auto: precisions whose distributions differ from fp32 by more (total variation) are skipped")
+    add_precision_args(p)
     p.add_argument("--max-batch", type=int, default=16)
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)

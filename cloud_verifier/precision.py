@@ -24,11 +24,11 @@ import logging
 import platform
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 from torch import nn
+
+from edge_runtime.cpu import CpuInfo, cpu_info  # noqa: F401 - re-exported: the calibration key and tests use them
 
 log = logging.getLogger(__name__)
 
@@ -48,44 +48,6 @@ def canonical(name: str) -> str:
     if key != AUTO and key not in PRECISIONS:
         raise PrecisionError(f"unknown precision {name!r}; choose from auto, {', '.join(PRECISIONS)}")
     return key
-
-
-@dataclass(frozen=True)
-class CpuInfo:
-    model: str
-    flags: frozenset[str]
-
-    @property
-    def native_bf16(self) -> bool:
-        return bool({"avx512_bf16", "amx_bf16"} & self.flags) or self.arm_bf16
-
-    @property
-    def arm_bf16(self) -> bool:
-        return "bf16" in self.flags and platform.machine() in ("aarch64", "arm64")
-
-    def key_flags(self) -> list[str]:
-        """The flags that decide which precision is fastest (recorded with every calibration)."""
-        wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8",
-                  "asimddp", "bf16", "i8mm", "sve")
-        return [f for f in wanted if f in self.flags]
-
-
-@lru_cache(maxsize=1)
-def cpu_info() -> CpuInfo:
-    """CPU model name and feature flags from /proc/cpuinfo (empty flags where it cannot be read)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                if key in ("model name", "hardware") and model in ("", platform.machine(), platform.processor()):
-                    model = value.strip()
-                elif key in ("flags", "features") and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    return CpuInfo(model or "unknown", frozenset(flags))
 
 
 def available(device: torch.device) -> list[str]:

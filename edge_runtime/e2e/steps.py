@@ -19,20 +19,9 @@ def say(text: str = "") -> None:
 
 def cpu_label() -> str:
     """CPU model and the flags that decide the verifier's precision (recorded with every figure)."""
-    flags, model = [], "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown CPU":
-                    model = value.strip()
-                elif key.strip() in ("flags", "Features") and not flags:
-                    have = set(value.split())
-                    flags = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "asimddp",
-                                         "bf16", "i8mm") if f in have]
-    except OSError:
-        pass
-    return f"{model} [{' '.join(flags) or 'no SIMD flags read'}]"
+    from edge_runtime.cpu import cpu_info
+
+    return cpu_info().label()
 
 
 def make_controller(kind: str, cfg: BoardConfig, vocab_size: int) -> tuple[Controller, str]:
