@@ -7,10 +7,11 @@
 - ``fp16``: float16 weights and GEMMs; CUDA only.
 
 ``int8`` replaces every ``nn.Linear`` (the language-model head included) by ``Int8Linear``; embeddings and norms stay
-float32. Measured alternatives that lost on every CPU tried (int8
-weight-only ``_weight_int8pack_mm`` and int4 weight-only ``_weight_int4pack_mm_for_cpu`` with bf16 activations: 2.4×
-and 1.8× the int8 cost of a 1-token pass on an AVX-512 BF16 CPU, and slower still at n = 5) are not kept;
-benchmarks/verifier_paths.py measures them all side by side.
+float32. Measured alternatives that lost (benchmarks/verifier_paths.py, 1.5B target, one AVX-512 BF16 core; figures
+in BENCHMARKS.md): int8 weight-only ``_weight_int8pack_mm`` and int4 weight-only ``_weight_int4pack_mm_for_cpu``
+with bf16 activations cost 2.2× and 1.3× int8's 1-token pass and 3.6× and 2.4× its 5-token pass; PyTorch's stock
+dynamic int8 is 5 % faster but takes one activation scale per pass (not row-independent, see below) and lands 4×
+further from fp32.
 
 Exactness: the verifier samples from the target's p as this path computes it, so QSV's output follows the law of the
 target *in that precision*. In every path a position's p depends only on the tokens before it (``Int8Linear`` makes
