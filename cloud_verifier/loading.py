@@ -145,10 +145,10 @@ def load_target(name_or_path: str | Path, device: str = "auto", precision: str =
     measured_model.clear()
     timings["weights_s"] = time.perf_counter() - t0
 
-    if cal is None or chosen not in cal.curves:  # pinned precision without a cached curve: measure it alone
+    if cal is None or chosen not in cal.curves:  # pinned without a cached curve (or --recalibrate): measure it alone
         t0 = time.perf_counter()
         curve = measure_curve(target, max_n, context, reps)
-        cal = cal or Calibration(key, {}, {}, complete=False, measured_at=time.time())
+        cal = cal or ccache.load(key) or Calibration(key, {}, {}, complete=False, measured_at=time.time())
         cal.curves[chosen] = curve
         ccache.save(cal)
         timings["curve_s"] = time.perf_counter() - t0
