@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
+from edge_runtime import safe_yaml
+
 log = logging.getLogger(__name__)
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "firmware_configs" / "schema.json"
@@ -301,8 +303,8 @@ def validate_config_text(text: str, source: str = "<string>") -> tuple[list[Conf
         return ConfigIssue(source, line, col, format_path(path), message)
 
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = safe_yaml.compose(text)
+        data = safe_yaml.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)

@@ -226,3 +226,41 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert f"{bad}:9:" in err and "controller.L_max" in err
     assert main(["--print-defaults"]) == 0
     assert validate_config_text(capsys.readouterr().out)[0] == []
+
+
+ALIAS_BOMB = "\n".join(
+    ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    + ["device: *a8"]
+)
+
+
+def test_an_alias_bomb_is_rejected_at_once_with_its_position() -> None:
+    import time
+
+    start = time.perf_counter()
+    issues, data = validate_config_text(ALIAS_BOMB, "bomb.yaml")
+    assert time.perf_counter() - start < 1.0
+    assert data is None and len(issues) == 1
+    assert "anchors and aliases" in issues[0].message and (issues[0].line, issues[0].column) == (1, 5)
+
+
+def test_an_oversized_document_is_rejected_before_parsing() -> None:
+    from edge_runtime import safe_yaml
+
+    issues, data = validate_config_text("x: " + "y" * (safe_yaml.MAX_BYTES + 1), "big.yaml")
+    assert data is None and "at most" in issues[0].message
+
+
+def test_fleet_lists_are_type_checked_and_alias_free(tmp_path) -> None:
+    from edge_runtime.broker.fleet import Fleet
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text("devices: board-01\n")  # a string, not a list: was split into characters
+    with pytest.raises(ValueError, match="'devices' must be a list of names"):
+        Fleet.load(path)
+    path.write_text(ALIAS_BOMB.replace("device:", "devices:"))
+    with pytest.raises(ValueError, match="anchors and aliases"):
+        Fleet.load(path)
+    path.write_text("devices: [board-01, board-02]\nverifiers: [verifier]\n")
+    assert Fleet.load(path).devices == ("board-01", "board-02")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from edge_runtime import safe_yaml
 from edge_runtime.transport.topics import TOPIC_PREFIX, check_client_id
 
 
@@ -33,10 +34,19 @@ class Fleet:
     @classmethod
     def load(cls, path: Path) -> Fleet:
         """YAML: ``devices: [board-01, ...]`` and ``verifiers: [verifier, ...]``."""
-        data = yaml.safe_load(Path(path).read_text())
+        try:
+            data = safe_yaml.load(Path(path).read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         if not isinstance(data, dict) or "devices" not in data:
             raise ValueError(f"{path}: expected a mapping with a 'devices' list")
-        return cls(tuple(str(d) for d in data["devices"]), tuple(str(v) for v in data.get("verifiers", ["verifier"])))
+        lists = {key: data.get(key, ["verifier"] if key == "verifiers" else None) for key in ("devices", "verifiers")}
+        for key, value in lists.items():
+            names_ok = isinstance(value, list) and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                       for v in value)
+            if not names_ok:
+                raise ValueError(f"{path}: '{key}' must be a list of names, got {type(value).__name__} {value!r:.60}")
+        return cls(tuple(map(str, lists["devices"])), tuple(map(str, lists["verifiers"])))
 
 
 def render_acl(fleet: Fleet) -> str:
