@@ -14,8 +14,13 @@ done
 if ((${#missing[@]})); then
   echo "[bootstrap] installing system packages: ${missing[*]}"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-  $SUDO apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
+  # a new machine often runs unattended upgrades first: wait for the dpkg lock (bounded) instead of failing
+  lock_wait=(-o DPkg::Lock::Timeout=600)
+  if fuser /var/lib/dpkg/lock-frontend >/dev/null 2>&1; then
+    echo "[bootstrap] another package manager holds the dpkg lock; waiting for it (at most 10 min)"
+  fi
+  $SUDO apt-get "${lock_wait[@]}" update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${lock_wait[@]}" install -y -q "${missing[@]}" >/dev/null
 fi
 
 PY=${PYTHON:-python3}

@@ -195,8 +195,9 @@ def test_quick_demo_streams_rounds_and_prints_the_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_demo_stops_its_processes_when_interrupted(tmp_path: Path, sig: signal.Signals) -> None:
     workdir = tmp_path / "wd"
+    # started with SIGINT ignored, as `nohup … &` and some CI runners start processes: the demo must still stop
     proc = subprocess.Popen(_demo_cmd(workdir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=ROOT)
+                            cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines = []
     assert proc.stdout is not None
     for line in proc.stdout:  # wait until the broker runs and the worker is loading
