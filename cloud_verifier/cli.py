@@ -59,10 +59,11 @@ def random_target(shape: str, device: str, dtype: str) -> TargetModel:
         raise ValueError(f"random model shape must be one of {sorted(shapes)}")
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(max_position_embeddings=8192, **shapes[shape]))
-    from cloud_verifier import precision
+    from cloud_verifier.precision import canonical
+    from cloud_verifier.weight_cache import convert_model
 
-    name = precision.canonical(dtype)
-    return TargetModel(precision.convert(model, name), device, precision=name)
+    name = canonical(dtype)
+    return TargetModel(convert_model(model, name), device, precision=name)
 
 
 def build_parser() -> argparse.ArgumentParser:

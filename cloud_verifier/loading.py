@@ -35,7 +35,6 @@ from cloud_verifier.calibration import (
 )
 from cloud_verifier.target import TargetModel, resolve_device
 from cloud_verifier.weight_cache import (
-    CacheError,
     ConvertedWeights,
     ModelSource,
     WeightCache,
@@ -51,7 +50,6 @@ log = logging.getLogger(__name__)
 class LoadedTarget:
     target: TargetModel
     vocab_hash: bytes | None
-    eos_token_ids: list[int]
     precision: str
     curve: CostCurve
     choice: Choice | None  # None when pinned
@@ -154,11 +152,11 @@ def load_target(name_or_path: str | Path, device: str = "auto", precision: str =
         timings["curve_s"] = time.perf_counter() - t0
     curve = cal.curves[chosen]
 
-    vocab_hash, eos = _vocab(source, weights, wcache, chosen, cached_weights)
+    vocab_hash = _vocab_hash(weights, dense)
     timings["total_s"] = time.perf_counter() - t_start
     log.info("target %s ready in %.1f s (%s)", source.path, timings["total_s"],
              ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    return LoadedTarget(target, vocab_hash, eos, chosen, curve, choice, from_cache, timings)
+    return LoadedTarget(target, vocab_hash, chosen, curve, choice, from_cache, timings)
 
 
 def _build(source: ModelSource, precision: str, dense: _Dense, wcache: WeightCache,
@@ -170,21 +168,16 @@ def _build(source: ModelSource, precision: str, dense: _Dense, wcache: WeightCac
     return weights.build(), weights, False
 
 
-def _vocab(source: ModelSource, weights: ConvertedWeights | None, wcache: WeightCache, precision: str,
-           cached_weights: bool) -> tuple[bytes | None, list[int]]:
-    if weights is None and cached_weights:
-        try:
-            weights = wcache.load(source, precision, verify=False)
-        except CacheError:
-            weights = None
-    if weights is not None and weights.vocab_hash:
-        return bytes.fromhex(weights.vocab_hash), list(weights.eos_token_ids)
+def _vocab_hash(weights: ConvertedWeights, dense: _Dense) -> bytes | None:
+    """From the cache entry when it has one, else from the tokenizer (read once per load, shared with calibration)."""
+    if weights.vocab_hash:
+        return bytes.fromhex(weights.vocab_hash)
     try:
-        digest, eos, _ = vocab_info(source)
+        digest = dense.vocab()[0]
     except (OSError, ValueError, TypeError) as exc:
-        log.warning("no tokenizer for %s (%s): sessions are not checked for a vocab match", source.path, exc)
-        return None, []
-    return bytes.fromhex(digest), eos
+        log.warning("no tokenizer for %s (%s): sessions are not checked for a vocab match", dense.source.path, exc)
+        return None
+    return bytes.fromhex(digest)
 
 
 def _calibrate(dense: _Dense, candidates: list[str], key: CalibrationKey, dev: torch.device, context: int,

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import platform
 import threading
-from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -86,6 +85,11 @@ def _int8_engine() -> str | None:
     return None
 
 
+def of_dtype(dtype: torch.dtype) -> str:
+    """The precision name of a plain floating dtype (``str(dtype)`` for any other)."""
+    return next((name for name, d in TORCH_DTYPES.items() if d == dtype and name != "int8"), str(dtype))
+
+
 def torch_dtype(name: str) -> torch.dtype:
     """The floating dtype of the non-quantized parts (int8 keeps embeddings and norms in float32)."""
     return TORCH_DTYPES[canonical(name)]
@@ -104,8 +108,8 @@ def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class RowRanges:
     """The per-row normalization of ``Int8Linear``'s input, remembered for the last input tensor of this thread, so
-    layers fed the same tensor (q/k/v projections, gate/up) normalize it once. One per model (``quantize_linears``,
-    ``weight_cache.build_model``), per thread (forwards may run concurrently). The reuse is keyed by tensor identity
+    layers fed the same tensor (q/k/v projections, gate/up) normalize it once. One per model
+    (``weight_cache.build_model``), per thread (forwards may run concurrently). The reuse is keyed by tensor identity
     (and its version counter outside inference mode): the decoder layers feed their projections fresh tensors."""
 
     def __init__(self) -> None:
@@ -187,7 +191,12 @@ def full_range_int8() -> bool:
 def int8_linear(q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
                 shared: RowRanges | None = None, row_sums: torch.Tensor | None = None) -> nn.Module:
     """An int8 Linear from an int8 weight and its per-channel scales (what ``quantize_weight`` gives); layers of one
-    model share ``shared`` (``RowRanges``)."""
+    model share ``shared`` (``RowRanges``). The weights are packed for this machine's preferred quantized engine."""
+    engine = _int8_engine()
+    if engine is None:
+        raise PrecisionError("int8 needs a quantized engine (fbgemm, x86, onednn or qnnpack); this torch has none")
+    if torch.backends.quantized.engine != engine:
+        torch.backends.quantized.engine = engine
     return Int8Linear(q, scale, bias, reduce_range=not full_range_int8(), shared=shared, row_sums=row_sums)
 
 
@@ -200,31 +209,6 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
-
-
-def quantize_linears(model: nn.Module, names: Iterable[str] | None = None) -> nn.Module:
-    """Replace the named (default: all) ``nn.Linear`` layers of a float model by int8 dynamic ones, in place."""
-    engine = _int8_engine()
-    if engine is None:
-        raise PrecisionError("no quantized engine in this torch build")
-    torch.backends.quantized.engine = engine
-    quantized: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    ranges = RowRanges()
-    for name in list(names if names is not None else linear_names(model)):
-        linear = model.get_submodule(name)
-        key = id(linear.weight)
-        if key not in quantized:  # tied weights are quantized once
-            quantized[key] = quantize_weight(linear.weight)
-        set_submodule(model, name, int8_linear(*quantized[key], linear.bias, ranges))
-    return model
-
-
-def convert(model: nn.Module, name: str) -> nn.Module:
-    """A dense float model (float32 weights) in precision ``name`` (in place where possible)."""
-    name = canonical(name)
-    if name == "int8":
-        return quantize_linears(model.float())
-    return model.to(TORCH_DTYPES[name])
 
 
 def describe(name: str) -> str:

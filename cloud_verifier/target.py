@@ -22,11 +22,9 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from cloud_verifier.precision import of_dtype
+
 log = logging.getLogger(__name__)
-
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
-
 
 @dataclass
 class KVState:
@@ -79,8 +77,7 @@ class TargetModel:
         head = model.get_output_embeddings()
         self.vocab_size = int(head.out_features if hasattr(head, "out_features") else head.weight.shape[0])
         self.dtype = next(model.parameters()).dtype
-        self.precision = precision or {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}.get(
-            self.dtype, str(self.dtype))
+        self.precision = precision or of_dtype(self.dtype)
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 0) or 0)  # 0: unknown
         # transformers ≥ 5.2x renamed ``past_key_values`` to ``cache``; accept both
         params = inspect.signature(type(model).forward).parameters

@@ -2,7 +2,7 @@
 
 Dequantizing the 1.5B Q4_K_M GGUF with transformers takes about a minute and reading its tokenizer from the GGUF
 another 14 s; a verifier that did both at every start would be out for minutes after each restart. The first load
-(or ``qsv-models convert``) writes, per (GGUF sha256, precision):
+(or ``cloud_verifier --model NAME --check``) writes, per (GGUF sha256, precision):
 
     <cache>/converted/<gguf sha256[:16]>/<precision>/
         model.safetensors   the tensors the precision's model is built from (int8: the quantized Linear layers'
@@ -20,7 +20,6 @@ load costs reading the file (and, for int8, packing the weights for the GEMM ker
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ import torch
 from torch import nn
 
 from cloud_verifier import precision as prec
+from edge_runtime.models.fetch import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,6 @@ def library_versions() -> dict[str, str]:
 
     return {"torch": torch.__version__, "transformers": transformers.__version__,
             "safetensors": safetensors.__version__, "format": str(FORMAT_VERSION)}
-
-
-def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -149,6 +141,11 @@ def convert_tensors(config: Any, dense: dict[str, torch.Tensor], precision: str)
                 _put_int8(out, module, dense[target])
         tied = {n: t for n, t in tied.items() if n.rpartition(".")[0] not in linears}
     return ConvertedWeights(precision, config, out, tied)
+
+
+def convert_model(model: nn.Module, precision: str) -> nn.Module:
+    """A dense float transformers model in ``precision``, through the same tensors a cache entry holds."""
+    return convert_tensors(model.config, dict(model.state_dict()), precision).build()
 
 
 def _put_int8(out: dict[str, torch.Tensor], module: str, weight: torch.Tensor) -> None:

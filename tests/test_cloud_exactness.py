@@ -18,10 +18,10 @@ import torch
 from scipy import stats
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from cloud_verifier.precision import convert
 from cloud_verifier.sampling import SamplingParams, target_probs
 from cloud_verifier.service import ServiceConfig, VerifierService
 from cloud_verifier.target import TargetModel
+from cloud_verifier.weight_cache import convert_model
 from edge_runtime import core
 from edge_runtime.protocol import DraftRound, Feedback, OpenSession
 from edge_runtime.protocol import SamplingParams as WireSampling
@@ -45,7 +45,7 @@ def first_token_counts(order: str, boards: int = BOARDS, precision: str = "fp32"
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        target = TargetModel(convert(tiny(0, 6.0), precision), precision=precision)
+        target = TargetModel(convert_model(tiny(0, 6.0), precision), precision=precision)
         drafter = tiny(1, 6.0)
         params = SamplingParams(temperature=1.0)
         with torch.no_grad():

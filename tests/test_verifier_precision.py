@@ -27,7 +27,7 @@ from cloud_verifier.calibration import (
     speculative_rate,
 )
 from cloud_verifier.target import TargetModel
-from cloud_verifier.weight_cache import ModelSource, WeightCache, convert_tensors
+from cloud_verifier.weight_cache import ModelSource, WeightCache, convert_model, convert_tensors
 
 
 def curve(name: str, one: float, five: float, n: int = 13) -> CostCurve:
@@ -148,7 +148,7 @@ def test_int8_rows_are_independent_bit_for_bit() -> None:
 def test_int8_target_positions_depend_only_on_their_prefix() -> None:
     """What exact verification needs: p at a position must not depend on the later draft tokens of the same pass."""
     model = tiny_llama(1)
-    target = TargetModel(prec.convert(model, "int8"), precision="int8")
+    target = TargetModel(convert_model(model, "int8"), precision="int8")
     state = target.prefill([5, 9, 14, 2])
     a = target.forward_round(state, [7, 3, 60, 61]).logits
     b = target.forward_round(state, [7, 3, 11, 90]).logits
