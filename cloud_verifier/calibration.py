@@ -33,6 +33,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edge_runtime.controller.estimators import pass_cost
+from edge_runtime.controller.model import expected_tokens_iid
+
 log = logging.getLogger(__name__)
 
 DEFAULT_WIDTHS = (1, 2, 3, 4, 5, 7, 9, 13)
@@ -90,10 +93,7 @@ class CostCurve:
         """c(n); beyond the measured range extrapolated with the last measured slope."""
         if n < 1:
             raise ValueError("n must be >= 1")
-        if n <= len(self.pass_ms):
-            return self.pass_ms[n - 1]
-        slope = self.pass_ms[-1] - self.pass_ms[-2] if len(self.pass_ms) > 1 else self.pass_ms[0]
-        return self.pass_ms[-1] + max(slope, 0.0) * (n - len(self.pass_ms))
+        return pass_cost(self.pass_ms, n)
 
     @property
     def cloud_only_tokens_per_s(self) -> float:
@@ -113,19 +113,12 @@ class CostCurve:
         return cls(precision, tuple(round(c, 3) for c in out), context)
 
 
-def expected_tokens(alpha: float, length: int) -> float:
-    """E[N] for L = ``length`` drafts with i.i.d. acceptance α: accepted drafts plus the correction/bonus token."""
-    if alpha >= 1.0:
-        return float(length + 1)
-    return (1.0 - alpha ** (length + 1)) / (1.0 - alpha)
-
-
 def speculative_rate(curve: CostCurve, assume: Assumptions) -> tuple[int, float]:
     """(best L, predicted tokens/s) of speculative rounds with this cost curve."""
     best = (1, 0.0)
     for length in range(1, assume.max_draft_len + 1):
         round_ms = length * assume.draft_ms_per_token + curve.cost_ms(length + 1) + assume.round_overhead_ms
-        rate = 1000.0 * expected_tokens(assume.acceptance, length) / round_ms
+        rate = 1000.0 * expected_tokens_iid(assume.acceptance, length) / round_ms
         if rate > best[1]:
             best = (length, rate)
     return best

@@ -23,11 +23,11 @@ from cloud_verifier.calibration import (
     CalibrationKey,
     CostCurve,
     choose,
-    expected_tokens,
     speculative_rate,
 )
 from cloud_verifier.target import TargetModel
 from cloud_verifier.weight_cache import ModelSource, WeightCache, convert_model, convert_tensors
+from edge_runtime.controller.model import expected_tokens_iid
 
 
 def curve(name: str, one: float, five: float, n: int = 13) -> CostCurve:
@@ -75,13 +75,13 @@ def test_the_curve_not_the_one_token_cost_decides() -> None:
 
 
 def test_expected_tokens_and_rate() -> None:
-    assert expected_tokens(0.0, 5) == 1.0
-    assert expected_tokens(1.0, 3) == 4.0
-    assert expected_tokens(0.5, 2) == pytest.approx(1 + 0.5 + 0.25)
+    assert expected_tokens_iid(0.0, 5) == 1.0
+    assert expected_tokens_iid(1.0, 3) == 4.0
+    assert expected_tokens_iid(0.5, 2) == pytest.approx(1 + 0.5 + 0.25)
     flat = CostCurve("x", (100.0,) * 13)
     length, rate = speculative_rate(flat, Assumptions(acceptance=0.9, draft_ms_per_token=0.0, round_overhead_ms=0.0,
                                                      max_draft_len=12))
-    assert length == 12 and rate == pytest.approx(1000 * expected_tokens(0.9, 12) / 100)
+    assert length == 12 and rate == pytest.approx(1000 * expected_tokens_iid(0.9, 12) / 100)
 
 
 def test_cost_curve_interpolation_and_extrapolation() -> None:

@@ -94,6 +94,19 @@ class AffineFit:
         return a + b * x
 
 
+def pass_cost(costs: Sequence[float], tokens: float) -> float:
+    """c(n) from measured costs c(1), c(2), …: linear between them, beyond the last one extrapolated with the last
+    slope (never negative; a single point extrapolates as c(1) per token)."""
+    n = max(1.0, tokens)
+    last = len(costs)
+    if n >= last:
+        slope = costs[-1] - costs[-2] if last > 1 else costs[0]
+        return costs[-1] + max(slope, 0.0) * (n - last)
+    lo = int(n)
+    frac = n - lo
+    return costs[lo - 1] * (1 - frac) + costs[lo] * frac
+
+
 class CurveFit:
     """Verification time for L drafts from the verifier's measured pass-cost curve: t(L) ≈ k · c(L + 1).
 
@@ -112,13 +125,7 @@ class CurveFit:
         self.scale = Ewma(alpha, prior=1.0, prior_weight=1.0)
 
     def _cost(self, tokens: float) -> float:
-        n = max(1.0, tokens)
-        last = len(self.pass_s)
-        if n >= last:
-            return self.pass_s[-1] + max(self.pass_s[-1] - self.pass_s[-2], 0.0) * (n - last)
-        lo = int(n)
-        frac = n - lo
-        return self.pass_s[lo - 1] * (1 - frac) + self.pass_s[lo] * frac
+        return pass_cost(self.pass_s, tokens)
 
     def update(self, x: float, y: float) -> None:
         if not (math.isfinite(x) and math.isfinite(y)):
