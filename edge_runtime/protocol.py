@@ -278,6 +278,13 @@ def _pack_checked(ids: Sequence[int], vocab_size: int) -> bytes:
         raise ProtocolError(ErrorCode.MALFORMED, str(exc)) from exc
 
 
+def _check_precision(raw: bytes) -> bytes:
+    """The OPEN_ACK's precision name: 0..16 printable ASCII characters (docs/PROTOCOL.md)."""
+    if len(raw) > 16 or not all(0x21 <= c <= 0x7E for c in raw):
+        raise ProtocolError(ErrorCode.MALFORMED, "precision must be 0..16 printable ASCII characters")
+    return raw
+
+
 def encode(msg: Message, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """Serialize one message (header included). Raises ProtocolError on values the decoder would reject."""
     if isinstance(msg, OpenSession):
@@ -301,9 +308,7 @@ def encode(msg: Message, limits: Limits = DEFAULT_LIMITS) -> bytes:
             _check_u(msg.session_id, 64, "session_id"), _check_u(msg.position, 32, "position"),
             _check_u(msg.next_round_seq, 32, "next_round_seq"),
         )
-        precision = msg.precision.encode("ascii")
-        if len(precision) > 16 or not all(0x21 <= c <= 0x7E for c in precision):
-            raise ProtocolError(ErrorCode.MALFORMED, "precision must be 0..16 printable ASCII characters")
+        precision = _check_precision(msg.precision.encode("utf-8"))
         if len(msg.pass_us) > limits.max_draft_len + 1:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"at most {limits.max_draft_len + 1} pass costs")
         costs = struct.pack(f"<{len(msg.pass_us)}I", *(_check_u(c, 32, "pass_us") for c in msg.pass_us))
@@ -459,10 +464,7 @@ def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Message:
         precision, pass_us = "", ()
         if r.pos < len(r.data):  # the verifier-cost trailer (docs/PROTOCOL.md); absent in acks of older workers
             (n_prec,) = r.take(1, "precision length")
-            raw = bytes(r.take(n_prec, "precision"))
-            if n_prec > 16 or not all(0x21 <= c <= 0x7E for c in raw):
-                raise ProtocolError(ErrorCode.MALFORMED, "precision must be 0..16 printable ASCII characters")
-            precision = raw.decode("ascii")
+            precision = _check_precision(bytes(r.take(n_prec, "precision"))).decode("ascii")
             (n_cost,) = r.take(1, "pass cost count")
             if n_cost > limits.max_draft_len + 1:
                 raise ProtocolError(ErrorCode.MALFORMED, f"{n_cost} pass costs (max {limits.max_draft_len + 1})")

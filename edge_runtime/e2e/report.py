@@ -6,6 +6,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edge_runtime.cpu import cpu_info
 from edge_runtime.e2e.baseline import BaselineRun
 from edge_runtime.e2e.edge import EdgeRun, RoundStat
 
@@ -81,7 +82,7 @@ class Summary:
             return a / b if b else None
 
         return {
-            "cpu": _cpu(),
+            "cpu": cpu_info().label(),
             "verifier_dtype": self.verifier_precision,
             "verifier_dtype_reason": self.precision_report.get("reason"),
             "verifier_calibration": self.precision_report.get("rows") or [],
@@ -108,7 +109,6 @@ class Summary:
         qsv = totals(self.edge_runs)
         rates = self._rates()
         fastest = self.fastest_cloud_only()
-        same = rates.get(self.verifier_precision)
         head = f" {'':40s} {'tokens':>7s} {'prefill s':>10s} {'decode s':>9s} {'tokens/s':>9s} {'with prefill':>13s}"
         lines = [head]
         for name, t in rates.items():
@@ -119,13 +119,15 @@ class Summary:
                          f"{t.end_to_end_rate:13.2f}")
         lines.append(f" {'QSV (edge draft + cloud verify, ' + self.verifier_precision + ')':40s} {qsv.tokens:7d} "
                      f"{qsv.prefill_s:10.1f} {qsv.decode_s:9.1f} {qsv.decode_rate:9.2f} {qsv.end_to_end_rate:13.2f}")
-        if same is not None and same.decode_rate > 0:
+        figures = self.as_dict()
+        if figures["speedup_vs_same_dtype"] is not None:
             lines.append(f" QSV decode speedup vs cloud only in the same precision ({self.verifier_precision}): "
-                         f"{qsv.decode_rate / same.decode_rate:.2f}×")
-        if fastest is not None and fastest[1].decode_rate > 0:
-            e2e = qsv.end_to_end_rate / fastest[1].end_to_end_rate if fastest[1].end_to_end_rate > 0 else float("nan")
-            lines.append(f" QSV decode speedup vs the fastest cloud-only run ({fastest[0]}): "
-                         f"{qsv.decode_rate / fastest[1].decode_rate:.2f}× (with prefill: {e2e:.2f}×)")
+                         f"{figures['speedup_vs_same_dtype']:.2f}×")
+        if figures["speedup_vs_fastest_cloud_only"] is not None:
+            e2e = figures["end_to_end_speedup_vs_fastest_cloud_only"]
+            lines.append(f" QSV decode speedup vs the fastest cloud-only run ({figures['fastest_cloud_only_dtype']}): "
+                         f"{figures['speedup_vs_fastest_cloud_only']:.2f}× (with prefill: "
+                         f"{float('nan') if e2e is None else e2e:.2f}×)")
         reason = self.precision_report.get("reason")
         if reason:
             lines.append(f" verifier precision {reason}")
@@ -135,12 +137,6 @@ class Summary:
         lines += [ready, ""]
         lines += _round_lines(self.edge_runs, self.vocab_size, self.uplink_bps)
         return "\n".join(lines)
-
-
-def _cpu() -> str:
-    from edge_runtime.e2e.steps import cpu_label
-
-    return cpu_label()
 
 
 def _round_lines(edge_runs: Sequence[EdgeRun], vocab_size: int, uplink_bps: float) -> list[str]:

@@ -9,12 +9,13 @@ import json
 import time
 
 from edge_runtime.config import default_config
+from edge_runtime.cpu import cpu_info
 from edge_runtime.e2e import report
 from edge_runtime.e2e.baseline import BaselineRun
 from edge_runtime.e2e.edge import EdgeRun, RoundStat, run_edge_generation
 from edge_runtime.e2e.processes import DEVICE_ID, DemoStack
 from edge_runtime.e2e.profiles import Profile
-from edge_runtime.e2e.steps import cpu_label, demo_prompts, make_controller, prepare_models, quiet_libraries, say
+from edge_runtime.e2e.steps import demo_prompts, make_controller, prepare_models, quiet_libraries, say
 
 RULE = "─" * 100
 
@@ -90,7 +91,7 @@ class DemoSession:
         say(RULE)
         say(f"SUMMARY  profile {profile.name} · {len(prompts)} prompt{'s' * (len(prompts) > 1)} × up to "
             f"{self.tokens_n} new tokens · temperature {args.temperature} · controller {controller.name} · CPU "
-            f"{cpu_label()}")
+            f"{cpu_info().label()}")
         summary = report.Summary(edge_runs, baselines, verifier_precision, self.precision, stack.worker_ready_s,
                                  self.first_round_s, slm.vocab_size, self.config.channel.uplink_bps)
         say(summary.table())

@@ -17,13 +17,6 @@ def say(text: str = "") -> None:
     sys.stdout.flush()
 
 
-def cpu_label() -> str:
-    """CPU model and the flags that decide the verifier's precision (recorded with every figure)."""
-    from edge_runtime.cpu import cpu_info
-
-    return cpu_info().label()
-
-
 def make_controller(kind: str, cfg: BoardConfig, vocab_size: int) -> tuple[Controller, str]:
     c = cfg.controller
     if kind == "static":
