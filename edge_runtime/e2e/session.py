@@ -108,7 +108,9 @@ class DemoSession:
         if rows:
             from cloud_verifier.calibration import format_table
 
-            say("[demo] the verifier's precision calibration (pass = one target forward over n tokens, 1 thread):")
+            threads = self.args.cloud_threads
+            say(f"[demo] the verifier's precision calibration (pass = one target forward over n tokens, {threads} "
+                f"thread{'s' * (threads > 1)}):")
             for line in format_table(rows).splitlines():
                 say("   " + line)
         say(f"[demo] verifier precision: {report_.get('reason', report_.get('precision'))}")

@@ -291,7 +291,7 @@ def export_model(name_or_path: str | Path, options: ExportOptions = ExportOption
     out_dir = (root or cache_dir() / "onnx") / export_key(fingerprint, options)
     if not force and (out_dir / META_FILE).exists():
         result = load_export(out_dir)
-        if int4 and "int4" not in result.meta["files"] and (not int8 or (out_dir / INT8_FILE).exists()):
+        if int4 and not (out_dir / INT4_FILE).exists() and (not int8 or (out_dir / INT8_FILE).exists()):
             add_int4(out_dir, result.meta, None, None)
             (out_dir / META_FILE).write_text(json.dumps(result.meta, indent=2))
         if (not int8 or (out_dir / INT8_FILE).exists()) and (not int4 or (out_dir / INT4_FILE).exists()):
