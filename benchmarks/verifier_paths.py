@@ -100,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown paths {unknown}; choose from {', '.join(PATHS)}" if unknown else "--threads must be >= 1")
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    source = ModelSource.resolve(args.model)
+    try:
+        source = ModelSource.resolve(args.model)
+    except FileNotFoundError as exc:
+        p.error(str(exc))
     print(f"# {args.model} · {args.threads} thread(s) · CPU {prec.cpu_info().model} "
           f"[{' '.join(prec.cpu_info().key_flags())}] · torch {torch.__version__}", flush=True)
     config, dense = dense_from_gguf(source)

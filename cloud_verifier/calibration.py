@@ -67,13 +67,20 @@ class Assumptions:
             raise ValueError("draft and overhead times must be >= 0 and max_draft_len >= 1")
 
 
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def add_precision_args(parser: argparse.ArgumentParser) -> None:
     """The verifier's precision flags, the same in every command that loads a target."""
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "int8", "fp16"),
                         help="precision of the target; auto: measured at start and cached (cloud_verifier.calibration)")
     parser.add_argument("--recalibrate", action="store_true",
                         help="measure the precisions again even if this machine's calibration is cached")
-    parser.add_argument("--max-tv", type=float, default=Assumptions.max_tv,
+    parser.add_argument("--max-tv", type=_non_negative, default=Assumptions.max_tv,
                         help="auto: skip precisions whose distributions differ from fp32's by more (total variation)")
 
 

@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_json)
     for name, value in (("max-sessions", args.max_sessions), ("memory-budget-mb", args.memory_budget_mb),
                         ("max-batch", args.max_batch), ("max-draft-len", args.max_draft_len)):
@@ -107,12 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     curve_ms: tuple[float, ...] = ()
     reason = None
     if args.model:
-        from cloud_verifier.calibration import Assumptions
-        from cloud_verifier.loading import load_target
+        from cloud_verifier.loading import load_target_from_args
 
-        loaded = load_target(args.model, args.device, args.dtype, Assumptions(max_tv=args.max_tv),
-                             recalibrate=args.recalibrate,
-                             fetch_missing=args.fetch)
+        loaded = load_target_from_args(parser, args)
         target, vocab_hash, curve_ms, reason = loaded.target, loaded.vocab_hash, loaded.curve.pass_ms, loaded.describe()
     else:
         dtype = "fp32" if args.dtype == "auto" else args.dtype

@@ -8,6 +8,7 @@ both caches. HF model folders are loaded directly (no conversion cache) and conv
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from collections.abc import Callable
@@ -157,6 +158,18 @@ def load_target(name_or_path: str | Path, device: str = "auto", precision: str =
     log.info("target %s ready in %.1f s (%s)", source.path, timings["total_s"],
              ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     return LoadedTarget(target, vocab_hash, chosen, curve, choice, from_cache, timings)
+
+
+def load_target_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                          say: Callable[[str], None] = log.info) -> LoadedTarget:
+    """``load_target`` with the flags of ``calibration.add_precision_args`` (and ``--model``, ``--device``,
+    ``--fetch`` where the command has it); a model that is not there or a precision the device cannot run ends the
+    command with one line and exit code 2."""
+    try:
+        return load_target(args.model, args.device, args.dtype, Assumptions(max_tv=args.max_tv),
+                           fetch_missing=getattr(args, "fetch", False), recalibrate=args.recalibrate, say=say)
+    except (FileNotFoundError, prec.PrecisionError) as exc:
+        parser.error(str(exc))
 
 
 def _build(source: ModelSource, precision: str, dense: _Dense, wcache: WeightCache,

@@ -385,7 +385,8 @@ def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key", type=Path, help="client key")
 
 
-def _torch_handler(args: argparse.Namespace) -> tuple[VerifierHandler, str, tuple[int, ...]]:
+def _torch_handler(parser: argparse.ArgumentParser,
+                   args: argparse.Namespace) -> tuple[VerifierHandler, str, tuple[int, ...]]:
     """The batching PyTorch VerifierService (cloud_verifier.service), started; with the precision the target runs
     in and its measured pass costs (µs for n = 1, 2, … tokens) for the OPEN replies."""
     from cloud_verifier.cli import random_target
@@ -393,12 +394,9 @@ def _torch_handler(args: argparse.Namespace) -> tuple[VerifierHandler, str, tupl
     from cloud_verifier.service import VerifierService
 
     if args.model:
-        from cloud_verifier.calibration import Assumptions
-        from cloud_verifier.loading import load_target
+        from cloud_verifier.loading import load_target_from_args
 
-        loaded = load_target(args.model, args.device, args.dtype, Assumptions(max_tv=args.max_tv),
-                             recalibrate=args.recalibrate,
-                             say=lambda line: print(line, file=sys.stderr, flush=True))
+        loaded = load_target_from_args(parser, args, say=lambda line: print(line, file=sys.stderr, flush=True))
         target, vocab_hash = loaded.target, loaded.vocab_hash
         precision, pass_us = loaded.precision, tuple(int(round(c * 1000)) for c in loaded.curve.pass_ms)
         summary = {"precision": loaded.precision, "reason": loaded.describe(), "pass_ms": loaded.curve.pass_ms,
@@ -442,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.toy:
         handler = ToyVerifier(ToyModel(vocab_size=args.toy_vocab))
     elif args.model or args.random_model:
-        handler, precision, pass_us = _torch_handler(args)
+        handler, precision, pass_us = _torch_handler(p, args)
     else:
         p.error("choose a verifier: --model / --random-model (PyTorch), --toy or --echo")
     cfg = ServiceConfig(args.worker_id, args.group, args.idle_timeout, args.rate, args.burst, precision=precision,

@@ -83,6 +83,9 @@ class ModelSource:
 
         folder, gguf_file = resolve_model(name_or_path, fetch_missing=fetch_missing)
         spec = MODELS.get(str(name_or_path))
+        if gguf_file and not (folder / gguf_file).is_file():
+            raise FileNotFoundError(f"model {name_or_path} is not fetched yet: run qsv-models fetch {name_or_path}"
+                                    if spec else f"no such GGUF file: {folder / gguf_file}")
         return cls(folder, gguf_file, spec.sha256 if spec is not None else None)
 
 

@@ -57,3 +57,18 @@ def test_metrics_text_format_over_http() -> None:
     assert 'qsv_verifier_round_latency_seconds_bucket{le="0.1"} 2' in body
     assert 'qsv_verifier_round_latency_seconds_bucket{le="+Inf"} 3' in body
     assert "qsv_verifier_round_latency_seconds_count 3" in body
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "no-such-model", "--check"], "neither a known model"),
+    (["--model", "smollm2", "--dtype", "fp16", "--device", "cpu", "--check"], "fp16 runs on CUDA only"),
+    (["--random-model", "tiny", "--max-tv", "-1", "--check"], "must be >= 0"),
+    (["--model", "smollm2", "--dtype", "int4", "--check"], "invalid choice"),
+])
+def test_bad_precision_arguments_end_in_one_line_and_exit_2(argv: list[str], message: str, capsys) -> None:
+    from cloud_verifier.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--metrics-port", "-1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and "Traceback" not in err
