@@ -28,9 +28,8 @@ PROFILES: dict[str, Profile] = {
         target="qwen-target",
         draft_label="Qwen2.5-Coder-0.5B-Instruct",
         target_label="Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M weights dequantized)",
-        # 4-bit weights (onnxruntime MatMulNBits): 30 ms per token against 41 ms for int8 on one AVX-512 VNNI core; the
-        # drafter's q moves a little further from the target's (acceptance 0.53 against 0.70 in the demo) but the
-        # round gets shorter: QSV 12.1 against 10.4 tokens/s, same run conditions (BENCHMARKS.md)
+        # 4-bit weights (onnxruntime MatMulNBits): 30 ms per token against 41 ms for int8 on one AVX-512 VNNI core, so
+        # the round gets shorter: QSV 15.3 against 12.8 tokens/s with the int8 drafter, same hour (BENCHMARKS.md)
         variant="int4",
         # auto: the verifier measures each precision's pass costs on this CPU and picks the fastest for speculative
         # rounds (cloud_verifier.calibration); --target-dtype pins one
