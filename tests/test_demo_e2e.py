@@ -220,3 +220,11 @@ def test_demo_stops_its_processes_when_interrupted(tmp_path: Path, sig: signal.S
         assert proc.returncode == 130, "".join(lines) + rest
         assert "interrupted; all demo processes stopped" in rest
     assert _processes_mentioning(str(workdir)) == []
+
+
+def test_a_json_path_in_a_missing_directory_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    from edge_runtime.e2e.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--json", str(tmp_path / "missing" / "demo.json")])
+    assert exc.value.code == 2 and "--json: no directory" in capsys.readouterr().err

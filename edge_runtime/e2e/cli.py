@@ -75,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tokens_n = args.tokens if args.tokens is not None else profile.new_tokens
     if prompts_n < 1 or tokens_n < 1 or args.edge_threads < 1 or args.cloud_threads < 1:
         build_parser().error("--prompts, --tokens and the thread counts must be >= 1")
+    if args.json is not None and not args.json.parent.is_dir():  # checked now, not after minutes of generation
+        build_parser().error(f"--json: no directory {args.json.parent}")
     from edge_runtime.e2e.session import DemoSession
 
     try:
