@@ -117,6 +117,9 @@ class OpenAck:
     pass_us: tuple[int, ...] = ()  # measured cost of one verification pass over n = 1, 2, … tokens (µs)
 
 
+
+CODEC_MODE_QSV1 = 0  # DraftRound.codec_mode: lattice points as edge_runtime.codec messages (docs/CODEC.md)
+
 @dataclass(frozen=True)
 class DraftRound:
     session_id: int

@@ -143,7 +143,8 @@ def _first_token_counts(slm, config: DraftConfig, trials: int) -> tuple[np.ndarr
     counts = np.zeros(VOCAB, np.int64)
     drafter = Drafter(slm, config, seed=2024)
     point = None
-    for _ in range(trials):
+    for trial in range(trials):
+        drafter.seed = 2024 + trial  # draws are keyed by (seed, round, position): one seed per trial
         drafter.start(PROMPT)
         record = drafter.draft(1)
         counts[record.tokens[0]] += 1

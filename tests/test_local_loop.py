@@ -51,10 +51,13 @@ def test_greedy_loop_equals_target_greedy():
 
 
 @pytest.mark.slow
-def test_output_law_of_first_two_tokens_is_the_targets():
+@pytest.mark.parametrize(("pipeline", "draft_len"), [("off", 2), ("always", 1)])
+def test_output_law_of_first_two_tokens_is_the_targets(pipeline, draft_len):
     """Temperature 1, ℓ = 8 (q̂ far from q), V = 12: the law of the first two output tokens equals the target's
     p(t1) p(t2 | t1). G-test over the 144 pairs (cells with expectation < 5 pooled), 1,000 runs with seeds
-    0..999; the test fails below p = 0.001."""
+    0..999; the test fails below p = 0.001. Run serially (L = 2) and with pre-drafting to full depth during every
+    wait (L = 1, so that the second token comes from a pre-draft whenever the first round's guess was right): the
+    law must hold on both paths."""
     vocab, seed, runs = 12, 41, 1000
     target_model = tiny_causal_lm("llama", vocab_size=vocab, seed=seed, logit_scale=3.0)
     target = TargetModel(target_model, device="cpu")
@@ -63,13 +66,18 @@ def test_output_law_of_first_two_tokens_is_the_targets():
     slm.eos_token_ids = []
     config = DraftConfig(ell=8, temperature=1.0, record_stats=False)
     counts = np.zeros((vocab, vocab), np.int64)
-    accepted = drafted = 0
+    accepted = drafted = hits = misses = 0
     for run in range(runs):
         drafter = Drafter(slm, config, seed=run)
-        result = run_local_loop(drafter, target, PROMPT, 3, 2, torch.Generator().manual_seed(run))
+        result = run_local_loop(drafter, target, PROMPT, 3, draft_len, torch.Generator().manual_seed(run),
+                                pipeline=pipeline)
         counts[result.tokens[0], result.tokens[1]] += 1
+        hits += drafter.speculation.hits
+        misses += drafter.speculation.rounds - drafter.speculation.hits
         accepted, drafted = accepted + result.accepted, drafted + result.drafted
     assert 0 < accepted < drafted  # both branches of verification were exercised
+    if pipeline == "always":  # pre-drafts were both kept and thrown away
+        assert hits > 50 and misses > 50, (hits, misses)
     law = two_token_law(target_model, vocab)
     expected = law.ravel() * runs
     observed = counts.ravel()
@@ -82,6 +90,33 @@ def test_output_law_of_first_two_tokens_is_the_targets():
     # the drafter's own law is far from the target's, so a loop that leaked draft bias would fail this test
     draft_law = two_token_law(draft_model, vocab)
     assert 0.5 * np.abs(draft_law - law).sum() > 0.1
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.5])
+def test_same_seed_same_tokens_with_pipelining_on_or_off(temperature):
+    """Pre-drafting changes no token: serial, pre-drafting to full depth before looking at the verdict, and
+    "auto" against a verifier on its own thread give the same tokens for seeds 0..5 (L = 3, ℓ = 16, 40 tokens),
+    and the pipelined runs kept some pre-drafts and discarded others."""
+    vocab, seed = 64, 51
+    target_model = tiny_causal_lm("qwen2", vocab_size=vocab, seed=seed, logit_scale=6.0)
+    _, export = tiny_export("qwen2", vocab_size=vocab, seed=seed, logit_scale=6.0, noise=0.05)
+    slm = OnnxSLM(export.directory)
+    slm.eos_token_ids = []
+    config = DraftConfig(ell=16, temperature=temperature)
+    hits = discarded = 0
+    for run in range(6):
+        outputs = {}
+        for pipeline, threaded in (("off", False), ("always", False), ("auto", True)):
+            drafter = Drafter(slm, config, seed=run)
+            result = run_local_loop(drafter, TargetModel(target_model, device="cpu"), PROMPT, 40, 3,
+                                    torch.Generator().manual_seed(run), pipeline=pipeline, threaded=threaded)
+            outputs[pipeline] = result.tokens
+            if pipeline == "always":
+                hits += drafter.speculation.hits
+                discarded += drafter.speculation.rounds - drafter.speculation.hits
+                assert sum(r.reused for r in result.rounds) == drafter.speculation.reused_tokens
+        assert outputs["always"] == outputs["off"] and outputs["auto"] == outputs["off"], run
+    assert hits > 0 and discarded > 0, (hits, discarded)
 
 
 def _hf_folder(path, seed: int, words: list[str]):
@@ -103,7 +138,7 @@ def test_qsv_local_cli_runs_a_pair_and_refuses_mismatched_tokenizers(tmp_path, m
                                  "media giant TimeWarner jumped Article Summary".split()] + [f"w{i}" for i in range(40)]
     draft = _hf_folder(tmp_path / "draft", 1, words)
     target = _hf_folder(tmp_path / "target", 1, words)
-    args = ["--draft", str(draft), "--variant", "fp32", "--max-new-tokens", "6", "-L", "2", "--temperature", "0"]
+    args = ["--draft", str(draft), "--draft-variant", "fp32", "--max-new-tokens", "6", "-L", "2", "--temperature", "0"]
     assert main([*args, "--target", str(target)]) == 0
     out = capsys.readouterr().out
     assert "overall acceptance" in out

@@ -23,7 +23,10 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 
+from edge_runtime.drafter import DraftRound as DraftedRound
+from edge_runtime.engine import Verdict, VerifierInfo
 from edge_runtime.protocol import (
+    CODEC_MODE_QSV1,
     CloseSession,
     DraftRound,
     ErrorCode,
@@ -77,6 +80,18 @@ class EdgeStats:
     round_trip_us: list[int] = field(default_factory=list)
 
 
+@dataclass
+class _InFlight:
+    """The round that was sent and has no feedback yet."""
+
+    msg: DraftRound
+    payload: bytes
+    corr: bytes
+    started: float  # perf_counter at send: the round trip includes any recovery
+    sent_at: float = 0.0  # monotonic time of the latest publish (resends restart the timeout)
+    early: Message | None = None  # a reply taken by poll() that only wait() may act on
+
+
 class RemoteVerifier:
     """One board's session with the verifier group. Single-threaded: the caller's thread drives the MQTT client
     (``LoopDriver``) while it waits for a reply; between rounds nothing runs."""
@@ -99,6 +114,7 @@ class RemoteVerifier:
         self._replies: collections.deque[tuple[bytes, bytes | None]] = collections.deque()
         self._subscribed = False
         self._feedback_topic = topics.feedback_topic(device_id)
+        self._inflight: _InFlight | None = None
         self._refused: mqtt.ReasonCode | None = None
         self.client = make_client(f"qsv-edge-{device_id}-{self.session_id & 0xFFFFFF:06x}", endpoint,
                                   on_connect=self._on_connect, on_refused=self._on_refused)
@@ -158,16 +174,9 @@ class RemoteVerifier:
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN, mqtt.MQTT_ERR_QUEUE_SIZE):
             log.warning("%s: publish on %s returned %s", self.device_id, topic, mqtt.error_string(info.rc))
 
-    def _await(self, corr: bytes, timeout_s: float) -> Message | None:
-        """The decoded reply carrying ``corr``, or None on timeout; other replies are dropped."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if not self._replies:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self.loop.pump(min(left, 0.05))
-                continue
+    def _take(self, corr: bytes) -> Message | None:
+        """The first queued reply carrying ``corr``, decoded; other queued replies are dropped. Never blocks."""
+        while self._replies:
             payload, got = self._replies.popleft()
             if got != corr:
                 self.stats.dropped_replies += 1
@@ -177,6 +186,19 @@ class RemoteVerifier:
             except ProtocolError as exc:
                 log.warning("%s: undecodable reply dropped: %s", self.device_id, exc)
                 self.stats.dropped_replies += 1
+        return None
+
+    def _await(self, corr: bytes, timeout_s: float) -> Message | None:
+        """The decoded reply carrying ``corr``, or None on timeout; other replies are dropped."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            reply = self._take(corr)
+            if reply is not None:
+                return reply
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.loop.pump(min(left, 0.05))
 
     def open(self, prompt: Sequence[int], sampling: SamplingParams, vocab_size: int, vocab_hash: bytes) -> OpenAck:
         """Start a generation from ``prompt``. Raises RemoteVerifierError when no worker accepts it."""
@@ -184,6 +206,7 @@ class RemoteVerifier:
         self.prompt_len = len(self.history)
         self._sampling, self._vocab_size, self._vocab_hash = sampling, vocab_size, bytes(vocab_hash)
         self.next_seq = 0
+        self._inflight = None
         return self._open(resync=False)
 
     def resume(self, prompt_len: int, history: Sequence[int], next_seq: int, sampling: SamplingParams,
@@ -224,40 +247,76 @@ class RemoteVerifier:
 
     def verify(self, tokens: Sequence[int], lattice: Sequence[bytes], ell: int, codec_mode: int) -> Feedback:
         """Send one draft round and return its feedback; the committed history grows by accepted + 1 tokens."""
+        self.send(tokens, lattice, ell, codec_mode)
+        return self.wait()
+
+    def send(self, tokens: Sequence[int], lattice: Sequence[bytes], ell: int, codec_mode: int) -> None:
+        """Publish one draft round and return at once; :meth:`poll` or :meth:`wait` collect its feedback."""
         if self.worker_id is None:
             raise RemoteVerifierError("verify before open")
+        if self._inflight is not None:
+            raise RemoteVerifierError(f"round {self._inflight.msg.round_seq} is still waiting for its feedback")
         seq, position = self.next_seq, len(self.history)
         msg = DraftRound(self.session_id, seq, position, self._vocab_size, ell, codec_mode,
                          tuple(int(t) for t in tokens), tuple(lattice))
-        payload = encode(msg)
-        corr = _CORR.pack(self.session_id, seq, _KIND_ROUND)
-        sends_on_worker = 0
-        resyncs = 0
-        t0 = time.perf_counter()  # round trip includes any recovery (resends, resyncs, reconnects)
+        flight = _InFlight(msg, encode(msg), _CORR.pack(self.session_id, seq, _KIND_ROUND), time.perf_counter())
+        self.loop.pump(0.0)  # acks and late replies that arrived while the board was drafting
+        self._publish(topics.worker_topic(self.device_id, self.worker_id), flight.payload, flight.corr)
+        flight.sent_at = time.monotonic()
+        self._inflight = flight
+
+    def poll(self) -> Feedback | None:
+        """The in-flight round's feedback if it has arrived (never blocks); errors are left to :meth:`wait`."""
+        flight = self._inflight
+        if flight is None:
+            raise RemoteVerifierError("no round in flight")
+        if flight.early is None:
+            self.loop.pump(0.0)
+            flight.early = self._take(flight.corr)
+        if isinstance(flight.early, Feedback):
+            return self._commit(flight.early)
+        return None
+
+    def wait(self) -> Feedback:
+        """Block until the in-flight round's feedback: resends, resyncs and backoff happen here."""
+        flight = self._inflight
+        if flight is None:
+            raise RemoteVerifierError("no round in flight")
+        seq = flight.msg.round_seq
+        sends_on_worker = resyncs = 0
         while True:
-            self.loop.pump(0.0)  # acks and late replies that arrived while the board was drafting
-            self._publish(topics.worker_topic(self.device_id, self.worker_id), payload, corr)
-            reply = self._await(corr, self.config.feedback_timeout_s)
+            if flight.early is not None:
+                reply, flight.early = flight.early, None
+            else:
+                reply = self._await(flight.corr, flight.sent_at + self.config.feedback_timeout_s - time.monotonic())
             if isinstance(reply, Feedback):
-                return self._commit(msg, reply, t0)
+                return self._commit(reply)
             if isinstance(reply, ErrorReply) and reply.code == ErrorCode.RATE_LIMITED:
                 self.stats.rate_limited += 1
                 self.loop.pump_until(lambda: False, self.config.rate_limited_backoff_s)
-                continue
-            if isinstance(reply, ErrorReply) and reply.code not in _RESYNC_CODES:
+            elif isinstance(reply, ErrorReply) and reply.code not in _RESYNC_CODES:
+                self._inflight = None
                 raise RemoteVerifierError(f"round {seq} refused: {reply.code.name}: {reply.message}", reply.code)
-            if reply is None and sends_on_worker < self.config.max_resends:
+            elif reply is None and sends_on_worker < self.config.max_resends:
                 sends_on_worker += 1
                 self.stats.resends += 1
                 log.info("%s: no feedback for round %d from %s, resending", self.device_id, seq, self.worker_id)
-                continue
-            resyncs += 1
-            if resyncs > self.config.max_resyncs:
-                raise RemoteVerifierError(f"round {seq}: gave up after {resyncs - 1} resyncs")
-            self.resync()
-            sends_on_worker = 0
+            else:
+                resyncs += 1
+                if resyncs > self.config.max_resyncs:
+                    self._inflight = None
+                    raise RemoteVerifierError(f"round {seq}: gave up after {resyncs - 1} resyncs")
+                self.resync()
+                sends_on_worker = 0
+            self.loop.pump(0.0)
+            self._publish(topics.worker_topic(self.device_id, self.worker_id), flight.payload, flight.corr)
+            flight.sent_at = time.monotonic()
 
-    def _commit(self, msg: DraftRound, fb: Feedback, t0: float) -> Feedback:
+    def _commit(self, fb: Feedback) -> Feedback:
+        flight = self._inflight
+        assert flight is not None
+        msg = flight.msg
+        self._inflight = None
         consistent = fb.round_seq == msg.round_seq and fb.position == msg.position
         if not consistent or fb.accepted > msg.draft_len or not 0 <= fb.next_token < msg.vocab_size:
             raise RemoteVerifierError(f"inconsistent feedback for round {msg.round_seq}: {fb}")
@@ -265,9 +324,39 @@ class RemoteVerifier:
         self.history.append(fb.next_token)
         self.next_seq += 1
         self.stats.rounds += 1
-        self.stats.round_trip_us.append(int((time.perf_counter() - t0) * 1e6))
+        self.stats.round_trip_us.append(int((time.perf_counter() - flight.started) * 1e6))
         return fb
 
     @property
     def generated(self) -> list[int]:
         return self.history[self.prompt_len:]
+
+
+class MqttLink:
+    """The engine's verifier link (:class:`edge_runtime.engine.VerifierLink`) over a :class:`RemoteVerifier`."""
+
+    def __init__(self, remote: RemoteVerifier, codec_mode: int = CODEC_MODE_QSV1) -> None:
+        self.remote = remote
+        self.codec_mode = codec_mode
+
+    def open(self, prompt: Sequence[int], sampling: SamplingParams, vocab_size: int,
+             vocab_hash: bytes) -> VerifierInfo:
+        ack = self.remote.open(prompt, sampling, vocab_size, vocab_hash)
+        return VerifierInfo(tuple(c / 1e6 for c in ack.pass_us), ack.precision)
+
+    def submit(self, draft: DraftedRound) -> None:
+        self.remote.send(draft.tokens, draft.messages, draft.ell, self.codec_mode)
+
+    def poll(self) -> Verdict | None:
+        fb = self.remote.poll()
+        return None if fb is None else self._verdict(fb)
+
+    def wait(self) -> Verdict:
+        return self._verdict(self.remote.wait())
+
+    def channel_view(self) -> None:
+        return None
+
+    @staticmethod
+    def _verdict(fb: Feedback) -> Verdict:
+        return Verdict(fb.accepted, fb.next_token, fb.verify_us / 1e6, tuple(fb.accept_probs))
