@@ -1,0 +1,1 @@
+"""The board runtime (``qsv edge``): a board config in, generations served on a local socket, tokens out."""
