@@ -7,7 +7,7 @@ state; on this shared VM the per-call time jumps between a fast and a slow state
 median. Rows: the synthetic "gauss" and "zipf" kinds of bench_core.py, and with --qwen-rows N the real Qwen draft
 rows (cached by bench_core.py; needs the model).
 
-Usage: python benchmarks/ab_quant.py --rev HEAD~1 [--qwen-rows 64] [--temps 1.0 0.7 0.4] [--calls 1000]
+Usage: python benchmarks/ab_quant.py --rev HEAD~1 [--qwen-rows 64] [--temperatures 1.0 0.7 0.4] [--calls 1000]
 Prints per (kind, T): old and new median µs (thread CPU time), new/old of the medians, and the median per-call ratio.
 """
 
@@ -55,42 +55,45 @@ def build(rev: str, work: Path, cc: str) -> Path:
 def row_files(args: argparse.Namespace, work: Path) -> dict[str, Path]:
     rng = np.random.default_rng(args.seed)
     files = {}
-    kinds = {k: np.stack([llm_like_logits(rng, args.vocab, k) for _ in range(args.synthetic_rows)])
+    kinds = {k: np.stack([llm_like_logits(rng, args.vocab_size, k) for _ in range(args.synthetic_rows)])
              for k in ("gauss", "zipf")}  # fmt: skip
     if args.qwen_rows:
         kinds["qwen"] = qwen_logit_rows(args.qwen_rows, args.seed)
     for kind, rows in kinds.items():
-        if rows.shape[1] != args.vocab:
-            raise SystemExit(f"{kind} rows have V = {rows.shape[1]}, not --vocab {args.vocab}")
+        if rows.shape[1] != args.vocab_size:
+            raise SystemExit(f"{kind} rows have V = {rows.shape[1]}, not --vocab-size {args.vocab_size}")
         files[kind] = work / f"{kind}.f32"
         rows.astype(np.float32).tofile(files[kind])
     return files
 
 
 def main(argv: list[str] | None = None) -> None:
+    from edge_runtime.logs import add_logging_args, setup_logging
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rev", required=True, help="the git revision to compare against (e.g. HEAD~1)")
-    p.add_argument("--vocab", type=int, default=151936)
+    p.add_argument("--vocab-size", type=int, default=151936)
     p.add_argument("--ell", type=int, default=720)
-    p.add_argument("--temps", type=float, nargs="+", default=[1.0, 0.7, 0.4])
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.7, 0.4])
     p.add_argument("--calls", type=int, default=1000, help="timed call pairs per (kind, T)")
     p.add_argument("--synthetic-rows", type=int, default=16)
     p.add_argument("--qwen-rows", type=int, default=0, help="also N real Qwen draft rows (needs the model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cc", default="gcc")
+    add_logging_args(p, default="INFO")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(args)
     with tempfile.TemporaryDirectory(prefix="qsv-ab-") as tmp:
         work = Path(tmp)
         exe = build(args.rev, work, args.cc)
         files = row_files(args, work)
-        print(f"A/B qsv_quantize_logits: {args.rev} (old) vs working tree (new), V = {args.vocab}, ell = {args.ell}, "
-              f"{args.calls} interleaved call pairs each (thread CPU time)")  # fmt: skip
+        print(f"A/B qsv_quantize_logits: {args.rev} (old) vs working tree (new), V = {args.vocab_size}, "
+              f"ell = {args.ell}, {args.calls} interleaved call pairs each (thread CPU time)")
         print(f"{'kind':>6} {'T':>4} | {'old µs':>7} {'new µs':>7} | {'new/old':>7} {'per-call':>8}")
         for kind, path in files.items():
-            for temp in args.temps:
-                out = subprocess.run([str(exe), str(path), str(args.vocab), str(args.ell), str(temp), str(args.calls)],
-                                     check=True, capture_output=True, text=True).stdout.split()  # fmt: skip
+            for temp in args.temperatures:
+                cmd = [str(exe), str(path), str(args.vocab_size), str(args.ell), str(temp), str(args.calls)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
                 old_us, new_us, ratio, per_call = (float(x) for x in out)
                 print(f"{kind:>6} {temp:>4} | {old_us:>7.1f} {new_us:>7.1f} | {ratio:>7.3f} {per_call:>8.3f}")
 

@@ -6,7 +6,7 @@ count 1, the enumerative coder's worst case; not in the default set), quantized 
 (edge_runtime.core.quantize_probs; a numpy copy of the rule when the C core lacks it).
 
     python benchmarks/bench_codec.py                       # V in {32000, 50272, 151936}, ell in {16, 240, 720}
-    python benchmarks/bench_codec.py --vocab 151936 --ell 720 --samples 5 --json out.json
+    python benchmarks/bench_codec.py --vocab-size 151936 --ell 720 --samples 5 --json out.json
 
 Times are process CPU time per call (``time.process_time``: on a shared, busy machine wall-clock time measures the
 neighbours), best of ``--trials`` batches, averaged over the sampled distributions. "C" columns call the C functions
@@ -211,8 +211,10 @@ def markdown(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from edge_runtime.logs import add_logging_args, setup_logging
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vocab", type=int, nargs="+", default=[32000, 50272, 151936])
+    parser.add_argument("--vocab-size", type=int, nargs="+", default=[32000, 50272, 151936])
     parser.add_argument("--ell", type=int, nargs="+", default=[16, 240, 720])
     parser.add_argument("--kinds", nargs="+", choices=["gaussian", "zipf", "flat"], default=["gaussian", "zipf"])
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.4, 1.0])
@@ -221,12 +223,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget", type=float, default=0.03, help="seconds spent timing one measurement")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    add_logging_args(parser, default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(args)
 
     rng = np.random.default_rng(args.seed)
     quantize = quantizer()
-    configs = [(v, e, k, t) for v in args.vocab for e in args.ell for k in args.kinds for t in args.temperatures]
+    configs = [(v, e, k, t) for v in args.vocab_size for e in args.ell for k in args.kinds for t in args.temperatures]
     rows = [
         run_config(v, e, k, t, args.samples, args.trials, args.budget, rng, quantize)
         for v, e, k, t in tqdm(configs, desc="configs")

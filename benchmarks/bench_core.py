@@ -10,7 +10,7 @@ logit rows of the Qwen2.5-Coder-0.5B draft model, ONNX int8, sampled continuatio
   torch    the authors' style: torch softmax, ell*q, floor(+1/2), argsort of all residuals (when d != 0), fix,
            torch.multinomial draw; one thread
 
-Usage: python benchmarks/bench_core.py [--vocab 32000 50272 151936] [--ell 16 240 720] [--temps 0.4 1.0]
+Usage: python benchmarks/bench_core.py [--vocab-size 32000 50272 151936] [--ell 16 240 720] [--temperatures 0.4 1.0]
 """
 
 from __future__ import annotations
@@ -195,10 +195,12 @@ def bench_config(z: np.ndarray, ell: int, temperature: float, u: int, args: argp
 
 
 def main(argv: list[str] | None = None) -> None:
+    from edge_runtime.logs import add_logging_args, setup_logging
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vocab", type=int, nargs="+", default=[32_000, 50_272, 151_936])
+    parser.add_argument("--vocab-size", type=int, nargs="+", default=[32_000, 50_272, 151_936])
     parser.add_argument("--ell", type=int, nargs="+", default=[16, 240, 720])
-    parser.add_argument("--temps", type=float, nargs="+", default=[0.4, 1.0])
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.4, 1.0])
     parser.add_argument("--kinds", nargs="*", default=["gauss", "zipf"], choices=["gauss", "zipf"])
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per C measurement")
     parser.add_argument("--slow-repeats", type=int, default=7, help="timed calls per numpy / torch measurement")
@@ -210,10 +212,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-qwen", type=Path, default=None,
                         help="write the Qwen rows as raw float32 (rows x V) for csrc/bench (make -C csrc bench)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="cpu", help="thread CPU time or wall time")
+    add_logging_args(parser, default="INFO")
     args = parser.parse_args(argv)
     global _clock
     _clock = CLOCKS[args.clock]
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(args)
 
     torch = None
     if not args.no_torch:
@@ -221,13 +224,14 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
-    configs = [(v, ell, t, k) for v in args.vocab for ell in args.ell for t in args.temps for k in args.kinds]
+    configs = [(v, ell, t, k) for v in args.vocab_size for ell in args.ell for t in args.temperatures
+               for k in args.kinds]
     rows = []
     if args.qwen_rows:
         qwen = qwen_logit_rows(args.qwen_rows, args.seed)
         if args.save_qwen:
             qwen.astype(np.float32).tofile(args.save_qwen)
-        configs += [(qwen.shape[1], ell, t, "qwen") for ell in args.ell for t in args.temps]
+        configs += [(qwen.shape[1], ell, t, "qwen") for ell in args.ell for t in args.temperatures]
     for vocab, ell, temperature, kind in tqdm(configs, desc="bench_core", unit="cfg"):
         z = qwen if kind == "qwen" else llm_like_logits(rng, vocab, kind)
         u = int(rng.integers(0, ell))

@@ -122,6 +122,8 @@ def acceptance(export_dir: Path, threads: int, prompts: list[list[int]], tempera
 
 
 def main() -> int:
+    from edge_runtime.logs import add_logging_args, setup_logging
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=16, help="draft tokens per speed run")
@@ -129,7 +131,7 @@ def main() -> int:
     parser.add_argument("--temperature", type=float, default=0.4)
     parser.add_argument("--prompts", type=int, default=2, help="BBC prompts for the acceptance rate")
     parser.add_argument("--max-new-tokens", type=int, default=24)
-    parser.add_argument("--draft-length", type=int, default=4)
+    parser.add_argument("-L", "--draft-len", type=int, default=4)
     parser.add_argument("--target-dtype", choices=("fp32", "bf16"), default="fp32",
                         help="target compute dtype (GGUF blocks stay packed; fp32 is their fastest path)")
     parser.add_argument("--skip-acceptance", action="store_true")
@@ -137,8 +139,9 @@ def main() -> int:
     parser.add_argument("--draft-variant", choices=("fp32", "int8"), default="int8",
                         help="ONNX variant of the drafter in the acceptance-rate part")
     parser.add_argument("--json", type=Path, default=None)
+    add_logging_args(parser, default="INFO")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    setup_logging(args)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
@@ -153,7 +156,7 @@ def main() -> int:
     if args.acceptance_only:
         tok = OnnxSLM(export.directory, "int8")
         prompts = [tok.encode(p) for p in bbc_prompts(args.prompts, max_chars=800, start=1)]
-        rows = acceptance(export.directory, args.threads, prompts, [0.4, 1.0], args.draft_length, args.ell,
+        rows = acceptance(export.directory, args.threads, prompts, [0.4, 1.0], args.draft_len, args.ell,
                           args.max_new_tokens, args.target_dtype, args.draft_variant)
         print_report({**report, "acceptance": rows, "load_avg_end": os.getloadavg()})
         return 0
@@ -187,7 +190,7 @@ def main() -> int:
         tok = OnnxSLM(export.directory, "int8")
         prompts = [tok.encode(p) for p in bbc_prompts(args.prompts, max_chars=800, start=1)]
         del tok
-        report["acceptance"] = acceptance(export.directory, args.threads, prompts, [0.4, 1.0], args.draft_length,
+        report["acceptance"] = acceptance(export.directory, args.threads, prompts, [0.4, 1.0], args.draft_len,
                                           args.ell, args.max_new_tokens, args.target_dtype, args.draft_variant)
     report["load_avg_end"] = os.getloadavg()
     print_report(report)

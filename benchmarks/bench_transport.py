@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -45,7 +44,7 @@ def lattice_bytes(vocab_size: int, ell: int) -> int:
 
 def start_worker(ep: BrokerEndpoint, worker_id: str, password_file: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "cloud_verifier.mqtt_service", "--echo", "--worker-id", worker_id,
-           "--host", ep.host, "--port", str(ep.port), "--username", str(ep.username),
+           "--broker", ep.url, "--username", str(ep.username),
            "--password-file", str(password_file), "--rate", "100000", "--burst", "100000", "--log-level", "WARNING"]
     if ep.tls:
         cmd += ["--ca", str(ep.ca_file), "--cert", str(ep.cert_file), "--key", str(ep.key_file)]
@@ -71,9 +70,11 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge_runtime.logs import add_logging_args, setup_logging
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2000, help="rounds per transport")
-    p.add_argument("--draft-len", type=int, default=4)
+    p.add_argument("-L", "--draft-len", type=int, default=4)
     p.add_argument("--ell", type=int, default=240)
     p.add_argument("--block", type=int, default=100, help="rounds per alternation block")
     p.add_argument("--warmup", type=int, default=100)
@@ -85,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="SCHED_FIFO priority 10 for the broker, the workers and this process (root, Linux): "
                         "approximates "
                         "an idle machine on a shared one; the processes only run when a message is in flight")
+    add_logging_args(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(args)
 
     def prioritize(pid: int) -> None:
         if args.nice:

@@ -81,7 +81,7 @@ def run_mode(target: TargetModel, vocab_hash: bytes | None, sessions: int, batch
     cfg = ServiceConfig(max_sessions=sessions, max_batch=sessions, max_wait_s=0.02, vocab_hash=vocab_hash,
                         memory_budget_bytes=16 << 30)
     service = VerifierService(target, cfg)
-    boards = [BenchBoard(i, target.vocab_size, args.prompt_len, args.draft_len,
+    boards = [BenchBoard(i, target.vocab_size, args.prompt_tokens, args.draft_len,
                          seed=int(hashlib.sha256(f"{i}".encode()).hexdigest()[:8], 16)) for i in range(sessions)]
     for b in boards:
         service.open(b.open_msg(vocab_hash))
@@ -141,24 +141,27 @@ def run_mode(target: TargetModel, vocab_hash: bytes | None, sessions: int, batch
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge_runtime.logs import add_logging_args, setup_logging
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2", help="registry name, .gguf, HF folder, or 'random'")
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--sessions", default="1,4,16")
     p.add_argument("--rounds", type=int, default=6, help="rounds per session")
-    p.add_argument("--draft-len", type=int, default=4)
-    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("-L", "--draft-len", type=int, default=4)
+    p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3, help="alternating serial/batched repeats per session count")
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads (0: torch default; 1 avoids oversubscription on shared small CPUs)")
     p.add_argument("--json", help="write the results here")
+    add_logging_args(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     target, vocab_hash, described = load_target(args.model, args.dtype)
     print(f"model: {described}; device {target.device}; dtype {target.dtype}; torch threads {torch.get_num_threads()}")
-    print(f"L = {args.draft_len}, rounds/session = {args.rounds}, prompt ≤ {args.prompt_len} tokens")
+    print(f"L = {args.draft_len}, rounds/session = {args.rounds}, prompt ≤ {args.prompt_tokens} tokens")
     warm = BenchBoard(999, target.vocab_size, 16, args.draft_len, 0)  # warm-up forward (allocations, kernels)
     target.forward_round(target.prefill(warm.history[:-1]), warm.history[-1:] + list(warm.draft().tokens))
     results = []

@@ -364,13 +364,13 @@ def measure_llama(args: argparse.Namespace, prompts: Sequence[tuple[str, str]], 
                            "cmake_flags": list(CMAKE_FLAGS)}
     bench: list[BenchRow] = []
     for label, path in (("target", target), ("draft", draft)):
-        bench += run_llama_bench(build, path, label, args.threads, args.tokens, args.depth, args.pass_sizes,
+        bench += run_llama_bench(build, path, label, args.threads, args.max_new_tokens, args.depth, args.pass_sizes,
                                  args.reps)
     out["bench"] = [asdict(r) for r in bench]
     spec: dict[str, Any] = {}
     for sampler in args.llama_samplers:
         for k in args.draft_max:
-            runs = run_llama_speculative(build, target, draft, prompts, args.threads, args.tokens,
+            runs = run_llama_speculative(build, target, draft, prompts, args.threads, args.max_new_tokens,
                                          args.temperature, args.seed, k, sampler, args.ignore_eos)
             spec[f"{sampler}/draft-max {k}"] = {"sampler": sampler, "sampler_flags": list(SAMPLERS[sampler]),
                                                 "draft_max": k, **summarize_spec(runs),
@@ -457,7 +457,7 @@ def load_hf_model(name: str, dtype: str) -> tuple[Any, str]:
     if weight_cache is not None:
         source = weight_cache.ModelSource.resolve(name, fetch_missing=False)
         if not source.path.exists():
-            raise PeerError(f"model {name} is not cached at {source.path}; run: qsv-models fetch {name}")
+            raise PeerError(f"model {name} is not cached at {source.path}; run: qsv models fetch {name}")
         weights, cached = weight_cache.WeightCache().get_or_build(source, dtype)
         model = weights.build()
         how = f"QSV weight cache ({'hit' if cached else 'built'}; cloud_verifier.precision {dtype})"
@@ -469,7 +469,7 @@ def load_hf_model(name: str, dtype: str) -> tuple[Any, str]:
 
         folder, gguf_file = resolve_model(name, fetch_missing=False)
         if gguf_file is None or not (folder / gguf_file).exists():
-            raise PeerError(f"model {name} is not cached at {folder / (gguf_file or '')}; run: qsv-models fetch {name}")
+            raise PeerError(f"model {name} is not cached at {folder / (gguf_file or '')}; run: qsv models fetch {name}")
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32,
                                                      quantization_config=GgufConfig(dequantize=True)).eval()
         if dtype == "bf16":
@@ -575,7 +575,7 @@ def measure_hf(args: argparse.Namespace, prompts: Sequence[tuple[str, str]]) -> 
             assisted = name != "target alone"
             if assisted:
                 apply_assistant_setting(draft, setting, snapshot)  # transformers may adapt them during a call
-            run = hf_generate(target, ids, args.tokens, args.temperature, args.seed + i, eos, args.ignore_eos,
+            run = hf_generate(target, ids, args.max_new_tokens, args.temperature, args.seed + i, eos, args.ignore_eos,
                               assistant=draft if assisted else None, label=label, prompt_tokens=int(ids.shape[1]))
             extra = f", accepted {run.accepted}/{run.drafted}" if assisted else ""
             log.info("hf %s, %s: %d tokens, decode %.2f tokens/s, %d target passes%s", name, label, run.new_tokens,
@@ -712,16 +712,19 @@ def _samplers(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge_runtime.logs import add_logging_args
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--only", type=_sections, default="llama,hf", help="sections to run: llama, hf (comma list)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for every peer")
     p.add_argument("--prompts", type=int, default=3, help="demo BBC prompts")
     p.add_argument("--prompt-chars", type=int, default=600, help="article body cut to this many characters")
-    p.add_argument("--tokens", type=int, default=52, help="new tokens per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=52, help="new tokens per prompt")
     p.add_argument("--temperature", type=float, default=0.4)
     p.add_argument("--seed", type=int, default=0, help="seed of the first prompt (prompt i uses seed + i)")
-    p.add_argument("--ignore-eos", action="store_true", help="always generate --tokens tokens (QSV stops at EOS)")
+    p.add_argument("--ignore-eos", action="store_true",
+                   help="always generate --max-new-tokens tokens (QSV stops at EOS)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write the figures as JSON")
     g = p.add_argument_group("llama.cpp")
     g.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "qsv" / "peers",
@@ -742,7 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hf-assistant", type=_assistant_list, default="default,4",
                    help="assisted-generation settings to run: default = transformers' (up to 20 drafts, stop below "
                         "confidence 0.4), K = exactly K drafts per round")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_logging_args(p, default="INFO")
     return p
 
 
@@ -753,7 +756,7 @@ def _model_paths() -> tuple[Path, Path]:
     for name in ("qwen-target", "qwen-draft"):
         path = gguf_path(name)
         if not path.exists():
-            raise PeerError(f"model {name} is not cached at {path}; run: qsv-models fetch {name}")
+            raise PeerError(f"model {name} is not cached at {path}; run: qsv models fetch {name}")
         paths.append(path)
     return paths[0], paths[1]
 
@@ -766,7 +769,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "cpu": cpu_summary(args.threads), "threads": args.threads,
         "settings": {"prompts": [label for label, _ in prompts], "prompt_chars": args.prompt_chars,
-                     "tokens": args.tokens, "temperature": args.temperature, "seed": args.seed,
+                     "tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed,
                      "ignore_eos": args.ignore_eos, "target": str(target), "draft": str(draft)},
     }
     log.info("CPU %s (%s), %d thread(s)", result["cpu"]["model"], " ".join(result["cpu"]["flags"]), args.threads)
@@ -789,12 +792,13 @@ def _loadavg() -> list[float] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="[peers] %(message)s")
-    if args.threads < 1 or args.prompts < 1 or args.tokens < 1:
-        log.error("--threads, --prompts and --tokens must be >= 1")
-        return 2
+    from edge_runtime.logs import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.prompts < 1 or args.max_new_tokens < 1:
+        parser.error("--threads, --prompts and --max-new-tokens must be >= 1")
+    setup_logging(args)
     try:
         result = run(args)
     except PeerError as exc:
@@ -806,8 +810,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu = result["cpu"]
     print(f"CPU: {cpu['model']}; flags: {' '.join(cpu['flags']) or 'none read'}; AMX: {'yes' if cpu['amx'] else 'no'}; "
           f"{cpu['cores']} cores; {result['threads']} thread(s)")
-    print(f"{len(result['settings']['prompts'])} BBC prompts, {args.tokens} new tokens, T = {args.temperature}, "
-          f"seed {args.seed}; load average {result['load_average']}")
+    print(f"{len(result['settings']['prompts'])} BBC prompts, {args.max_new_tokens} new tokens, "
+          f"T = {args.temperature}, seed {args.seed}; load average {result['load_average']}")
     if result.get("llama", {}).get("build_s") is not None:
         print(f"llama.cpp built in {result['llama']['build_s']:.0f} s")
     print(format_table(table_rows(result)))

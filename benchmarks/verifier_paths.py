@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import logging
 import sys
 import time
 
@@ -84,11 +83,14 @@ def build(path: str, config, dense: dict[str, torch.Tensor], device: str) -> Tar
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge_runtime.logs import add_logging_args, setup_logging
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="qwen-target")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--paths", help=f"comma-separated (default on a CPU: all but fp16; on CUDA: {','.join(CUDA_PATHS)})")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the GPU benchmark of the verifier's precisions)")
+    add_logging_args(p)
     args = p.parse_args(argv)
     cuda = args.device.startswith("cuda")
     default = CUDA_PATHS if cuda else tuple(x for x in PATHS if x != "fp16")
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(paths) - set(PATHS))
     if unknown or args.threads < 1:
         p.error(f"unknown paths {unknown}; choose from {', '.join(PATHS)}" if unknown else "--threads must be >= 1")
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(args)
     torch.set_num_threads(args.threads)
     try:
         source = ModelSource.resolve(args.model)

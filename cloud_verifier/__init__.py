@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> object:
-    """Lazy re-exports: importing a submodule (e.g. the MQTT worker with the toy verifier) does not load torch."""
+    """Lazy re-exports: importing a submodule (e.g. the MQTT worker with the echo verifier) does not load torch."""
     if name in __all__:
         return getattr(importlib.import_module("cloud_verifier.sampling"), name)
     raise AttributeError(f"module 'cloud_verifier' has no attribute {name!r}")

@@ -1,8 +1,9 @@
-"""``cloud_verifier`` console script: load the target model, start the verifier service, serve metrics.
+"""``qsv verifier-check``: load the verifier's target as a worker would, calibrate it, build its caches, print the
+configuration as JSON and exit (a deployment step before ``qsv verifier`` workers start).
 
-No transport is bound here yet (the MQTT binding is ``cloud_verifier.mqtt_service``); the service core runs with its
-batching scheduler and Prometheus endpoint, prints its configuration as JSON and waits for Ctrl-C (``--check``: print
-and exit).
+The flags are the worker's model and precision flags plus the service-core limits (sessions, memory budget,
+batching). ``--serve`` keeps the service core, its batching scheduler and the Prometheus endpoint running until
+Ctrl-C, without a transport (metrics and scheduler checks; the MQTT worker is ``qsv verifier``).
 """
 
 from __future__ import annotations
@@ -15,33 +16,15 @@ import sys
 import threading
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from cloud_verifier.calibration import add_precision_args
-from cloud_verifier.metrics import MetricsServer
-from cloud_verifier.service import ServiceConfig, VerifierService
-from cloud_verifier.target import TargetModel
+from edge_runtime.logs import add_logging_args, setup_logging
+
+if TYPE_CHECKING:  # torch is imported only once the arguments are checked
+    from cloud_verifier.target import TargetModel
 
 log = logging.getLogger("cloud_verifier")
-
-
-class JsonLineFormatter(logging.Formatter):
-    """One JSON object per log record: ts, level, logger, msg (+ exc when present)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 6), "level": record.levelname, "logger": record.name,
-                 "msg": record.getMessage()}
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def setup_logging(level: str, json_lines: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLineFormatter() if json_lines else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def random_target(shape: str, device: str, dtype: str) -> TargetModel:
@@ -60,6 +43,7 @@ def random_target(shape: str, device: str, dtype: str) -> TargetModel:
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(max_position_embeddings=8192, **shapes[shape]))
     from cloud_verifier.precision import canonical
+    from cloud_verifier.target import TargetModel
     from cloud_verifier.weight_cache import convert_model
 
     name = canonical(dtype)
@@ -67,7 +51,7 @@ def random_target(shape: str, device: str, dtype: str) -> TargetModel:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cloud_verifier", description=__doc__,
+    p = argparse.ArgumentParser(prog="qsv verifier-check", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="registry name (smollm2, qwen-target), .gguf file or HF model folder")
@@ -77,34 +61,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_precision_args(p)
     p.add_argument("--max-sessions", type=int, default=64)
     p.add_argument("--memory-budget-mb", type=int, default=4096, help="KV-cache budget over all sessions")
-    p.add_argument("--idle-timeout-s", type=float, default=300.0)
+    p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds before an idle session is dropped")
     p.add_argument("--max-batch", type=int, default=16, help="rounds per forward pass")
     p.add_argument("--max-wait-ms", type=float, default=4.0, help="how long a batch waits to fill")
     p.add_argument("--max-draft-len", type=int, default=32)
     p.add_argument("--max-history", type=int, default=32768)
     p.add_argument("--worker-id", default="verifier-0")
-    p.add_argument("--torch-threads", type=int, default=0,
+    p.add_argument("--threads", type=int, default=0,
                    help="torch intra-op threads (0: torch default; 1 avoids oversubscription on small shared CPUs)")
     p.add_argument("--metrics-host", default="127.0.0.1")
     p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port (0: any free, -1: off)")
-    p.add_argument("--log-json", action="store_true", help="structured logs, one JSON object per line")
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--check", action="store_true", help="load, print the configuration and exit")
+    p.add_argument("--serve", action="store_true",
+                   help="keep the service core and /metrics running until Ctrl-C (no transport) instead of exiting")
+    add_logging_args(p, default="INFO", json_lines=True)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_json)
     for name, value in (("max-sessions", args.max_sessions), ("memory-budget-mb", args.memory_budget_mb),
                         ("max-batch", args.max_batch), ("max-draft-len", args.max_draft_len)):
         if value < 1:
-            build_parser().error(f"--{name} must be >= 1")
-    if args.torch_threads > 0:
+            parser.error(f"--{name} must be >= 1")
+    setup_logging(args)
+    from cloud_verifier.metrics import MetricsServer
+    from cloud_verifier.service import ServiceConfig, VerifierService
+
+    if args.threads > 0:
         import torch
 
-        torch.set_num_threads(args.torch_threads)
+        torch.set_num_threads(args.threads)
     curve_ms: tuple[float, ...] = ()
     reason = None
     if args.model:
@@ -117,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         target, vocab_hash = random_target(args.random_model, args.device, dtype), None
     config = ServiceConfig(
         max_sessions=args.max_sessions, memory_budget_bytes=args.memory_budget_mb << 20,
-        idle_timeout_s=args.idle_timeout_s, max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1e3,
+        idle_timeout_s=args.idle_timeout, max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1e3,
         max_draft_len=args.max_draft_len, max_history=args.max_history, vocab_hash=vocab_hash,
         worker_id=args.worker_id,
     )
@@ -131,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                    metrics_url=f"http://{args.metrics_host}:{metrics.port}/metrics" if metrics else None,
                    transport=None)
     print(json.dumps(summary, indent=2), flush=True)
-    if args.check:
+    if not args.serve:
         if metrics:
             metrics.stop()
         return 0

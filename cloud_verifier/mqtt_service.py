@@ -27,10 +27,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
 from cloud_verifier.calibration import add_precision_args
+from edge_runtime.logs import add_logging_args, setup_logging
 from edge_runtime.protocol import (
     CloseSession,
     DraftRound,
@@ -369,18 +371,47 @@ class MqttVerifierService:
 # ---------------------------------------------------------------------------------------------------------- CLI
 
 
-def _endpoint_from_args(args: argparse.Namespace) -> BrokerEndpoint:
-    password = Path(args.password_file).read_text().strip() if args.password_file else args.password
-    return BrokerEndpoint(args.host, args.port, args.username, password, args.ca, args.cert, args.key)
+BROKER_SCHEMES = {"mqtt": 1883, "mqtts": 8883}
+
+
+def broker_url(text: str) -> tuple[str, str, int]:
+    """argparse type of ``--broker``: ``mqtt://HOST[:PORT]`` (plain, 1883) or ``mqtts://HOST[:PORT]`` (TLS, 8883)
+    → (scheme, host, port)."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad broker URL {text!r}: {exc}") from None
+    if parts.scheme not in BROKER_SCHEMES or not parts.hostname or parts.path not in ("", "/"):
+        raise argparse.ArgumentTypeError(f"bad broker URL {text!r}: expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    return parts.scheme, parts.hostname, port or BROKER_SCHEMES[parts.scheme]
+
+
+def _endpoint_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> BrokerEndpoint:
+    """The broker endpoint of ``--broker`` and the credential flags; contradictions end the command (exit 2)."""
+    scheme, host, port = args.broker
+    if scheme == "mqtts" and args.ca is None:
+        parser.error("--broker mqtts://… needs --ca (the CA certificate that signed the broker's)")
+    if scheme == "mqtt" and (args.ca or args.cert or args.key):
+        parser.error("--ca/--cert/--key need a TLS broker URL (mqtts://HOST[:PORT])")
+    if (args.cert is None) != (args.key is None):
+        parser.error("--cert and --key go together")
+    if args.password and args.password_file:
+        parser.error("give --password or --password-file, not both")
+    try:
+        password = Path(args.password_file).read_text().strip() if args.password_file else args.password
+    except OSError as exc:
+        parser.error(f"--password-file: cannot read {args.password_file}: {exc.strerror}")
+    return BrokerEndpoint(host, port, args.username, password, args.ca, args.cert, args.key)
 
 
 def add_endpoint_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8883)
+    p.add_argument("--broker", type=broker_url, default=broker_url("mqtt://127.0.0.1:1883"), metavar="URL",
+                   help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS; needs --ca) (default mqtt://127.0.0.1:1883)")
     p.add_argument("--username")
     p.add_argument("--password", help="prefer --password-file")
     p.add_argument("--password-file", type=Path)
-    p.add_argument("--ca", type=Path, help="CA certificate; enables TLS")
+    p.add_argument("--ca", type=Path, help="CA certificate (with mqtts://)")
     p.add_argument("--cert", type=Path, help="client certificate (mutual TLS)")
     p.add_argument("--key", type=Path, help="client key")
 
@@ -412,40 +443,43 @@ def _torch_handler(parser: argparse.ArgumentParser,
     return VerifierService(target, core).start(), precision, pass_us
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="QSV verifier worker on MQTT (one process of a shared-subscription group)")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qsv verifier",
+                                description="QSV verifier worker on MQTT (one process of a shared-subscription group)")
     add_endpoint_args(p)
     p.add_argument("--worker-id", required=True)
     p.add_argument("--group", default=topics.DEFAULT_SHARE_GROUP)
     p.add_argument("--idle-timeout", type=float, default=60.0, help="seconds before an idle session is dropped")
     p.add_argument("--rate", type=float, default=200.0, help="messages/s per device (token bucket)")
     p.add_argument("--burst", type=float, default=50.0)
-    p.add_argument("--toy", action="store_true", help="serve the deterministic toy verifier (tests, demo, bench)")
-    p.add_argument("--toy-vocab", type=int, default=64)
     p.add_argument("--echo", action="store_true", help="serve the zero-compute echo verifier (transport benchmark)")
     p.add_argument("--model", help="serve the PyTorch verifier: registry name, .gguf file or HF model folder")
     p.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="PyTorch verifier with random weights")
     p.add_argument("--device", default="auto")
     add_precision_args(p)
     p.add_argument("--max-batch", type=int, default=16)
-    p.add_argument("--log-level", default="INFO")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from edge_runtime.transport.toy import EchoVerifier, ToyModel, ToyVerifier
+    add_logging_args(p, default="INFO", json_lines=True)
+    return p
 
-    handler: VerifierHandler
+
+def main(argv: list[str] | None = None, handler: VerifierHandler | None = None) -> int:
+    """``handler``: serve this one instead of the one the options choose (the tests serve their doubles this way)."""
+    p = build_parser()
+    args = p.parse_args(argv)
+    if handler is None and not (args.echo or args.model or args.random_model):
+        p.error("choose a verifier: --model / --random-model (PyTorch) or --echo")
+    endpoint = _endpoint_from_args(p, args)  # checked before any model is loaded
+    setup_logging(args)
     precision, pass_us = "", ()
-    if args.echo:
+    if handler is None and args.echo:
+        from cloud_verifier.echo import EchoVerifier
+
         handler = EchoVerifier()
-    elif args.toy:
-        handler = ToyVerifier(ToyModel(vocab_size=args.toy_vocab))
-    elif args.model or args.random_model:
+    elif handler is None:
         handler, precision, pass_us = _torch_handler(p, args)
-    else:
-        p.error("choose a verifier: --model / --random-model (PyTorch), --toy or --echo")
     cfg = ServiceConfig(args.worker_id, args.group, args.idle_timeout, args.rate, args.burst, precision=precision,
                         pass_us=pass_us)
-    service = MqttVerifierService(handler, _endpoint_from_args(args), cfg)
+    service = MqttVerifierService(handler, endpoint, cfg)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -2,7 +2,7 @@
 
 Dequantizing the 1.5B Q4_K_M GGUF with transformers takes about a minute and reading its tokenizer from the GGUF
 another 14 s; a verifier that did both at every start would be out for minutes after each restart. The first load
-(or ``cloud_verifier --model NAME --check``) writes, per (GGUF sha256, precision):
+(or ``qsv verifier-check --model NAME``) writes, per (GGUF sha256, precision):
 
     <cache>/converted/<gguf sha256[:16]>/<precision>/
         model.safetensors   the tensors the precision's model is built from (int8: the quantized Linear layers'
@@ -84,7 +84,7 @@ class ModelSource:
         folder, gguf_file = resolve_model(name_or_path, fetch_missing=fetch_missing)
         spec = MODELS.get(str(name_or_path))
         if gguf_file and not (folder / gguf_file).is_file():
-            raise FileNotFoundError(f"model {name_or_path} is not fetched yet: run qsv-models fetch {name_or_path}"
+            raise FileNotFoundError(f"model {name_or_path} is not fetched yet: run qsv models fetch {name_or_path}"
                                     if spec else f"no such GGUF file: {folder / gguf_file}")
         return cls(folder, gguf_file, spec.sha256 if spec is not None else None)
 

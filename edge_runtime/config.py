@@ -96,14 +96,16 @@ class BrokerConfig:
 
 @dataclass(frozen=True)
 class OrtOptions:
-    intra_op_threads: int = 0
-    int8: bool = False
+    intra_op_threads: int = 0  # 0: onnxruntime chooses (one thread per physical core)
+    int8: bool = False  # only picks the variant when onnx_path is an export directory (a .onnx file decides itself)
     spinning: bool = False
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    onnx_path: str | None = None  # None: the runtime's built-in model location
+    """Loaded by ``edge_runtime.slm.slm_from_config`` (torch-free)."""
+
+    onnx_path: str | None = None  # a .onnx file of a `qsv export` directory (meta.json beside it); None: not configured
     tokenizer_path: str | None = None
     vocab_hash: str | None = None
     onnxruntime: OrtOptions = field(default_factory=OrtOptions)
@@ -415,7 +417,7 @@ def config_sha256(raw: bytes) -> str:
 
 # ------------------------------------------------------------------------------------------------------------------ CLI
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="qsv-config", description="Validate QSV board configs or print defaults.")
+    parser = argparse.ArgumentParser(prog="qsv config", description="Validate QSV board configs or print defaults.")
     parser.add_argument("files", nargs="*", type=Path, help="config files to validate")
     parser.add_argument("--print-defaults", action="store_true", help="print the embedded default config as YAML")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """A short demo of the C core on synthetic logits: distribution -> lattice point -> Q-S samples -> uplink bits.
 
-    python -m edge_runtime.demo_core [--vocab 50272] [--ell 240] [--temperature 0.4] [--seed 0]
+    python -m edge_runtime.demo_core [--vocab-size 50272] [--ell 240] [--temperature 0.4] [--seed 0]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def synthetic_logits(rng: np.random.Generator, vocab: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--vocab", type=int, default=50_272)
+    parser.add_argument("--vocab-size", type=int, default=50_272)
     parser.add_argument("--ell", type=int, default=240)
     parser.add_argument("--temperature", type=float, default=0.4)
     parser.add_argument("--samples", type=int, default=10)
@@ -36,12 +36,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
-    logits = synthetic_logits(rng, args.vocab)
+    logits = synthetic_logits(rng, args.vocab_size)
     z = logits.astype(np.float64) / args.temperature
     q = np.exp(z - z.max())
     q /= q.sum()
     top = np.argsort(-q)[:6]
-    print(f"SLM distribution q over V={args.vocab} (T={args.temperature}), top tokens:")
+    print(f"SLM distribution q over V={args.vocab_size} (T={args.temperature}), top tokens:")
     print("  " + "  ".join(f"{int(t)}:{q[t]:.4f}" for t in top) + f"  (rest {1 - q[top].sum():.4f})")
 
     point = core.quantize_logits(logits, args.ell, temperature=args.temperature)
@@ -56,15 +56,15 @@ def main(argv: list[str] | None = None) -> None:
     draws = " ".join(f"u={int(u)}->{t}" for u, t in zip(us, tokens, strict=True))
     print(f"Q-S draws (u uniform in [0, {args.ell})): {draws}")
 
-    fp16_bits = 16 * args.vocab
+    fp16_bits = 16 * args.vocab_size
     if codec is not None:
-        bits = 8 * len(codec.encode(point, args.vocab, args.ell, mode="auto"))
-        bound = codec.bound_bits(args.vocab, args.ell)
+        bits = 8 * len(codec.encode(point, args.vocab_size, args.ell, mode="auto"))
+        bound = codec.bound_bits(args.vocab_size, args.ell)
         print(f"uplink: {bits} bits encoded (auto) vs bound ceil(log2 C(ell+V-1, V-1)) = {bound} bits "
               f"vs fp16 vector {fp16_bits} bits")  # fmt: skip
     else:
-        bound = math.ceil((math.lgamma(args.ell + args.vocab) - math.lgamma(args.ell + 1) - math.lgamma(args.vocab))
-                          / math.log(2))  # fmt: skip
+        v = args.vocab_size
+        bound = math.ceil((math.lgamma(args.ell + v) - math.lgamma(args.ell + 1) - math.lgamma(v)) / math.log(2))
         print(f"uplink bound ceil(log2 C(ell+V-1, V-1)) = {bound} bits vs fp16 vector {fp16_bits} bits (no codec yet)")
 
 

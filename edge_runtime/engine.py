@@ -2,8 +2,9 @@
 
 Three roles are plugged in; the engine owns the order of events and nothing else:
 
-- the **drafter** (:class:`edge_runtime.drafter.Drafter`): drafts a round with Q-S, applies the verdict, and
-  pre-drafts the next round while it waits (``speculate``);
+- the **drafter** (:class:`DraftSource`; :class:`edge_runtime.drafter.Drafter` on the board): drafts a round with
+  Q-S, applies the verdict, and pre-drafts the next round while it waits (``speculate``). The simulator's trace
+  replay (:class:`edge_runtime.sim.simulator.TraceDrafter`) is the other one;
 - the **verifier link** (:class:`VerifierLink`): takes a drafted round and, some time later, gives its verdict.
   Implementations: :class:`edge_runtime.transport.remote.MqttLink` (the cloud verifier over MQTT: the board runtime,
   the demo, the link experiments) and :class:`edge_runtime.local_loop.LocalLink` (the target model in the same
@@ -22,10 +23,13 @@ One round::
     tokens  += drafter.feedback(verdict.accepted, verdict.next_token)
     controller.observe(...)
 
-Pipelining (``pipeline``): ``"off"`` is the serial round; ``"auto"`` pre-drafts while the verdict has not arrived and
-the expected remaining wait covers one more SLM forward; ``"always"`` pre-drafts to full depth before looking at the
-verdict (deterministic; for tests and measurements). The drafter keeps a pre-draft only when its assumed prefix is
-the committed one, and its draws are keyed by (seed, round, position): the tokens are the same in all three modes.
+Pipelining (``pipeline``): ``"off"`` is the serial round; ``"on"`` pre-drafts while the verdict has not arrived
+and the expected remaining wait covers one more SLM forward; ``"auto"`` measures committed tokens per second of
+round time with pre-drafting on and off (:class:`PipelineChooser`) and uses the better one, trying the other now and
+then: where the board and the verifier share CPU cores (the one-machine demo) pre-drafting slows the verifier down
+more than it saves, on a real board it hides the drafting; ``"always"`` pre-drafts to full depth before looking at
+the verdict (deterministic; for tests and measurements). The drafter keeps a pre-draft only when its assumed prefix
+is the committed one, and its draws are keyed by (seed, round, position): the tokens are the same in every mode.
 """
 
 from __future__ import annotations
@@ -35,17 +39,17 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from edge_runtime import codec
 from edge_runtime.controller.base import Controller
 from edge_runtime.controller.types import ChannelView, RoundObservation
-from edge_runtime.drafter import Drafter, DraftRound
+from edge_runtime.drafter import DraftConfig, DraftRound, SpeculationStats
 from edge_runtime.protocol import SamplingParams
 
 log = logging.getLogger(__name__)
 
-PIPELINE_MODES = ("off", "auto", "always")
+PIPELINE_MODES = ("auto", "on", "off", "always")
 
 
 class EngineError(RuntimeError):
@@ -61,6 +65,8 @@ class Verdict:
     verify_s: float = 0.0  # the verifier's own compute time, as it reports it
     alphas: tuple[float, ...] = ()  # per-position acceptance probabilities min(1, p/q̂), when reported
     downlink_bits: int = 0
+    uplink_bits: int | None = None  # the round's uplink as the link sent it, framing included (None: the engine
+    #                                 counts the draft's lattice bytes + packed token ids)
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,24 @@ class VerifierInfo:
 
     pass_s: tuple[float, ...] = ()  # c(n) for n = 1..k tokens per target pass, seconds (empty: unknown)
     precision: str = ""
+
+
+class DraftSource(Protocol):
+    """The drafter as the engine sees it (what :class:`edge_runtime.drafter.Drafter` provides)."""
+
+    config: DraftConfig  # sampling (temperature, top-k, top-p), the default ℓ, stop_at_eos
+    slm: Any  # .vocab_size, .eos_token_ids
+    speculation: SpeculationStats  # .hits: pre-drafts whose assumed prefix came true
+    forward_seconds: float  # one single-token forward ("auto" pre-drafts only when the wait covers one)
+
+    def start(self, prompt_ids: Sequence[int]) -> None: ...
+
+    def draft(self, length: int, config: DraftConfig | None = None,
+              should_continue: Callable[[float, int], bool] | None = None) -> DraftRound: ...
+
+    def speculate(self, max_tokens: int, config: DraftConfig | None = None) -> bool: ...
+
+    def feedback(self, accepted: int, next_token: int) -> list[int]: ...
 
 
 class VerifierLink(Protocol):
@@ -152,11 +176,47 @@ class Generation:
         return sum(tried) / len(tried) if tried else 0.0
 
 
+class PipelineChooser:
+    """Chooses, round by round, whether to pre-draft during the wait ("auto" pipelining), from what each choice
+    achieved: committed tokens per second from one round's submit to the next round's submit (so the pre-draft's
+    saving on the next round and any slow-down of the verifier it causes are both counted). Rounds alternate until
+    each choice has ``warmup`` samples; then the better rate is used and the other one tried every ``explore_every``
+    rounds. Keep one chooser across generations (the board runtime does)."""
+
+    def __init__(self, warmup: int = 3, explore_every: int = 8, smoothing: float = 0.25) -> None:
+        self.warmup = warmup
+        self.explore_every = explore_every
+        self.smoothing = smoothing
+        self.tokens = {True: 0.0, False: 0.0}
+        self.seconds = {True: 0.0, False: 0.0}
+        self.samples = {True: 0, False: 0}
+        self.rounds = 0
+
+    def rate(self, predraft: bool) -> float:
+        return self.tokens[predraft] / self.seconds[predraft] if self.seconds[predraft] > 0 else 0.0
+
+    def choose(self) -> bool:
+        self.rounds += 1
+        if min(self.samples.values()) < self.warmup:
+            return self.samples[True] <= self.samples[False]
+        best = self.rate(True) >= self.rate(False)
+        return (not best) if self.rounds % self.explore_every == 0 else best
+
+    def observe(self, predraft: bool, tokens: int, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        a = self.smoothing if self.samples[predraft] else 1.0
+        self.tokens[predraft] += a * (tokens - self.tokens[predraft])
+        self.seconds[predraft] += a * (seconds - self.seconds[predraft])
+        self.samples[predraft] += 1
+
+
 class RoundEngine:
     """Runs generations with one drafter, one verifier link and one controller (one generation at a time)."""
 
-    def __init__(self, drafter: Drafter, link: VerifierLink, controller: Controller, pipeline: str = "auto",
-                 vocab_hash: bytes = bytes(32), clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, drafter: DraftSource, link: VerifierLink, controller: Controller, pipeline: str = "auto",
+                 vocab_hash: bytes = bytes(32), clock: Callable[[], float] = time.perf_counter,
+                 chooser: PipelineChooser | None = None) -> None:
         if pipeline not in PIPELINE_MODES:
             raise EngineError(f"pipeline must be one of {', '.join(PIPELINE_MODES)}, got {pipeline!r}")
         self.drafter = drafter
@@ -165,7 +225,9 @@ class RoundEngine:
         self.pipeline = pipeline
         self.vocab_hash = bytes(vocab_hash)
         self.clock = clock
-        self._wait_ewma = 0.0  # expected submit → verdict time, for "auto" pre-drafting
+        self.chooser = chooser or PipelineChooser()
+        self._wait_ewma = 0.0  # expected submit → verdict time, for "on" pre-drafting
+        self._previous: tuple[bool, int, float] | None = None  # (pre-drafted?, tokens, submit time) of the last round
 
     def generate(self, prompt_ids: Sequence[int], max_new_tokens: int, seed: int = 0,
                  on_round: Callable[[Generation, RoundStat], None] | None = None) -> Generation:
@@ -188,6 +250,7 @@ class RoundEngine:
         run.precision = info.precision
         start = self.clock()
         run.prefill_s = start - t0
+        self._previous = None
         while not run.stopped_by_eos and len(run.tokens) < max_new_tokens:
             stat = self._round(run, max_new_tokens - len(run.tokens), vocab)
             run.rounds.append(stat)
@@ -205,7 +268,13 @@ class RoundEngine:
         draft = drafter.draft(min(decision.max_draft, max(budget - 1, 1)), round_cfg, controller.should_continue)
         t1 = self.clock()
         link.submit(draft)
-        verdict, predraft_s, tried = self._wait(draft, decision.max_draft, budget, round_cfg)
+        if self._previous is not None:
+            predrafted, tokens, submitted = self._previous
+            self.chooser.observe(predrafted, tokens, t1 - submitted)
+        mode = self.pipeline
+        if mode == "auto":
+            mode = "on" if self.chooser.choose() else "off"
+        verdict, predraft_s, tried = self._wait(draft, decision.max_draft, budget, round_cfg, mode)
         t2 = self.clock()
         hits_before = drafter.speculation.hits
         committed = drafter.feedback(verdict.accepted, verdict.next_token)
@@ -218,6 +287,7 @@ class RoundEngine:
                 run.stopped_by_eos = True
                 break
         run.tokens.extend(new_tokens)
+        self._previous = (mode != "off", len(new_tokens), t1)
         wait_s = t2 - t1
         if predraft_s == 0.0:  # the verdict's arrival was seen as it happened
             self._wait_ewma = wait_s if self._wait_ewma == 0 else 0.7 * self._wait_ewma + 0.3 * wait_s
@@ -234,23 +304,25 @@ class RoundEngine:
                                                                                       strict=True)]
         controller.observe(RoundObservation(
             ell=draft.ell, confidences=confidences, accepted=verdict.accepted, draft_s=draft.compute_seconds,
-            verify_s=verdict.verify_s, uplink_bits=8 * lattice_bytes + stat.token_id_bits, elapsed_s=wait_s,
+            verify_s=verdict.verify_s, elapsed_s=wait_s,
+            uplink_bits=8 * lattice_bytes + stat.token_id_bits if verdict.uplink_bits is None else verdict.uplink_bits,
             alphas=list(verdict.alphas) or None, entropies=draft.entropies or None,
             downlink_bits=verdict.downlink_bits))
         return stat
 
-    def _wait(self, draft: DraftRound, max_draft: int, budget: int, config: object) -> tuple[Verdict, float, bool]:
+    def _wait(self, draft: DraftRound, max_draft: int, budget: int, config: object,
+              mode: str) -> tuple[Verdict, float, bool]:
         """Wait for the verdict, pre-drafting the next round meanwhile; (verdict, pre-drafting seconds, tried)."""
         link, drafter = self.link, self.drafter
         # If every draft is accepted the round commits L + 1 tokens; the next round drafts at most this many.
         next_budget = budget - draft.length - 1
         depth = min(max_draft, max(next_budget - 1, 1))
-        if self.pipeline == "off" or next_budget < 1 or draft.hit_eos:
+        if mode == "off" or next_budget < 1 or draft.hit_eos:
             return link.wait(), 0.0, False
         started = self.clock()
         verdict: Verdict | None = None
         while True:
-            if self.pipeline == "auto":
+            if mode == "on":
                 verdict = link.poll()
                 if verdict is not None:
                     break

@@ -5,6 +5,10 @@ One object holds one sequence. ``forward(ids)`` runs T new tokens against the ca
 onnxruntime wrote (bound with io_binding): no copy, valid until the next ``forward``. ``rollback(n)`` keeps the
 first n cached tokens exactly (it slices the cache; nothing is recomputed).
 
+Loading: ``OnnxSLM(export_dir, variant)`` for an export directory, ``OnnxSLM.from_file(onnx_path)`` for one model
+file of an export (its meta.json beside it names the variant), :func:`slm_from_config` for a board config's
+``model`` section. This module needs onnxruntime, numpy and tokenizers only (no torch).
+
 :class:`TorchSLM` has the same interface on a transformers model (the eager baseline of the benchmarks).
 """
 
@@ -14,12 +18,14 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from edge_runtime.export.onnx_export import load_export
-from edge_runtime.export.wrapper import KVLayout, kv_names
+from edge_runtime.export.meta import ExportMetaError, KVLayout, export_of_model, kv_names, load_export
+
+if TYPE_CHECKING:
+    from edge_runtime.config import BoardConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +52,16 @@ class DraftModel(Protocol):
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """onnxruntime settings. Spinning off: idle worker threads sleep instead of burning a shared CPU."""
+    """onnxruntime settings. ``threads``: intra-op threads, 0 lets onnxruntime choose (one per physical core).
+    Spinning off: idle worker threads sleep instead of burning a shared CPU."""
 
     threads: int = 1
     spinning: bool = False
     optimization: str = "all"  # "all" | "extended" | "basic" | "none"
 
     def __post_init__(self) -> None:
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: onnxruntime's default), got {self.threads}")
         if self.optimization not in ("all", "extended", "basic", "none"):
             raise ValueError(f"unknown optimization level {self.optimization!r}")
 
@@ -86,9 +93,12 @@ def _check_step(token_ids: Sequence[int], vocab_size: int) -> np.ndarray:
 
 
 class OnnxSLM:
-    """A causal LM exported by ``qsv-export`` (directory with meta.json), run on onnxruntime's CPU provider."""
+    """A causal LM exported by ``qsv-export`` (directory with meta.json), run on onnxruntime's CPU provider.
 
-    def __init__(self, export_dir: str | Path, variant: str = "fp32", config: SessionConfig | None = None) -> None:
+    ``tokenizer_path``: a tokenizer.json to use instead of the export's own (default: the export's, if any)."""
+
+    def __init__(self, export_dir: str | Path, variant: str = "fp32", config: SessionConfig | None = None,
+                 tokenizer_path: str | Path | None = None) -> None:
         import onnxruntime as ort
 
         export = load_export(Path(export_dir))
@@ -106,10 +116,13 @@ class OnnxSLM:
         self.session = ort.InferenceSession(str(export.directory / files[variant]), self.config.session_options(),
                                             providers=["CPUExecutionProvider"])
         self.tokenizer = None
-        if meta.get("tokenizer"):
+        if tokenizer_path is not None and not Path(tokenizer_path).is_file():
+            raise ExportMetaError(f"tokenizer {tokenizer_path} does not exist")
+        tokenizer_file = tokenizer_path or (export.directory / meta["tokenizer"] if meta.get("tokenizer") else None)
+        if tokenizer_file is not None:
             from tokenizers import Tokenizer
 
-            self.tokenizer = Tokenizer.from_file(str(export.directory / meta["tokenizer"]))
+            self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         self._past_names = kv_names(self.layout.num_layers, "past")
         self._present_names = kv_names(self.layout.num_layers, "present")
         self._binding = self.session.io_binding()
@@ -118,6 +131,15 @@ class OnnxSLM:
         self._past_arrays: list[np.ndarray] = []  # keep numpy memory alive behind OrtValues made from it
         self._length = 0
         self.reset()
+
+    @classmethod
+    def from_file(cls, onnx_path: str | Path, tokenizer_path: str | Path | None = None,
+                  config: SessionConfig | None = None) -> OnnxSLM:
+        """Load one model file of an export (e.g. ``…/model.int8.onnx``). The export's meta.json must lie beside
+        it and list the file under ``files``; the variant is the entry naming it. Raises ExportMetaError
+        (a FileNotFoundError) when the file, the meta.json or its entry is missing."""
+        export, variant = export_of_model(onnx_path)
+        return cls(export.directory, variant, config, tokenizer_path=tokenizer_path)
 
     # -- tokenization ------------------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
@@ -239,3 +261,39 @@ class TorchSLM:
     def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
         self.reset()
         return self.forward(token_ids)[-1]
+
+
+def slm_from_config(cfg: ModelConfig | BoardConfig) -> OnnxSLM:
+    """The SLM a board config's ``model`` section names. Give the whole BoardConfig to resolve relative paths
+    against the config file's directory (a bare ModelConfig's paths are used as they are).
+
+    * ``onnx_path``: an exported model file; the variant (fp32 / int8 / int4) is the one meta.json beside it lists
+      for that file. An export directory is accepted too; then ``onnxruntime.int8`` picks ``model.int8.onnx`` over
+      the fp32 model. ``onnxruntime.int8: true`` with a file that is not the int8 variant is an error (the flag is
+      otherwise redundant: the file decides).
+    * ``tokenizer_path``: tokenizer.json (default: the export's own).
+    * ``vocab_hash``: when set, must equal the export's recorded vocabulary hash (if it recorded one).
+    * ``onnxruntime.intra_op_threads``: 0 lets onnxruntime choose (one thread per physical core);
+      ``spinning``: let idle intra-op threads spin.
+    """
+    model = getattr(cfg, "model", cfg)
+    resolve = getattr(cfg, "resolve_path", None) or (lambda p: None if p is None else Path(p))
+    onnx_path: Path | None = resolve(model.onnx_path)
+    if onnx_path is None:
+        raise ExportMetaError("model.onnx_path is not set: the board config must name the exported .onnx model")
+    ort = model.onnxruntime
+    session = SessionConfig(threads=ort.intra_op_threads, spinning=ort.spinning)
+    tokenizer_path = resolve(model.tokenizer_path)
+    if onnx_path.is_dir():
+        slm = OnnxSLM(onnx_path, "int8" if ort.int8 else "fp32", session, tokenizer_path=tokenizer_path)
+    else:
+        export, variant = export_of_model(onnx_path)
+        if ort.int8 and variant != "int8":
+            raise SLMError(f"model.onnxruntime.int8 is true but model.onnx_path {onnx_path} is the {variant} model "
+                           f"of its export; point onnx_path at the int8 file or drop int8")
+        slm = OnnxSLM(export.directory, variant, session, tokenizer_path=tokenizer_path)
+    recorded = slm.export.meta.get("vocab_hash")
+    if model.vocab_hash and recorded and model.vocab_hash != recorded:
+        raise SLMError(f"model.vocab_hash {model.vocab_hash} differs from the export's vocabulary hash {recorded}")
+    log.info("SLM %s (%s), %s intra-op threads", onnx_path, slm.variant, ort.intra_op_threads or "auto")
+    return slm

@@ -1,1 +1,1 @@
-"""Experiment commands (controller comparisons); ``qsv-experiment`` is experiments.compare:main."""
+"""Experiment commands (controller comparisons); ``qsv experiment`` is experiments.compare:main."""

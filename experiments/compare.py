@@ -1,19 +1,21 @@
-"""``qsv-experiment``: compare controllers — adaptive (model-based), static (3,240)/(4,240), S-Q, DDQN, target alone —
+"""``qsv experiment``: compare controllers — adaptive (model-based), static (3,240)/(4,240), S-Q, DDQN, target alone —
 on the 4 Mbps two-state Markov uplink and at ≈350 kbps, over the same prompts and seeds.
 
 Today the rounds run in the simulator (synthetic traces, or traces recorded from the real drafter/verifier with
 ``--traces``). The comparison itself only needs an ``ExecutorFactory``: a callable (scenario, policy, scheme, seed) →
-RoundExecutor; a factory building executors on the real edge/verifier pair over the shaped link plugs in there.
+RoundExecutor, the engine's roles for each sequence (edge_runtime.sim.episode); ``experiments/link_run.py`` builds
+them on the real edge/verifier pair over the shaped link, ``experiments/real_check.py`` on real compute in process.
 
-Subcommands: ``qsv-experiment record ...`` records Qwen traces with measured timings (experiments/record.py, cached);
-``qsv-experiment qwen ...`` records (cached), then runs this comparison and the model check on the recording;
-``qsv-experiment link ...`` runs the policies on the real system over a tc-shaped link (experiments/link_run.py);
-``qsv-experiment paired RUN`` recomputes a run's paired comparison with the best static (L, ℓ) (experiments/paired.py).
-``qsv-experiment recovery RUN`` tabulates acceptance by tokens since the last rejection (experiments/recovery_stats.py).
+Subcommands: ``qsv experiment record ...`` records Qwen traces with measured timings (experiments/record.py, cached);
+``qsv experiment qwen ...`` records (cached), then runs this comparison and the model check on the recording;
+``qsv experiment link ...`` runs the policies on the real system over a tc-shaped link (experiments/link_run.py);
+``qsv experiment paired RUN`` recomputes a run's paired comparison with the best static (L, ℓ) (experiments/paired.py).
+``qsv experiment recovery RUN`` tabulates acceptance by tokens since the last rejection (experiments/recovery_stats.py).
 
 Outputs in ``--out``: results.md, results.csv, rounds.csv, comparison.md / .csv (each policy against the best static
 (L, ℓ), paired over prompts, with a bootstrap interval), throughput.png, bits_per_token.png,
-decisions_<scenario>.png, ddqn_training_<scenario>.png (when DDQN runs), ddqn_<scenario>.pt.
+decisions_<scenario>.png, ddqn_training_<scenario>.png (when DDQN runs), ddqn_<scenario>.pt and its board format
+ddqn_<scenario>.onnx (``qsv experiment ddqn-onnx POLICY.pt [OUT.onnx]`` converts an older .pt).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from edge_runtime.channel.markov import SCENARIOS, MarkovChannel, MarkovChannelS
 from edge_runtime.controller.base import Controller, StaticController
 from edge_runtime.controller.model import TimingPriors
 from edge_runtime.controller.model_based import ModelBasedController
-from edge_runtime.sim.loop import EpisodeResult, RoundExecutor, run_episode
+from edge_runtime.logs import add_logging_args, setup_logging
+from edge_runtime.sim.episode import EpisodeResult, RoundExecutor, run_episode
 from edge_runtime.sim.record_timed import measured_target_step_s, timing_rounds
 from edge_runtime.sim.simulator import PROFILES, SimRoundExecutor, TimingProfile, target_alone_time
 from edge_runtime.sim.synthetic import generate_traces
@@ -212,6 +215,7 @@ def train_ddqn_policy(scenario: str, traces: TraceSet, timing: TimingProfile, sp
                     progress=True)
     log.info("ddqn %s: %d episodes, %d updates in %.0f s", scenario, episodes, agent.steps, time.monotonic() - t0)
     agent.save(out / f"ddqn_{scenario}.pt")
+    agent.export_onnx(out / f"ddqn_{scenario}.onnx")  # the board format (controller.policy_path), torch-free
     return agent, tl.episode_throughput
 
 
@@ -320,7 +324,7 @@ def plot(results: list[PolicyResult], out: Path, training: dict[str, list[float]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qsv-experiment", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="qsv experiment", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("experiment_out"), help="output directory")
     p.add_argument("--traces", type=Path, help="JSONL trace (edge_runtime.sim.trace); default: synthetic traces")
@@ -343,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddqn-load", type=Path, help="directory with ddqn_<scenario>.pt to use instead of training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-plots", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_logging_args(p)
     return p
 
 
@@ -369,8 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from experiments.recovery_stats import main as recovery_main
 
         return recovery_main(argv[1:])
+    if argv[:1] == ["ddqn-onnx"]:
+        from edge_runtime.controller.ddqn import export_main
+
+        return export_main(argv[1:])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    setup_logging(args)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
@@ -444,12 +452,12 @@ def qwen_main(argv: Sequence[str]) -> int:
     from experiments import model_check
     from experiments.record import add_arguments, record
 
-    p = argparse.ArgumentParser(prog="qsv-experiment qwen", description=qwen_main.__doc__)
+    p = argparse.ArgumentParser(prog="qsv experiment qwen", description=qwen_main.__doc__)
     add_arguments(p)
     p.add_argument("--ddqn-episodes", type=int, default=600)
     p.add_argument("--sim-seed", type=int, default=0, help="simulator / controller seed")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    setup_logging(args)
     path = record(args)
     rc = main(["--traces", str(path), "--profile", "trace", "--out", str(args.out), "--seed", str(args.sim_seed),
                "--ddqn-episodes", str(args.ddqn_episodes)])

@@ -6,18 +6,19 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from edge_runtime.channel.netem import ShapedLink, measure_tcp_goodput, netns_available
+    from edge_runtime.logs import add_logging_args, setup_logging
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", default="2e6,6e6", help="comma list of uplink rates in bit/s")
     p.add_argument("--seconds", type=float, default=3.0, help="transfer time per rate")
+    add_logging_args(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(args)
     ok, reason = netns_available()
     if not ok:
         raise SystemExit(f"cannot shape a link here: {reason}")

@@ -2,14 +2,14 @@
 (edge drafter → MQTT → verifier worker) across a veth pair between two network namespaces, with the uplink rate set
 by tc every round from the paper's Markov chain; the target alone decodes the same prompts afterwards.
 
-    sudo python -m experiments.link_run --prompts 4 --out experiment_out/link      # or: qsv-experiment link ...
+    sudo python -m experiments.link_run --prompts 4 --out experiment_out/link      # or: qsv experiment link ...
 
 Layout: this process (root namespace) creates the link (``edge_runtime.channel.netem.ShapedLink``), starts the cloud
-role inside the cloud namespace (mosquitto bound to the veth address + one ``qsv-verifier-mqtt`` worker with the
+role inside the cloud namespace (mosquitto bound to the veth address + one ``qsv verifier`` worker with the
 Qwen2.5-Coder-1.5B target) and then the edge role inside the edge namespace (Qwen2.5-Coder-0.5B ONNX int8 drafter;
 every policy of every scenario over the same prompts and seeds, ``NetRoundExecutor``; it sets its own interface's
 rate with tc before each round). Results: results.md / results.csv / rounds.csv / comparison.md / plots as
-``qsv-experiment``, plus model_check.md: for every static (L, ℓ), the throughput model calibrated on the first half
+``qsv experiment``, plus model_check.md: for every static (L, ℓ), the throughput model calibrated on the first half
 of the prompts' real rounds predicts the second half from their draft confidences, against the measured tokens/s.
 
 Needs root (namespaces, tc), iproute2, mosquitto and the fetched models. The kernel's qdiscs decide the shaper:
@@ -32,6 +32,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge_runtime.logs import add_logging_args, setup_logging
+
 log = logging.getLogger("qsv.experiment.link")
 
 # The static grid is L = 4 (the best L of every earlier real and simulated run) over the resolutions: the best static
@@ -45,7 +47,7 @@ DEFAULT_POLICIES = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="qsv experiment link", description=__doc__.split("\n\n")[0])
     p.add_argument("--role", choices=("run", "cloud", "edge"), default="run", help=argparse.SUPPRESS)
     p.add_argument("--prompts", type=int, default=4, help="BBC prompts (articles 0..N-1)")
     p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length cap (tokens), as the traces")
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policies-4mbps", default=DEFAULT_POLICIES["4mbps"])
     p.add_argument("--policies-350kbps", default=DEFAULT_POLICIES["350kbps"])
     p.add_argument("--ddqn-dir", type=Path, default=Path("experiment_out/qwen"),
-                   help="ddqn_<scenario>.pt trained in the simulator (qsv-experiment qwen)")
+                   help="ddqn_<scenario>.pt trained in the simulator (qsv experiment qwen)")
     p.add_argument("--cloud-threads", type=int, default=1)
     p.add_argument("--edge-threads", type=int, default=1)
     p.add_argument("--shaper", choices=("auto", "netem", "tbf"), default="auto")
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--host", help=argparse.SUPPRESS)
     p.add_argument("--ifname", help=argparse.SUPPRESS)
+    add_logging_args(p)
     return p
 
 
@@ -151,7 +154,7 @@ def edge_role(args: argparse.Namespace) -> int:
 
             path = args.ddqn_dir / f"ddqn_{s}.pt"
             if not path.is_file():
-                raise SystemExit(f"{path} missing: train it with `qsv-experiment qwen` or drop ddqn from the policies")
+                raise SystemExit(f"{path} missing: train it with `qsv experiment qwen` or drop ddqn from the policies")
             ddqn[s] = DdqnController.load(path)
             if set(ddqn[s].ells) != set(SCENARIO_ELLS[s]):
                 raise SystemExit(f"{path}: ells {ddqn[s].ells} != {SCENARIO_ELLS[s]}")
@@ -295,7 +298,7 @@ def run_role(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    setup_logging(args)
     if args.role == "cloud":
         return cloud_role(args)
     if args.role == "edge":

@@ -7,7 +7,7 @@ median per-prompt ratio, the ratio on the first and second half of the prompts, 
 interval of the ratio (prompts resampled with replacement, both policies on the same resample: a paired bootstrap).
 The interval covers the choice of prompts only; the run-to-run timing noise of the machine comes on top.
 
-``qsv-experiment paired RUN_DIR_OR_ROUNDS_CSV ...`` recomputes the comparison from a run's rounds.csv; given several
+``qsv experiment paired RUN_DIR_OR_ROUNDS_CSV ...`` recomputes the comparison from a run's rounds.csv; given several
 runs (same prompts and seeds), it pools them: each run's episodes count separately, and a policy is compared with
 the best static on the (run, prompt) pairs both ran.
 """
@@ -143,7 +143,7 @@ def rounds_csv_path(run: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="qsv-experiment paired", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="qsv experiment paired", description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, nargs="+",
                    help="a run's output directory (with rounds.csv), or a rounds.csv; several runs are pooled")
     p.add_argument("--out", type=Path, help="write comparison.csv / comparison.md here (default: print only)")

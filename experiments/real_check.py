@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edge_runtime.channel.markov import SCENARIOS, MarkovChannel
+from edge_runtime.logs import add_logging_args, setup_logging
 from edge_runtime.sim import SimRoundExecutor, TimingProfile, TraceSet
 from edge_runtime.sim.record_timed import measured_target_step_s, timing_rounds
 from experiments.compare import compare
@@ -24,7 +25,7 @@ log = logging.getLogger("qsv.experiment.real_check")
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--traces", type=Path, required=True, help="trace recorded by `qsv-experiment record`")
+    p.add_argument("--traces", type=Path, required=True, help="trace recorded by `qsv experiment record`")
     p.add_argument("--prompts", type=int, default=4, help="first N prompts of the trace")
     p.add_argument("--policies", default="static:3:240,static:6:240",
                    help="policy specs (static:L:ell, model, model-nostop, ddqn)")
@@ -33,8 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sim-seeds", type=int, default=5, help="simulator seeds averaged")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the table here too")
+    add_logging_args(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    setup_logging(args)
     import torch
 
     from cloud_verifier.target import TargetModel
@@ -46,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     traces = TraceSet.load(args.traces)
     settings = traces.meta.get("settings")
     if not settings:
-        raise SystemExit(f"{args.traces} has no recording settings (record it with `qsv-experiment record`)")
+        raise SystemExit(f"{args.traces} has no recording settings (record it with `qsv experiment record`)")
     n = min(args.prompts, len(traces.sequences))
     seqs = list(range(n))
     spec = SCENARIOS[args.scenario]

@@ -1,7 +1,7 @@
-"""``qsv-experiment record``: record simulator traces and compute timings with the real Qwen pair on BBC News prompts
+"""``qsv experiment record``: record simulator traces and compute timings with the real Qwen pair on BBC News prompts
 (edge: Qwen2.5-Coder-0.5B on onnxruntime int8; cloud: Qwen2.5-Coder-1.5B on torch, CPU), cached by its settings.
 
-    qsv-experiment record --prompts 10 --out experiment_out/qwen      # → experiment_out/qwen/traces_<key>.jsonl
+    qsv experiment record --prompts 10 --out experiment_out/qwen      # → experiment_out/qwen/traces_<key>.jsonl
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from edge_runtime.logs import add_logging_args, setup_logging
 
 log = logging.getLogger("qsv.experiment.record")
 
@@ -40,7 +42,7 @@ def cache_key(settings: dict) -> str:
 
 def record(args: argparse.Namespace) -> Path:
     """Record (or reuse) the trace file for ``args``; returns its path."""
-    settings = {"draft": args.draft, "target": args.target, "variant": args.variant, "dtype": args.target_dtype,
+    settings = {"draft": args.draft, "target": args.target, "variant": args.draft_variant, "dtype": args.target_dtype,
                 "prompts": args.prompts, "start": args.start, "prompt_tokens": args.prompt_tokens,
                 "n_tokens": args.n_tokens, "temperature": args.temperature, "seed": args.seed, "ells": list(ELLS),
                 "draft_threads": args.draft_threads, "target_threads": args.target_threads,
@@ -59,8 +61,8 @@ def record(args: argparse.Namespace) -> Path:
 
     for name in dict.fromkeys((args.draft, args.target)):
         fetch(name)
-    export = export_model(args.draft, int8=args.variant == "int8")
-    slm = OnnxSLM(export.directory, args.variant, SessionConfig(threads=args.draft_threads))
+    export = export_model(args.draft, int8=args.draft_variant == "int8")
+    slm = OnnxSLM(export.directory, args.draft_variant, SessionConfig(threads=args.draft_threads))
     torch.set_num_threads(args.target_threads)
     t0 = time.perf_counter()
     target, _ = TargetModel.from_registry(args.target, device="cpu", dtype=args.target_dtype)
@@ -88,7 +90,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draft", default="qwen-draft")
     p.add_argument("--target", default="qwen-target")
-    p.add_argument("--variant", default="int8", choices=("int8", "fp32"), help="ONNX variant of the draft")
+    p.add_argument("--draft-variant", default="int8", choices=("int8", "fp32"), help="ONNX variant of the draft")
     p.add_argument("--target-dtype", default="fp32", choices=("fp32", "bf16"),
                    help="fp32: bf16 matmuls are emulated on AVX2 CPUs without bf16 units (much slower)")
     p.add_argument("--draft-threads", type=int, default=1)
@@ -97,13 +99,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop starting new prompts after this many minutes of recording (0: no limit; at least 2 "
                         "prompts); the file keeps what was recorded")
     p.add_argument("--force", action="store_true", help="record again even if the cached trace exists")
+    add_logging_args(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="qsv-experiment record", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="qsv experiment record", description=__doc__.split("\n\n")[0])
     add_arguments(p)
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    setup_logging(args)
     print(record(args))  # the command's result: the trace path
     return 0
 

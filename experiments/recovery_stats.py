@@ -8,7 +8,7 @@ were accepted, per policy and per bucket of s, and the share of first drafts acc
 after a fully accepted one. A second table gives, per bucket of s at a round's start, the rounds, their mean drafts
 and their mean tokens (accepted drafts + 1).
 
-    qsv-experiment recovery experiment_out/link_s5        # or a rounds.csv; --out FILE.md writes the table too
+    qsv experiment recovery experiment_out/link_s5        # or a rounds.csv; --out FILE.md writes the table too
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def to_markdown(tallies: dict[tuple[str, str], Tally]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="qsv-experiment recovery", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="qsv experiment recovery", description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="a run's output directory (with rounds.csv), or a rounds.csv")
     p.add_argument("--out", type=Path, help="also write the table to this file")
     args = p.parse_args(argv)

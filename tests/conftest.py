@@ -5,8 +5,8 @@ MQTT (issue 5): real mosquitto brokers started from generated configs on free po
   passwords + ACLs on the plain listener) for the fleet ``dev-a``, ``dev-b``, ``dev-c`` and ``verifier``.
 - ``mosquitto_broker_fresh``: the same, one per test (for tests that kill or restart the broker).
 - ``mosquitto_open_broker``: one per test, plain listener without authentication (for tests that inject traffic).
-- ``spawn_verifier``: start toy verifier worker processes (``python -m cloud_verifier.mqtt_service --toy``) that the
-  test may kill -9; all are killed at teardown.
+- ``spawn_verifier``: start verifier worker processes that the test may kill -9 (the toy verifier of
+  ``tests/doubles/toy.py`` by default, through ``tests/doubles/toy_worker.py``); all are killed at teardown.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TOY_WORKER = ROOT / "tests" / "doubles" / "toy_worker.py"
 FLEET_DEVICES = ("dev-a", "dev-b", "dev-c")
 
 
@@ -53,21 +54,22 @@ def mosquitto_open_broker(tmp_path: Path) -> Iterator:
 
 @pytest.fixture
 def spawn_verifier(tmp_path: Path) -> Iterator[Callable[..., list[subprocess.Popen]]]:
-    """``spawn_verifier(broker, "w1", "w2", tls=True, idle_timeout=30.0, verifier=("--toy",))`` starts the workers
-    in parallel and returns their processes once all are subscribed (``verifier``: the handler options, e.g.
-    ``("--random-model", "tiny")`` for the PyTorch verifier)."""
+    """``spawn_verifier(broker, "w1", "w2", tls=True, idle_timeout=30.0, verifier=())`` starts the workers in
+    parallel and returns their processes once all are subscribed (``verifier``: ``qsv verifier``'s handler options,
+    e.g. ``("--random-model", "tiny")`` for the PyTorch verifier; empty: the toy verifier of the test doubles)."""
     procs: list[subprocess.Popen] = []
 
     def spawn(broker, *worker_ids: str, tls: bool = True, idle_timeout: float = 30.0,  # noqa: ANN001
-              verifier: tuple[str, ...] = ("--toy",)) -> list[subprocess.Popen]:
+              verifier: tuple[str, ...] = ()) -> list[subprocess.Popen]:
         ep = broker.endpoint("verifier", tls)
         pw = tmp_path / "verifier.pw"
         pw.write_text(broker.passwords["verifier"])
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         started = []
         for worker_id in worker_ids:
-            cmd = [sys.executable, "-m", "cloud_verifier.mqtt_service", *verifier, "--worker-id", worker_id,
-                   "--host", ep.host, "--port", str(ep.port), "--idle-timeout", str(idle_timeout),
+            program = ["-m", "cloud_verifier.mqtt_service", *verifier] if verifier else [str(TOY_WORKER)]
+            cmd = [sys.executable, *program, "--worker-id", worker_id,
+                   "--broker", ep.url, "--idle-timeout", str(idle_timeout),
                    "--log-level", "WARNING"]
             if ep.username:
                 cmd += ["--username", ep.username, "--password-file", str(pw)]

@@ -41,7 +41,7 @@ class AgentProcess:
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_runtime.flashing.agent", port, "--config-path", str(config_path),
+            [sys.executable, "-m", "edge_runtime.flashing.agent", port, "--config", str(config_path),
              "--log-level", "DEBUG", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
 
@@ -214,9 +214,9 @@ def test_sigkill_mid_transfer_keeps_the_previous_config(
 
 def test_local_rollback_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "board.yaml"
-    assert agent_main(["--rollback", "--config-path", str(cfg)]) == 1  # nothing to roll back to
+    assert agent_main(["--rollback", "--config", str(cfg)]) == 1  # nothing to roll back to
     cfg.write_bytes(CONFIG_B)
     (tmp_path / "board.yaml.prev").write_bytes(CONFIG_A)
-    assert agent_main(["--rollback", "--config-path", str(cfg)]) == 0
+    assert agent_main(["--rollback", "--config", str(cfg)]) == 0
     assert hashlib.sha256(CONFIG_A).hexdigest() in capsys.readouterr().out
     assert cfg.read_bytes() == CONFIG_A and (tmp_path / "board.yaml.prev").read_bytes() == CONFIG_B

@@ -1,4 +1,4 @@
-"""qsv-bench: baseline comparison logic, real sections (C core, MQTT echo through a real mosquitto, ONNX SLM and
+"""qsv bench: baseline comparison logic, real sections (C core, MQTT echo through a real mosquitto, ONNX SLM and
 drafting on a tiny exported model), unavailable sections with their reason, JSON + PNG outputs."""
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def test_mqtt_missing_credentials_are_reported(tmp_path: Path) -> None:
     from edge_runtime.config import load_config
 
     section = bench_mqtt(load_config(path), count=1)
-    assert not section.available and "cannot read broker credentials" in section.reason and "u.txt" in section.reason
+    assert not section.available and "cannot read the broker username" in section.reason and "u.txt" in section.reason
 
 
 def test_slm_and_e2e_unavailable_without_a_model() -> None:

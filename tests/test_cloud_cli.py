@@ -1,4 +1,4 @@
-"""cloud_verifier console script, JSON-line logs and the Prometheus endpoint."""
+"""``qsv verifier-check`` (cloud_verifier.cli), JSON-line logs (edge_runtime.logs) and the Prometheus endpoint."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import urllib.request
 
 import pytest
 
-from cloud_verifier.cli import JsonLineFormatter, main
+from cloud_verifier.cli import main
 from cloud_verifier.metrics import MetricsRegistry, MetricsServer
+from edge_runtime.logs import JsonLineFormatter
 
 
 def test_check_prints_config(capsys) -> None:
     assert main(["--random-model", "tiny", "--device", "cpu", "--max-batch", "8", "--max-wait-ms", "2",
-                 "--memory-budget-mb", "64", "--metrics-port", "0", "--check"]) == 0
+                 "--memory-budget-mb", "64", "--metrics-port", "0"]) == 0
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["max_batch"] == 8 and cfg["max_wait_s"] == pytest.approx(0.002)
     assert cfg["memory_budget_bytes"] == 64 << 20 and cfg["vocab_size"] == 96 and cfg["device"] == "cpu"
@@ -23,14 +24,15 @@ def test_check_prints_config(capsys) -> None:
 
 def test_bad_limits_are_refused(capsys) -> None:
     with pytest.raises(SystemExit):
-        main(["--random-model", "tiny", "--max-batch", "0", "--check"])
+        main(["--random-model", "tiny", "--max-batch", "0"])
     assert "--max-batch must be >= 1" in capsys.readouterr().err
 
 
 def test_json_line_logs() -> None:
     record = logging.LogRecord("cloud_verifier.x", logging.INFO, __file__, 1, "round %d ok", (3,), None)
     entry = json.loads(JsonLineFormatter().format(record))
-    assert entry["msg"] == "round 3 ok" and entry["level"] == "INFO" and entry["logger"] == "cloud_verifier.x"
+    assert entry["message"] == "round 3 ok" and entry["level"] == "INFO" and entry["logger"] == "cloud_verifier.x"
+    assert entry["time"].endswith("+00:00") and "T" in entry["time"]
 
 
 def test_metrics_text_format_over_http() -> None:
@@ -60,10 +62,10 @@ def test_metrics_text_format_over_http() -> None:
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--model", "no-such-model", "--check"], "neither a known model"),
-    (["--model", "smollm2", "--dtype", "fp16", "--device", "cpu", "--check"], "fp16 runs on CUDA only"),
-    (["--random-model", "tiny", "--max-tv", "-1", "--check"], "must be >= 0"),
-    (["--model", "smollm2", "--dtype", "int4", "--check"], "invalid choice"),
+    (["--model", "no-such-model"], "neither a known model"),
+    (["--model", "smollm2", "--dtype", "fp16", "--device", "cpu"], "fp16 runs on CUDA only"),
+    (["--random-model", "tiny", "--max-tv", "-1"], "must be >= 0"),
+    (["--model", "smollm2", "--dtype", "int4"], "invalid choice"),
 ])
 def test_bad_precision_arguments_end_in_one_line_and_exit_2(argv: list[str], message: str, capsys) -> None:
     from cloud_verifier.cli import main

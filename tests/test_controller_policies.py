@@ -214,3 +214,65 @@ def test_observation_from_drafter_round_and_trace_record() -> None:
     draft.confidences = []
     with pytest.raises(ControllerError, match="record_stats"):
         RoundObservation.from_draft_round(draft, 0, 0.03, 8000, 0.06)
+
+
+# ------------------------------------------------------------------------------------ DDQN board format (ONNX)
+def test_ddqn_onnx_export_matches_torch(tmp_path: Path) -> None:
+    from edge_runtime.controller import OnnxDdqnController, load_policy
+    from edge_runtime.controller.ddqn import WINDOW, DdqnController, export_policy_onnx
+
+    agent = DdqnController((2, 16), seed=5, state_rates_bps=(175e3, 525e3))
+    loaded = load_policy(agent.export_onnx(tmp_path / "policy.onnx"))
+    assert isinstance(loaded, OnnxDdqnController)
+    assert loaded.actions == agent.actions and loaded.state_rates_bps == agent.state_rates_bps
+    states = np.random.default_rng(0).random((256, WINDOW + 3), dtype=np.float32)
+    states[:, WINDOW + 2] = np.round(states[:, WINDOW + 2])
+    q_torch, q_onnx = agent.q_values(states), loaded.q_values(states)
+    assert q_onnx.shape == (256, len(agent.actions))
+    np.testing.assert_allclose(q_onnx, q_torch, atol=1e-5, rtol=0)
+    assert (q_onnx.argmax(1) == q_torch.argmax(1)).all()
+    for conf, state in ((0.1, 0), (0.5, 1), (0.95, 0)):  # same greedy decisions through the Controller interface
+        agent.reset()
+        loaded.reset()
+        o = RoundObservation(16, [conf] * 5, 5, 0.01, 0.03, 1000)
+        agent.observe(o)
+        loaded.observe(o)
+        probe = ChannelView.from_rate(175e3, state=state)
+        assert agent.choose(probe) == loaded.choose(probe)
+    agent.save(tmp_path / "saved.pt")  # .pt → .onnx conversion (experiments: qsv experiment ddqn-onnx)
+    converted = load_policy(export_policy_onnx(tmp_path / "saved.pt"))
+    np.testing.assert_allclose(converted.q_values(states), q_torch, atol=1e-5, rtol=0)
+    assert isinstance(load_policy(tmp_path / "saved.pt"), DdqnController)
+
+
+def test_ddqn_onnx_bad_files(tmp_path: Path) -> None:
+    from edge_runtime.controller import load_policy
+
+    with pytest.raises(ControllerError, match="does not exist"):
+        load_policy(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(ControllerError, match="not a loadable ONNX model"):
+        load_policy(tmp_path / "junk.onnx")
+    with pytest.raises(ControllerError, match="unknown DDQN policy format"):
+        load_policy(tmp_path / "policy.bin")
+
+
+def test_controller_from_board_config_onnx_policy(tmp_path: Path) -> None:
+    import dataclasses
+
+    from edge_runtime.config import default_config
+    from edge_runtime.controller import OnnxDdqnController
+    from edge_runtime.controller.ddqn import DdqnController
+    from edge_runtime.controller.factory import controller_from_config
+
+    cfg = default_config()
+    path = DdqnController(cfg.controller.ell_set).export_onnx(tmp_path / "ddqn.onnx")
+    ddqn_cfg = dataclasses.replace(cfg, controller=dataclasses.replace(cfg.controller, mode="ddqn",
+                                                                        policy_path=str(path)))
+    ctl = controller_from_config(ddqn_cfg, V)
+    assert isinstance(ctl, OnnxDdqnController) and ctl.ells == cfg.controller.ell_set
+    assert ctl.choose(ChannelView.from_rate(4e6, state=1)).ell in cfg.controller.ell_set
+    other = DdqnController((2, 16)).export_onnx(tmp_path / "other.onnx")
+    with pytest.raises(ControllerError, match="outside ell_set"):
+        controller_from_config(dataclasses.replace(ddqn_cfg, controller=dataclasses.replace(
+            ddqn_cfg.controller, policy_path=str(other))), V)

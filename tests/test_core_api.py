@@ -158,7 +158,7 @@ def test_codec_reexport() -> None:
 def test_demo_core_prints_point_samples_and_bits(capsys: pytest.CaptureFixture[str]) -> None:
     from edge_runtime import demo_core
 
-    demo_core.main(["--vocab", "5000", "--ell", "240", "--samples", "4"])
+    demo_core.main(["--vocab-size", "5000", "--ell", "240", "--samples", "4"])
     out = capsys.readouterr().out
     assert "lattice point q_hat = b/240" in out and "sum 240" in out
     assert out.count("->") == 4 and "bits" in out

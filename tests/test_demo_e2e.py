@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 
 import pytest
+from doubles.toy import ToyModel, ToySLM
 
 from edge_runtime import codec
 from edge_runtime.controller import ModelBasedController, StaticController
 from edge_runtime.drafter import DraftConfig, Drafter
 from edge_runtime.e2e import report
 from edge_runtime.e2e.baseline import BaselineRun
-from edge_runtime.e2e.edge import EdgeRun, RoundStat, run_edge_generation
-from edge_runtime.e2e.session import TextStream
-from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
-from edge_runtime.transport.toy import ToyModel, ToySLM
+from edge_runtime.engine import Generation, RoundEngine, RoundStat
+from edge_runtime.runtime.board import TextStream
+from edge_runtime.transport.remote import EdgeTransportConfig, MqttLink, RemoteVerifier
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VOCAB = 96  # cloud_verifier.cli.random_target("tiny")
@@ -50,13 +50,13 @@ def test_text_stream_hands_out_deltas_and_recovers_from_a_changed_prefix() -> No
 def _stat(index: int, drafted: int, accepted: int, new: int, ell: int = 240, vocab: int = 1000) -> RoundStat:
     return RoundStat(index, drafted, ell, accepted, list(range(new)), lattice_bytes=10 * drafted,
                      token_id_bits=drafted * codec.token_bits(vocab),
-                     bound_bits=drafted * (16 + codec.bound_bits(vocab, ell)), draft_s=0.1, encode_s=0.001,
+                     bound_bits=drafted * (16 + codec.bound_bits(vocab, ell)), draft_s=0.1,
                      wait_s=0.3, verify_s=0.25, feedback_s=0.05)
 
 
 def test_summary_table_and_json_numbers() -> None:
     vocab = 1000
-    edge = EdgeRun([1, 2], tokens=list(range(10)), rounds=[_stat(0, 3, 3, 4), _stat(1, 3, 1, 2), _stat(2, 3, 3, 4)],
+    edge = Generation([1, 2], tokens=list(range(10)), rounds=[_stat(0, 3, 3, 4), _stat(1, 3, 1, 2), _stat(2, 3, 3, 4)],
                    prefill_s=1.0, decode_s=2.0)
     int8 = BaselineRun([1, 2], tokens=list(range(10)), prefill_s=0.5, decode_s=5.0)  # 2.00 tokens/s
     fp32 = BaselineRun([1, 2], tokens=list(range(10)), prefill_s=0.5, decode_s=10.0)  # 1.00 tokens/s
@@ -93,15 +93,15 @@ def test_round_line_columns() -> None:
     assert line.endswith("' text'")
 
 
-def _edge_run(broker, controller, tokens: int, seed: int) -> EdgeRun:  # noqa: ANN001
+def _edge_run(broker, controller, tokens: int, seed: int) -> Generation:  # noqa: ANN001
     slm = ToySLM(ToyModel(vocab_size=TINY_VOCAB, seed=3, scale=3.0))
     drafter = Drafter(slm, DraftConfig(ell=240, temperature=0.8), seed=seed)
     remote = RemoteVerifier("dev-a", broker.endpoint("dev-a"), EdgeTransportConfig(feedback_timeout_s=30.0,
                                                                                   open_timeout_s=30.0)).connect()
     seen: list[RoundStat] = []
     try:
-        run = run_edge_generation(drafter, remote, controller, [5, 17, 33, 2], tokens, seed, bytes(32),
-                                  on_round=lambda run, stat: seen.append(stat))
+        engine = RoundEngine(drafter, MqttLink(remote), controller, pipeline="auto")
+        run = engine.generate([5, 17, 33, 2], tokens, seed, on_round=lambda run, stat: seen.append(stat))
     finally:
         remote.disconnect()
     assert seen == run.rounds
@@ -135,7 +135,7 @@ ROUND_RE = re.compile(r"^\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)/(\d+)\s+\+(\d+)\s+(\d+
 
 
 def _demo_cmd(workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "edge_runtime.e2e.cli", "--quick", "--prompts", "1", "--tokens", "8",
+    return [sys.executable, "-m", "qsv", "demo", "--quick", "--prompts", "1", "--max-new-tokens", "8",
             "--workdir", str(workdir), *extra]
 
 
@@ -160,17 +160,24 @@ def test_quick_demo_streams_rounds_and_prints_the_table(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1100, cwd=ROOT)
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
-    rounds = [ROUND_RE.match(line) for line in out.splitlines()]
-    rounds = [m for m in rounds if m]
-    assert rounds, out
-    new_tokens = sum(int(m.group(6)) for m in rounds)
-    for m in rounds:
-        drafted, ell, accepted, drafted_again, new = (int(m.group(i)) for i in (2, 3, 4, 5, 6))
-        assert drafted == drafted_again and 0 <= accepted <= drafted and 1 <= new <= accepted + 1
-        assert float(m.group(8)) < (16 + codec.bound_bits(49_152, ell)) / 8  # bytes per draft token below the bound
-    summary = re.search(r"→ (\d+) tokens in (\d+) rounds", out)
-    assert summary and int(summary.group(1)) == new_tokens and int(summary.group(2)) == len(rounds)
-    assert 1 <= new_tokens <= 8
+    # one block per prompt run: first with pipelining (the demo's default, auto), then serial (pipelining off)
+    blocks = re.split(r"^prompt \d+/\d+: ", out, flags=re.M)[1:]
+    assert len(blocks) == 2 and "pipelining auto)" in blocks[0] and "pipelining off)" in blocks[1], out
+    new_tokens = 0
+    for block in blocks:
+        rounds = [m for m in map(ROUND_RE.match, block.splitlines()) if m]
+        assert rounds, block
+        block_tokens = sum(int(m.group(6)) for m in rounds)
+        for m in rounds:
+            drafted, ell, accepted, drafted_again, new = (int(m.group(i)) for i in (2, 3, 4, 5, 6))
+            assert drafted == drafted_again and 0 <= accepted <= drafted and 1 <= new <= accepted + 1
+            assert float(m.group(8)) < (16 + codec.bound_bits(49_152, ell)) / 8  # bytes per draft token < bound
+        summary = re.search(r"→ (\d+) tokens in (\d+) rounds", block)
+        assert summary and int(summary.group(1)) == block_tokens and int(summary.group(2)) == len(rounds)
+        assert 1 <= block_tokens <= 8
+        new_tokens = new_tokens or block_tokens
+    texts = re.findall(r"^ text: (.*)$", out, flags=re.M)
+    assert len(texts) == 2 and texts[0] == texts[1]  # the same seed gives the same tokens, pipelined or not
     figures = json.loads((tmp_path / "demo.json").read_text())
     qsv_row = re.search(r"QSV \(edge draft \+ cloud verify, (\w+)\)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)", out)
     assert qsv_row, out
@@ -186,6 +193,7 @@ def test_quick_demo_streams_rounds_and_prints_the_table(tmp_path: Path) -> None:
     assert {r["precision"] for r in figures["verifier_calibration"]} >= {"fp32", precision}
     assert figures["verifier_ready_s"] > 0 and figures["verifier_first_round_s"] >= figures["verifier_ready_s"]
     assert "vs the paper's fixed-length bound" in out and "controller: static (L, ℓ) = (3, 240)" in out
+    assert "board runtime: qsv edge --config" in out and figures["pipelining_gain"] > 0
     assert "precision calibration" in out and "pass(1)" in out  # the worker's table is shown
     assert _processes_mentioning(str(tmp_path)) == []  # broker and worker are gone
 

@@ -106,7 +106,7 @@ def test_export_model_from_hf_folder_is_cached(tmp_path):
 
 
 def test_load_export_requires_meta(tmp_path):
-    with pytest.raises(FileNotFoundError, match="qsv-export"):
+    with pytest.raises(FileNotFoundError, match="qsv.export"):  # "run qsv export first"
         load_export(tmp_path)
 
 

@@ -10,18 +10,18 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-
-from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
-from edge_runtime.protocol import SamplingParams
-from edge_runtime.transport.mqtt_common import LoopDriver, make_client
-from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
-from edge_runtime.transport.toy import (
+from doubles.toy import (
     TOY_VOCAB_HASH,
     ToyVerifier,
     continue_remote,
     generate_remote,
     reference_generation,
 )
+
+from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
+from edge_runtime.protocol import SamplingParams
+from edge_runtime.transport.mqtt_common import LoopDriver, make_client
+from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
 
 PROMPT = [2, 7, 1, 8, 2, 8]
 N_TOKENS, L, ELL = 120, 3, 240

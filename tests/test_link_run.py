@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from doubles.toy import ToyModel, ToySLM
 
 from edge_runtime.channel.markov import SCENARIOS, MarkovChannel
 from edge_runtime.controller import ModelBasedController, StaticController
 from edge_runtime.sim import run_episode
 from edge_runtime.sim.net_executor import NetRoundExecutor
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
-from edge_runtime.transport.toy import ToyModel, ToySLM
 
 TINY_VOCAB = 96  # cloud_verifier.cli.random_target("tiny")
 PROMPTS = [[5, 17, 33, 2], [9, 4, 71]]
@@ -40,17 +40,20 @@ def test_net_executor_runs_policies_over_mqtt_with_early_stop(mosquitto_broker, 
         adaptive = run_episode(model, ex, 1, 30)  # a second sequence: a new session on the same worker
     finally:
         ex.close()
-    assert static.tokens >= 20 and adaptive.tokens >= 30
+    assert static.tokens == 20 and adaptive.tokens == 30
     rounds = static.rounds + adaptive.rounds
     assert len(rates) == len(rounds)  # the link rate is set before every round, to that round's channel state
     for rate, r in zip(rates, rounds, strict=True):
         o = r.observation
         assert rate == r.uplink_rate_bps == SCENARIOS["4mbps"].rates_bps[r.channel_state]
-        assert 0 <= o.accepted <= o.drafted and r.emitted == o.accepted + 1
+        assert 0 <= o.accepted <= o.drafted and 1 <= r.emitted <= o.accepted + 1
         assert o.uplink_bits > o.drafted * codec.token_bits(TINY_VOCAB)  # lattice bytes + packed ids
         assert o.verify_s > 0 and o.elapsed_s >= o.verify_s and r.round_time_s >= o.elapsed_s
         assert o.alphas is not None and len(o.alphas) == o.drafted  # per-position acceptance probabilities
-    assert all(r.observation.drafted == 3 for r in static.rounds)
+    left = 20
+    for r in static.rounds:  # L = 3 until the budget is near: rounds never draft past it
+        assert r.observation.drafted == min(3, max(left - 1, 1))
+        left -= r.emitted
     decided = [d.max_draft for d in adaptive.decisions]
     drafted = [r.observation.drafted for r in adaptive.rounds]
     assert all(n <= m for n, m in zip(drafted, decided, strict=True))

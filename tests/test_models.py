@@ -89,7 +89,7 @@ def test_cli_list_and_missing_path(tmp_path, capsys):
     assert cli.main(["--cache", str(tmp_path), "list"]) == 0
     assert "qwen-target" in capsys.readouterr().out
     assert cli.main(["--cache", str(tmp_path), "path", "smollm2"]) == 1
-    assert "qsv-models fetch smollm2" in capsys.readouterr().err
+    assert "qsv models fetch smollm2" in capsys.readouterr().err
 
 
 def test_bbc_news_articles():

@@ -8,6 +8,14 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from doubles.toy import (
+    TOY_CODEC_MODE,
+    TOY_VOCAB_HASH,
+    ToyDrafter,
+    ToyVerifier,
+    generate_remote,
+    reference_generation,
+)
 
 from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
 from edge_runtime.protocol import (
@@ -23,14 +31,6 @@ from edge_runtime.protocol import (
 from edge_runtime.transport import topics
 from edge_runtime.transport.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
-from edge_runtime.transport.toy import (
-    TOY_CODEC_MODE,
-    TOY_VOCAB_HASH,
-    ToyDrafter,
-    ToyVerifier,
-    generate_remote,
-    reference_generation,
-)
 
 PROMPT = [3, 1, 4, 1, 5]
 FAST = EdgeTransportConfig(feedback_timeout_s=1.0, open_timeout_s=1.0)

@@ -76,7 +76,7 @@ def test_clis_generate_a_complete_setup(tmp_path: Path) -> None:
     endpoints = (tmp_path / "b" / "endpoints.json").read_text()
     assert all(pw not in endpoints and pw not in passwd for pw in creds.values())
     assert json.loads(endpoints)["board-01"]["tls_port"] == 18883
-    assert certs_main(["--out", str(tmp_path / "pki"), "--device", "board-09"]) == 0
+    assert certs_main(["--out", str(tmp_path / "pki"), "--device-id", "board-09"]) == 0
     assert (tmp_path / "pki" / "board-09.crt").exists()
 
 

@@ -1,8 +1,9 @@
-"""The real parts over MQTT: the Drafter (C core quantizer + Q-S sampler; its small model is a seeded toy, as
-TorchSLM's cache rollback is broken with this transformers version), the lattice codec, and the batching PyTorch
-VerifierService (tiny random Llama) behind two MQTT workers. A worker that stops mid-generation leaves the token
-stream identical to the fault-free networked run (the verifier draws from (seed, position)); ``tiny_llama`` is unused
-by the drafter for that reason."""
+"""The real parts over MQTT: the round engine with the Drafter (C core quantizer + Q-S sampler; its small model is
+a seeded toy, as TorchSLM's cache rollback is broken with this transformers version), the lattice codec, the MQTT
+link, and the batching PyTorch VerifierService (tiny random Llama) behind two MQTT workers. A worker that stops
+mid-generation leaves the token stream identical to the fault-free networked run (the verifier draws from (seed,
+position), the drafter from (seed, round, position), pre-drafting on); ``tiny_llama`` is unused by the drafter for
+that reason."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from doubles.toy import ToyModel, ToySLM  # noqa: E402
+
 from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig  # noqa: E402
 from cloud_verifier.service import ServiceConfig as CoreConfig  # noqa: E402
 from cloud_verifier.service import VerifierService  # noqa: E402
 from cloud_verifier.target import TargetModel  # noqa: E402
+from edge_runtime.controller import StaticController  # noqa: E402
 from edge_runtime.drafter import DraftConfig, Drafter  # noqa: E402
-from edge_runtime.transport.board import run_remote_generation  # noqa: E402
-from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier  # noqa: E402
-from edge_runtime.transport.toy import ToyModel, ToySLM  # noqa: E402
+from edge_runtime.engine import RoundEngine  # noqa: E402
+from edge_runtime.transport.remote import EdgeTransportConfig, MqttLink, RemoteVerifier  # noqa: E402
 
 VOCAB = 96
 HASH = hashlib.sha256(b"tiny-vocab").digest()
@@ -46,6 +49,12 @@ def target() -> TargetModel:
     return TargetModel(tiny_llama(0), "cpu")
 
 
+def generate_tokens(drafter: Drafter, remote: RemoteVerifier, max_new_tokens: int, seed: int,
+                    vocab_hash: bytes) -> list[int]:
+    engine = RoundEngine(drafter, MqttLink(remote), StaticController(L, drafter.config.ell), vocab_hash=vocab_hash)
+    return engine.generate(PROMPT, max_new_tokens, seed).tokens
+
+
 def make_worker(broker, target: TargetModel, worker_id: str, group: str) -> MqttVerifierService:  # noqa: ANN001
     core = VerifierService(target, CoreConfig(vocab_hash=HASH, worker_id=worker_id, max_wait_s=0.0005)).start()
     return MqttVerifierService(core, broker.endpoint("verifier"), ServiceConfig(worker_id, group=group)).start()
@@ -57,19 +66,19 @@ def generate(broker, device: str, stop_worker_at: int | None = None, workers=())
     remote = RemoteVerifier(device, broker.endpoint(device),
                             EdgeTransportConfig(feedback_timeout_s=0.5, open_timeout_s=1.0)).connect()
     if stop_worker_at is not None:  # stop the worker that holds the session after a few rounds
-        verify = remote.verify
+        send = remote.send
 
-        def verify_with_fault(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def send_with_fault(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
             if remote.stats.rounds == stop_worker_at:
                 next(w for w in workers if w.config.worker_id == remote.worker_id).stop()
-            return verify(*args, **kwargs)
+            return send(*args, **kwargs)
 
-        remote.verify = verify_with_fault  # type: ignore[method-assign]
+        remote.send = send_with_fault  # type: ignore[method-assign]
     try:
-        result = run_remote_generation(drafter, remote, PROMPT, N_TOKENS, L, seed=99, vocab_hash=HASH)
+        tokens = generate_tokens(drafter, remote, N_TOKENS, seed=99, vocab_hash=HASH)
     finally:
         remote.disconnect()
-    return result.tokens, remote
+    return tokens, remote
 
 
 def test_real_parts_survive_a_worker_loss(mosquitto_broker, target: TargetModel) -> None:
@@ -89,7 +98,7 @@ def test_real_parts_survive_a_worker_loss(mosquitto_broker, target: TargetModel)
 
 @pytest.mark.slow  # two worker processes import torch + transformers: ~10 s idle, ~50 s on a loaded 2-vCPU VM
 def test_kill9_of_a_pytorch_worker_process(mosquitto_broker, spawn_verifier) -> None:
-    """Two ``qsv-verifier-mqtt --random-model tiny`` processes; the one holding the session gets SIGKILL after a
+    """Two ``qsv verifier --random-model tiny`` processes; the one holding the session gets SIGKILL after a
     few rounds; the board resyncs on the other; same tokens as the fault-free run through the same workers."""
     procs = dict(zip(("pt-1", "pt-2"), spawn_verifier(mosquitto_broker, "pt-1", "pt-2",
                                                       verifier=("--random-model", "tiny", "--device", "cpu")),
@@ -107,10 +116,10 @@ def test_kill9_of_a_pytorch_worker_process(mosquitto_broker, spawn_verifier) -> 
 
             threading.Thread(target=killer, daemon=True).start()
         try:
-            out = run_remote_generation(drafter, remote, PROMPT, 32, L, seed=5, vocab_hash=bytes(32))
+            out = generate_tokens(drafter, remote, 32, seed=5, vocab_hash=bytes(32))
         finally:
             remote.disconnect()
-        return out.tokens, remote
+        return out, remote
 
     clean, _ = run("dev-a", None)
     faulty, remote = run("dev-c", 3)

@@ -83,7 +83,7 @@ def test_speculative_log_incomplete(peers) -> None:
 def test_cli_lists(peers) -> None:
     args = peers.build_parser().parse_args(["--only", "llama", "--draft-max", "2,4", "--hf-assistant", "default,6"])
     assert args.only == ["llama"] and args.draft_max == [2, 4] and args.hf_assistant == [None, 6]
-    assert args.threads == 1 and args.prompts == 3 and args.tokens == 52 and args.pass_sizes == [1, 5]
+    assert args.threads == 1 and args.prompts == 3 and args.max_new_tokens == 52 and args.pass_sizes == [1, 5]
     for bad in ("0", "a,b", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             peers._int_list(bad)

@@ -1,4 +1,4 @@
-"""qsv-experiment recovery: acceptance by tokens since the last rejection, from a rounds.csv."""
+"""qsv experiment recovery: acceptance by tokens since the last rejection, from a rounds.csv."""
 
 from __future__ import annotations
 

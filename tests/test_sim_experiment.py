@@ -1,4 +1,4 @@
-"""The qsv-experiment command end to end on a tiny synthetic setup (simulator)."""
+"""The qsv experiment command end to end on a tiny synthetic setup (simulator)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_experiment_command_writes_table_and_plots(tmp_path: Path) -> None:
         if r["policy"].startswith("S-Q"):
             assert r["exact"].startswith("no")
     for name in ("results.md", "rounds.csv", "throughput.png", "bits_per_token.png", "decisions_4mbps.png",
-                 "ddqn_4mbps.pt", "ddqn_training_350kbps.png", "comparison.md"):
+                 "ddqn_4mbps.pt", "ddqn_4mbps.onnx", "ddqn_training_350kbps.png", "comparison.md"):
         assert (out / name).stat().st_size > 0
     # the paired comparison: against the fastest static of each scenario, ratios as in the results table
     tps = {(r["scenario"], r["policy"]): float(r["tokens_per_s"]) for r in rows}

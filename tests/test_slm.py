@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from edge_runtime.export.tiny import tiny_export
-from edge_runtime.slm import OnnxSLM, SessionConfig, SLMError, TorchSLM
+from edge_runtime.slm import OnnxSLM, SessionConfig, SLMError, TorchSLM, slm_from_config
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -96,7 +96,8 @@ def test_bad_use_is_rejected(exported):
     with pytest.raises(SLMError, match="no tokenizer"):
         slm.encode("hello")
     with pytest.raises(ValueError, match="threads"):
-        SessionConfig(threads=0)
+        SessionConfig(threads=-1)
+    assert SessionConfig(threads=0).session_options().intra_op_num_threads == 0  # 0: onnxruntime chooses
 
 
 def test_session_options_turn_spinning_off():
@@ -113,3 +114,58 @@ def test_torch_slm_rollback_matches_fresh(exported):
     slm.rollback(3)
     after = slm.forward([11, 12]).copy()
     np.testing.assert_allclose(after, torch_logits(model, [5, 6, 7, 11, 12])[-2:], atol=1e-5)
+
+
+def test_from_file_finds_variant_by_file_name(exported, tmp_path):
+    from edge_runtime.export.meta import ExportMetaError
+
+    _, export = exported
+    fp32 = OnnxSLM(export.directory)
+    for variant, name in export.meta["files"].items():
+        slm = OnnxSLM.from_file(export.directory / name, config=SessionConfig(threads=1))
+        assert slm.variant == variant and slm.vocab_size == VOCAB
+    np.testing.assert_array_equal(OnnxSLM.from_file(export.fp32_path).forward([1, 2, 3]), fp32.forward([1, 2, 3]))
+    with pytest.raises(ExportMetaError, match="does not exist"):
+        OnnxSLM.from_file(export.directory / "model.int4.onnx")
+    with pytest.raises(ExportMetaError, match="is a directory"):
+        OnnxSLM.from_file(export.directory)
+    lone = tmp_path / "model.onnx"
+    lone.write_bytes(export.fp32_path.read_bytes())
+    with pytest.raises(ExportMetaError, match="no meta.json beside"):
+        OnnxSLM.from_file(lone)
+    (tmp_path / "meta.json").write_text((export.directory / "meta.json").read_text())
+    renamed = tmp_path / "other.onnx"
+    renamed.write_bytes(export.fp32_path.read_bytes())
+    with pytest.raises(ExportMetaError, match="other.onnx is not a model of the export"):
+        OnnxSLM.from_file(renamed)
+    with pytest.raises(ExportMetaError, match="tokenizer"):
+        OnnxSLM.from_file(export.fp32_path, tokenizer_path=tmp_path / "missing.json")
+
+
+def test_slm_from_board_config(exported, tmp_path):
+    import dataclasses
+
+    from edge_runtime.config import ModelConfig, OrtOptions, default_config
+    from edge_runtime.export.meta import ExportMetaError
+
+    _, export = exported
+    cfg = ModelConfig(onnx_path=str(export.int8_path), onnxruntime=OrtOptions(intra_op_threads=2, int8=True))
+    slm = slm_from_config(cfg)
+    assert slm.variant == "int8" and slm.config.threads == 2 and not slm.config.spinning
+    auto = slm_from_config(dataclasses.replace(cfg, onnxruntime=OrtOptions(intra_op_threads=0)))
+    assert auto.config.threads == 0  # onnxruntime chooses
+    with pytest.raises(SLMError, match="int8 is true"):
+        slm_from_config(dataclasses.replace(cfg, onnx_path=str(export.fp32_path)))
+    directory = slm_from_config(dataclasses.replace(cfg, onnx_path=str(export.directory)))  # old style: int8 picks
+    assert directory.variant == "int8"
+    with pytest.raises(ExportMetaError, match="onnx_path is not set"):
+        slm_from_config(ModelConfig())
+    with pytest.raises(SLMError, match="vocab_hash"):
+        meta = dict(export.meta, vocab_hash="0" * 64)
+        (tmp_path / "meta.json").write_text(__import__("json").dumps(meta))
+        (tmp_path / "model.onnx").write_bytes(export.fp32_path.read_bytes())
+        slm_from_config(ModelConfig(onnx_path=str(tmp_path / "model.onnx"), vocab_hash="1" * 64))
+    # a whole BoardConfig resolves relative paths against the config file's directory
+    board = dataclasses.replace(default_config(), model=ModelConfig(onnx_path="model.onnx"),
+                                source=str(tmp_path / "board.yaml"))
+    assert slm_from_config(board).variant == "fp32"

@@ -1,6 +1,6 @@
-"""``qsv-bench``: profile a board with its config in one command; JSON + PNG report, optional baseline comparison.
+"""``qsv bench``: profile a board with its config in one command; JSON + PNG report, optional baseline comparison.
 
-    qsv-bench --config /etc/qsv/board.yaml --export-dir /opt/qsv/models/slm --out bench/ \\
+    qsv bench --config /etc/qsv/board.yaml --export-dir /opt/qsv/models/slm --out bench/ \\
               --baseline bench/baseline.json --threshold 0.15
 
 Sections: core, slm, mqtt, e2e (edge drafting only), remote (end to end through the broker to a verifier).
@@ -26,6 +26,7 @@ from edge_runtime.bench import sections as sec
 from edge_runtime.bench.report import write_png
 from edge_runtime.bench.results import Section, all_metrics, compare, load_metrics, to_json
 from edge_runtime.config import BOARDS, ConfigError, board_config_path, config_sha256, default_config, load_config
+from edge_runtime.logs import add_logging_args, setup_logging
 
 log = logging.getLogger(__name__)
 SECTIONS = ("core", "slm", "mqtt", "e2e", "remote")
@@ -42,7 +43,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qsv-bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="qsv bench", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-timeout", type=float, default=5.0)
     p.add_argument("--e2e-tokens", type=int, default=96)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_logging_args(p)
     return p
 
 
@@ -129,16 +130,15 @@ def run(args: argparse.Namespace) -> tuple[list[Section], dict, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(name)s %(levelname)s %(message)s")
+    setup_logging(args)
     try:
         sections, meta, _ = run(args)
         baseline = load_metrics(args.baseline) if args.baseline else None
     except ConfigError as exc:
-        sys.stderr.write(f"qsv-bench: {exc}\n")
+        sys.stderr.write(f"qsv bench: {exc}\n")
         return 2
     except (OSError, ValueError) as exc:
-        sys.stderr.write(f"qsv-bench: {exc}\n")
+        sys.stderr.write(f"qsv bench: {exc}\n")
         return 2
     rows, unmatched = compare(all_metrics(sections), baseline, args.threshold) if baseline else ([], [])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -117,7 +117,7 @@ def write_png(path: Path, sections: list[Section], meta: dict[str, Any], rows: l
             _bars(ax, section, f"edge drafting ({d.get('variant')}, {d.get('threads')}T, L={d.get('L')}, "
                                f"ℓ={d.get('ell')})", "tokens per second")
     _baseline(axes[-1, 0], rows or [], threshold)
-    fig.suptitle(f"qsv-bench: {meta.get('device_id')} ({meta.get('board')}) on {meta.get('host')}, "
+    fig.suptitle(f"qsv bench: {meta.get('device_id')} ({meta.get('board')}) on {meta.get('host')}, "
                  f"{meta.get('time')}", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=90)

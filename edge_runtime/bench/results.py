@@ -105,5 +105,5 @@ def load_metrics(path: Path) -> dict[str, Metric]:
     """Metrics of a bench JSON written earlier (the baseline)."""
     doc = json.loads(Path(path).read_text())
     if "metrics" not in doc:
-        raise ValueError(f"{path} is not a qsv-bench result (no 'metrics')")
+        raise ValueError(f"{path} is not a qsv bench result (no 'metrics')")
     return {name: Metric(**m) for name, m in doc["metrics"].items()}

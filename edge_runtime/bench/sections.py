@@ -5,15 +5,14 @@ gives an unavailable section with the reason instead of failing the whole bench.
 * ``slm``:  ONNX SLM prefill and decode ms per token for each thread count × fp32/int8 variant.
 * ``mqtt``: round trip of a real publish → broker → subscription echo to the configured broker (QoS 1).
 * ``e2e``:  edge drafting tokens/s (SLM + C core + Q-S sampling, rounds of static L) — the edge side of a round.
-* ``remote``: end-to-end tokens/s of the networked runtime (drafter + codec + MQTT + the verifier group reachable
-  through the configured broker), when a verifier answers.
+* ``remote``: end-to-end tokens/s of the networked runtime (the round engine: drafter + codec + MQTT + the verifier
+  group reachable through the configured broker), when a verifier answers.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-import os
 import queue
 import statistics
 import time
@@ -85,7 +84,7 @@ def export_dir_of(cfg: BoardConfig, override: Path | None) -> tuple[Path | None,
         return None, "no model configured (model.onnx_path unset; pass --export-dir)"
     directory = onnx if onnx.is_dir() else onnx.parent
     if not (directory / "meta.json").exists():
-        return None, f"{directory} is not a QSV ONNX export (no meta.json; run qsv-export)"
+        return None, f"{directory} is not a QSV ONNX export (no meta.json; run qsv export)"
     return directory, ""
 
 
@@ -135,31 +134,15 @@ def bench_slm(cfg: BoardConfig, export_dir: Path | None, threads: Sequence[int],
 
 
 # ----------------------------------------------------------------------------------------------------------------- mqtt
-def _read_secret(cfg: BoardConfig, ref: str) -> str:
-    path = cfg.resolve_path(ref)
-    assert path is not None
-    return path.read_text().strip()
-
-
-def broker_endpoint(cfg: BoardConfig, common: Any) -> tuple[Any, str]:
-    """(BrokerEndpoint, "") for the config's broker, or (None, reason)."""
-    broker = cfg.broker
-    if broker.transport != "tcp":
-        return None, f"{broker.scheme}:// (websockets) is not supported by the bench"
+def broker_endpoint(cfg: BoardConfig) -> tuple[Any, str]:
+    """(BrokerEndpoint, "") for the config's broker (edge_runtime.transport.endpoint), or (None, reason)."""
+    endpoint_mod, reason = _import("edge_runtime.transport.endpoint")
+    if endpoint_mod is None:
+        return None, reason
     try:
-        username = password = None
-        if broker.credentials is not None:
-            username = _read_secret(cfg, broker.credentials.username_file)
-            password = _read_secret(cfg, broker.credentials.password_file)
-    except OSError as exc:
-        return None, f"cannot read broker credentials: {exc}"
-    tls = broker.tls
-    return common.BrokerEndpoint(
-        host=broker.host, port=broker.port, username=username, password=password,
-        ca_file=cfg.resolve_path(tls.ca_file) if broker.use_tls else None,
-        cert_file=cfg.resolve_path(tls.cert_file) if broker.use_tls else None,
-        key_file=cfg.resolve_path(tls.key_file) if broker.use_tls else None,
-    ), ""
+        return endpoint_mod.endpoint_from_config(cfg), ""
+    except endpoint_mod.EndpointError as exc:
+        return None, str(exc)
 
 
 def bench_mqtt(cfg: BoardConfig, count: int = 50, timeout_s: float = 5.0, topic: str | None = None) -> Section:
@@ -167,7 +150,7 @@ def bench_mqtt(cfg: BoardConfig, count: int = 50, timeout_s: float = 5.0, topic:
     if common is None:
         return Section.unavailable("mqtt", reason)
     broker, tls = cfg.broker, cfg.broker.tls
-    endpoint, reason = broker_endpoint(cfg, common)
+    endpoint, reason = broker_endpoint(cfg)
     if endpoint is None:
         return Section.unavailable("mqtt", reason)
     # the echo topic lives under the device's own prefix; secured brokers need an ACL entry allowing it
@@ -243,87 +226,116 @@ def bench_mqtt(cfg: BoardConfig, count: int = 50, timeout_s: float = 5.0, topic:
 
 
 # ------------------------------------------------------------------------------------------------------------------ e2e
+def config_slm(cfg: BoardConfig, export_dir: Path | None, slm_mod: Any) -> tuple[Any, str]:
+    """The SLM the board runs (``slm_from_config``), or with ``--export-dir`` that export at the config's variant and
+    threads; (slm, "") or (None, reason)."""
+    try:
+        if export_dir is None:
+            return slm_mod.slm_from_config(cfg), ""
+        ort = cfg.model.onnxruntime
+        return slm_mod.OnnxSLM(export_dir, "int8" if ort.int8 else "fp32",
+                               slm_mod.SessionConfig(threads=ort.intra_op_threads, spinning=ort.spinning)), ""
+    except Exception as exc:  # noqa: BLE001 - a missing variant, a vocabulary hash mismatch, …: the reason
+        return None, f"cannot load the SLM: {type(exc).__name__}: {exc}"
+
+
+class _AcceptAll:
+    """A verifier link that accepts every draft at once, the last draft standing in for the bonus token: the edge
+    side of a round alone (edge_runtime.engine.VerifierLink)."""
+
+    def __init__(self, verdict_type: Any, info_type: Any) -> None:
+        self._verdict_type, self._info_type = verdict_type, info_type
+        self._draft: Any = None
+
+    def open(self, prompt: Sequence[int], sampling: Any, vocab_size: int, vocab_hash: bytes) -> Any:
+        return self._info_type()
+
+    def submit(self, draft: Any) -> None:
+        self._draft = draft
+
+    def poll(self) -> Any:
+        return self.wait()
+
+    def wait(self) -> Any:
+        draft, self._draft = self._draft, None
+        return self._verdict_type(draft.length, draft.tokens[-1])
+
+    def channel_view(self) -> None:
+        return None
+
+
+def _threads(cfg: BoardConfig) -> int | str:
+    return cfg.model.onnxruntime.intra_op_threads or "auto"
+
+
 def bench_e2e(cfg: BoardConfig, export_dir: Path | None, tokens: int = 96, seed: int = 0,
               progress: bool = False) -> Section:
     directory, reason = export_dir_of(cfg, export_dir)
     if directory is None:
         return Section.unavailable("e2e", reason)
-    drafter_mod, reason = _import("edge_runtime.drafter")
-    slm_mod, reason2 = _import("edge_runtime.slm")
-    if drafter_mod is None or slm_mod is None:
-        return Section.unavailable("e2e", reason or reason2)
-    ort = cfg.model.onnxruntime
-    variant = "int8" if ort.int8 else "fp32"
-    threads = ort.intra_op_threads or (os.cpu_count() or 1)
-    try:
-        slm = slm_mod.OnnxSLM(directory, variant, slm_mod.SessionConfig(threads=threads, spinning=ort.spinning))
-    except Exception as exc:  # noqa: BLE001
-        return Section.unavailable("e2e", f"cannot load the {variant} SLM: {type(exc).__name__}: {exc}")
+    mods = {}
+    for name in ("edge_runtime.drafter", "edge_runtime.slm", "edge_runtime.engine", "edge_runtime.controller"):
+        mods[name], reason = _import(name)
+        if mods[name] is None:
+            return Section.unavailable("e2e", reason)
+    drafter_mod, engine_mod = mods["edge_runtime.drafter"], mods["edge_runtime.engine"]
+    slm, reason = config_slm(cfg, export_dir, mods["edge_runtime.slm"])
+    if slm is None:
+        return Section.unavailable("e2e", reason)
     s, ctl = cfg.sampling, cfg.controller
     dcfg = drafter_mod.DraftConfig(ell=ctl.static_ell, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                                    stop_at_eos=False)
     drafter = drafter_mod.Drafter(slm, dcfg, seed=seed)
+    engine = engine_mod.RoundEngine(drafter, _AcceptAll(engine_mod.Verdict, engine_mod.VerifierInfo),
+                                    mods["edge_runtime.controller"].StaticController(ctl.static_L, ctl.static_ell),
+                                    pipeline="off")
     rng = np.random.default_rng(seed)
-    drafter.start([int(x) for x in rng.integers(0, slm.vocab_size, size=32)])
-    produced, slm_s, core_s = 0, 0.0, 0.0
+    prompt = [int(x) for x in rng.integers(0, slm.vocab_size, size=32)]
     bar = tqdm(total=tokens, desc="e2e", disable=not progress, leave=False)
-    t0 = time.perf_counter()
-    while produced < tokens:
-        rnd = drafter.draft(ctl.static_L)
-        slm_s += rnd.slm_seconds
-        core_s += rnd.core_seconds
-        # all drafts accepted, the last draft stands in for the verifier's bonus token
-        new = drafter.feedback(rnd.length, rnd.tokens[-1])
-        produced += len(new)
-        bar.update(len(new))
-    elapsed = time.perf_counter() - t0
+    run = engine.generate(prompt, tokens, seed, on_round=lambda _run, stat: bar.update(len(stat.new_tokens)))
     bar.close()
-    section = Section("e2e", details={"variant": variant, "threads": threads, "L": ctl.static_L,
+    elapsed = run.decode_s
+    produced = len(run.tokens)
+    section = Section("e2e", details={"variant": slm.variant, "threads": _threads(cfg), "L": ctl.static_L,
                                       "ell": ctl.static_ell, "tokens": produced, "seconds": elapsed,
-                                      "slm_seconds": slm_s, "core_seconds": core_s,
+                                      "slm_seconds": sum(r.model_s for r in run.rounds),
+                                      "overhead_seconds": sum(r.overhead_s for r in run.rounds),  # C core + stats
                                       "scope": "edge side only: drafting + feedback, verifier and network excluded"})
     section.metrics["draft_tokens_per_s"] = Metric(produced / elapsed, "tokens/s", HIGHER, "edge drafting tokens/s")
     return section
 
 
 # --------------------------------------------------------------------------------------------------------------- remote
-def _vocab_hash(cfg: BoardConfig, directory: Path) -> bytes:
+def _vocab_hash(cfg: BoardConfig, slm: Any) -> bytes:
     if cfg.model.vocab_hash:
         return bytes.fromhex(cfg.model.vocab_hash)
-    try:
-        import json
-
-        meta = json.loads((directory / "meta.json").read_text())
-        if meta.get("vocab_hash"):
-            return bytes.fromhex(meta["vocab_hash"])
-    except (OSError, ValueError):
-        pass
+    recorded = slm.export.meta.get("vocab_hash")
+    if recorded:
+        return bytes.fromhex(recorded)
     return bytes(32)  # unknown: verifiers configured without a hash check only the vocabulary size
 
 
 def bench_remote(cfg: BoardConfig, export_dir: Path | None, tokens: int = 48, seed: int = 0,
-                 timeout_s: float = 5.0) -> Section:
+                 timeout_s: float = 5.0, pipeline: str = "auto") -> Section:
+    """The board runtime's generation (round engine: drafter + MQTT link to the verifier group + static (L, ℓ)
+    controller, pre-drafting ``pipeline`` as ``qsv run``'s default) for ``tokens`` tokens of a random prompt."""
     directory, reason = export_dir_of(cfg, export_dir)
     if directory is None:
         return Section.unavailable("remote", reason)
     mods = {}
-    for name in ("edge_runtime.transport.mqtt_common", "edge_runtime.transport.remote", "edge_runtime.transport.board",
+    for name in ("edge_runtime.transport.remote", "edge_runtime.engine", "edge_runtime.controller",
                  "edge_runtime.drafter", "edge_runtime.slm"):
         mods[name], reason = _import(name)
         if mods[name] is None:
             return Section.unavailable("remote", reason)
-    remote_mod, board_mod = mods["edge_runtime.transport.remote"], mods["edge_runtime.transport.board"]
-    drafter_mod, slm_mod = mods["edge_runtime.drafter"], mods["edge_runtime.slm"]
-    endpoint, reason = broker_endpoint(cfg, mods["edge_runtime.transport.mqtt_common"])
+    remote_mod, engine_mod = mods["edge_runtime.transport.remote"], mods["edge_runtime.engine"]
+    drafter_mod = mods["edge_runtime.drafter"]
+    endpoint, reason = broker_endpoint(cfg)
     if endpoint is None:
         return Section.unavailable("remote", reason)
-    ort = cfg.model.onnxruntime
-    variant = "int8" if ort.int8 else "fp32"
-    threads = ort.intra_op_threads or (os.cpu_count() or 1)
-    try:
-        slm = slm_mod.OnnxSLM(directory, variant, slm_mod.SessionConfig(threads=threads, spinning=ort.spinning))
-    except Exception as exc:  # noqa: BLE001
-        return Section.unavailable("remote", f"cannot load the {variant} SLM: {type(exc).__name__}: {exc}")
+    slm, reason = config_slm(cfg, export_dir, mods["edge_runtime.slm"])
+    if slm is None:
+        return Section.unavailable("remote", reason)
     s, ctl = cfg.sampling, cfg.controller
     drafter = drafter_mod.Drafter(slm, drafter_mod.DraftConfig(ell=ctl.static_ell, temperature=s.temperature,
                                                                top_k=s.top_k, top_p=s.top_p), seed=seed)
@@ -334,28 +346,32 @@ def bench_remote(cfg: BoardConfig, export_dir: Path | None, tokens: int = 48, se
         remote.connect()
     except Exception as exc:  # noqa: BLE001 - RemoteVerifierError, OSError, ssl errors: all mean "no broker"
         return Section.unavailable("remote", f"cannot connect to {cfg.broker.url}: {exc}")
+    engine = engine_mod.RoundEngine(drafter, remote_mod.MqttLink(remote),
+                                    mods["edge_runtime.controller"].StaticController(ctl.static_L, ctl.static_ell),
+                                    pipeline=pipeline, vocab_hash=_vocab_hash(cfg, slm))
     rng = np.random.default_rng(seed)
     prompt = [int(x) for x in rng.integers(0, slm.vocab_size, size=32)]
     try:
         t0 = time.perf_counter()
-        result = board_mod.run_remote_generation(drafter, remote, prompt, tokens, ctl.static_L, seed,
-                                                 _vocab_hash(cfg, directory))
+        run = engine.generate(prompt, tokens, seed)
         elapsed = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - no verifier, vocabulary refused, …: the reason is the result
         return Section.unavailable("remote", f"no verifier answered through {cfg.broker.url}: "
                                              f"{type(exc).__name__}: {exc}")
     finally:
         remote.disconnect()
-    n = len(result.tokens)
-    waits_ms = [us / 1e3 for us in remote.stats.round_trip_us]
+    n = len(run.tokens)
+    waits_ms = [us / 1e3 for us in remote.stats.round_trip_us]  # publish → feedback, resends included
     section = Section("remote", details={
-        "variant": variant, "threads": threads, "L": ctl.static_L, "ell": ctl.static_ell, "tokens": n,
-        "seconds": elapsed, "rounds": result.rounds, "draft_seconds": result.draft_seconds,
-        "encode_seconds": result.encode_seconds, "wait_seconds": result.wait_seconds,
-        "uplink_bytes": result.uplink_bytes, "worker": remote.worker_id, "resends": remote.stats.resends,
-        "resyncs": remote.stats.resyncs, "round_trip_ms": waits_ms})
+        "variant": slm.variant, "threads": _threads(cfg), "L": ctl.static_L, "ell": ctl.static_ell, "tokens": n,
+        "pipeline": pipeline, "seconds": elapsed, "prefill_seconds": run.prefill_s, "rounds": len(run.rounds),
+        "draft_seconds": sum(r.draft_s + r.feedback_s for r in run.rounds),
+        "predraft_seconds": sum(r.predraft_s for r in run.rounds), "predraft_hit_rate": run.predraft_hit_rate,
+        "wait_seconds": sum(r.wait_s for r in run.rounds), "uplink_bytes": sum(r.lattice_bytes for r in run.rounds),
+        "worker": remote.worker_id, "resends": remote.stats.resends, "resyncs": remote.stats.resyncs,
+        "round_trip_ms": waits_ms})
     section.metrics["tokens_per_s"] = Metric(n / elapsed, "tokens/s", HIGHER, "end-to-end tokens/s")
-    section.metrics["tokens_per_round"] = Metric(result.tokens_per_round, "tokens", HIGHER, "tokens per round")
+    section.metrics["tokens_per_round"] = Metric(run.tokens_per_round, "tokens", HIGHER, "tokens per round")
     if waits_ms:
         section.metrics["round_wait_ms_p50"] = Metric(statistics.median(waits_ms), "ms", LOWER,
                                                       "verify wait p50 (network + verifier)")

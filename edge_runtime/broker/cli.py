@@ -1,5 +1,5 @@
-"""Console scripts: ``qsv-certs`` (dev CA + per-client certificates) and ``qsv-broker`` (generate the secured
-mosquitto setup for a fleet and run it)."""
+"""``qsv certs`` (dev CA + per-client certificates) and ``qsv broker`` (generate the secured mosquitto setup for a
+fleet and run it)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from edge_runtime.broker.certs import create_ca, issue_cert
 from edge_runtime.broker.fleet import Fleet
 from edge_runtime.broker.process import DevBroker
+from edge_runtime.logs import add_logging_args, setup_logging
 
 log = logging.getLogger("qsv.broker")
 
@@ -20,22 +21,24 @@ log = logging.getLogger("qsv.broker")
 def _fleet(args: argparse.Namespace) -> Fleet:
     if args.fleet:
         return Fleet.load(args.fleet)
-    return Fleet(tuple(args.device or ["board-01"]), tuple(args.verifier or ["verifier"]))
+    return Fleet(tuple(args.device_id or ["board-01"]), tuple(args.verifier or ["verifier"]))
 
 
 def _fleet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fleet", type=Path, help="YAML with 'devices' and 'verifiers' lists")
-    p.add_argument("--device", action="append", help="device id (repeatable; instead of --fleet)")
+    p.add_argument("--device-id", action="append", help="device id (repeatable; instead of --fleet)")
     p.add_argument("--verifier", action="append", help="verifier client name (repeatable; default 'verifier')")
 
 
 def certs_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Create a development CA and certificates for the broker and a fleet.")
+    p = argparse.ArgumentParser(prog="qsv certs",
+                                description="Create a development CA and certificates for the broker and a fleet.")
     p.add_argument("--out", type=Path, required=True, help="output directory (ca.crt, <name>.crt/.key)")
     p.add_argument("--host", action="append", default=None, help="broker host names / IPs for the server cert SAN")
     _fleet_args(p)
+    add_logging_args(p, default="INFO")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args)
     fleet = _fleet(args)
     ca = create_ca(args.out)
     issue_cert(args.out, ca, "broker", server=True, hosts=tuple(args.host or ["localhost", "127.0.0.1"]))
@@ -46,7 +49,8 @@ def certs_main(argv: list[str] | None = None) -> int:
 
 
 def broker_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Generate a secured mosquitto setup (mutual TLS, per-client passwords, "
+    p = argparse.ArgumentParser(prog="qsv broker",
+                                description="Generate a secured mosquitto setup (mutual TLS, per-client passwords, "
                                             "per-device ACLs) for a fleet and run the broker in the foreground.")
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--host", default="127.0.0.1")
@@ -54,8 +58,9 @@ def broker_main(argv: list[str] | None = None) -> int:
     p.add_argument("--plain-port", type=int, default=1883, help="plain listener (still passwords + ACLs)")
     p.add_argument("--generate-only", action="store_true", help="write the files and exit")
     _fleet_args(p)
+    add_logging_args(p, default="INFO")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args)
     broker = DevBroker(args.workdir, _fleet(args), args.host, args.tls_port, args.plain_port)
     broker.prepare()
     summary = {}

@@ -6,29 +6,33 @@ verifier's α), the last round of an episode gets episode tokens / episode time.
 batch 64, replay 10,000, target network copied every 30 steps, ε 1.0 → 0.01 (×0.998 per episode).
 Net: 64→128→128 (window) ‖ 2→32→32 (mean, last confidence) ‖ 1→16→16 (channel) → 128 → actions.
 Rewards are multiplied by ``reward_scale`` (default 1/50) to keep Q values O(1); this does not change the policy.
+
+Boards run the trained policy without torch: ``DdqnController.export_onnx`` (or :func:`export_policy_onnx` for a
+saved ``.pt``) writes the ONNX format that :mod:`edge_runtime.controller.ddqn_policy` loads.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from .base import Controller
+from .ddqn_policy import ONNX_INPUT, ONNX_OUTPUT, PAPER_LENGTHS, STATE_DIM, WINDOW, DdqnPolicy
 from .model import expected_tokens
 from .types import ChannelView, ControllerError, Decision, RoundObservation
 
-log = logging.getLogger(__name__)
+__all__ = ["PAPER_LENGTHS", "WINDOW", "DdqnController", "DdqnHyper", "QNet", "ReplayBuffer", "TrainLog",
+           "export_policy_onnx", "train_ddqn"]
 
-PAPER_LENGTHS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12)
-WINDOW = 64
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class QNet(nn.Module):
         return self.head(torch.cat([self.win(x[:, :w]), self.stats(x[:, w:w + 2]), self.chan(x[:, w + 2:w + 3])], 1))
 
 
-class DdqnController(Controller):
+class DdqnController(DdqnPolicy):
     """Greedy (or ε-greedy while training) policy from a Q network. No per-token early stop (as in the paper)."""
 
     def __init__(
@@ -102,11 +106,7 @@ class DdqnController(Controller):
     ) -> None:
         """``state_rates_bps``: the rates of the channel states (low, high); when the executor gives no channel view,
         the state is the one nearest to the last measured uplink rate (ChannelEstimator)."""
-        if not ells or not lengths or min(lengths) < 1 or min(ells) < 1:
-            raise ControllerError("need non-empty positive ells and lengths")
-        self.ells = tuple(ells)
-        self.lengths = tuple(lengths)
-        self.actions = [(L, e) for e in self.ells for L in self.lengths]
+        super().__init__(ells, lengths, state_of_view=state_of_view, state_rates_bps=state_rates_bps)
         self.hyper = hyper or DdqnHyper()
         self._gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
@@ -114,56 +114,23 @@ class DdqnController(Controller):
         self.target = QNet(len(self.actions))
         self.target.load_state_dict(self.online.state_dict())
         self.opt = torch.optim.Adam(self.online.parameters(), lr=self.hyper.lr)
-        self.replay = ReplayBuffer(self.hyper.replay, WINDOW + 3, seed)
+        self.replay = ReplayBuffer(self.hyper.replay, STATE_DIM, seed)
         self._rng = random.Random(seed)
         self.epsilon = 0.0
         self.steps = 0
-        self.estimator = None
-        if state_rates_bps:
-            from edge_runtime.channel.estimator import ChannelEstimator
-
-            self.estimator = ChannelEstimator(prior_rate_bps=float(np.mean(state_rates_bps)),
-                                              state_rates_bps=state_rates_bps)
-        self.state_of_view = state_of_view or self._state_of_view
-        self._window: deque[float] = deque(maxlen=WINDOW)
-        self.name = "ddqn"
         self.losses: list[float] = []
 
-    def _state_of_view(self, view: ChannelView | None) -> int:
-        if view is not None and view.state is not None:
-            return int(view.state)
-        if self.estimator is not None and self.estimator.rounds:
-            return int(self.estimator.view(use_last=True).state or 0)
-        return 0
-
-    # --- Controller interface ---
-    def state(self, channel: ChannelView | None) -> np.ndarray:
-        w = np.zeros(WINDOW, dtype=np.float32)
-        if self._window:
-            vals = np.fromiter(self._window, dtype=np.float32)
-            w[-vals.size:] = vals
-            stats = (float(vals.mean()), float(vals[-1]))
-        else:
-            stats = (0.0, 0.0)
-        return np.concatenate([w, np.array([*stats, float(self.state_of_view(channel))], dtype=np.float32)])
+    # --- Controller interface (state, choose, observe, reset: DdqnPolicy) ---
+    def q_values(self, states: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(states, dtype=np.float32).reshape(-1, STATE_DIM))
+            return self.online(x).numpy()
 
     def act(self, state: np.ndarray) -> int:
         if self.epsilon > 0 and self._rng.random() < self.epsilon:
             return self._rng.randrange(len(self.actions))
         with torch.no_grad():
             return int(self.online(torch.from_numpy(state)[None]).argmax(1).item())
-
-    def choose(self, channel: ChannelView | None = None) -> Decision:
-        length, ell = self.actions[self.act(self.state(channel))]
-        return Decision(length, ell)
-
-    def observe(self, obs: RoundObservation) -> None:
-        self._window.extend(float(c) for c in obs.confidences[:obs.accepted])
-        if self.estimator is not None and obs.elapsed_s is not None and obs.uplink_bits > 0:
-            self.estimator.observe_round(obs.uplink_bits, obs.elapsed_s, obs.verify_s)
-
-    def reset(self) -> None:
-        self._window.clear()
 
     # --- learning ---
     def learn_step(self) -> float | None:
@@ -185,18 +152,65 @@ class DdqnController(Controller):
         return float(loss.item())
 
     def save(self, path: str | Path) -> None:
-        torch.save({"state_dict": self.online.state_dict(), "ells": list(self.ells), "lengths": list(self.lengths),
-                    "window": WINDOW}, path)
+        blob = {"state_dict": self.online.state_dict(), "ells": list(self.ells), "lengths": list(self.lengths),
+                "window": WINDOW}
+        if self.state_rates_bps:
+            blob["state_rates_bps"] = list(self.state_rates_bps)
+        torch.save(blob, path)
+
+    def export_onnx(self, path: str | Path, opset: int = 17) -> Path:
+        """Write the online Q network as the board's policy format: ONNX ``state`` [B, 67] → ``q`` [B, actions] with
+        the action grid in its ``qsv.*`` metadata (loaded torch-free by ``ddqn_policy.OnnxDdqnController``)."""
+        import warnings
+
+        import onnx
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        net = QNet(len(self.actions)).eval()
+        net.load_state_dict(self.online.state_dict())
+        # the TorchScript exporter is deprecated but exact and fast for this MLP
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(net, (torch.zeros(1, STATE_DIM),), str(path), dynamo=False, input_names=[ONNX_INPUT],
+                              output_names=[ONNX_OUTPUT], dynamic_axes={ONNX_INPUT: {0: "batch"},
+                                                                        ONNX_OUTPUT: {0: "batch"}},
+                              opset_version=opset)
+        model = onnx.load(str(path))
+        onnx.helper.set_model_props(model, self.onnx_metadata())
+        onnx.save(model, str(path))
+        return path
 
     @classmethod
     def load(cls, path: str | Path, **kw: object) -> DdqnController:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob.get("window") != WINDOW:
             raise ControllerError(f"{path}: window {blob.get('window')} != {WINDOW}")
+        if blob.get("state_rates_bps") and "state_rates_bps" not in kw:
+            kw["state_rates_bps"] = blob["state_rates_bps"]
         ctl = cls(ells=blob["ells"], lengths=blob["lengths"], **kw)  # type: ignore[arg-type]
         ctl.online.load_state_dict(blob["state_dict"])
         ctl.target.load_state_dict(blob["state_dict"])
         return ctl
+
+
+def export_policy_onnx(pt_path: str | Path, onnx_path: str | Path | None = None) -> Path:
+    """Convert a saved policy (``DdqnController.save``, .pt) to the board's ONNX format; default output: the same
+    name with ``.onnx``."""
+    pt_path = Path(pt_path)
+    return DdqnController.load(pt_path).export_onnx(onnx_path or pt_path.with_suffix(".onnx"))
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``qsv experiment ddqn-onnx POLICY.pt [OUT.onnx]``: write a saved policy in the board's ONNX format."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="qsv experiment ddqn-onnx", description=export_main.__doc__)
+    parser.add_argument("policy", type=Path, help="policy saved by training (ddqn_<scenario>.pt)")
+    parser.add_argument("out", type=Path, nargs="?", help="output .onnx (default: POLICY with .onnx)")
+    args = parser.parse_args(argv)
+    print(export_policy_onnx(args.policy, args.out))  # the command's result on stdout
+    return 0
 
 
 @dataclass
@@ -205,17 +219,67 @@ class TrainLog:
     losses: list[float]
 
 
+class _Exploring(Controller):
+    """The agent while it trains, as the episode's controller: ε-greedy actions, no early stop; after every round
+    (``round_done``, run_episode's hook) the transition (s, a, r, s', done) goes to the replay buffer and the online
+    network takes one learning step."""
+
+    def __init__(self, agent: DdqnController, executor: Any, max_new_tokens: int, log: TrainLog) -> None:
+        self.agent = agent
+        self.name = agent.name
+        self.executor = executor
+        self.max_new_tokens = max_new_tokens
+        self.log = log
+        self.tokens, self.elapsed = 0, 0.0
+        self._next: np.ndarray | None = None  # s' of the last round: the next round's state
+        self._sa: tuple[np.ndarray, int] | None = None
+
+    def reset(self) -> None:
+        self.agent.reset()
+        self.tokens, self.elapsed, self._next = 0, 0.0, None
+
+    def choose(self, channel: ChannelView | None = None) -> Decision:
+        s = self._next if self._next is not None else self.agent.state(channel)
+        a = self.agent.act(s)
+        self._sa = (s, a)
+        length, ell = self.agent.actions[a]
+        return Decision(length, ell)
+
+    def observe(self, obs: RoundObservation) -> None:
+        self.agent.observe(obs)
+
+    def round_done(self, decision: Decision, res: Any) -> None:
+        assert self._sa is not None
+        h = self.agent.hyper
+        self.tokens += res.emitted
+        self.elapsed += res.round_time_s
+        done = self.tokens >= self.max_new_tokens
+        obs = res.observation
+        alphas = obs.alphas if obs.alphas is not None else [1.0] * obs.accepted + [0.0]
+        r = self.tokens / self.elapsed if done else 0.5 * expected_tokens(alphas[:obs.drafted]) / res.round_time_s
+        s2 = self.agent.state(self.executor.channel_view())
+        s, a = self._sa
+        self.agent.replay.append((s, a, r * h.reward_scale, s2, done))
+        loss = self.agent.learn_step()
+        if loss is not None:
+            self.log.losses.append(loss)
+        self._next = s2
+
+
 def train_ddqn(
     agent: DdqnController,
-    executor: object,
+    executor: Any,
     seqs: Sequence[int],
     episodes: int,
     max_new_tokens: int,
     eps_decay: float | None = None,
     progress: bool = False,
 ) -> TrainLog:
-    """Train ``agent`` on a RoundExecutor (normally SimRoundExecutor) for ``episodes`` episodes cycling ``seqs``."""
+    """Train ``agent`` on a setup of edge_runtime.sim (normally SimRoundExecutor) for ``episodes`` episodes cycling
+    ``seqs``: each episode is one generation of the round engine (edge_runtime.sim.episode.run_episode)."""
     from tqdm import tqdm
+
+    from edge_runtime.sim.episode import run_episode
 
     h = agent.hyper
     decay = h.eps_decay if eps_decay is None else eps_decay
@@ -223,30 +287,11 @@ def train_ddqn(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny network: one thread is fastest and leaves the other cores alone
     out = TrainLog([], [])
+    trainer = _Exploring(agent, executor, max_new_tokens, out)
     try:
         for ep in tqdm(range(episodes), disable=not progress, desc="ddqn", unit="ep"):
-            agent.reset()
-            executor.begin(seqs[ep % len(seqs)])  # type: ignore[attr-defined]
-            tokens, elapsed = 0, 0.0
-            s = agent.state(executor.channel_view())  # type: ignore[attr-defined]
-            while tokens < max_new_tokens:
-                a = agent.act(s)
-                length, ell = agent.actions[a]
-                res = executor.execute(Decision(length, ell), lambda c, p: True)  # type: ignore[attr-defined]
-                agent.observe(res.observation)
-                tokens += res.emitted
-                elapsed += res.round_time_s
-                done = tokens >= max_new_tokens
-                obs = res.observation
-                alphas = obs.alphas if obs.alphas is not None else [1.0] * obs.accepted + [0.0]
-                r = tokens / elapsed if done else 0.5 * expected_tokens(alphas[:obs.drafted]) / res.round_time_s
-                s2 = agent.state(executor.channel_view())  # type: ignore[attr-defined]
-                agent.replay.append((s, a, r * h.reward_scale, s2, done))
-                loss = agent.learn_step()
-                if loss is not None:
-                    out.losses.append(loss)
-                s = s2
-            out.episode_throughput.append(tokens / elapsed)
+            result = run_episode(trainer, executor, seqs[ep % len(seqs)], max_new_tokens, on_round=trainer.round_done)
+            out.episode_throughput.append(result.throughput)
             agent.epsilon = max(h.eps_end, agent.epsilon * decay)
             if h.lr_end is not None:
                 lr = h.lr + (h.lr_end - h.lr) * (ep + 1) / episodes

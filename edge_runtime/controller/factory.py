@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def controller_from_config(cfg: BoardConfig, vocab_size: int) -> Controller:
     """``static``: (static_L, static_ell). ``model``: throughput-model controller over L_min..L_max × ell_set with
     channel priors from ``channel`` (``recovery``: the recovery factor). ``ddqn``: learned policy loaded from
-    ``policy_path`` (torch needed)."""
+    ``policy_path``: ``.onnx`` (the board format, onnxruntime, no torch) or ``.pt`` (research; needs torch)."""
     from edge_runtime.channel.estimator import ChannelEstimator
 
     c = cfg.controller
@@ -32,9 +32,9 @@ def controller_from_config(cfg: BoardConfig, vocab_size: int) -> Controller:
             raise ControllerError("controller.mode ddqn needs controller.policy_path (trained weights)")
         if not path.is_file():
             raise ControllerError(f"controller.policy_path {path} does not exist")
-        from .ddqn import DdqnController
+        from .ddqn_policy import load_policy
 
-        ctl = DdqnController.load(path)
+        ctl = load_policy(path)
         if set(ctl.ells) - set(c.ell_set):
             raise ControllerError(f"policy {path} uses ell {list(ctl.ells)} outside ell_set {list(c.ell_set)}")
         return ctl

@@ -2,7 +2,7 @@
 
 On the real Qwen pair, the drafts right after a rejected round are accepted far less often than elsewhere: the round's
 last token was then drawn from the residual norm(max(p − q̂, 0)), a token the draft model did not expect, and the text
-stays hard for it for a few tokens. static(4,240), 20 BBC prompts (``qsv-experiment recovery
+stays hard for it for a few tokens. static(4,240), 20 BBC prompts (``qsv experiment recovery
 experiment_out/link_s4``): the first draft after a rejection was accepted in 68 % of the rounds, after a fully
 accepted round in 90 %; with s = tokens committed since the last rejection, the acceptance was 0.67, 0.69, 0.74 and
 0.87 for s = 0..3 and 0.94 for s ≥ 10 (docs/CONTROLLER.md).

@@ -86,6 +86,9 @@ class DemoStack:
         self.broker: DevBroker | None = None
         self.worker: subprocess.Popen | None = None
         self.worker_log = self.workdir / "verifier.log"
+        self.edge: subprocess.Popen | None = None
+        self.edge_log = self.workdir / "edge.log"
+        self.edge_socket = self.workdir / "edge.sock"
         self.worker_ready_s = 0.0
         self.preamble: list[str] = []
         self.spawned_at = 0.0
@@ -126,13 +129,13 @@ class DemoStack:
         return self.broker.tls_port if self.tls else self.broker.plain_port
 
     def spawn_worker(self) -> None:
-        """Start ``python -m cloud_verifier.mqtt_service`` (the ``qsv-verifier-mqtt`` worker); see ``wait_ready``."""
+        """Start ``python -m cloud_verifier.mqtt_service`` (the ``qsv verifier`` worker); see ``wait_ready``."""
         ep = self.endpoint(VERIFIER_USER)
         password_file = self.workdir / "verifier.pw"
         password_file.write_text(ep.password or "")
         os.chmod(password_file, 0o600)
-        cmd = [sys.executable, "-m", "cloud_verifier.mqtt_service", "--worker-id", WORKER_ID, "--host", ep.host,
-               "--port", str(ep.port), "--username", VERIFIER_USER, "--password-file", str(password_file),
+        cmd = [sys.executable, "-m", "cloud_verifier.mqtt_service", "--worker-id", WORKER_ID, "--broker", ep.url,
+               "--username", VERIFIER_USER, "--password-file", str(password_file),
                "--log-level", "WARNING", "--idle-timeout", "600", *self.worker_args]
         if ep.tls:
             cmd += ["--ca", str(ep.ca_file), "--cert", str(ep.cert_file), "--key", str(ep.key_file)]
@@ -185,8 +188,55 @@ class DemoStack:
             reader.join(0.2)  # short joins keep Ctrl-C responsive
         return box[0] if box else ""
 
-    def stop_worker(self) -> None:
-        proc, self.worker = self.worker, None
+    def write_board_config(self, onnx_path: Path, threads: int, controller: dict, sampling: dict) -> Path:
+        """The board config ``qsv edge`` runs with: this stack's broker and the device's credentials (and client
+        certificate with TLS), the exported drafter, the controller and sampling settings given."""
+        import yaml
+
+        ep = self.endpoint(DEVICE_ID)
+        secrets = self.workdir / "edge-credentials"
+        secrets.mkdir(exist_ok=True)
+        (secrets / "username").write_text(ep.username or DEVICE_ID)
+        (secrets / "password").write_text(ep.password or "")
+        for name in ("username", "password"):
+            os.chmod(secrets / name, 0o600)
+        broker: dict = {"url": ep.url, "credentials": {"username_file": str(secrets / "username"),
+                                                       "password_file": str(secrets / "password")}}
+        if ep.tls:
+            broker["tls"] = {"enabled": True, "ca_file": str(ep.ca_file), "cert_file": str(ep.cert_file),
+                             "key_file": str(ep.key_file)}
+        config = {"schema_version": 1, "device": {"id": DEVICE_ID, "board": "x86-dev"}, "broker": broker,
+                  "model": {"onnx_path": str(onnx_path), "onnxruntime": {"intra_op_threads": threads}},
+                  "controller": controller, "sampling": sampling}
+        path = self.workdir / "board.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def spawn_edge(self, config: Path, timeout_s: float = 120.0) -> float:
+        """Start ``qsv edge --config CONFIG`` (the board runtime) on this stack; returns once it serves its socket
+        (seconds taken). Its log goes to ``edge.log``."""
+        cmd = [sys.executable, "-m", "qsv", "edge", "--config", str(config), "--socket", str(self.edge_socket),
+               "--feedback-timeout", "600", "--log-level", "WARNING"]
+        t0 = time.monotonic()
+        with open(self.edge_log, "ab") as err:
+            self.edge = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                         preexec_fn=_die_with_parent)
+        assert self.edge.stdout is not None
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.edge.stdout.readline()), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout_s
+        while reader.is_alive() and time.monotonic() < deadline:
+            reader.join(0.2)
+        if not box or "serving on" not in box[0]:
+            code = self.edge.poll()
+            self.stop_edge()
+            raise DemoStackError(f"qsv edge did not start (exit {code}); its log:\n"
+                                 f"{self.edge_log.read_text(errors='replace')[-3000:]}")
+        return time.monotonic() - t0
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen | None) -> None:
         if proc is None:
             return
         if proc.poll() is None:
@@ -199,8 +249,17 @@ class DemoStack:
         if proc.stdout is not None:
             proc.stdout.close()
 
+    def stop_edge(self) -> None:
+        proc, self.edge = self.edge, None
+        self._stop(proc)
+
+    def stop_worker(self) -> None:
+        proc, self.worker = self.worker, None
+        self._stop(proc)
+
     def close(self) -> None:
         try:
+            self.stop_edge()
             self.stop_worker()
         finally:
             if self.broker is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from edge_runtime.cpu import cpu_info
 from edge_runtime.e2e.baseline import BaselineRun
-from edge_runtime.e2e.edge import EdgeRun, RoundStat
+from edge_runtime.engine import Generation, RoundStat
 
 ROUND_HEADER = (" round  L    ℓ  acc   new  bytes  B/draft  draft ms  wait ms  verify ms  text")
 
@@ -20,7 +20,7 @@ def round_line(stat: RoundStat, text: str) -> str:
             f"{1e3 * stat.draft_s:9.0f} {1e3 * stat.wait_s:8.0f} {1e3 * stat.verify_s:10.0f}  {text!r}")
 
 
-def prompt_summary(run: EdgeRun) -> str:
+def prompt_summary(run: Generation) -> str:
     rate = len(run.tokens) / run.decode_s if run.decode_s > 0 else 0.0
     acc = run.accepted / run.drafted if run.drafted else 0.0
     return (f" → {len(run.tokens)} tokens in {len(run.rounds)} rounds, decode {run.decode_s:.1f} s "
@@ -43,7 +43,7 @@ class Totals:
         return self.tokens / total if total > 0 else 0.0
 
 
-def totals(runs: Sequence[EdgeRun] | Sequence[BaselineRun]) -> Totals:
+def totals(runs: Sequence[Generation] | Sequence[BaselineRun]) -> Totals:
     return Totals(sum(len(r.tokens) for r in runs), sum(r.prefill_s for r in runs), sum(r.decode_s for r in runs))
 
 
@@ -51,7 +51,7 @@ def totals(runs: Sequence[EdgeRun] | Sequence[BaselineRun]) -> Totals:
 class Summary:
     """The demo's closing figures: QSV against the target alone in the verifier's precision and in the fastest one."""
 
-    edge_runs: Sequence[EdgeRun]
+    edge_runs: Sequence[Generation]
     baselines: dict[str, Sequence[BaselineRun]]  # precision → cloud-only runs
     verifier_precision: str
     precision_report: dict  # the worker's PRECISION line (reason, calibration rows, load timings)
@@ -59,6 +59,7 @@ class Summary:
     first_round_s: float | None  # worker spawn → first feedback at the board
     vocab_size: int
     uplink_bps: float
+    serial_runs: Sequence[Generation] = ()  # the same prompts with pipelining off (empty: not run)
 
     def _rates(self) -> dict[str, Totals]:
         return {name: totals(runs) for name, runs in self.baselines.items()}
@@ -81,6 +82,22 @@ class Summary:
         def ratio(a: float, b: float | None) -> float | None:
             return a / b if b else None
 
+        serial = totals(self.serial_runs) if self.serial_runs else None
+        med = statistics.median
+        critical = {f"{k}_ms": 1e3 * med(getattr(r, f"{k}_s") for r in rounds) if rounds else None
+                    for k in ("draft", "wait", "verify", "feedback", "predraft", "model", "overhead")}
+        drafted_tokens = max(drafted, 1)
+        cloud_token_s = 1.0 / fastest[1].decode_rate if fastest and fastest[1].decode_rate else None
+        # The bound of the issue: E[tokens per round] / (round critical path in cloud-only tokens), the critical path
+        # being the round's compute on this machine (board drafting + verifier pass + board feedback) with the
+        # transport, queueing and everything else at zero; and the bound of a board that hides all its drafting
+        # behind the verifier (separate hardware): the verifier pass alone.
+        committed = sum(r.accepted + 1 for r in rounds)
+        compute_s = sum(r.draft_s + r.verify_s + r.feedback_s for r in rounds)
+        verify_s = sum(r.verify_s for r in rounds)
+        bound = committed * cloud_token_s / compute_s if cloud_token_s and compute_s > 0 else None
+        hidden = committed * cloud_token_s / verify_s if cloud_token_s and verify_s > 0 else None
+        tried = [r.predraft_hit for r in rounds if r.predraft_hit is not None]
         return {
             "cpu": cpu_info().label(),
             "verifier_dtype": self.verifier_precision,
@@ -103,6 +120,19 @@ class Summary:
             "uplink_bytes_per_draft_token": sum(r.uplink_bytes for r in rounds) / drafted if drafted else None,
             "rounds": len(rounds),
             "qsv_tokens": qsv.tokens,
+            "qsv_serial_decode_tokens_per_s": serial.decode_rate if serial else None,
+            "serial_speedup_vs_fastest_cloud_only": ratio(serial.decode_rate, fastest[1].decode_rate if fastest
+                                                          else None) if serial else None,
+            "pipelining_gain": ratio(qsv.decode_rate, serial.decode_rate) if serial else None,
+            "predraft_hit_rate": sum(tried) / len(tried) if tried else None,
+            "reused_tokens_per_draft_token": sum(r.reused for r in rounds) / drafted_tokens,
+            "round_median": critical,
+            "model_ms_per_draft_token": 1e3 * sum(r.model_s for r in rounds) / drafted_tokens,
+            "overhead_ms_per_draft_token": 1e3 * sum(r.overhead_s for r in rounds) / drafted_tokens,
+            "bound_speedup_compute_only": bound,
+            "speedup_over_bound": ratio(ratio(qsv.decode_rate, fastest[1].decode_rate if fastest else None) or 0.0,
+                                        bound),
+            "bound_speedup_drafting_hidden": hidden,
         }
 
     def table(self) -> str:
@@ -119,6 +149,10 @@ class Summary:
                          f"{t.end_to_end_rate:13.2f}")
         lines.append(f" {'QSV (edge draft + cloud verify, ' + self.verifier_precision + ')':40s} {qsv.tokens:7d} "
                      f"{qsv.prefill_s:10.1f} {qsv.decode_s:9.1f} {qsv.decode_rate:9.2f} {qsv.end_to_end_rate:13.2f}")
+        if self.serial_runs:
+            ser = totals(self.serial_runs)
+            lines.append(f" {'QSV serial (pipelining off)':40s} {ser.tokens:7d} {ser.prefill_s:10.1f} "
+                         f"{ser.decode_s:9.1f} {ser.decode_rate:9.2f} {ser.end_to_end_rate:13.2f}")
         figures = self.as_dict()
         if figures["speedup_vs_same_dtype"] is not None:
             lines.append(f" QSV decode speedup vs cloud only in the same precision ({self.verifier_precision}): "
@@ -128,6 +162,17 @@ class Summary:
             lines.append(f" QSV decode speedup vs the fastest cloud-only run ({figures['fastest_cloud_only_dtype']}): "
                          f"{figures['speedup_vs_fastest_cloud_only']:.2f}× (with prefill: "
                          f"{float('nan') if e2e is None else e2e:.2f}×)")
+        if figures["serial_speedup_vs_fastest_cloud_only"] is not None:
+            lines.append(f" pipelining off: {figures['serial_speedup_vs_fastest_cloud_only']:.2f}× the fastest "
+                         f"cloud-only run; pipelining gain {figures['pipelining_gain']:.2f}×")
+        if figures["bound_speedup_compute_only"] is not None:
+            lines.append(f" bound from the measured round compute (draft + verify + feedback, transport at zero): "
+                         f"{figures['bound_speedup_compute_only']:.2f}× the fastest cloud-only run, reached "
+                         f"{figures['speedup_over_bound']:.0%}; with the drafting wholly hidden behind the verifier "
+                         f"(a board on its own CPU): {figures['bound_speedup_drafting_hidden']:.2f}×")
+        if figures["predraft_hit_rate"] is not None:
+            lines.append(f" pre-draft hit rate {figures['predraft_hit_rate']:.2f} · reused "
+                         f"{figures['reused_tokens_per_draft_token']:.2f} of the draft tokens")
         reason = self.precision_report.get("reason")
         if reason:
             lines.append(f" verifier precision {reason}")
@@ -139,7 +184,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def _round_lines(edge_runs: Sequence[EdgeRun], vocab_size: int, uplink_bps: float) -> list[str]:
+def _round_lines(edge_runs: Sequence[Generation], vocab_size: int, uplink_bps: float) -> list[str]:
     rounds = [r for run in edge_runs for r in run.rounds]
     drafted = sum(r.drafted for r in rounds)
     accepted = sum(r.accepted for r in rounds)
@@ -167,9 +212,13 @@ def _round_lines(edge_runs: Sequence[EdgeRun], vocab_size: int, uplink_bps: floa
     if rounds:
         med = statistics.median
         lines.append(
-            f" per round (median): draft {1e3 * med(r.draft_s for r in rounds):.0f} ms · encode "
-            f"{1e3 * med(r.encode_s for r in rounds):.2f} ms · wait {1e3 * med(r.wait_s for r in rounds):.0f} ms "
-            f"(verify {1e3 * med(r.verify_s for r in rounds):.0f} ms, transport + queue "
-            f"{1e3 * med(r.wait_s - r.verify_s for r in rounds):.1f} ms) · feedback "
+            f" per round (median): draft {1e3 * med(r.draft_s for r in rounds):.0f} ms · wait "
+            f"{1e3 * med(r.wait_s for r in rounds):.0f} ms (verify {1e3 * med(r.verify_s for r in rounds):.0f} ms, "
+            f"transport + queue {1e3 * med(r.wait_s - r.verify_s for r in rounds):.1f} ms; pre-drafting "
+            f"{1e3 * med(r.predraft_s for r in rounds):.0f} ms of it) · feedback "
             f"{1e3 * med(r.feedback_s for r in rounds):.0f} ms")
+        lines.append(
+            f" per draft token on the board: SLM forward {1e3 * sum(r.model_s for r in rounds) / max(drafted, 1):.1f}"
+            f" ms · quantize + sample + encode + stats {1e3 * sum(r.overhead_s for r in rounds) / max(drafted, 1):.2f}"
+            f" ms")
     return lines

@@ -12,26 +12,21 @@ from edge_runtime.config import default_config
 from edge_runtime.cpu import cpu_info
 from edge_runtime.e2e import report
 from edge_runtime.e2e.baseline import BaselineRun
-from edge_runtime.e2e.edge import EdgeRun, RoundStat, run_edge_generation
-from edge_runtime.e2e.processes import DEVICE_ID, DemoStack
+from edge_runtime.e2e.processes import DemoStack
 from edge_runtime.e2e.profiles import Profile
-from edge_runtime.e2e.steps import demo_prompts, make_controller, prepare_models, quiet_libraries, say
+from edge_runtime.e2e.steps import (
+    DraftVocabulary,
+    controller_settings,
+    demo_prompts,
+    prepare_models,
+    quiet_libraries,
+    say,
+)
+from edge_runtime.engine import Generation
+from edge_runtime.runtime.board import round_stat_from_event
+from edge_runtime.runtime.client import EdgeClient, generation_of
 
 RULE = "─" * 100
-
-
-class TextStream:
-    """Decoded text of a growing token list, handed out as deltas (multi-byte characters may span tokens)."""
-
-    def __init__(self, decode) -> None:  # noqa: ANN001 - tokenizer decode function
-        self.decode = decode
-        self.text = ""
-
-    def delta(self, tokens: list[int]) -> str:
-        text = self.decode(tokens)
-        new = text[len(self.text):] if text.startswith(self.text) else text
-        self.text = text
-        return new
 
 
 class DemoSession:
@@ -52,33 +47,41 @@ class DemoSession:
             f"(PyTorch, precision {profile.target_dtype}, CPU, {args.cloud_threads} "
             f"thread{'s' * (args.cloud_threads > 1)})")
         export_dir = prepare_models(profile)
-        from edge_runtime.slm import OnnxSLM, SessionConfig
-
-        slm = OnnxSLM(export_dir, profile.variant, SessionConfig(threads=args.edge_threads))
-        vocab_hash = bytes.fromhex(slm.export.meta["vocab_hash"])
+        slm = DraftVocabulary(export_dir)  # the board runtime loads the model itself; here: tokens and text
         prompts = demo_prompts(self.prompts_n, profile.prompt_chars)
         prompt_ids = [slm.encode(text) for _, text in prompts]
-        controller, controller_text = make_controller(args.controller, self.config, slm.vocab_size)
+        controller, controller_text = controller_settings(args.controller, self.config)
         worker_args = ["--model", profile.target, "--dtype", profile.target_dtype, "--device", "cpu"]
         security = ("plain TCP, passwords + per-device ACLs (--no-tls)" if args.no_tls
                     else "mutual TLS + passwords + per-device ACLs")
-        say(f"[demo] starting mosquitto ({security}) and the verifier worker (qsv-verifier-mqtt --model "
+        say(f"[demo] starting mosquitto ({security}) and the verifier worker (qsv verifier --model "
             f"{profile.target} --dtype {profile.target_dtype}) ...")
-        edge_runs: list[EdgeRun] = []
+        edge_runs: list[Generation] = []
+        serial_runs: list[Generation] = []
         with DemoStack(worker_args, tls=not args.no_tls, cloud_threads=args.cloud_threads,
                        workdir=args.workdir) as stack:
             say(f"[demo] broker 127.0.0.1:{stack.port}, generated config in {stack.workdir / 'broker'}; verifier "
                 f"worker pid {stack.worker.pid if stack.worker else '?'} loading {profile.target} ...")
+            board = stack.write_board_config(slm.model_path(profile.variant), args.edge_threads, controller,
+                                             {"temperature": args.temperature, "seed": args.seed})
+            edge_start_s = stack.spawn_edge(board)
+            say(f"[demo] board runtime: qsv edge --config {board} (pid {stack.edge.pid if stack.edge else '?'}, "
+                f"serving after {edge_start_s:.1f} s)")
             stack.wait_ready()
             self.precision = stack.precision_report() or {}
             self._say_precision()
             say(f"[demo] verifier worker ready after {stack.worker_ready_s:.1f} s")
             say(f"[demo] controller: {controller_text}")
             say(f"[demo] sampling: temperature {args.temperature}, {self.tokens_n} new tokens per prompt, "
-                f"{len(prompts)} prompt{'s' * (len(prompts) > 1)}, seed {args.seed}; Q-S drafting, exact verification")
-            for index, ((label, _), ids) in enumerate(zip(prompts, prompt_ids, strict=True)):
-                edge_runs.append(self._edge_prompt(stack, slm, controller, index, label, ids, vocab_hash))
+                f"{len(prompts)} prompt{'s' * (len(prompts) > 1)}, seed {args.seed}; Q-S drafting, exact verification; "
+                f"pipelining {args.pipeline}")
+            with EdgeClient(stack.edge_socket) as client:
+                for index, ((label, _), ids) in enumerate(zip(prompts, prompt_ids, strict=True)):
+                    edge_runs.append(self._edge_prompt(stack, client, slm, index, label, ids, args.pipeline))
+                    if args.serial_baseline and args.pipeline != "off":
+                        serial_runs.append(self._edge_prompt(stack, client, slm, index, label, ids, "off"))
             say(RULE)
+            stack.stop_edge()
             stack.stop_worker()  # frees its CPU threads and memory before the baseline runs
         # one copy of the target at a time (an fp32 1.5B model holds ~7 GB): the baselines load after the worker exits
         verifier_precision = self.precision.get("precision", profile.target_dtype)
@@ -90,10 +93,10 @@ class DemoSession:
             del target
         say(RULE)
         say(f"SUMMARY  profile {profile.name} · {len(prompts)} prompt{'s' * (len(prompts) > 1)} × up to "
-            f"{self.tokens_n} new tokens · temperature {args.temperature} · controller {controller.name} · CPU "
-            f"{cpu_info().label()}")
+            f"{self.tokens_n} new tokens · temperature {args.temperature} · controller {args.controller} · "
+            f"pipelining {args.pipeline} · CPU {cpu_info().label()}")
         summary = report.Summary(edge_runs, baselines, verifier_precision, self.precision, stack.worker_ready_s,
-                                 self.first_round_s, slm.vocab_size, self.config.channel.uplink_bps)
+                                 self.first_round_s, slm.vocab_size, self.config.channel.uplink_bps, serial_runs)
         say(summary.table())
         if args.json:
             args.json.write_text(json.dumps(summary.as_dict(), indent=1) + "\n")
@@ -131,34 +134,24 @@ class DemoSession:
                 names += [r["precision"] for r in rows]
         return list(dict.fromkeys(names))
 
-    def _edge_prompt(self, stack: DemoStack, slm, controller, index: int, label: str, ids: list[int],  # noqa: ANN001
-                     vocab_hash: bytes) -> EdgeRun:
-        from edge_runtime.drafter import DraftConfig, Drafter
-        from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
-
-        args = self.args
-        cfg = self.config.controller
+    def _edge_prompt(self, stack: DemoStack, client: EdgeClient, slm, index: int, label: str,  # noqa: ANN001
+                     ids: list[int], pipeline: str) -> Generation:
+        """One prompt through the board runtime (``qsv edge``), its rounds printed as they stream in."""
         say(RULE)
-        say(f"prompt {index + 1}/{self.prompts_n}: {label} ({len(ids)} tokens)")
+        mode = "serial, pipelining off" if pipeline == "off" else f"pipelining {pipeline}"
+        say(f"prompt {index + 1}/{self.prompts_n}: {label} ({len(ids)} tokens; {mode})")
         say(report.ROUND_HEADER)
-        stream = TextStream(slm.decode)
-
-        def on_round(run: EdgeRun, stat: RoundStat) -> None:
-            if self.first_round_s is None:
-                self.first_round_s = time.monotonic() - stack.spawned_at
-            say(report.round_line(stat, stream.delta(run.tokens)))
-
-        drafter = Drafter(slm, DraftConfig(ell=cfg.static_ell, temperature=args.temperature), seed=args.seed + index)
-        # no fault injection here: long timeouts, so a slow round on a loaded machine is waited for, not resent
-        transport = EdgeTransportConfig(feedback_timeout_s=600.0, open_timeout_s=600.0)
-        remote = RemoteVerifier(DEVICE_ID, stack.endpoint(DEVICE_ID), transport).connect()
-        try:
-            run = run_edge_generation(drafter, remote, controller, ids, self.tokens_n, args.seed + index, vocab_hash,
-                                      on_round)
-        finally:
-            remote.disconnect()
+        events: list[dict] = []
+        for event in client.stream(prompt_ids=ids, max_new_tokens=self.tokens_n, seed=self.args.seed + index,
+                                   pipeline=pipeline, request_id=f"prompt-{index + 1}-{pipeline}"):
+            events.append(event)
+            if event["event"] == "round":
+                if self.first_round_s is None:
+                    self.first_round_s = time.monotonic() - stack.spawned_at
+                say(report.round_line(round_stat_from_event(event), event.get("text", "")))
+        run = generation_of(ids, events)
         say(report.prompt_summary(run))
-        say(f" text: {stream.text!r}")
+        say(f" text: {events[-1].get('text', '')!r}")
         return run
 
     def _load_target(self, precision: str):  # noqa: ANN202 - cloud_verifier.target.TargetModel (lazy torch)

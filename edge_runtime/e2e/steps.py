@@ -8,7 +8,6 @@ import warnings
 from pathlib import Path
 
 from edge_runtime.config import BoardConfig
-from edge_runtime.controller import Controller, ModelBasedController, StaticController
 from edge_runtime.e2e.profiles import Profile
 
 
@@ -17,19 +16,40 @@ def say(text: str = "") -> None:
     sys.stdout.flush()
 
 
-def make_controller(kind: str, cfg: BoardConfig, vocab_size: int) -> tuple[Controller, str]:
-    c = cfg.controller
-    if kind == "static":
-        return StaticController(c.static_L, c.static_ell), \
-            f"static (L, ℓ) = ({c.static_L}, {c.static_ell}) from the embedded default config"
-    from edge_runtime.channel.estimator import ChannelEstimator
+class DraftVocabulary:
+    """The drafter export's tokenizer and vocabulary facts, without loading the model (``qsv edge`` does that)."""
 
-    estimator = ChannelEstimator(prior_rate_bps=cfg.channel.uplink_bps, prior_rtt_s=cfg.channel.rtt_ms / 1e3)
-    ctl = ModelBasedController(vocab_size, lengths=range(c.L_min, c.L_max + 1), ells=c.ell_set, early_stop=True,
-                               channel_estimator=estimator, seed=cfg.sampling.seed, recovery=c.recovery)
-    return ctl, (f"model-based adaptive as on a board with mode: model (L ∈ {c.L_min}..{c.L_max}, ℓ ∈ "
-                 f"{list(c.ell_set)}, per-token early stop, recovery factor {'on' if c.recovery else 'off'}; "
-                 f"verification time from the verifier's measured pass costs)")
+    def __init__(self, export_dir: Path) -> None:
+        from tokenizers import Tokenizer
+
+        from edge_runtime.export.meta import load_export
+
+        self.export = load_export(export_dir)
+        meta = self.export.meta
+        self.vocab_size = int(meta["vocab_size"])
+        self.eos_token_ids = [int(t) for t in meta.get("eos_token_ids", [])]
+        self.tokenizer = Tokenizer.from_file(str(self.export.directory / meta["tokenizer"]))
+
+    def model_path(self, variant: str) -> Path:
+        return self.export.directory / self.export.meta["files"][variant]
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, token_ids: list[int]) -> str:
+        return str(self.tokenizer.decode(list(token_ids), skip_special_tokens=False))
+
+
+def controller_settings(kind: str, cfg: BoardConfig) -> tuple[dict, str]:
+    """The board config's ``controller`` section for the demo's ``--controller`` choice, and a description."""
+    c = cfg.controller
+    section = {"mode": kind, "L_min": c.L_min, "L_max": c.L_max, "ell_set": list(c.ell_set), "static_L": c.static_L,
+               "static_ell": c.static_ell, "recovery": c.recovery}
+    if kind == "static":
+        return section, f"static (L, ℓ) = ({c.static_L}, {c.static_ell}) from the embedded default config"
+    return section, (f"model-based adaptive as on a board with mode: model (L ∈ {c.L_min}..{c.L_max}, ℓ ∈ "
+                     f"{list(c.ell_set)}, per-token early stop, recovery factor {'on' if c.recovery else 'off'}; "
+                     f"verification time from the verifier's measured pass costs)")
 
 
 def prepare_models(profile: Profile) -> Path:

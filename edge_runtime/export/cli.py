@@ -1,17 +1,17 @@
-"""``qsv-export``: turn a causal LM (registry name, GGUF file or HF folder) into a cached ONNX model with KV cache."""
+"""``qsv export``: turn a causal LM (registry name, GGUF file or HF folder) into a cached ONNX model with KV cache."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from edge_runtime.export.onnx_export import ExportError, ExportOptions, export_model
+from edge_runtime.logs import add_logging_args, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qsv-export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="qsv export", description=__doc__)
     parser.add_argument("model", help="qwen-draft | qwen-target | smollm2 | path to .gguf | HF model folder")
     parser.add_argument("--int8", action="store_true", help="also write a dynamically int8-quantized model")
     parser.add_argument("--int4", action="store_true", help="also write a 4-bit weight-only model (MatMulNBits)")
@@ -19,18 +19,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--out", type=Path, default=None, help="export root (default <cache>/onnx)")
     parser.add_argument("--force", action="store_true", help="re-export even if cached")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_logging_args(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    setup_logging(args)
     try:
         result = export_model(args.model, ExportOptions(args.exporter, args.opset), int8=args.int8, root=args.out,
                               force=args.force, int4=args.int4)
     except (ExportError, FileNotFoundError, ValueError) as exc:
-        print(f"qsv-export: {exc}", file=sys.stderr)
+        print(f"qsv export: {exc}", file=sys.stderr)
         return 1
     for variant, diff in result.meta["max_abs_diff"].items():
         print(f"{variant}: max |logits_onnx - logits_torch| = {diff:.3g} (prefill, 4 decode steps, one 3-token step)")

@@ -18,17 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.export.wrapper import KVCacheWrapper, KVLayout, kv_names
+from edge_runtime.export.meta import (  # noqa: F401 - re-exported: the exporter's public names
+    EXPORT_FORMAT,
+    FP32_FILE,
+    INT4_FILE,
+    INT8_FILE,
+    META_FILE,
+    TOKENIZER_FILE,
+    ExportResult,
+    KVLayout,
+    kv_names,
+    load_export,
+)
+from edge_runtime.export.wrapper import KVCacheWrapper
 from edge_runtime.models.registry import MODELS, cache_dir
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 1
-FP32_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-INT4_FILE = "model.int4.onnx"
-META_FILE = "meta.json"
-TOKENIZER_FILE = "tokenizer.json"
 _TWO_GIB = 2 << 30
 
 
@@ -206,24 +212,6 @@ def onnx_vs_torch(model: Any, onnx_path: Path, prompt_ids: list[int], decode_ste
     return worst
 
 
-@dataclass(frozen=True)
-class ExportResult:
-    directory: Path
-    meta: dict[str, Any]
-
-    @property
-    def fp32_path(self) -> Path:
-        return self.directory / FP32_FILE
-
-    @property
-    def int8_path(self) -> Path:
-        return self.directory / INT8_FILE
-
-    @property
-    def int4_path(self) -> Path:
-        return self.directory / INT4_FILE
-
-
 def export_loaded(model: Any, tokenizer: Any | None, out_dir: Path, options: ExportOptions = ExportOptions(),
                   int8: bool = False, check_prompt: list[int] | None = None, tolerance: float = 1e-3,
                   source: str = "", fingerprint: str = "", int4: bool = False) -> ExportResult:
@@ -273,13 +261,6 @@ def add_int4(out_dir: Path, meta: dict[str, Any], model: Any | None, prompt: lis
     if model is not None and prompt:
         meta["max_abs_diff"]["int4"] = onnx_vs_torch(model, out_dir / INT4_FILE, prompt)
         log.info("int4 ONNX vs torch: max |Δlogits| = %.3g", meta["max_abs_diff"]["int4"])
-
-
-def load_export(directory: Path) -> ExportResult:
-    meta_path = Path(directory) / META_FILE
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{directory} is not a QSV ONNX export (no {META_FILE}); run qsv-export first")
-    return ExportResult(Path(directory), json.loads(meta_path.read_text()))
 
 
 def export_model(name_or_path: str | Path, options: ExportOptions = ExportOptions(), int8: bool = False,

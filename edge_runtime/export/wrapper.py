@@ -13,30 +13,13 @@ caller only keeps the cache. Rolling the cache back to n tokens is slicing ``pre
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from edge_runtime.export.meta import KVLayout, kv_names
 
-@dataclass(frozen=True)
-class KVLayout:
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    vocab_size: int
-
-    @classmethod
-    def from_config(cls, config: object) -> KVLayout:
-        heads = int(config.num_attention_heads)
-        head_dim = getattr(config, "head_dim", None) or int(config.hidden_size) // heads
-        kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
-        return cls(int(config.num_hidden_layers), kv_heads, int(head_dim), int(config.vocab_size))
-
-
-def kv_names(num_layers: int, prefix: str) -> list[str]:
-    """``[prefix.0.key, prefix.0.value, prefix.1.key, …]``."""
-    return [f"{prefix}.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+__all__ = ["KVCacheWrapper", "KVLayout", "kv_names"]
 
 
 class KVCacheWrapper(nn.Module):

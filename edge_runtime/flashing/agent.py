@@ -1,4 +1,4 @@
-"""Board agent (console script ``qsv-board-agent``): receives configs over a serial line and applies them safely.
+"""Board agent (``qsv board-agent``): receives configs over a serial line and applies them safely.
 
 Per request frame it answers exactly one ACK or NACK carrying the request's sequence number. A transfer is
 BEGIN (size, flags, sha256) → DATA chunks at increasing offsets → COMMIT; the agent checks size and hash, validates
@@ -45,6 +45,7 @@ from edge_runtime.flashing.framing import (
 )
 from edge_runtime.flashing.store import ConfigStore, StoreError
 from edge_runtime.flashing.supervisor import RuntimeSupervisor, build_command
+from edge_runtime.logs import add_logging_args, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class BoardAgent:
 
     def _hello(self, req: Frame) -> Frame:
         info = {
-            "agent": "qsv-board-agent",
+            "agent": "qsv board-agent",
             "version": __version__,
             "protocol": PROTOCOL_VERSION,
             "max_config_bytes": self.max_config_bytes,
@@ -234,17 +235,18 @@ class BoardAgent:
 
 # ------------------------------------------------------------------------------------------------------------------ CLI
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="qsv-board-agent", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="qsv board-agent", description=__doc__.splitlines()[0])
     p.add_argument("port", nargs="?", help="serial port or pyserial URL (e.g. /dev/ttyGS0, /dev/ttyAMA0)")
-    p.add_argument("--config-path", type=Path, default=Path("/etc/qsv/board.yaml"),
+    p.add_argument("--config", type=Path, default=Path("/etc/qsv/board.yaml"), metavar="PATH",
                    help="the active config file (previous one kept as <path>.prev)")
     p.add_argument("--baud", type=int, default=115200)
-    p.add_argument("--runtime-cmd", help="edge runtime command to supervise; {config} is replaced by the config path")
+    p.add_argument("--runtime-cmd", help="edge runtime command to supervise, e.g. 'qsv edge --config {config}'; "
+                                         "{config} is replaced by the config path")
     p.add_argument("--stop-timeout", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL on restart")
     p.add_argument("--max-config-bytes", type=int, default=DEFAULT_MAX_CONFIG_BYTES)
     p.add_argument("--rollback", action="store_true", help="roll back to the previous config locally and exit")
     p.add_argument("--fault-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: pause before rename
-    p.add_argument("--log-level", default="INFO")
+    add_logging_args(p, default="INFO", json_lines=True)
     args = p.parse_args(argv)
     if not args.rollback and not args.port:
         p.error("a serial port is required (or --rollback)")
@@ -253,8 +255,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    store = ConfigStore(args.config_path, fault_delay_s=args.fault_delay)
+    setup_logging(args)
+    store = ConfigStore(args.config, fault_delay_s=args.fault_delay)
     store.recover()
     if args.rollback:
         try:
@@ -267,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import serial  # pyserial; imported here so the library part has no hard dependency on it
 
     ser = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
-    command = build_command(args.runtime_cmd, args.config_path) if args.runtime_cmd else None
+    command = build_command(args.runtime_cmd, args.config) if args.runtime_cmd else None
     supervisor = RuntimeSupervisor(command, stop_timeout_s=args.stop_timeout)
     agent = BoardAgent(ser, store, supervisor, max_config_bytes=args.max_config_bytes)
     stop = threading.Event()

@@ -1,6 +1,6 @@
-"""Host side of board flashing (console script ``qsv-flash``).
+"""Host side of board flashing (``qsv flash``).
 
-``qsv-flash PORT CONFIG`` validates CONFIG locally, sends it in chunks (BEGIN / DATA… / COMMIT, each answered by an
+``qsv flash PORT CONFIG`` validates CONFIG locally, sends it in chunks (BEGIN / DATA… / COMMIT, each answered by an
 ACK or NACK; retransmission on timeout or a damaged frame), then reads back the SHA-256 of the config active on the
 board and compares it with the local file. ``--dry-run`` stops after local validation plus validation on the board
 (nothing is written there; ``--local-only`` skips the board). ``--read-hash`` and ``--rollback`` need no config file.
@@ -45,6 +45,7 @@ from edge_runtime.flashing.framing import (
     parse_nack,
     read_available,
 )
+from edge_runtime.logs import add_logging_args, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ class Flasher:
 
 # ------------------------------------------------------------------------------------------------------------------ CLI
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="qsv-flash", description=__doc__.split("\n\n")[1],
+    p = argparse.ArgumentParser(prog="qsv flash", description=__doc__.split("\n\n")[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("port", help="serial device or pyserial URL")
     p.add_argument("config", nargs="?", type=Path, help="board config YAML to flash")
@@ -222,7 +223,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each answer")
     p.add_argument("--retries", type=int, default=5, help="retransmissions per frame")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK)
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_logging_args(p)
     args = p.parse_args(argv)
     if not (args.config or args.read_hash or args.rollback):
         p.error("give a config file, --read-hash or --rollback")
@@ -233,20 +234,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(name)s %(levelname)s %(message)s")
+    setup_logging(args)
     out = sys.stdout.write
     raw = None
     if args.config:
         try:
             raw = args.config.read_bytes()
         except OSError as exc:
-            sys.stderr.write(f"qsv-flash: cannot read {args.config}: {exc.strerror}\n")
+            sys.stderr.write(f"qsv flash: cannot read {args.config}: {exc.strerror}\n")
             return 2
         issues = validate_config_bytes(raw, str(args.config))
         if issues:
             sys.stderr.write("".join(f"{i}\n" for i in issues))
-            sys.stderr.write(f"qsv-flash: {args.config} is invalid ({len(issues)} issues); nothing sent\n")
+            sys.stderr.write(f"qsv flash: {args.config} is invalid ({len(issues)} issues); nothing sent\n")
             return 1
         out(f"local validation ok: {args.config} ({len(raw)} bytes, sha256 {hashlib.sha256(raw).hexdigest()})\n")
         if args.dry_run and args.local_only:
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         ser = serial.serial_for_url(args.port, baudrate=args.baud, timeout=min(0.05, args.timeout))
     except (serial.SerialException, ValueError) as exc:
-        sys.stderr.write(f"qsv-flash: cannot open {args.port}: {exc}\n")
+        sys.stderr.write(f"qsv flash: cannot open {args.port}: {exc}\n")
         return 2
     flasher = Flasher(ser, timeout=args.timeout, retries=args.retries, chunk_size=args.chunk_size)
     try:
@@ -273,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             digest, size = flasher.read_hash()
             out(f"active sha256 {digest} ({size} bytes)\n")
     except FlashError as exc:
-        sys.stderr.write(f"qsv-flash: {exc}\n")
+        sys.stderr.write(f"qsv flash: {exc}\n")
         return 1
     finally:
         ser.close()

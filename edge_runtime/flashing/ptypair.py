@@ -1,7 +1,7 @@
 """A connected pair of pseudo-terminals from socat: a serial link without hardware (tests, trying the workflow).
 
     with PtyPair() as (board_port, host_port):
-        ...  # run qsv-board-agent on board_port, qsv-flash on host_port
+        ...  # run qsv board-agent on board_port, qsv flash on host_port
 """
 
 from __future__ import annotations

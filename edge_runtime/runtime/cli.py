@@ -112,23 +112,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_shot(runtime, args: argparse.Namespace) -> int:  # noqa: ANN001 - BoardRuntime
-    from edge_runtime.runtime.board import GenerationRequest, RequestError, summary_event
+    from edge_runtime.runtime.board import GenerationRequest, RequestError, TextStream, summary_event
 
     try:
         request = GenerationRequest("cli", args.prompt, None, args.max_new_tokens, args.seed)
         runtime.prompt_ids(request)
     except RequestError as exc:
         return _fail(str(exc))
-    shown = ""
+    stream = TextStream(runtime.decode)
 
     def on_round(run, stat) -> None:  # noqa: ANN001
-        nonlocal shown
-        if args.json:
-            return
-        text = runtime.decode(run.tokens)
-        sys.stdout.write(text[len(shown):])
-        sys.stdout.flush()
-        shown = text
+        if not args.json:
+            sys.stdout.write(stream.delta(run.tokens))
+            sys.stdout.flush()
 
     run = runtime.generate(request, on_round)
     summary = summary_event(run)

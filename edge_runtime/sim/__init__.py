@@ -1,20 +1,26 @@
-"""Fast simulation of speculative rounds from traces, for comparing controllers and training the DDQN."""
+"""Fast simulation of speculative rounds from traces, for comparing controllers and training the DDQN: the round
+engine (edge_runtime.engine) with simulated roles (edge_runtime.sim.simulator), episodes in edge_runtime.sim.episode."""
 
-from .loop import EpisodeResult, RoundExecutor, RoundResult, run_episode
-from .simulator import PROFILES, SimRoundExecutor, TimingProfile, target_alone_time
+from .episode import ChannelSchedule, Episode, EpisodeResult, RoundExecutor, RoundResult, run_episode
+from .simulator import PROFILES, SimClock, SimRoundExecutor, TimingProfile, TraceDrafter, TraceLink, target_alone_time
 from .synthetic import SyntheticSpec, generate_traces
 from .trace import SequenceTrace, TraceError, TraceSet
 
 __all__ = [
+    "ChannelSchedule",
+    "Episode",
     "EpisodeResult",
     "PROFILES",
     "RoundExecutor",
     "RoundResult",
     "SequenceTrace",
+    "SimClock",
     "SimRoundExecutor",
     "SyntheticSpec",
     "TimingProfile",
+    "TraceDrafter",
     "TraceError",
+    "TraceLink",
     "TraceSet",
     "generate_traces",
     "run_episode",

@@ -40,6 +40,12 @@ class BrokerEndpoint:
     def tls(self) -> bool:
         return self.ca_file is not None
 
+    @property
+    def url(self) -> str:
+        """``mqtts://host:port`` with TLS, else ``mqtt://host:port`` (the ``--broker`` of ``qsv verifier``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
+
 
 def set_nodelay(client: mqtt.Client) -> None:
     sock = client.socket()

@@ -201,7 +201,13 @@ class RemoteVerifier:
             self.loop.pump(min(left, 0.05))
 
     def open(self, prompt: Sequence[int], sampling: SamplingParams, vocab_size: int, vocab_hash: bytes) -> OpenAck:
-        """Start a generation from ``prompt``. Raises RemoteVerifierError when no worker accepts it."""
+        """Start a generation from ``prompt`` (a new session; the previous one, if any, is closed). Raises
+        RemoteVerifierError when no worker accepts it."""
+        if self.worker_id is not None:
+            self._publish(topics.worker_topic(self.device_id, self.worker_id),
+                          encode(CloseSession(self.session_id, 0)), None)
+            self.session_id = random.getrandbits(63)
+            self.worker_id = None
         self.history = [int(t) for t in prompt]
         self.prompt_len = len(self.history)
         self._sampling, self._vocab_size, self._vocab_hash = sampling, vocab_size, bytes(vocab_hash)

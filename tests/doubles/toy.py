@@ -1,4 +1,5 @@
-"""A deterministic toy drafter/verifier pair for transport tests, fault tests, benchmarks and the quick demo.
+"""Test doubles: a deterministic toy drafter/verifier pair for the transport and fault tests, and ``ToySLM`` (a
+``DraftModel`` over the toy model) that lets the real Drafter run without a neural network.
 
 Both "models" are seeded functions of the token history, the draft is sampled from the quantized q̂ (Q-S) and the
 verifier runs standard speculative sampling against q̂. Every random draw is seeded by (seed, absolute position), so
@@ -172,7 +173,9 @@ def _now() -> float:
 
 def reference_generation(prompt: Sequence[int], n_tokens: int, draft_len: int, ell: int, seed: int,
                          drafter: ToyDrafter | None = None, verifier: ToyVerifier | None = None) -> list[int]:
-    """The fault-free token stream, computed in-process without any transport."""
+    """The fault-free token stream, computed in-process without any transport. (Test code: the product's rounds run
+    in edge_runtime.engine; these helpers keep the toy drafter's stateless draws, keyed by (seed, position), so that
+    a test can resume a generation from a saved history on any worker.)"""
     drafter = drafter or ToyDrafter()
     verifier = verifier or ToyVerifier()
     sid = 1
@@ -218,32 +221,9 @@ class RemoteVerifierLike(Protocol):
     def verify(self, tokens: Sequence[int], lattice: Sequence[bytes], ell: int, codec_mode: int) -> Feedback: ...
 
 
-class EchoVerifier:
-    """Transport probe: accepts every draft token and returns token 0 as the bonus, with no model compute.
-    Used by benchmarks/bench_transport.py to time the transport alone."""
-
-    def __init__(self, vocab_size: int = 50272) -> None:
-        self.vocab_size = vocab_size
-        self.positions: dict[int, int] = {}
-
-    def open(self, msg: OpenSession) -> int | ErrorReply:
-        self.positions[msg.session_id] = len(msg.history)
-        return len(msg.history)
-
-    def close(self, session_id: int) -> None:
-        self.positions.pop(session_id, None)
-
-    def verify(self, msg: DraftRound) -> Feedback | ErrorReply:
-        pos = self.positions.get(msg.session_id)
-        if pos is None:
-            return ErrorReply(ErrorCode.UNKNOWN_SESSION, "session not held here", msg.session_id, msg.round_seq)
-        self.positions[msg.session_id] = pos + msg.draft_len + 1
-        return Feedback(msg.session_id, msg.round_seq, msg.position, msg.draft_len, 0, (1.0,) * msg.draft_len)
-
-
 class ToySLM:
     """``edge_runtime.slm.DraftModel`` over ToyModel (logits = log p): lets the real Drafter run without a neural
-    network, e.g. against a tiny random PyTorch target in transport tests and the transport demo."""
+    network, e.g. against a tiny random PyTorch target in transport tests."""
 
     def __init__(self, model: ToyModel, eos_token_ids: Sequence[int] = ()) -> None:
         self.model = model
