@@ -180,27 +180,46 @@ class PipelineChooser:
     """Chooses, round by round, whether to pre-draft during the wait ("auto" pipelining), from what each choice
     achieved: committed tokens per second from one round's submit to the next round's submit (so the pre-draft's
     saving on the next round and any slow-down of the verifier it causes are both counted). Rounds alternate until
-    each choice has ``warmup`` samples; then the better rate is used and the other one tried every ``explore_every``
-    rounds. Keep one chooser across generations (the board runtime does)."""
+    each choice has ``warmup`` samples; then the better rate is used, and the other one is tried again (for
+    ``warmup`` rounds) after ``explore_every`` rounds, an interval that doubles (up to ``max_explore_every``) each
+    time the trial does not change the choice. Keep one chooser across generations (the board runtime does)."""
 
-    def __init__(self, warmup: int = 3, explore_every: int = 8, smoothing: float = 0.25) -> None:
+    def __init__(self, warmup: int = 3, explore_every: int = 8, max_explore_every: int = 128,
+                 smoothing: float = 0.25) -> None:
         self.warmup = warmup
         self.explore_every = explore_every
+        self.max_explore_every = max_explore_every
         self.smoothing = smoothing
         self.tokens = {True: 0.0, False: 0.0}
         self.seconds = {True: 0.0, False: 0.0}
         self.samples = {True: 0, False: 0}
-        self.rounds = 0
+        self._interval = explore_every
+        self._since_trial = 0
+        self._trial: bool | None = None  # the choice being re-tried, and the best one before the trial
+        self._best_before: bool | None = None
+        self._trial_left = 0  # trial rounds still to choose
+        self._trial_seen = 0  # trial rounds observed
 
     def rate(self, predraft: bool) -> float:
         return self.tokens[predraft] / self.seconds[predraft] if self.seconds[predraft] > 0 else 0.0
 
+    def best(self) -> bool:
+        return self.rate(True) >= self.rate(False)
+
     def choose(self) -> bool:
-        self.rounds += 1
         if min(self.samples.values()) < self.warmup:
             return self.samples[True] <= self.samples[False]
-        best = self.rate(True) >= self.rate(False)
-        return (not best) if self.rounds % self.explore_every == 0 else best
+        if self._trial is not None and self._trial_left > 0:
+            self._trial_left -= 1
+            return self._trial
+        best = self.best()
+        self._since_trial += 1
+        if self._since_trial >= self._interval:  # a trial: ``warmup`` rounds of the other choice
+            self._since_trial = 0
+            self._trial, self._best_before, self._trial_left = not best, best, self.warmup - 1
+            self._trial_seen = 0
+            return not best
+        return best
 
     def observe(self, predraft: bool, tokens: int, seconds: float) -> None:
         if seconds <= 0:
@@ -209,6 +228,12 @@ class PipelineChooser:
         self.tokens[predraft] += a * (tokens - self.tokens[predraft])
         self.seconds[predraft] += a * (seconds - self.seconds[predraft])
         self.samples[predraft] += 1
+        if self._trial is not None and predraft == self._trial:
+            self._trial_seen += 1
+            if self._trial_seen >= self.warmup:
+                changed = self.best() != self._best_before
+                self._interval = self.explore_every if changed else min(2 * self._interval, self.max_explore_every)
+                self._trial = self._best_before = None
 
 
 class RoundEngine:

@@ -93,7 +93,7 @@ def _check_step(token_ids: Sequence[int], vocab_size: int) -> np.ndarray:
 
 
 class OnnxSLM:
-    """A causal LM exported by ``qsv-export`` (directory with meta.json), run on onnxruntime's CPU provider.
+    """A causal LM exported by ``qsv export`` (directory with meta.json), run on onnxruntime's CPU provider.
 
     ``tokenizer_path``: a tokenizer.json to use instead of the export's own (default: the export's, if any)."""
 
@@ -105,7 +105,7 @@ class OnnxSLM:
         files = export.meta["files"]
         if variant not in files:
             raise SLMError(f"export {export_dir} has no {variant!r} model (has {sorted(files)}); "
-                           f"run qsv-export {'--' + variant + ' ' if variant in ('int8', 'int4') else ''}again")
+                           f"run qsv export {'--' + variant + ' ' if variant in ('int8', 'int4') else ''}again")
         self.export = export
         self.variant = variant
         self.config = config or SessionConfig()

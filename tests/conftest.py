@@ -80,6 +80,8 @@ def spawn_verifier(tmp_path: Path) -> Iterator[Callable[..., list[subprocess.Pop
             started.append(proc)
         for worker_id, proc in zip(worker_ids, started, strict=True):
             line = proc.stdout.readline() if proc.stdout else ""
+            while line.startswith("PRECISION "):  # a PyTorch worker reports its precision first
+                line = proc.stdout.readline() if proc.stdout else ""
             if not line.startswith("READY"):
                 proc.kill()
                 raise RuntimeError(f"verifier worker {worker_id} did not start (exit {proc.poll()})")

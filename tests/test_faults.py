@@ -10,6 +10,7 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
+import pytest
 from doubles.toy import (
     TOY_VOCAB_HASH,
     ToyVerifier,
@@ -21,11 +22,12 @@ from doubles.toy import (
 from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
 from edge_runtime.protocol import SamplingParams
 from edge_runtime.transport.mqtt_common import LoopDriver, make_client
-from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
+from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier, RemoteVerifierError
 
 PROMPT = [2, 7, 1, 8, 2, 8]
 N_TOKENS, L, ELL = 120, 3, 240
 FAULTY = EdgeTransportConfig(feedback_timeout_s=0.4, open_timeout_s=0.6, max_resends=1, max_resyncs=12)
+PATIENT = EdgeTransportConfig(feedback_timeout_s=0.4, open_timeout_s=0.6, max_resends=1, recovery_deadline_s=90.0)
 
 
 def expected(seed: int) -> list[int]:
@@ -79,6 +81,39 @@ def test_kill9_worker_replaced_by_a_new_process(mosquitto_broker, spawn_verifier
         assert replaced and replaced[0].poll() is None
         assert remote.stats.resyncs >= 1 and remote.worker_id == "w-solo"
     assert out == expected(22)
+
+
+@pytest.mark.timeout(180)
+def test_the_only_worker_comes_back_after_30_s_and_the_board_resumes(mosquitto_broker, spawn_verifier) -> None:
+    """The only worker is killed and its replacement starts 30 s later: the board keeps retrying (backoff, no
+    give-up inside its recovery deadline) and finishes with the fault-free tokens."""
+    (w1,) = spawn_verifier(mosquitto_broker, "w-late")
+    replaced: list = []
+
+    def kill_and_replace_later() -> None:
+        w1.send_signal(signal.SIGKILL)
+        w1.wait()
+        time.sleep(30.0)
+        replaced.extend(spawn_verifier(mosquitto_broker, "w-late"))
+
+    with RemoteVerifier("dev-c", mosquitto_broker.endpoint("dev-c"), PATIENT) as remote:
+        remote.open(PROMPT, SamplingParams(seed=26), 64, TOY_VOCAB_HASH)
+        killer = when_rounds(remote, 5, kill_and_replace_later)
+        t0 = time.monotonic()
+        out = continue_remote(remote, N_TOKENS, L, ELL, 26)
+        waited = time.monotonic() - t0
+        killer.join()
+        assert replaced and remote.stats.resyncs >= 1 and waited > 30.0
+    assert out == expected(26)
+
+
+def test_no_verifier_at_all_fails_clearly_at_the_deadline(mosquitto_broker) -> None:
+    config = EdgeTransportConfig(feedback_timeout_s=0.3, open_timeout_s=0.3, recovery_deadline_s=3.0)
+    with RemoteVerifier("dev-c", mosquitto_broker.endpoint("dev-c"), config) as remote:
+        t0 = time.monotonic()
+        with pytest.raises(RemoteVerifierError, match=r"no verifier accepted the session in \d+ s"):
+            remote.open(PROMPT, SamplingParams(seed=1), 64, TOY_VOCAB_HASH)
+        assert 2.0 < time.monotonic() - t0 < 6.0
 
 
 def test_broker_restart_mid_generation(mosquitto_broker_fresh) -> None:

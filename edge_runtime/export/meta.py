@@ -75,7 +75,7 @@ class ExportResult:
 def load_export(directory: Path) -> ExportResult:
     meta_path = Path(directory) / META_FILE
     if not meta_path.exists():
-        raise FileNotFoundError(f"{directory} is not a QSV ONNX export (no {META_FILE}); run qsv-export first")
+        raise FileNotFoundError(f"{directory} is not a QSV ONNX export (no {META_FILE}); run qsv export first")
     return ExportResult(Path(directory), json.loads(meta_path.read_text()))
 
 
@@ -93,7 +93,7 @@ def export_of_model(onnx_path: str | Path) -> tuple[ExportResult, str]:
     meta_path = path.parent / META_FILE
     if not meta_path.is_file():
         raise ExportMetaError(f"no {META_FILE} beside {path}: the model must sit in its export directory as written "
-                              f"by qsv-export (model files, {META_FILE}, tokenizer.json)")
+                              f"by qsv export (model files, {META_FILE}, tokenizer.json)")
     try:
         export = ExportResult(path.parent, json.loads(meta_path.read_text()))
     except ValueError as exc:

@@ -59,22 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", help="generate once from this text, print it and exit")
     p.add_argument("--max-new-tokens", type=_positive, default=64, help="with --prompt (default 64)")
     p.add_argument("--seed", type=_seed, default=None, help="with --prompt (default: the config's sampling.seed)")
-    p.add_argument("--json", action="store_true", help="with --prompt: print the result as one JSON object")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="with --prompt: stream the text (default), or print the result as one JSON object")
     p.add_argument("--pipeline", choices=PIPELINE_MODES, default="auto",
                    help="pre-draft the next round while the verifier works (default auto; docs/EDGE.md)")
     p.add_argument("--feedback-timeout", type=float, default=2.0, metavar="S",
                    help="seconds without feedback before a round is resent (default 2)")
+    p.add_argument("--recovery-deadline", type=float, default=120.0, metavar="S",
+                   help="seconds a round keeps trying to reach a verifier (resends, resyncs on another worker, "
+                        "waiting for a restarting group) before it fails (default 120)")
     add_logging_args(p, default="INFO", json_lines=True)
     return p
 
 
-def _load(path: Path, pipeline: str, feedback_timeout: float):  # noqa: ANN202 - BoardRuntime (lazy import)
+def _load(path: Path, pipeline: str, feedback_timeout: float,  # noqa: ANN202 - BoardRuntime (lazy import)
+          recovery_deadline: float = 120.0):
     from edge_runtime.config import load_config
     from edge_runtime.runtime.board import BoardRuntime
     from edge_runtime.transport.remote import EdgeTransportConfig
 
     cfg = load_config(path)
-    return BoardRuntime(cfg, pipeline, EdgeTransportConfig(feedback_timeout_s=feedback_timeout))
+    transport = EdgeTransportConfig(feedback_timeout_s=feedback_timeout, open_timeout_s=min(feedback_timeout, 10.0),
+                                    recovery_deadline_s=recovery_deadline)
+    return BoardRuntime(cfg, pipeline, transport)
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail("--max-new-tokens must be <= 4096")
     if not 0 < args.feedback_timeout <= 600:
         return _fail("--feedback-timeout must be in (0, 600] seconds")
+    if not 0 < args.recovery_deadline <= 86400:
+        return _fail("--recovery-deadline must be in (0, 86400] seconds")
     setup_logging(args)
     from edge_runtime.config import ConfigError
     from edge_runtime.controller.types import ControllerError
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge_runtime.transport.remote import RemoteVerifierError
 
     try:
-        runtime = _load(args.config, args.pipeline, args.feedback_timeout)
+        runtime = _load(args.config, args.pipeline, args.feedback_timeout, args.recovery_deadline)
     except ConfigError as exc:
         return _fail(f"invalid config:\n{exc}")
     except (OSError, EndpointError, ControllerError, SLMError, ValueError) as exc:
@@ -122,13 +131,13 @@ def _one_shot(runtime, args: argparse.Namespace) -> int:  # noqa: ANN001 - Board
     stream = TextStream(runtime.decode)
 
     def on_round(run, stat) -> None:  # noqa: ANN001
-        if not args.json:
+        if args.format != "json":
             sys.stdout.write(stream.delta(run.tokens))
             sys.stdout.flush()
 
     run = runtime.generate(request, on_round)
     summary = summary_event(run)
-    if args.json:
+    if args.format == "json":
         print(json.dumps({"text": runtime.decode(run.tokens), **summary}))
     else:
         print()
@@ -166,7 +175,7 @@ def _serve(runtime, args: argparse.Namespace) -> int:  # noqa: ANN001 - BoardRun
             if reload.is_set():
                 reload.clear()
                 try:
-                    new = _load(args.config, args.pipeline, args.feedback_timeout)
+                    new = _load(args.config, args.pipeline, args.feedback_timeout, args.recovery_deadline)
                 except ConfigError as exc:
                     log.error("reload refused, keeping the running config:\n%s", exc)
                     continue

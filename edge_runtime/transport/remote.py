@@ -63,8 +63,10 @@ class EdgeTransportConfig:
     feedback_timeout_s: float = 2.0
     open_timeout_s: float = 2.0
     max_resends: int = 1  # resends to the same worker before resyncing on another one
-    max_resyncs: int = 8  # per round, before giving up
-    resync_backoff_s: float = 0.05  # doubled per consecutive failed resync, capped at 2 s
+    max_resyncs: int | None = None  # per round or open, before giving up (None: only the deadline limits them)
+    recovery_deadline_s: float = 120.0  # a round or an open keeps trying (resends, resyncs) this long, then fails
+    resync_backoff_s: float = 0.05  # doubled per consecutive failed open, capped at max_backoff_s
+    max_backoff_s: float = 2.0
     rate_limited_backoff_s: float = 0.05
     draft_expiry_s: int = 10  # MQTT message expiry: a draft nobody took within this is discarded by the broker
     connect_timeout_s: float = 10.0
@@ -89,6 +91,7 @@ class _InFlight:
     corr: bytes
     started: float  # perf_counter at send: the round trip includes any recovery
     sent_at: float = 0.0  # monotonic time of the latest publish (resends restart the timeout)
+    sent_first: float = 0.0  # monotonic time of the first publish (the recovery deadline counts from it)
     early: Message | None = None  # a reply taken by poll() that only wait() may act on
 
 
@@ -224,12 +227,19 @@ class RemoteVerifier:
         self.next_seq = next_seq
         return self.resync()
 
-    def _open(self, resync: bool) -> OpenAck:
+    def _open(self, resync: bool, deadline: float | None = None) -> OpenAck:
+        """Open (or reopen) the session on whichever worker takes it; retried with backoff until ``deadline``
+        (monotonic; default: ``recovery_deadline_s`` from now), so a verifier group that is restarting is waited
+        for, not given up on."""
         msg = OpenSession(self.device_id, self.session_id, tuple(self.history), self._sampling, self._vocab_size,
                           self._vocab_hash, self.next_seq, resync)
         payload = encode(msg)
+        started = time.monotonic()
+        deadline = started + self.config.recovery_deadline_s if deadline is None else deadline
         backoff = self.config.resync_backoff_s
-        for _attempt in range(self.config.max_resyncs):
+        attempts = 0
+        while True:
+            attempts += 1
             self._open_nonce += 1
             corr = _CORR.pack(self.session_id, self._open_nonce, _KIND_OPEN)
             self._publish(topics.open_topic(self.device_id), payload, corr)
@@ -243,13 +253,19 @@ class RemoteVerifier:
                 return reply
             if isinstance(reply, ErrorReply) and reply.code not in (ErrorCode.RATE_LIMITED, ErrorCode.INTERNAL):
                 raise RemoteVerifierError(f"open refused: {reply.code.name}: {reply.message}", reply.code)
+            waited = time.monotonic() - started
+            limit = self.config.max_resyncs
+            if time.monotonic() + backoff >= deadline or (limit is not None and attempts >= limit):
+                raise RemoteVerifierError(f"{self.device_id}: no verifier accepted the session in {waited:.0f} s "
+                                          f"({attempts} attempts; broker {self.endpoint.url})", None)
+            log.warning("%s: no verifier answered the session %s (attempt %d, %.0f s so far); retrying in %.2f s",
+                        self.device_id, "resync" if resync else "open", attempts, waited, backoff)
             self.loop.pump_until(lambda: False, backoff)
-            backoff = min(2.0, backoff * 2)
-        raise RemoteVerifierError(f"{self.device_id}: no verifier accepted the session", None)
+            backoff = min(self.config.max_backoff_s, backoff * 2)
 
-    def resync(self) -> OpenAck:
+    def resync(self, deadline: float | None = None) -> OpenAck:
         self.stats.resyncs += 1
-        return self._open(resync=True)
+        return self._open(resync=True, deadline=deadline)
 
     def verify(self, tokens: Sequence[int], lattice: Sequence[bytes], ell: int, codec_mode: int) -> Feedback:
         """Send one draft round and return its feedback; the committed history grows by accepted + 1 tokens."""
@@ -268,7 +284,7 @@ class RemoteVerifier:
         flight = _InFlight(msg, encode(msg), _CORR.pack(self.session_id, seq, _KIND_ROUND), time.perf_counter())
         self.loop.pump(0.0)  # acks and late replies that arrived while the board was drafting
         self._publish(topics.worker_topic(self.device_id, self.worker_id), flight.payload, flight.corr)
-        flight.sent_at = time.monotonic()
+        flight.sent_at = flight.sent_first = time.monotonic()
         self._inflight = flight
 
     def poll(self) -> Feedback | None:
@@ -290,6 +306,7 @@ class RemoteVerifier:
             raise RemoteVerifierError("no round in flight")
         seq = flight.msg.round_seq
         sends_on_worker = resyncs = 0
+        deadline = flight.sent_first + self.config.recovery_deadline_s
         while True:
             if flight.early is not None:
                 reply, flight.early = flight.early, None
@@ -309,10 +326,16 @@ class RemoteVerifier:
                 log.info("%s: no feedback for round %d from %s, resending", self.device_id, seq, self.worker_id)
             else:
                 resyncs += 1
-                if resyncs > self.config.max_resyncs:
+                limit = self.config.max_resyncs
+                if (limit is not None and resyncs > limit) or time.monotonic() >= deadline:
                     self._inflight = None
-                    raise RemoteVerifierError(f"round {seq}: gave up after {resyncs - 1} resyncs")
-                self.resync()
+                    raise RemoteVerifierError(f"round {seq}: no verifier answered in "
+                                              f"{time.monotonic() - flight.sent_first:.0f} s ({resyncs - 1} resyncs)")
+                try:
+                    self.resync(deadline)
+                except RemoteVerifierError:
+                    self._inflight = None
+                    raise
                 sends_on_worker = 0
             self.loop.pump(0.0)
             self._publish(topics.worker_topic(self.device_id, self.worker_id), flight.payload, flight.corr)
