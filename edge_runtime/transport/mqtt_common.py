@@ -1,14 +1,12 @@
 """paho-mqtt 2.x client plumbing shared by the board and the verifier: MQTT 5, TLS, credentials, TCP_NODELAY on
-connect, an owner-thread loop driver with reconnect + exponential backoff, and cheap PUBLISH properties."""
+connect, an owner-thread loop driver with reconnect + exponential backoff, and PUBLISH properties."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import select
 import socket
 import ssl
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +15,6 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-
-from edge_runtime.transport import paho_speedups
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +62,6 @@ def make_client(
 ) -> mqtt.Client:
     """An MQTT 5 client; ``on_connect(client)`` runs after every successful (re)connect, after TCP_NODELAY is set
     (use it to (re)subscribe); ``on_refused(reason)`` when the broker refuses the connection (bad credentials)."""
-    paho_speedups.install()
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=False
     )
@@ -207,44 +202,13 @@ class LoopDriver:
         self._wake_w.close()
 
 
-class _PrepackedProperties(Properties):
-    """PUBLISH properties whose wire form is computed once, by hand: paho's generic ``Properties.pack`` costs
-    ~50 µs per publish in pure Python, a large share of the per-round budget. Attribute reads behave as usual."""
-
-    def pack(self) -> bytes:  # noqa: D401 - paho API
-        return self.__dict__["_qsv_packed"]
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-@functools.cache
-def _publish_template() -> Properties:
-    return Properties(PacketTypes.PUBLISH)
-
-
 def publish_properties(response_topic: str | None, correlation: bytes | None, expiry_s: int | None) -> Properties:
-    """MQTT 5 PUBLISH properties (message expiry 0x02, response topic 0x08, correlation data 0x09)."""
-    body = bytearray()
-    attrs: dict[str, object] = {}
+    """MQTT 5 PUBLISH properties: message expiry, response topic, correlation data (each only when given)."""
+    props = Properties(PacketTypes.PUBLISH)
     if expiry_s is not None:
-        body += b"\x02" + struct.pack(">I", expiry_s)
-        attrs["MessageExpiryInterval"] = expiry_s
+        props.MessageExpiryInterval = expiry_s
     if response_topic is not None:
-        raw = response_topic.encode("utf-8")
-        body += b"\x08" + struct.pack(">H", len(raw)) + raw
-        attrs["ResponseTopic"] = response_topic
+        props.ResponseTopic = response_topic
     if correlation is not None:
-        body += b"\x09" + struct.pack(">H", len(correlation)) + correlation
-        attrs["CorrelationData"] = correlation
-    props = _PrepackedProperties.__new__(_PrepackedProperties)  # Properties.__init__ alone costs ~40 µs
-    props.__dict__.update(_publish_template().__dict__)
-    props.__dict__.update(attrs)
-    props.__dict__["_qsv_packed"] = _varint(len(body)) + bytes(body)
+        props.CorrelationData = correlation
     return props
