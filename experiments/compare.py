@@ -49,7 +49,7 @@ log = logging.getLogger("qsv.experiment")
 SCENARIO_ELLS: dict[str, tuple[int, ...]] = {"4mbps": (240, 720), "350kbps": (2, 16)}
 # All four resolutions, for ``model:2/16/240/720``.
 MODEL_ELLS: tuple[int, ...] = (2, 16, 240, 720)
-# The model-based controller's default in both scenarios: {240, 720}. On the real system (20 prompts, session 4) the
+# The model-based controller's default in both scenarios: {240, 720}. On the real system (20 prompts, `qsv experiment link`) the
 # tokens per round of static L = 4 rise with ℓ (3.07, 3.16, 3.38, 3.51 at ℓ = 2, 16, 240, 720), and the compact code
 # makes ℓ = 720 cost ~110 uplink bits per token. The simulator on the recorded traces ranks the small ℓ higher; it
 # disagrees with the real system there (BENCHMARKS.md), so the real system decides.

@@ -159,7 +159,8 @@ def test_model_predicted_throughput_matches_simulation(calib_traces: TraceSet, s
 
 
 def test_synthetic_quantizer_agrees_with_c_core() -> None:
-    core = pytest.importorskip("edge_runtime.core", reason="C core not built")
+    from edge_runtime import core
+
     rng = np.random.default_rng(1)
     q = rng.dirichlet(np.full(256, 0.1), size=40)
     for ell in (2, 16, 240, 720):
