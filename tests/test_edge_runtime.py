@@ -103,6 +103,7 @@ def _board_config(path: Path, broker, export, device: str = "dev-b", static_len:
         "model": {"onnx_path": str(export.directory / "model.onnx"), "onnxruntime": {"intra_op_threads": 1}},
         "controller": {"mode": "static", "static_L": static_len, "static_ell": 240},
         "sampling": {"temperature": 0.8, "seed": 0},
+        "logging": {"level": "INFO", "file": f"logs/{device}.log"},  # relative: next to the config file
     }
     path.write_text(yaml.safe_dump(config))
     return path
@@ -189,6 +190,7 @@ def test_qsv_edge_serves_generations_reloads_and_stops(tmp_path, mosquitto_broke
         assert edge.proc.wait(timeout=30) == 0
         assert not socket_path.exists()
         assert "reload refused" in edge.proc.stderr.read()
+        assert "connected to mqtts://" in (tmp_path / "logs" / "dev-b.log").read_text()  # the config's log file
     finally:
         edge.stop()
 

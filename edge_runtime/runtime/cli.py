@@ -84,6 +84,24 @@ def _load(path: Path, pipeline: str, feedback_timeout: float,  # noqa: ANN202 - 
     return BoardRuntime(cfg, pipeline, transport)
 
 
+def _config_logging(cfg, args: argparse.Namespace) -> None:  # noqa: ANN001 - BoardConfig
+    """The config's ``logging`` section: its level unless -v / --log-level were given; its file as a second handler
+    (a file that cannot be opened is a warning, not a failure: the board keeps running)."""
+    if not args.verbose and not args.log_level:
+        logging.getLogger().setLevel(cfg.logging.level)
+    path = cfg.resolve_path(cfg.logging.file)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+    except OSError as exc:
+        log.warning("cannot write the log file %s: %s", path, exc.strerror or exc)
+        return
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
 def _fail(message: str, status: int = 2) -> int:
     print(f"qsv edge: {message}", file=sys.stderr)
     return status
@@ -110,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"invalid config:\n{exc}")
     except (OSError, EndpointError, ControllerError, SLMError, ValueError) as exc:
         return _fail(str(exc))
+    _config_logging(runtime.config, args)
     try:
         if args.prompt is not None:
             return _one_shot(runtime, args)
