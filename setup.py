@@ -7,11 +7,22 @@ setup(
     version="0.1.0",
     description="Edge-cloud speculative decoding with quantize-then-sample (arXiv 2507.00605)",
     packages=find_packages(include=["edge_runtime", "edge_runtime.*", "cloud_verifier", "cloud_verifier.*",
-                                    "experiments", "experiments.*", "qsv", "qsv.*"]),
+                                    "experiments", "experiments.*", "qsv", "qsv.*", "firmware_configs"]),
+    package_data={"firmware_configs": ["schema.json", "*.yaml"]},
     python_requires=">=3.10",
     setup_requires=["cffi>=1.16"],
     cffi_modules=["csrc/build_core.py:ffibuilder"],
-    install_requires=["cffi>=1.16", "numpy>=1.24"],
+    # What every role needs: the C core, the wire format, board configs, MQTT. Roles add their own (extras):
+    #   pip install .[edge]    a board: onnxruntime SLM, tokenizer, serial flashing (no torch)
+    #   pip install .[cloud]   a verifier: PyTorch target (the CPU wheel: torch==2.13.0), transformers, GGUF
+    # requirements.txt pins the versions the tests and benchmarks ran with (scripts/bootstrap.sh installs it).
+    install_requires=["cffi>=1.16", "numpy>=1.24", "paho-mqtt>=2.0,<3", "pyyaml>=6", "jsonschema>=4.18"],
+    extras_require={
+        "edge": ["onnxruntime>=1.17", "tokenizers>=0.15", "pyserial>=3.5"],
+        "cloud": ["torch==2.13.0", "transformers>=5", "gguf>=0.10", "accelerate>=1", "tokenizers>=0.15", "tqdm>=4"],
+        "tools": ["onnx>=1.16", "onnxscript>=0.1", "matplotlib>=3.8", "scipy>=1.11", "pytest>=8", "pytest-timeout>=2",
+                  "hypothesis>=6", "ruff>=0.5"],
+    },
     include_package_data=True,
     entry_points={"console_scripts": ["qsv=qsv.cli:main"]},
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import importlib.resources
 import json
 import logging
 import sys
@@ -33,8 +34,8 @@ from edge_runtime import safe_yaml
 
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "firmware_configs" / "schema.json"
-CONFIG_DIR = SCHEMA_PATH.parent
+CONFIG_DIR = Path(str(importlib.resources.files("firmware_configs")))  # package data: works from an installed wheel
+SCHEMA_PATH = CONFIG_DIR / "schema.json"
 BOARDS = ("raspberry-pi-4", "raspberry-pi-5", "jetson-orin-nano", "generic-aarch64", "x86-dev")
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
 TLS_SCHEMES = ("mqtts", "wss")

@@ -1,0 +1,61 @@
+"""The package as a user installs it: a wheel built from this tree, installed outside the checkout, validates a board
+config with the schema it ships (package data, no checkout path), and `qsv edge --help` runs without torch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, installed (without dependencies: this venv has them) into a folder of its own."""
+    work = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(work / "dist"), str(ROOT)], check=True, timeout=600)
+    (wheel,) = (work / "dist").glob("qsv-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "firmware_configs/schema.json" in names and "firmware_configs/raspberry-pi-4.yaml" in names
+    assert any(n.startswith("edge_runtime/_qsv_core") for n in names)  # the C core is built into the wheel
+    assert not any(n.startswith("tests/") for n in names)  # test doubles stay out of the product
+    site = work / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, timeout=600)
+    return site
+
+
+def _run(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(site))
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_an_installed_wheel_validates_a_board_config_with_its_packaged_schema(installed: Path, tmp_path: Path) -> None:
+    where = _run(installed, tmp_path, "-c", "import edge_runtime.config as c, firmware_configs as f; "
+                                            "print(c.__file__); print(f.__file__); print(c.SCHEMA_PATH)")
+    assert where.returncode == 0, where.stderr
+    assert all(line.startswith(str(installed)) for line in where.stdout.split()), where.stdout  # not the checkout
+    good = tmp_path / "board.yaml"
+    good.write_text((ROOT / "firmware_configs" / "raspberry-pi-5.yaml").read_text())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\ncontroller:\n  mode: fastest\n")
+    ok = _run(installed, tmp_path, "-m", "qsv", "config", str(good))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    refused = _run(installed, tmp_path, "-m", "qsv", "config", str(bad))
+    assert refused.returncode != 0 and "bad.yaml:3" in refused.stdout + refused.stderr
+
+
+def test_qsv_edge_help_from_the_wheel_imports_no_torch(installed: Path, tmp_path: Path) -> None:
+    probe = ("import sys, runpy\n"
+             "sys.argv = ['qsv', 'edge', '--help']\n"
+             "try:\n    runpy.run_module('qsv', run_name='__main__')\nexcept SystemExit as exc:\n"
+             "    assert exc.code == 0, exc.code\n"
+             "assert 'torch' not in sys.modules, 'torch imported'\nprint('no torch')\n")
+    out = _run(installed, tmp_path, "-c", probe)
+    assert out.returncode == 0 and "no torch" in out.stdout and "--config" in out.stdout, out.stderr
