@@ -35,28 +35,8 @@ MODES = ("auto", "enum", "sparse")
 MODE_CODES = {"auto": lib.QSV_CODEC_MODE_AUTO, "enum": lib.QSV_CODEC_MODE_ENUM, "sparse": lib.QSV_CODEC_MODE_SPARSE}
 
 
-def quantize_numpy(probs: np.ndarray, ell: int) -> tuple[np.ndarray, np.ndarray]:
-    """The QSV lattice rule: b = floor(ell q + 1/2), then fix the sum on the largest rounding residuals."""
-    scaled = probs * ell
-    b = np.floor(scaled + 0.5).astype(np.int64)
-    d = ell - int(b.sum())
-    if d > 0:
-        order = np.argsort(-(scaled - b), kind="stable")[:d]
-        b[order] += 1
-    elif d < 0:
-        residual = np.where(b > 0, b - scaled, -np.inf)
-        order = np.argsort(-residual, kind="stable")[:-d]
-        b[order] -= 1
-    idx = np.flatnonzero(b)
-    return idx.astype(np.uint32), b[idx].astype(np.uint32)
-
-
 def quantizer() -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
-    try:
-        from edge_runtime.core import quantize_probs
-    except ImportError:
-        log.info("edge_runtime.core.quantize_probs unavailable: using the numpy rule")
-        return quantize_numpy
+    from edge_runtime.core import quantize_probs
 
     def quantize_core(probs: np.ndarray, ell: int) -> tuple[np.ndarray, np.ndarray]:
         point = quantize_probs(probs, ell)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_runtime import codec, core
+from edge_runtime import codec, core, reference
 from edge_runtime.lattice import LatticePoint
 from edge_runtime.slm import DraftModel
 
@@ -125,27 +125,10 @@ class SpeculationStats:
 
 
 def q_distribution(logits: np.ndarray, temperature: float, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-    """q over the vocabulary (float64) after temperature, top-k and top-p, the same order as the C core.
-
-    temperature 0 is greedy: a one-hot on the argmax (lowest id on ties).
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    if temperature == 0.0:
-        out = np.zeros_like(logits)
-        out[int(np.argmax(logits))] = 1.0
-        return out
-    scaled = logits / temperature
-    if 0 < top_k < scaled.size:
-        kth = np.partition(scaled, scaled.size - top_k)[scaled.size - top_k]
-        scaled = np.where(scaled < kth, -np.inf, scaled)
-    probs = np.exp(scaled - scaled.max())
-    probs /= probs.sum()
-    if top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        mass_before = np.cumsum(probs[order]) - probs[order]
-        probs[order[mass_before >= top_p]] = 0.0
-        probs /= probs.sum()
-    return probs
+    """q over the vocabulary (float64) after temperature, top-k and top-p: the C core's rules, in their one Python
+    definition (``edge_runtime.reference.scaled_logits``; top-k keeps exactly k, ties to the lower id; temperature 0
+    is a one-hot on the first argmax)."""
+    return reference.scaled_logits(logits, 1, temperature, top_k, top_p)
 
 
 def entropy_bits(probs: np.ndarray) -> float:

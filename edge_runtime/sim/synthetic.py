@@ -14,28 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_runtime.reference import lattice_rule
+
 from .trace import SequenceTrace, TraceSet
 
 
 def lattice_quantize_rows(q: np.ndarray, ell: int) -> np.ndarray:
-    """Counts b (rows sum to ℓ) for each row of q, by the paper's rule (round, then fix the sum by largest residuals).
-
-    Row-vectorised reference used only to build synthetic traces; the runtime uses the C core's quantizer.
-    """
-    x = ell * q
-    b = np.floor(x + 0.5)
-    d = ell - b.sum(axis=1)
-    resid_up = x - b  # candidates to add to: largest ℓq − b
-    order_up = np.argsort(-resid_up, axis=1, kind="stable")
-    rank_up = np.empty_like(order_up)
-    np.put_along_axis(rank_up, order_up, np.arange(q.shape[1])[None, :].repeat(q.shape[0], 0), axis=1)
-    b += (rank_up < np.maximum(d, 0)[:, None]).astype(b.dtype)
-    resid_dn = np.where(b > 0, b - x, -np.inf)  # candidates to subtract from: largest b − ℓq among b ≥ 1
-    order_dn = np.argsort(-resid_dn, axis=1, kind="stable")
-    rank_dn = np.empty_like(order_dn)
-    np.put_along_axis(rank_dn, order_dn, np.arange(q.shape[1])[None, :].repeat(q.shape[0], 0), axis=1)
-    b -= (rank_dn < np.maximum(-d, 0)[:, None]).astype(b.dtype)
-    return b.astype(np.int64)
+    """Counts b (rows sum to ℓ) for each row of q by the lattice rule (``edge_runtime.reference.lattice_rule``, the
+    specification the C core is tested against); used only to build synthetic traces."""
+    return np.stack([lattice_rule(ell * row, ell) for row in np.asarray(q, dtype=np.float64)])
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from edge_runtime.protocol import DraftRound, ErrorCode, ErrorReply, Feedback, OpenSession, SamplingParams
+from edge_runtime.reference import lattice_rule
 
 TOY_CODEC_MODE = 255  # private: u32 nnz | u32 indices[nnz] | u16 counts[nnz]
 TOY_VOCAB_HASH = bytes(32)
@@ -47,15 +48,8 @@ class ToyModel:
 
 
 def quantize(q: np.ndarray, ell: int) -> np.ndarray:
-    """Lattice quantizer of PAPER.md: b = round(ℓq), then fix the sum by the largest residuals."""
-    scaled = q * ell
-    b = np.floor(scaled + 0.5).astype(np.int64)
-    d = ell - int(b.sum())
-    if d > 0:
-        b[np.argsort(-(scaled - b), kind="stable")[:d]] += 1
-    elif d < 0:
-        b[np.argsort(-(b - scaled), kind="stable")[:-d]] -= 1
-    return b
+    """The lattice rule of PAPER.md (its one Python definition: edge_runtime.reference.lattice_rule)."""
+    return lattice_rule(ell * np.asarray(q, dtype=np.float64), ell)
 
 
 def encode_point(counts: np.ndarray) -> bytes:
