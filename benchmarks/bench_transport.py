@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="qsv-bench-") as tmp:
         work = Path(tmp)
         # one broker per transport, so each board's OPEN can only reach the worker on the same transport
-        brokers = {mode: DevBroker(work / mode, Fleet(("bench-board",), ("verifier",))).start()
+        brokers = {mode: DevBroker(work / mode, Fleet(("bench-board",), ("verifier",)),
+                                   insecure_dev=mode == "plain").start()  # the plain listener is opt-in
                    for mode in ("plain", "tls")}
         prioritize(0)
         for b in brokers.values():

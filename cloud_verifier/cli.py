@@ -19,6 +19,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from cloud_verifier.calibration import add_precision_args
+from edge_runtime import cliargs
 from edge_runtime.logs import add_logging_args, setup_logging
 
 if TYPE_CHECKING:  # torch is imported only once the arguments are checked
@@ -54,23 +55,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qsv verifier-check", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="registry name (smollm2, qwen-target), .gguf file or HF model folder")
+    src.add_argument("--model", type=cliargs.model_ref,
+                     help="registry name (smollm2, qwen-target), .gguf file or HF model folder")
     src.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="random weights of this shape")
     p.add_argument("--fetch", action="store_true", help="fetch a registry model that is not cached yet")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto", type=cliargs.torch_device, help="auto, cpu, cuda, cuda:N")
     add_precision_args(p)
     p.add_argument("--max-sessions", type=int, default=64)
     p.add_argument("--memory-budget-mb", type=int, default=4096, help="KV-cache budget over all sessions")
-    p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds before an idle session is dropped")
+    p.add_argument("--idle-timeout", type=cliargs.positive_float, default=300.0,
+                   help="seconds before an idle session is dropped")
     p.add_argument("--max-batch", type=int, default=16, help="rounds per forward pass")
-    p.add_argument("--max-wait-ms", type=float, default=4.0, help="how long a batch waits to fill")
+    p.add_argument("--max-wait-ms", type=cliargs.non_negative_float, default=4.0, help="how long a batch waits to fill")
     p.add_argument("--max-draft-len", type=int, default=32)
-    p.add_argument("--max-history", type=int, default=32768)
-    p.add_argument("--worker-id", default="verifier-0")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--max-history", type=cliargs.positive_int, default=32768)
+    p.add_argument("--worker-id", default="verifier-0", type=cliargs.client_id)
+    p.add_argument("--threads", type=cliargs.non_negative_int, default=0,
                    help="torch intra-op threads (0: torch default; 1 avoids oversubscription on small shared CPUs)")
-    p.add_argument("--metrics-host", default="127.0.0.1")
-    p.add_argument("--metrics-port", type=int, default=9464, help="Prometheus /metrics port (0: any free, -1: off)")
+    p.add_argument("--metrics-host", default="127.0.0.1", type=cliargs.host)
+    p.add_argument("--metrics-port", type=cliargs.int_range(-1, 65535), default=9464,
+                   help="Prometheus /metrics port (0: any free, -1: off)")
     p.add_argument("--serve", action="store_true",
                    help="keep the service core and /metrics running until Ctrl-C (no transport) instead of exiting")
     add_logging_args(p, default="INFO", json_lines=True)
@@ -111,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     service = VerifierService(target, config)
     metrics = None
     if args.metrics_port >= 0:
-        metrics = MetricsServer(service.metrics, args.metrics_host, args.metrics_port).start()
+        try:
+            metrics = MetricsServer(service.metrics, args.metrics_host, args.metrics_port).start()
+        except OSError as exc:  # port in use, host not local: a runtime failure, one line, exit 1
+            log.error("cannot serve /metrics on %s:%d: %s", args.metrics_host, args.metrics_port, exc.strerror or exc)
+            return 1
     summary = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in asdict(config).items()}
     summary.update(model=args.model or f"random:{args.random_model}", device=str(target.device),
                    dtype=target.precision, precision_reason=reason, pass_cost_ms=curve_ms, vocab_size=target.vocab_size,

@@ -5,10 +5,15 @@ Subscriptions (docs/PROTOCOL.md, docs/DEPLOYMENT.md):
 - ``qsv/v1/+/draft/<worker_id>``: rounds of the sessions this worker holds (session affinity: the KV cache stays).
 
 One thread drives the MQTT client (``LoopDriver``, no paho network thread); the paho callback only enqueues, and the
-same thread, between network pumps, decodes, checks (protocol limits, topic device owns the session,
-per-device token-bucket rate limit), deduplicates by (session, round seq) — a duplicate gets the cached reply —
-calls the handler (the transport-agnostic verifier core) and publishes the reply with QoS 1 on the device's
-feedback topic, echoing the correlation data. Sessions idle longer than ``idle_timeout_s`` are closed.
+same thread, between network pumps, decodes, checks (the protocol's limits table ``Limits``: sizes at decode, then
+the per-device token-bucket rate and in-flight limits; topic device owns the session), deduplicates by (session,
+round seq) — a duplicate gets the cached reply — hands the request to the handler (the transport-agnostic verifier
+core) and publishes the reply with QoS 1 on the device's feedback topic, echoing the correlation data. Sessions idle
+longer than ``idle_timeout_s`` are closed.
+
+Nothing expensive runs on this thread: with the batching ``VerifierService`` (``submit`` / ``submit_open``), rounds
+are verified on its batching thread and opens prefilled on its prefill thread; their Futures wake this thread, which
+sends the replies. Handlers without those methods (the echo and toy verifiers) are called inline.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 
 from cloud_verifier.calibration import add_precision_args
+from edge_runtime import cliargs
 from edge_runtime.logs import add_logging_args, setup_logging
 from edge_runtime.protocol import (
     CloseSession,
@@ -97,7 +103,7 @@ class ServiceStats:
     duplicates: int = 0
     stale_dropped: int = 0
     errors: int = 0
-    rate_limited: int = 0
+    rate_limited: int = 0  # refused by the rate or the in-flight limit
     idle_closed: int = 0
 
 
@@ -106,12 +112,13 @@ class ServiceConfig:
     worker_id: str
     group: str = topics.DEFAULT_SHARE_GROUP
     idle_timeout_s: float = 60.0
-    rate_per_s: float = 200.0  # per device; a board sends one draft per round
-    rate_burst: float = 50.0
+    rate_per_s: float | None = None  # per device (a board sends one draft per round); None: limits.device_rate_per_s
+    rate_burst: float | None = None  # None: limits.device_burst
     reply_expiry_s: int = 30
     max_sessions_per_device: int = 4  # a device opening more evicts its least recently active session
-    use_submit: bool = True  # handlers with submit() -> Future (the batching VerifierService) run asynchronously
-    limits: Limits = field(default_factory=Limits)
+    use_submit: bool = True  # handlers with submit() / submit_open() -> Future (VerifierService) run asynchronously
+    limits: Limits = field(default_factory=Limits)  # the one table: sizes, L, ℓ, history, rate, in flight
+    max_queued_replies: int = 10000  # paho's outgoing queue; beyond it a reply is dropped (memory stays bounded)
     precision: str = ""  # reported in every OPEN_ACK with the cost curve below (cloud_verifier.calibration)
     pass_us: tuple[int, ...] = ()
 
@@ -124,6 +131,16 @@ class _Inbound:
     received: float
     mid: int = 0
     qos: int = 0
+
+
+@dataclass
+class _Opening:
+    """An OPEN whose prefill is running on the handler's thread; its ack answers the latest attempt's correlation."""
+
+    device: str
+    msg: OpenSession
+    item: _Inbound
+    future: Future
 
 
 class MqttVerifierService:
@@ -141,13 +158,16 @@ class MqttVerifierService:
         self._buckets: dict[str, TokenBucket] = {}
         self._inbox: collections.deque[_Inbound] = collections.deque()
         self._inflight: dict[tuple[int, int], tuple] = {}
-        self._done: collections.deque[tuple[tuple[int, int], Future]] = collections.deque()
+        self._opening: dict[int, _Opening] = {}
+        self._load: collections.Counter[str] = collections.Counter()  # requests in flight per device
+        self._done: collections.deque[tuple[str, object, str, Future]] = collections.deque()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._subscribed = threading.Event()
         self.client = make_client(f"qsv-verifier-{config.worker_id}", endpoint, on_connect=self._on_connect)
         # QoS 1 acks are sent after the reply (manual ack): the PUBACK leaves the round's critical path
         self.client.manual_ack_set(True)
+        self.client.max_queued_messages_set(config.max_queued_replies)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.loop = LoopDriver(self.client, endpoint)
@@ -249,7 +269,10 @@ class MqttVerifierService:
         now = self.clock()
         bucket = self._buckets.get(device)
         if bucket is None:
-            bucket = self._buckets[device] = TokenBucket(self.config.rate_per_s, self.config.rate_burst, now)
+            cfg = self.config
+            rate = cfg.limits.device_rate_per_s if cfg.rate_per_s is None else cfg.rate_per_s
+            burst = cfg.limits.device_burst if cfg.rate_burst is None else cfg.rate_burst
+            bucket = self._buckets[device] = TokenBucket(rate, burst, now)
         if not bucket.take(now):
             self.stats.rate_limited += 1
             self._error(device, item.correlation, ErrorCode.RATE_LIMITED, "message rate limit exceeded")
@@ -265,8 +288,10 @@ class MqttVerifierService:
             self._round(device, msg, item)
         elif isinstance(msg, CloseSession):
             st = self.sessions.get(msg.session_id)
-            if st is not None and st.device_id == device:
-                self.sessions.pop(msg.session_id)
+            opening = self._opening.get(msg.session_id)
+            if (st is not None and st.device_id == device) or (opening is not None and opening.device == device):
+                self.sessions.pop(msg.session_id, None)
+                self._opening.pop(msg.session_id, None)  # its prefill is cancelled; no ack will be sent
                 self.handler.close(msg.session_id)
         else:
             self._error(device, item.correlation, ErrorCode.UNEXPECTED, f"{type(msg).__name__} not accepted here")
@@ -284,12 +309,45 @@ class MqttVerifierService:
         if held is not None and msg.next_round_seq <= held.last_seq:
             self.stats.stale_dropped += 1  # a late copy of an older open: the session has moved on
             return
+        opening = self._opening.get(msg.session_id)
+        if opening is not None and opening.device != device:
+            self._error(device, item.correlation, ErrorCode.NOT_OWNER, "session belongs to another device",
+                        msg.session_id)
+            return
+        if opening is not None and opening.msg == msg:  # the board retried while the prefill runs
+            self.stats.duplicates += 1
+            opening.item = item  # the ack will carry this attempt's correlation data
+            return
+        submit_open = getattr(self.handler, "submit_open", None) if self.config.use_submit else None
+        if submit_open is None:
+            self.stats.opens += 1
+            self._open_done(device, msg, item, self.handler.open(msg))
+            return
+        if not self._admit_load(device, item, msg.session_id):
+            return
         self.stats.opens += 1
-        result = self.handler.open(msg)
+        future = submit_open(msg, device)
+        self._opening[msg.session_id] = _Opening(device, msg, item, future)  # supersedes an older one
+        self._load[device] += 1
+        future.add_done_callback(
+            lambda f, sid=msg.session_id: (self._done.append(("open", sid, device, f)), self.loop.wake()))
+
+    def _admit_load(self, device: str, item: _Inbound, sid: int, seq: int = 0) -> bool:
+        """The per-device in-flight limit: False (and a RATE_LIMITED reply) when the device has enough pending."""
+        if self._load[device] < self.config.limits.device_inflight:
+            return True
+        self.stats.rate_limited += 1
+        self._error(device, item.correlation, ErrorCode.RATE_LIMITED,
+                    f"{self._load[device]} requests of this device in flight (limit "
+                    f"{self.config.limits.device_inflight})", sid, seq)
+        return False
+
+    def _open_done(self, device: str, msg: OpenSession, item: _Inbound, result: int | ErrorReply) -> None:
         if isinstance(result, ErrorReply):
             self.stats.errors += 1
             self._reply(device, encode(result), item.correlation)
             return
+        held = self.sessions.get(msg.session_id)
         if held is None:
             self._evict_excess(device)
         self.sessions[msg.session_id] = _Session(device, msg.next_round_seq - 1, None, self.clock())
@@ -337,9 +395,13 @@ class MqttVerifierService:
         if key in self._inflight:  # a copy of a round that is being verified: its reply is on the way
             self.stats.duplicates += 1
             return
+        if not self._admit_load(device, item, sid, seq):
+            return
         self._inflight[key] = (device, item, st, msg, start)
-        future = submit(msg)  # the core may batch it with other boards' rounds
-        future.add_done_callback(lambda f, key=key: (self._done.append((key, f)), self.loop.wake()))
+        self._load[device] += 1
+        future = submit(msg, device)  # the core may batch it with other boards' rounds
+        future.add_done_callback(lambda f, key=key: (self._done.append(("round", key, device, f)),
+                                                     self.loop.wake()))
 
     def _finish_round(self, device: str, item: _Inbound, st: _Session, msg: DraftRound,
                       result: Feedback | ErrorReply, start: float) -> None:
@@ -357,7 +419,22 @@ class MqttVerifierService:
 
     def _collect_done(self) -> None:
         while self._done:
-            key, future = self._done.popleft()
+            kind, key, owner, future = self._done.popleft()
+            self._load[owner] -= 1
+            if self._load[owner] <= 0:
+                del self._load[owner]
+            if kind == "open":
+                opening = self._opening.get(key)
+                if opening is None or opening.future is not future:
+                    continue  # superseded by a newer open, or closed: nobody waits for this answer
+                del self._opening[key]
+                try:
+                    result = future.result()
+                except Exception as exc:  # noqa: BLE001 - reported to the board
+                    log.exception("worker %s: open failed", self.config.worker_id)
+                    result = ErrorReply(ErrorCode.INTERNAL, f"open failed: {exc}", key)
+                self._open_done(opening.device, opening.msg, opening.item, result)
+                continue
             device, item, st, msg, start = self._inflight.pop(key)
             try:
                 result = future.result()
@@ -398,6 +475,12 @@ def _endpoint_from_args(parser: argparse.ArgumentParser, args: argparse.Namespac
         parser.error("--cert and --key go together")
     if args.password and args.password_file:
         parser.error("give --password or --password-file, not both")
+    for flag in ("ca", "cert", "key"):  # checked here, after the contradictions, so those are reported first
+        if getattr(args, flag) is not None:
+            try:
+                cliargs.readable_file(str(getattr(args, flag)))
+            except cliargs.Error as exc:
+                parser.error(f"--{flag}: {exc}")
     try:
         password = Path(args.password_file).read_text().strip() if args.password_file else args.password
     except OSError as exc:
@@ -408,7 +491,7 @@ def _endpoint_from_args(parser: argparse.ArgumentParser, args: argparse.Namespac
 def add_endpoint_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", type=broker_url, default=broker_url("mqtt://127.0.0.1:1883"), metavar="URL",
                    help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS; needs --ca) (default mqtt://127.0.0.1:1883)")
-    p.add_argument("--username")
+    p.add_argument("--username", type=cliargs.non_empty)
     p.add_argument("--password", help="prefer --password-file")
     p.add_argument("--password-file", type=Path)
     p.add_argument("--ca", type=Path, help="CA certificate (with mqtts://)")
@@ -424,6 +507,10 @@ def _torch_handler(parser: argparse.ArgumentParser,
     from cloud_verifier.service import ServiceConfig as CoreConfig
     from cloud_verifier.service import VerifierService
 
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.model:
         from cloud_verifier.loading import load_target_from_args
 
@@ -447,17 +534,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qsv verifier",
                                 description="QSV verifier worker on MQTT (one process of a shared-subscription group)")
     add_endpoint_args(p)
-    p.add_argument("--worker-id", required=True)
-    p.add_argument("--group", default=topics.DEFAULT_SHARE_GROUP)
-    p.add_argument("--idle-timeout", type=float, default=60.0, help="seconds before an idle session is dropped")
-    p.add_argument("--rate", type=float, default=200.0, help="messages/s per device (token bucket)")
-    p.add_argument("--burst", type=float, default=50.0)
+    p.add_argument("--worker-id", required=True, type=cliargs.client_id)
+    p.add_argument("--group", default=topics.DEFAULT_SHARE_GROUP, type=cliargs.client_id)
+    p.add_argument("--idle-timeout", type=cliargs.positive_float, default=60.0,
+                   help="seconds before an idle session is dropped")
+    p.add_argument("--rate", type=cliargs.positive_float, default=None,
+                   help=f"messages/s per device (token bucket; default {Limits().device_rate_per_s:g}, the protocol's "
+                        "limits table)")
+    p.add_argument("--burst", type=cliargs.positive_float, default=None, help=f"(default {Limits().device_burst:g})")
     p.add_argument("--echo", action="store_true", help="serve the zero-compute echo verifier (transport benchmark)")
-    p.add_argument("--model", help="serve the PyTorch verifier: registry name, .gguf file or HF model folder")
+    p.add_argument("--model", type=cliargs.model_ref,
+                   help="serve the PyTorch verifier: registry name, .gguf file or HF model folder")
     p.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="PyTorch verifier with random weights")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", type=cliargs.torch_device)
     add_precision_args(p)
-    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--max-batch", type=cliargs.positive_int, default=16)
+    p.add_argument("--threads", type=cliargs.non_negative_int, default=0,
+                   help="torch intra-op threads per compute thread (0: torch default; the verifier runs two compute "
+                        "threads, rounds and prefill, so 1 avoids oversubscribing a small CPU)")
     add_logging_args(p, default="INFO", json_lines=True)
     return p
 
@@ -483,7 +577,11 @@ def main(argv: list[str] | None = None, handler: VerifierHandler | None = None) 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    service.start()
+    try:
+        service.start()
+    except OSError as exc:  # broker unreachable / refused: a runtime failure, one line, exit 1
+        log.error("cannot connect to the broker %s:%d: %s", endpoint.host, endpoint.port, exc.strerror or exc)
+        return 1
     print(f"READY {args.worker_id}", flush=True)  # noqa: T201 - readiness line for supervisors and tests
     stop.wait()
     service.stop()

@@ -7,11 +7,18 @@ so a transport can hand in rounds from many boards and let the batching schedule
 Errors are :class:`VerifierErrorReply`, a protocol ``ErrorReply`` (wire code) with the service's finer ``reason``
 (:class:`ServiceErrorCode`). A bad request never changes any session, its own included, except that an
 out-of-order round leaves the session as it was (the board resyncs).
+
+Threads (docs/VERIFIER.md, "Scheduling and fairness"): rounds are verified on the batching scheduler's thread
+(``cloud_verifier.batching``: per-device queues served in turn, expensive-to-admit devices isolated); opens are
+prefilled on a second thread in
+chunks of ``prefill_chunk_tokens``, one chunk at a time, devices lightest first, a chunk starting only while the
+batcher is idle (or after ``prefill_yield_s``). Neither runs on the caller's (the MQTT service's) thread.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,13 +28,21 @@ from enum import Enum
 
 import numpy as np
 
-from cloud_verifier.batching import BatchScheduler
+from cloud_verifier.batching import BatchScheduler, DeviceUsage, QueueFull
 from cloud_verifier.metrics import BATCH_BUCKETS, LATENCY_BUCKETS_S, MetricsRegistry
 from cloud_verifier.sampling import SamplingParams, VerificationError, target_probs, verify_round
 from cloud_verifier.sessions import Session, SessionGone, SessionManager
 from cloud_verifier.target import KVState, RoundOutput, TargetModel
 from edge_runtime.lattice import LatticeError, LatticePoint
-from edge_runtime.protocol import DraftRound, ErrorCode, ErrorReply, Feedback, OpenSession
+from edge_runtime.protocol import (
+    CODEC_MODE_QSV1,
+    DEFAULT_LIMITS,
+    DraftRound,
+    ErrorCode,
+    ErrorReply,
+    Feedback,
+    OpenSession,
+)
 from edge_runtime.protocol import SamplingParams as WireSamplingParams
 
 log = logging.getLogger(__name__)
@@ -47,6 +62,9 @@ class ServiceErrorCode(Enum):
     MALFORMED_ROUND = ("malformed_round", ErrorCode.MALFORMED)
     OUT_OF_ORDER = ("out_of_order", ErrorCode.DESYNC)  # round sequence or position is not the expected next one
     BAD_PARAMS = ("bad_params", ErrorCode.BAD_PARAMS)
+    UNSUPPORTED_CODEC = ("unsupported_codec", ErrorCode.BAD_PARAMS)  # a codec mode this verifier does not decode
+    RATE_LIMITED = ("rate_limited", ErrorCode.RATE_LIMITED)  # the device's queue is full: back off, send again
+    SUPERSEDED = ("superseded", ErrorCode.DESYNC)  # an open replaced by a newer open or a close before it finished
     INTERNAL = ("internal", ErrorCode.INTERNAL)
 
     @property
@@ -70,10 +88,18 @@ class ServiceConfig:
     idle_timeout_s: float = 300.0
     max_batch: int = 16
     max_wait_s: float = 0.004
-    max_draft_len: int = 32
-    max_history: int = 32768
+    max_draft_len: int = DEFAULT_LIMITS.max_draft_len  # the protocol's limits table (edge_runtime.protocol.Limits)
+    max_ell: int = DEFAULT_LIMITS.max_ell
+    max_history: int = DEFAULT_LIMITS.max_history
     vocab_hash: bytes | None = None  # None: only the vocabulary size is checked
     worker_id: str = "verifier-0"
+    max_queued_per_device: int = 16  # rounds (and, separately, opens) queued per device; more: RATE_LIMITED
+    prefill_chunk_tokens: int = 256  # an open's prefill runs in chunks of this many tokens
+    prefill_yield_s: float = 0.25  # a chunk waits for the batcher to be idle at most this long
+    prefill_nice: int = 10  # the prefill thread's niceness increment: on contended CPU cores, rounds go first
+    usage_halflife_s: float = 1.0  # decay of each device's verifier seconds (the prefill thread serves the least used)
+    isolate_admit_s: float = 0.01  # a device whose rounds cost more to admit (decode) gets batches of its own
+    admit_slice_s: float = 0.005  # ... and its rounds are decoded in slices of about this long, one slice per turn
 
 
 @dataclass
@@ -86,6 +112,26 @@ class _Pending:
     version: int = 0
     kv: KVState | None = None  # the session's cache and pending token, captured under the lock at admission
     pending_token: int = 0
+    cost_s: float = 0.0  # verifier seconds this round cost (admission + lattice decode + forward share + verify)
+    admit_s: float | None = None  # of which admission (checks + lattice decode), before the batch's forward
+    admit_total: float = 0.0  # admission seconds so far (over the slices of an isolated device's round)
+    isolated: bool = False  # set by the scheduler: admit in slices of admit_slice_s
+    requeue: bool = False  # set here: admission unfinished, the scheduler queues the round again
+
+
+@dataclass(eq=False)
+class _PrefillJob:
+    msg: OpenSession
+    device: str
+    future: Future
+    history: list[int]
+    params: SamplingParams
+    kv: KVState | None = None
+    done: int = 0  # tokens of history[:-1] in kv
+    cancelled: bool = False
+
+
+_MORE = object()  # _admit: the round's points are decoded in part; the next slice in a later turn
 
 
 def decode_lattice(blob: bytes | LatticePoint, vocab_size: int, ell: int) -> LatticePoint:
@@ -116,16 +162,33 @@ class VerifierService:
         self._lock = threading.RLock()
         self.metrics = MetricsRegistry()
         self._register_metrics()
+        self.usage = DeviceUsage(self.config.usage_halflife_s)
         self.scheduler = BatchScheduler(self._process_batch, self.config.max_batch, self.config.max_wait_s,
                                         on_idle=self.expire_idle, idle_every_s=min(5.0, self.config.idle_timeout_s),
-                                        batch_limit=lambda: len(self.sessions))
+                                        batch_limit=lambda: len(self.sessions),
+                                        max_queued_per_key=self.config.max_queued_per_device, usage=self.usage,
+                                        isolate_admit_s=self.config.isolate_admit_s)
+        self._prefill_cond = threading.Condition()
+        self._prefills: dict[str, list[_PrefillJob]] = {}  # pending opens per device, oldest first
+        self._prefill_thread: threading.Thread | None = None
+        self._prefill_stop = False
 
     # ------------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> VerifierService:
         self.scheduler.start()
+        if self._prefill_thread is None or not self._prefill_thread.is_alive():
+            self._prefill_stop = False
+            self._prefill_thread = threading.Thread(target=self._prefill_loop, name="qsv-prefill", daemon=True)
+            self._prefill_thread.start()
         return self
 
     def stop(self) -> None:
+        if self._prefill_thread is not None:
+            with self._prefill_cond:
+                self._prefill_stop = True
+                self._prefill_cond.notify_all()
+            self._prefill_thread.join(10.0)
+            self._prefill_thread = None
         self.scheduler.stop()
 
     def __enter__(self) -> VerifierService:
@@ -163,7 +226,38 @@ class VerifierService:
 
     # ---------------------------------------------------------------------------------------------------- open
     def open(self, msg: OpenSession) -> int | VerifierErrorReply:
-        """Create the session (or replace it: resync) with the full history; returns the history length held."""
+        """Create the session (or replace it: resync) with the full history; returns the history length held.
+        Blocks until the prefill is done (on the prefill thread when the service runs, else here)."""
+        return self.submit_open(msg).result()
+
+    def submit_open(self, msg: OpenSession, device: str | None = None) -> Future:
+        """Check the open at once, then queue its prefill; the Future gives the history length held or a
+        VerifierErrorReply. A newer open (or a close) of the same session supersedes one still being prefilled."""
+        future: Future = Future()
+        device = msg.device_id if device is None else device
+        checked = self._check_open(msg)
+        if isinstance(checked, VerifierErrorReply):
+            future.set_result(checked)
+            return future
+        job = _PrefillJob(msg, device, future, *checked)
+        if self._prefill_thread is None or not self._prefill_thread.is_alive():
+            with self._prefill_cond:
+                self._cancel_prefill(msg.session_id)
+            while not self._prefill_step(job):
+                pass
+            return future
+        with self._prefill_cond:
+            self._cancel_prefill(msg.session_id)
+            queue = self._prefills.setdefault(device, [])
+            if len(queue) >= self.config.max_queued_per_device:
+                future.set_result(self._error(ServiceErrorCode.RATE_LIMITED,
+                                              f"{len(queue)} opens of device {device} queued already", msg.session_id))
+                return future
+            queue.append(job)
+            self._prefill_cond.notify_all()
+        return future
+
+    def _check_open(self, msg: OpenSession) -> tuple[list[int], SamplingParams] | VerifierErrorReply:
         sid = msg.session_id
         if msg.vocab_size != self.target.vocab_size:
             return self._error(ServiceErrorCode.VOCAB_MISMATCH,
@@ -183,25 +277,103 @@ class VerifierService:
             params = to_sampling_params(msg.sampling)
         except ValueError as exc:
             return self._error(ServiceErrorCode.BAD_PARAMS, str(exc), sid)
+        return history, params
+
+    def _cancel_prefill(self, session_id: int) -> None:
+        """Supersede the queued prefill of ``session_id``, if any (callers hold _prefill_cond or run it inline)."""
+        for device, queue in list(self._prefills.items()):
+            for job in [j for j in queue if j.msg.session_id == session_id]:
+                job.cancelled = True
+                queue.remove(job)
+                job.future.set_result(self._error(ServiceErrorCode.SUPERSEDED, "a newer open or a close replaced "
+                                                  "this open before its prefill finished", session_id))
+            if not queue:
+                del self._prefills[device]
+
+    def _prefill_loop(self) -> None:
+        """The prefill thread: one chunk at a time, of the lightest device's oldest open."""
+        if self.config.prefill_nice and hasattr(os, "setpriority"):
+            try:  # per thread on Linux (torch's intra-op threads started from here inherit it)
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid)
+                                                         + self.config.prefill_nice))
+            except OSError as exc:
+                log.warning("prefill thread priority unchanged: %s", exc)
+        while True:
+            with self._prefill_cond:
+                while not self._prefills and not self._prefill_stop:
+                    self._prefill_cond.wait()
+                if self._prefill_stop:
+                    for queue in self._prefills.values():
+                        for job in queue:
+                            job.future.set_result(self._error(ServiceErrorCode.INTERNAL, "verifier stopping",
+                                                              job.msg.session_id))
+                    self._prefills.clear()
+                    return
+                now = self.usage.clock()
+                device = min(self._prefills, key=lambda d: self.usage.get(d, now))
+                job = self._prefills[device][0]
+            # rounds first: a chunk starts while the batcher is idle, or after prefill_yield_s (no starvation)
+            self.scheduler.idle.wait(self.config.prefill_yield_s)
+            if self._prefill_step(job):
+                with self._prefill_cond:
+                    self._dequeue(job)
+
+    def _dequeue(self, job: _PrefillJob) -> None:
+        """Take ``job`` off its device's queue (callers hold _prefill_cond)."""
+        queue = self._prefills.get(job.device)
+        if queue is not None and job in queue:
+            queue.remove(job)
+        if queue is not None and not queue:
+            del self._prefills[job.device]
+
+    def _prefill_step(self, job: _PrefillJob) -> bool:
+        """Prefill one chunk of ``job`` (or finish it); True once its future is resolved."""
+        if job.cancelled:
+            return True
+        sid = job.msg.session_id
+        context = job.history[:-1]
+        t0 = time.perf_counter()
         try:
-            kv = self.target.prefill(history[:-1])
+            if job.done < len(context):
+                chunk = context[job.done : job.done + max(1, self.config.prefill_chunk_tokens)]
+                job.kv = self.target.extend(job.kv or self.target.empty_state(), chunk)
+                job.done += len(chunk)
+            elif job.kv is None:
+                job.kv = self.target.empty_state()
         except Exception as exc:  # noqa: BLE001 - reported to the board, the service keeps running
             log.exception("prefill failed for session %#x", sid)
-            return self._error(ServiceErrorCode.INTERNAL, f"prefill failed: {exc}", sid)
-        if kv.nbytes > self.config.memory_budget_bytes:
-            return self._error(ServiceErrorCode.HISTORY_TOO_LARGE,
-                               f"history needs {kv.nbytes} KV bytes, budget {self.config.memory_budget_bytes}", sid)
-        session = Session(sid, msg.device_id, history, kv, params, int(msg.sampling.seed), msg.next_round_seq,
+            job.future.set_result(self._error(ServiceErrorCode.INTERNAL, f"prefill failed: {exc}", sid))
+            return True
+        finally:
+            self.usage.charge(job.device, time.perf_counter() - t0)
+        kv = job.kv
+        if job.done and kv.nbytes * len(context) > self.config.memory_budget_bytes * job.done:  # projected size
+            job.future.set_result(self._error(
+                ServiceErrorCode.HISTORY_TOO_LARGE, f"history needs ≈ {kv.nbytes * len(context) // job.done} KV "
+                f"bytes, budget {self.config.memory_budget_bytes}", sid))
+            return True
+        if job.done < len(context):
+            return False
+        msg = job.msg
+        session = Session(sid, msg.device_id, job.history, kv, job.params, int(msg.sampling.seed), msg.next_round_seq,
                           self.clock())
-        with self._lock:
-            evicted = self.sessions.put(session)
+        with self._prefill_cond:  # a close or newer open that came meanwhile wins; after this, a close removes it
+            if job.cancelled:
+                return True
+            self._dequeue(job)
+            with self._lock:
+                evicted = self.sessions.put(session)
         self.metrics.inc("opens_total")
         self.metrics.inc("evictions_total", len(evicted))
-        log.info("session %#x %s: %d history tokens, %s", sid, "resynced" if msg.resync else "opened", len(history),
-                 params)
-        return len(history)
+        log.info("session %#x %s: %d history tokens, %s", sid, "resynced" if msg.resync else "opened",
+                 len(job.history), job.params)
+        job.future.set_result(len(job.history))
+        return True
 
     def close(self, session_id: int) -> None:
+        with self._prefill_cond:
+            self._cancel_prefill(session_id)
         with self._lock:
             self.sessions.remove(session_id, "closed")
 
@@ -220,9 +392,20 @@ class VerifierService:
             return self.sessions.get(session_id).stats.as_dict()
 
     # -------------------------------------------------------------------------------------------------- rounds
-    def submit(self, msg: DraftRound) -> Future:
-        """Queue a round for the batching scheduler (must be started); the Future gives Feedback or an error."""
-        return self.scheduler.submit(_Pending(msg, Future(), self.clock()))
+    def submit(self, msg: DraftRound, device: str | None = None) -> Future:
+        """Queue a round for the batching scheduler (must be started) in ``device``'s queue (default: the device
+        that opened the session); the Future gives Feedback or an error (RATE_LIMITED when the queue is full)."""
+        if device is None:
+            with self._lock:
+                session = self.sessions.peek(msg.session_id)
+            device = session.device_id if session is not None else ""
+        item = _Pending(msg, Future(), self.clock())
+        try:
+            return self.scheduler.submit(item, device)
+        except QueueFull as exc:
+            item.future.set_result(self._error(ServiceErrorCode.RATE_LIMITED, f"device {device}: {exc}",
+                                               msg.session_id, msg.round_seq))
+            return item.future
 
     def verify(self, msg: DraftRound) -> Feedback | VerifierErrorReply:
         """Verify one round: through the scheduler when it runs (so it can share a batch), else directly."""
@@ -238,8 +421,10 @@ class VerifierService:
         self._process_batch(pendings)
         return [p.future.result() for p in pendings]
 
-    def _admit(self, item: _Pending) -> Feedback | VerifierErrorReply | None:
-        """Checks under the lock; None when the round is to be verified (item.session/points filled)."""
+    def _admit(self, item: _Pending, slice_s: float | None = None) -> Feedback | VerifierErrorReply | object | None:
+        """Checks under the lock; None when the round is to be verified (item.session/points filled). With
+        ``slice_s``, decoding stops after about that long (at least one point) and returns _MORE; the points decoded
+        so far stay in ``item.points`` and the next call checks the session again and goes on from there."""
         msg = item.msg
         sid, seq = msg.session_id, msg.round_seq
         try:
@@ -274,10 +459,20 @@ class VerifierService:
         if len(msg.lattice) != n:
             return self._error(ServiceErrorCode.MALFORMED_ROUND, f"{len(msg.lattice)} lattice points, {n} tokens",
                                sid, seq)
-        if not 1 <= msg.ell <= 65535:
-            return self._error(ServiceErrorCode.BAD_PARAMS, f"ell {msg.ell} outside 1..65535", sid, seq)
-        points = []
-        for i, (tok, blob) in enumerate(zip(msg.tokens, msg.lattice, strict=True)):
+        if not 1 <= msg.ell <= self.config.max_ell:
+            return self._error(ServiceErrorCode.ROUND_TOO_LARGE, f"ell {msg.ell} outside 1..{self.config.max_ell}",
+                               sid, seq)
+        if msg.codec_mode != CODEC_MODE_QSV1:
+            return self._error(ServiceErrorCode.UNSUPPORTED_CODEC,
+                               f"codec mode {msg.codec_mode}: this verifier decodes mode {CODEC_MODE_QSV1} only", sid,
+                               seq)
+        points = item.points
+        first = len(points)
+        deadline = None if slice_s is None else time.perf_counter() + slice_s
+        for i in range(first, n):
+            if deadline is not None and i > first and time.perf_counter() > deadline:
+                return _MORE
+            tok, blob = msg.tokens[i], msg.lattice[i]
             try:
                 point = decode_lattice(blob, msg.vocab_size, msg.ell)
             except (LatticeError, ValueError, ImportError) as exc:
@@ -289,7 +484,7 @@ class VerifierService:
                 return self._error(ServiceErrorCode.MALFORMED_LATTICE,
                                    f"draft token {i} = {tok} is not in its lattice point's support", sid, seq)
             points.append(point)
-        item.session, item.points, item.version = session, points, session.version
+        item.session, item.version = session, session.version
         item.kv, item.pending_token = session.kv, session.tokens[-1]
         return None
 
@@ -303,7 +498,16 @@ class VerifierService:
                 if item.msg.session_id in seen:  # one round per session per forward; the next batch takes it
                     deferred.append(item)
                     continue
-                reply = self._admit(item)
+                t0 = time.perf_counter()
+                # decodes the lattice points: the cost a flood of DRAFTs can cause (sliced for an isolated device)
+                reply = self._admit(item, self.config.admit_slice_s if item.isolated else None)
+                spent = time.perf_counter() - t0
+                item.admit_total += spent
+                item.cost_s += spent
+                if reply is _MORE:
+                    item.requeue = True  # the scheduler gives the other devices a turn, then the next slice
+                    continue
+                item.admit_s = item.admit_total
                 if reply is None:
                     seen.add(item.msg.session_id)
                     admitted.append(item)
@@ -331,7 +535,9 @@ class VerifierService:
         self.metrics.observe("batch_forward_seconds", forward_s)
         self.metrics.observe("batch_size", len(admitted))
         for it, out in zip(admitted, outputs, strict=True):
+            t0 = time.perf_counter()
             it.future.set_result(self._verify_one(it, out, start, forward_s / len(admitted)))
+            it.cost_s += forward_s / len(admitted) + time.perf_counter() - t0
         with self._lock:
             evicted = self.sessions.enforce_limits(protect={it.msg.session_id for it in admitted})
         self.metrics.inc("evictions_total", len(evicted))

@@ -119,6 +119,19 @@ class TargetModel:
         return KVState(layers, len(token_ids))
 
     @torch.inference_mode()
+    def extend(self, state: KVState, token_ids: Sequence[int]) -> KVState:
+        """``state`` extended by the cache of ``token_ids`` (one chunk of a chunked prefill; no logits kept)."""
+        if not state.layers:
+            return self.prefill(token_ids)
+        if len(token_ids) == 0:
+            return state
+        ids = torch.tensor([list(token_ids)], dtype=torch.long, device=self.device)
+        cache = DynamicCache(ddp_cache_data=state.layers)
+        positions = torch.arange(state.length, state.length + len(token_ids), device=self.device).unsqueeze(0)
+        self.model(input_ids=ids, **{self._cache_arg: cache}, position_ids=positions, use_cache=True, logits_to_keep=1)
+        return KVState([(layer.keys, layer.values) for layer in cache.layers], state.length + len(token_ids))
+
+    @torch.inference_mode()
     def forward_round(self, state: KVState, inputs: Sequence[int]) -> RoundOutput:
         """One session's round (no padding): logits for every input position."""
         ids = torch.tensor([list(inputs)], dtype=torch.long, device=self.device)

@@ -31,6 +31,7 @@ import jsonschema
 import yaml
 
 from edge_runtime import safe_yaml
+from edge_runtime.protocol import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +284,18 @@ def _semantic_issues(data: dict[str, Any]) -> Iterable[tuple[tuple[str | int, ..
                                           f"[{ctl['L_min']}, {ctl['L_max']}]"
     if ctl["static_ell"] not in ctl["ell_set"]:
         yield ("controller", "static_ell"), f"static_ell ({ctl['static_ell']}) not in ell_set {list(ctl['ell_set'])}"
+    # the verifier refuses rounds beyond the protocol's limits table (edge_runtime.protocol.Limits): refuse them here
+    limits = DEFAULT_LIMITS
+    for key in ("L_max", "static_L"):
+        if ctl[key] > limits.max_draft_len:
+            yield ("controller", key), f"{key} ({ctl[key]}) exceeds the protocol's max draft length " \
+                                       f"{limits.max_draft_len}"
+    for i, ell in enumerate(ctl["ell_set"]):
+        if ell > limits.max_ell:
+            yield ("controller", "ell_set", i), f"ell {ell} exceeds the protocol's max ell {limits.max_ell}"
+    if ctl["static_ell"] > limits.max_ell and ctl["static_ell"] not in ctl["ell_set"]:
+        yield ("controller", "static_ell"), f"static_ell ({ctl['static_ell']}) exceeds the protocol's max ell " \
+                                            f"{limits.max_ell}"
     broker = data.get("broker", {})
     scheme = urlsplit(broker.get("url", "")).scheme
     tls = broker.get("tls", {})
@@ -419,7 +432,9 @@ def config_sha256(raw: bytes) -> str:
 # ------------------------------------------------------------------------------------------------------------------ CLI
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qsv config", description="Validate QSV board configs or print defaults.")
-    parser.add_argument("files", nargs="*", type=Path, help="config files to validate")
+    from edge_runtime import cliargs
+
+    parser.add_argument("files", nargs="*", type=cliargs.readable_file, help="config files to validate")
     parser.add_argument("--print-defaults", action="store_true", help="print the embedded default config as YAML")
     args = parser.parse_args(argv)
     if args.print_defaults:

@@ -232,16 +232,14 @@ class Drafter:
         config = config or self.config
         record = DraftRound([], [], config.ell, config.mode, index=self._rounds)
         self._rounds += 1
-        logits = self._take_carry(record, length, config, should_continue)
-        if logits is not None:
-            while record.length < length:
-                if record.length > 0:
-                    t0 = time.perf_counter()
-                    logits = self._forward([record.tokens[-1]])
-                    record.slm_seconds += time.perf_counter() - t0
-                token = self._draw(record, logits, config)
-                if self._round_ends(record, token, length, config, should_continue):
-                    break
+        logits = self._take_carry(record, length, config, should_continue)  # None: the round is complete
+        while logits is not None:
+            token = self._draw(record, logits, config)
+            if self._round_ends(record, token, length, config, should_continue) or record.length >= length:
+                break  # the last draft is not fed: feedback() or speculate() does that
+            t0 = time.perf_counter()
+            logits = self._forward([token])
+            record.slm_seconds += time.perf_counter() - t0
         self._pending = record
         return record
 

@@ -43,7 +43,7 @@ from typing import Any, Protocol
 
 from edge_runtime import codec
 from edge_runtime.controller.base import Controller
-from edge_runtime.controller.types import ChannelView, RoundObservation
+from edge_runtime.controller.types import ChannelView, Decision, RoundObservation
 from edge_runtime.drafter import DraftConfig, DraftRound, SpeculationStats
 from edge_runtime.protocol import SamplingParams
 
@@ -287,7 +287,7 @@ class RoundEngine:
     def _round(self, run: Generation, budget: int, vocab: int) -> RoundStat:
         drafter, link, controller = self.drafter, self.link, self.controller
         cfg = drafter.config
-        decision = controller.choose(link.channel_view())
+        decision = self._within_limits(controller.choose(link.channel_view()))
         round_cfg = dataclasses.replace(cfg, ell=decision.ell) if decision.ell != cfg.ell else cfg
         t0 = self.clock()
         draft = drafter.draft(min(decision.max_draft, max(budget - 1, 1)), round_cfg, controller.should_continue)
@@ -334,6 +334,20 @@ class RoundEngine:
             alphas=list(verdict.alphas) or None, entropies=draft.entropies or None,
             downlink_bits=verdict.downlink_bits))
         return stat
+
+    def _within_limits(self, decision: Decision) -> Decision:
+        """A link that speaks the wire protocol (``link.limits``, the protocol's ``Limits``) gets no round its
+        verifier would refuse: L is clamped to ``max_draft_len``; an ℓ above ``max_ell`` is an error (the ℓ set is
+        the controller's configuration: ``edge_runtime.config`` refuses such a set)."""
+        limits = getattr(self.link, "limits", None)
+        if limits is None:
+            return decision
+        if decision.ell > limits.max_ell:
+            raise EngineError(f"controller chose ell={decision.ell}, above the protocol's max ell {limits.max_ell} "
+                              "(edge_runtime.protocol.Limits); the verifier would refuse the round (TOO_LARGE)")
+        if decision.max_draft > limits.max_draft_len:
+            return dataclasses.replace(decision, max_draft=limits.max_draft_len)
+        return decision
 
     def _wait(self, draft: DraftRound, max_draft: int, budget: int, config: object,
               mode: str) -> tuple[Verdict, float, bool]:

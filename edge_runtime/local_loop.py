@@ -13,15 +13,19 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from cloud_verifier import SamplingParams, target_probs, verify_round
-from cloud_verifier.target import TargetModel
+from edge_runtime import cliargs
 from edge_runtime.controller import StaticController
 from edge_runtime.drafter import QS, SQ, DraftConfig, Drafter, DraftRound
 from edge_runtime.engine import Generation, RoundEngine, Verdict, VerifierInfo
 from edge_runtime.logs import add_logging_args, setup_logging
+
+if TYPE_CHECKING:  # torch and the target are imported only once ``qsv local``'s arguments are checked
+    import torch
+
+    from cloud_verifier import SamplingParams
+    from cloud_verifier.target import TargetModel
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,8 @@ class LocalLink:
 
     def open(self, prompt: Sequence[int], sampling: SamplingParams, vocab_size: int,
              vocab_hash: bytes) -> VerifierInfo:
+        from cloud_verifier import SamplingParams
+
         if self.params is None:
             self.params = SamplingParams(sampling.temperature, sampling.top_k, sampling.top_p)
         self._state = self.target.prefill(list(prompt[:-1]))
@@ -55,6 +61,8 @@ class LocalLink:
 
     def _verify(self, draft: DraftRound) -> Verdict:
         import time
+
+        from cloud_verifier import target_probs, verify_round
 
         t0 = time.perf_counter()
         out = self.target.forward_round(self._state, [self._pending_token, *draft.tokens])
@@ -114,6 +122,8 @@ def run_local_loop(drafter: Drafter, target: TargetModel, prompt_ids: Sequence[i
 def target_greedy(target: TargetModel, prompt_ids: Sequence[int], max_new_tokens: int,
                   eos_token_ids: Sequence[int] = ()) -> list[int]:
     """The target's own greedy decoding (one token per forward), the reference for the temperature-0 check."""
+    import torch
+
     state = target.prefill(prompt_ids[:-1])
     pending = int(prompt_ids[-1])
     out: list[int] = []
@@ -129,19 +139,21 @@ def target_greedy(target: TargetModel, prompt_ids: Sequence[int], max_new_tokens
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qsv local", description=__doc__)
-    parser.add_argument("--draft", default="qwen-draft", help="registry name, .gguf or HF folder of the SLM")
-    parser.add_argument("--target", default="qwen-target", help="registry name, .gguf or HF folder of the LLM")
+    parser.add_argument("--draft", default="qwen-draft", type=cliargs.model_ref,
+                        help="registry name, .gguf or HF folder of the SLM")
+    parser.add_argument("--target", default="qwen-target", type=cliargs.model_ref,
+                        help="registry name, .gguf or HF folder of the LLM")
     parser.add_argument("--draft-variant", choices=("fp32", "int8"), default="int8", help="ONNX variant of the SLM")
     parser.add_argument("--target-dtype", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--prompts", type=int, default=1, help="number of BBC News prompts")
-    parser.add_argument("--start", type=int, default=0, help="index of the first BBC article")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("-L", "--draft-len", type=int, default=4, help="draft tokens per round")
-    parser.add_argument("--ell", type=int, default=240)
-    parser.add_argument("--temperature", type=float, default=0.4)
+    parser.add_argument("--prompts", type=cliargs.positive_int, default=1, help="number of BBC News prompts")
+    parser.add_argument("--start", type=cliargs.non_negative_int, default=0, help="index of the first BBC article")
+    parser.add_argument("--max-new-tokens", type=cliargs.positive_int, default=32)
+    parser.add_argument("-L", "--draft-len", type=cliargs.positive_int, default=4, help="draft tokens per round")
+    parser.add_argument("--ell", type=cliargs.positive_int, default=240)
+    parser.add_argument("--temperature", type=cliargs.non_negative_float, default=0.4)
     parser.add_argument("--mode", choices=(QS, SQ), default=QS)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=cliargs.positive_int, default=1)
+    parser.add_argument("--seed", type=cliargs.seed, default=0)
     add_logging_args(parser)
     return parser
 
@@ -156,17 +168,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.temperature < 0:
         parser.error("--temperature must be >= 0")
     setup_logging(args)
-    from edge_runtime.export.onnx_export import export_model
+    import torch
+
+    from cloud_verifier.target import TargetModel
+    from edge_runtime.export.onnx_export import ExportError, export_model
     from edge_runtime.models.bbc import bbc_prompts
+    from edge_runtime.models.fetch import FetchError
     from edge_runtime.models.hf import resolve_model
     from edge_runtime.models.vocab import TokenizerMismatchError, check_same_vocab
     from edge_runtime.slm import OnnxSLM, SessionConfig
 
     torch.set_num_threads(args.threads)
-    export = export_model(args.draft, int8=args.draft_variant == "int8")
-    slm = OnnxSLM(export.directory, args.draft_variant, SessionConfig(threads=args.threads))
-    folder, gguf_file = resolve_model(args.target)
-    target = TargetModel.load(Path(folder), device="cpu", dtype=args.target_dtype, gguf_file=gguf_file)
+    try:
+        export = export_model(args.draft, int8=args.draft_variant == "int8")
+        slm = OnnxSLM(export.directory, args.draft_variant, SessionConfig(threads=args.threads))
+        folder, gguf_file = resolve_model(args.target)
+        target = TargetModel.load(Path(folder), device="cpu", dtype=args.target_dtype, gguf_file=gguf_file)
+    except (ExportError, FetchError, OSError) as exc:  # a model that cannot be fetched / exported / read: exit 1
+        print(f"qsv local: {exc}", file=sys.stderr)
+        return 1
     from transformers import AutoTokenizer
 
     target_tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file) if gguf_file else \

@@ -59,14 +59,22 @@ class ErrorCode(IntEnum):
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds enforced on decode (and on encode, so a sender cannot produce what a receiver rejects)."""
+    """The one table of protocol and cost limits, imported by the board and by the verifier (docs/PROTOCOL.md,
+    "Limits"). Size limits are enforced on decode (and on encode, so a sender cannot produce what a receiver
+    rejects) before anything is allocated or computed; the per-device limits by the verifier's MQTT service before a
+    request is queued. The board's drafting respects ``max_draft_len`` and ``max_ell`` (``edge_runtime.config``
+    validation, ``RoundEngine``). Exceeding a size limit is TOO_LARGE, a per-device limit RATE_LIMITED."""
 
-    max_message_bytes: int = 1 << 20
-    max_draft_len: int = 32
-    max_history: int = 32768
+    max_message_bytes: int = 128 << 10  # any message; the largest legal one (OPEN, max_history ids, V = 2^24) ≈ 96 KiB
+    max_draft_len: int = 32  # L: draft tokens (and lattice points) per DRAFT
+    max_ell: int = 1024  # ℓ: worst enumerative decode ∝ ℓ²·log V: ≈ 60 ms per maximal DRAFT at V = 49,152
+    max_history: int = 32768  # OPEN history (prompt + committed tokens on RESYNC) = the session's token limit
     max_vocab_size: int = 1 << 24
     max_id_chars: int = 64
     max_error_chars: int = 1024
+    device_rate_per_s: float = 200.0  # messages per second per device (token bucket on each worker)
+    device_burst: float = 50.0
+    device_inflight: int = 2  # OPENs being prefilled + DRAFTs being verified per device per worker
 
 
 DEFAULT_LIMITS = Limits()
@@ -119,6 +127,9 @@ class OpenAck:
 
 
 CODEC_MODE_QSV1 = 0  # DraftRound.codec_mode: lattice points as edge_runtime.codec messages (docs/CODEC.md)
+CODEC_MODE_TOY = 255  # the private format of the test doubles (tests/doubles/toy.py); the PyTorch verifier refuses it
+CODEC_MODES = frozenset({CODEC_MODE_QSV1, CODEC_MODE_TOY})  # every other value is reserved: BAD_PARAMS both ways
+CLOSE_REASONS = frozenset({0, 1, 2})  # CloseSession.reason; every other value is reserved: MALFORMED both ways
 
 @dataclass(frozen=True)
 class DraftRound:
@@ -127,7 +138,7 @@ class DraftRound:
     position: int  # number of committed tokens before the first draft token
     vocab_size: int
     ell: int
-    codec_mode: int  # as defined in docs/CODEC.md; opaque to the protocol
+    codec_mode: int  # one of CODEC_MODES (docs/PROTOCOL.md); the lattice bytes are opaque to the protocol
     tokens: tuple[int, ...]  # L draft token ids
     lattice: tuple[bytes, ...]  # L encoded lattice points q̂_1..q̂_L (docs/CODEC.md), opaque here
 
@@ -274,6 +285,22 @@ def _check_vocab(vocab_size: int, limits: Limits) -> None:
         raise ProtocolError(ErrorCode.MALFORMED, f"vocab_size must be in 2..{limits.max_vocab_size}, got {vocab_size}")
 
 
+def _check_round_shape(ell: int, codec_mode: int, limits: Limits, session: int = 0, seq: int = 0) -> None:
+    """A DRAFT's ℓ and codec mode: ℓ above the limit is TOO_LARGE (a cost limit), a reserved mode BAD_PARAMS."""
+    if not 1 <= ell <= 65535:
+        raise ProtocolError(ErrorCode.BAD_PARAMS, f"ell must be in 1..65535, got {ell}", session, seq)
+    if ell > limits.max_ell:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"ell {ell} exceeds the limit {limits.max_ell}", session, seq)
+    if codec_mode not in CODEC_MODES:
+        raise ProtocolError(ErrorCode.BAD_PARAMS, f"codec mode {codec_mode} is reserved (defined: "
+                            f"{sorted(CODEC_MODES)})", session, seq)
+
+
+def _check_close_reason(reason: int, session: int) -> None:
+    if reason not in CLOSE_REASONS:
+        raise ProtocolError(ErrorCode.MALFORMED, f"close reason {reason} is reserved", session)
+
+
 def _pack_checked(ids: Sequence[int], vocab_size: int) -> bytes:
     try:
         return pack_ids(ids, vocab_size)
@@ -324,8 +351,7 @@ def encode(msg: Message, limits: Limits = DEFAULT_LIMITS) -> bytes:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"draft length must be 1..{limits.max_draft_len}, got {n}")
         if len(msg.lattice) != n:
             raise ProtocolError(ErrorCode.MALFORMED, f"{len(msg.lattice)} lattice points for {n} draft tokens")
-        if not 1 <= msg.ell <= 65535:
-            raise ProtocolError(ErrorCode.BAD_PARAMS, f"ell must be in 1..65535, got {msg.ell}")
+        _check_round_shape(msg.ell, msg.codec_mode, limits, msg.session_id, msg.round_seq)
         fixed = _DRAFT_FIXED.pack(
             _check_u(msg.session_id, 64, "session_id"), _check_u(msg.round_seq, 32, "round_seq"),
             _check_u(msg.position, 32, "position"), msg.vocab_size, msg.ell, n, _check_u(msg.codec_mode, 8, "mode"),
@@ -361,7 +387,8 @@ def encode(msg: Message, limits: Limits = DEFAULT_LIMITS) -> bytes:
         )
         return _frame(MsgType.ERROR, fixed + text, 0, limits)
     if isinstance(msg, CloseSession):
-        payload = _CLOSE_FIXED.pack(_check_u(msg.session_id, 64, "session_id"), _check_u(msg.reason, 8, "reason"))
+        _check_close_reason(msg.reason, msg.session_id)
+        payload = _CLOSE_FIXED.pack(_check_u(msg.session_id, 64, "session_id"), msg.reason)
         return _frame(MsgType.CLOSE, payload, 0, limits)
     raise TypeError(f"not a protocol message: {type(msg).__name__}")
 
@@ -493,6 +520,7 @@ def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Message:
         return ErrorReply(ErrorCode(code), text, session, seq)
     session, reason = r.unpack(_CLOSE_FIXED, "close")
     r.done()
+    _check_close_reason(reason, session)
     return CloseSession(session, reason)
 
 
@@ -506,8 +534,7 @@ def _decode_draft(buf: bytes, limits: Limits) -> DraftRound:
     _check_vocab(vocab, limits)
     if not 1 <= n <= limits.max_draft_len:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"draft length {n} (limit {limits.max_draft_len})", session, seq)
-    if ell == 0:
-        raise ProtocolError(ErrorCode.BAD_PARAMS, "ell must be positive", session, seq)
+    _check_round_shape(ell, mode, limits, session, seq)
     token_end = off + packed_size(n, vocab)
     if token_end > end:
         raise ProtocolError(ErrorCode.MALFORMED, "truncated message while reading draft tokens", session, seq)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime import cliargs
 from edge_runtime.channel.markov import SCENARIOS, MarkovChannel, MarkovChannelSpec
 from edge_runtime.controller.base import Controller, StaticController
 from edge_runtime.controller.model import TimingPriors
@@ -49,10 +50,10 @@ log = logging.getLogger("qsv.experiment")
 SCENARIO_ELLS: dict[str, tuple[int, ...]] = {"4mbps": (240, 720), "350kbps": (2, 16)}
 # All four resolutions, for ``model:2/16/240/720``.
 MODEL_ELLS: tuple[int, ...] = (2, 16, 240, 720)
-# The model-based controller's default in both scenarios: {240, 720}. On the real system (20 prompts, `qsv experiment link`) the
-# tokens per round of static L = 4 rise with ℓ (3.07, 3.16, 3.38, 3.51 at ℓ = 2, 16, 240, 720), and the compact code
-# makes ℓ = 720 cost ~110 uplink bits per token. The simulator on the recorded traces ranks the small ℓ higher; it
-# disagrees with the real system there (BENCHMARKS.md), so the real system decides.
+# The model-based controller's default in both scenarios: {240, 720}. On the real system (20 prompts,
+# `qsv experiment link`) the tokens per round of static L = 4 rise with ℓ (3.07, 3.16, 3.38, 3.51 at ℓ = 2, 16,
+# 240, 720), and the compact code makes ℓ = 720 cost ~110 uplink bits per token. The simulator on the recorded traces
+# ranks the small ℓ higher; it disagrees with the real system there (BENCHMARKS.md), so the real system decides.
 MODEL_DEFAULT_ELLS: tuple[int, ...] = (240, 720)
 # Model-based policy specs: early stop (model), none (model-nostop), early stop with the recovery factor (model-rec).
 MODEL_SPECS: tuple[str, ...] = ("model", "model-nostop", "model-rec")
@@ -326,26 +327,32 @@ def plot(results: list[PolicyResult], out: Path, training: dict[str, list[float]
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qsv experiment", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("experiment_out"), help="output directory")
-    p.add_argument("--traces", type=Path, help="JSONL trace (edge_runtime.sim.trace); default: synthetic traces")
-    p.add_argument("--prompts", type=int, default=50, help="synthetic sequences (prompts) to evaluate")
-    p.add_argument("--train-prompts", type=int, default=200, help="synthetic sequences for DDQN training (disjoint "
-                                                                   "from the evaluation ones)")
-    p.add_argument("--max-new-tokens", type=int, default=52)
-    p.add_argument("--vocab-size", type=int, default=151_936, help="for synthetic traces (Qwen2.5 vocabulary)")
-    p.add_argument("--scenarios", default="4mbps,350kbps", help=f"comma list of {sorted(SCENARIOS)}")
+    p.add_argument("--out", type=cliargs.output_dir, default=Path("experiment_out"), help="output directory")
+    p.add_argument("--traces", type=cliargs.readable_file,
+                   help="JSONL trace (edge_runtime.sim.trace); default: synthetic traces")
+    p.add_argument("--prompts", type=cliargs.positive_int, default=50, help="synthetic sequences (prompts) to evaluate")
+    p.add_argument("--train-prompts", type=cliargs.positive_int, default=200,
+                   help="synthetic sequences for DDQN training (disjoint from the evaluation ones)")
+    p.add_argument("--max-new-tokens", type=cliargs.positive_int, default=52)
+    p.add_argument("--vocab-size", type=cliargs.int_range(2), default=151_936,
+                   help="for synthetic traces (Qwen2.5 vocabulary)")
+    p.add_argument("--scenarios", default="4mbps,350kbps", type=cliargs.comma_list(sorted(SCENARIOS)),
+                   help=f"comma list of {sorted(SCENARIOS)}")
     p.add_argument("--policies", help="comma list (static:L:ell, sq:L:ell, model, model-nostop, ddqn, target); "
                                       "default: the paper's comparison for each scenario")
     p.add_argument("--profile", default="paper-gpu", choices=sorted(PROFILES) + ["trace"],
                    help="compute timing profile; 'trace' calibrates from the trace's round records")
-    p.add_argument("--rtt-ms", type=float, default=0.0, help="RTT added to the Markov uplink (paper: none)")
+    p.add_argument("--rtt-ms", type=cliargs.non_negative_float, default=0.0,
+                   help="RTT added to the Markov uplink (paper: none)")
     p.add_argument("--channel-estimated", action="store_true",
                    help="controllers do not see the coming round's channel state; they rely on their estimators")
-    p.add_argument("--ddqn-episodes", type=int, default=600, help="DDQN training episodes per scenario")
-    p.add_argument("--ddqn-lr", type=float, default=1e-3, help="Adam learning rate (paper: 1e-4, needs far more "
-                                                               "episodes)")
-    p.add_argument("--ddqn-load", type=Path, help="directory with ddqn_<scenario>.pt to use instead of training")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ddqn-episodes", type=cliargs.positive_int, default=600,
+                   help="DDQN training episodes per scenario")
+    p.add_argument("--ddqn-lr", type=cliargs.positive_float, default=1e-3,
+                   help="Adam learning rate (paper: 1e-4, needs far more episodes)")
+    p.add_argument("--ddqn-load", type=cliargs.existing_dir,
+                   help="directory with ddqn_<scenario>.pt to use instead of training")
+    p.add_argument("--seed", type=cliargs.int_range(0, 2**32 - 1), default=0)
     p.add_argument("--no-plots", action="store_true")
     add_logging_args(p)
     return p
@@ -377,24 +384,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edge_runtime.controller.ddqn import export_main
 
         return export_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     setup_logging(args)
-    scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = [s for s in scenarios if s not in SCENARIOS]
-    if unknown:
-        raise SystemExit(f"unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    policies = {s: ([p.strip() for p in args.policies.split(",")] if args.policies else default_policies(s))
-                for s in scenarios}
+    scenarios = list(dict.fromkeys(args.scenarios))  # checked against SCENARIOS by the argument's type
+    policies = {s: ([p.strip() for p in args.policies.split(",") if p.strip()] if args.policies
+                    else default_policies(s)) for s in scenarios}
+    if any(not specs for specs in policies.values()):
+        parser.error("--policies: expected a comma-separated list of policy specs")
     try:
         all_ells = sorted({e for s in scenarios for spec in policies[s] for e in policy_ells(spec, s)} | {240})
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        parser.error(f"--policies: {exc}")
+    if min(all_ells) < 1 or max(all_ells) > args.vocab_size:
+        parser.error(f"--policies: every resolution ell must be in 1..--vocab-size, got {all_ells}")
+    if args.ddqn_load:
+        needed = [args.ddqn_load / f"ddqn_{s}.pt" for s in scenarios if "ddqn" in policies[s]]
+        absent = [str(path) for path in needed if not path.is_file()]
+        if absent:
+            parser.error(f"--ddqn-load: missing {', '.join(absent)}")
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.traces:
-        traces = TraceSet.load(args.traces)
+        try:
+            traces = TraceSet.load(args.traces)
+        except (OSError, ValueError) as exc:  # TraceError and UnicodeDecodeError are ValueErrors
+            parser.error(f"--traces: cannot load {args.traces}: {exc}")
         missing = [e for e in all_ells if e not in traces.ells]
         if missing:
-            raise SystemExit(f"{args.traces} lacks draws at ell {missing}; record them or restrict --scenarios")
+            parser.error(f"--traces: {args.traces} lacks draws at ell {missing}; record them or restrict --scenarios")
         train_traces = traces
     else:
         length = args.max_new_tokens + 24
@@ -454,8 +471,8 @@ def qwen_main(argv: Sequence[str]) -> int:
 
     p = argparse.ArgumentParser(prog="qsv experiment qwen", description=qwen_main.__doc__)
     add_arguments(p)
-    p.add_argument("--ddqn-episodes", type=int, default=600)
-    p.add_argument("--sim-seed", type=int, default=0, help="simulator / controller seed")
+    p.add_argument("--ddqn-episodes", type=cliargs.positive_int, default=600)
+    p.add_argument("--sim-seed", type=cliargs.int_range(0, 2**32 - 1), default=0, help="simulator / controller seed")
     args = p.parse_args(argv)
     setup_logging(args)
     path = record(args)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge_runtime import cliargs
 from edge_runtime.logs import add_logging_args, setup_logging
 
 log = logging.getLogger("qsv.experiment.record")
@@ -80,22 +81,23 @@ def record(args: argparse.Namespace) -> Path:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("experiment_out/qwen"), help="output directory (trace cache)")
-    p.add_argument("--prompts", type=int, default=10, help="BBC News prompts (the first N articles)")
-    p.add_argument("--start", type=int, default=0, help="first article index")
-    p.add_argument("--prompt-tokens", type=int, default=128, help="prompt length cap (paper: 400)")
-    p.add_argument("--n-tokens", type=int, default=64,
+    p.add_argument("--out", type=cliargs.output_dir, default=Path("experiment_out/qwen"),
+                   help="output directory (trace cache)")
+    p.add_argument("--prompts", type=cliargs.positive_int, default=10, help="BBC News prompts (the first N articles)")
+    p.add_argument("--start", type=cliargs.non_negative_int, default=0, help="first article index")
+    p.add_argument("--prompt-tokens", type=cliargs.positive_int, default=128, help="prompt length cap (paper: 400)")
+    p.add_argument("--n-tokens", type=cliargs.positive_int, default=64,
                    help="contexts per prompt: 52 generated tokens + room for the last round's drafts")
-    p.add_argument("--temperature", type=float, default=0.4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--draft", default="qwen-draft")
-    p.add_argument("--target", default="qwen-target")
+    p.add_argument("--temperature", type=cliargs.non_negative_float, default=0.4)
+    p.add_argument("--seed", type=cliargs.seed, default=0)
+    p.add_argument("--draft", default="qwen-draft", type=cliargs.model_ref)
+    p.add_argument("--target", default="qwen-target", type=cliargs.model_ref)
     p.add_argument("--draft-variant", default="int8", choices=("int8", "fp32"), help="ONNX variant of the draft")
     p.add_argument("--target-dtype", default="fp32", choices=("fp32", "bf16"),
                    help="fp32: bf16 matmuls are emulated on AVX2 CPUs without bf16 units (much slower)")
-    p.add_argument("--draft-threads", type=int, default=1)
-    p.add_argument("--target-threads", type=int, default=2)
-    p.add_argument("--budget-min", type=float, default=0.0,
+    p.add_argument("--draft-threads", type=cliargs.positive_int, default=1)
+    p.add_argument("--target-threads", type=cliargs.positive_int, default=2)
+    p.add_argument("--budget-min", type=cliargs.non_negative_float, default=0.0,
                    help="stop starting new prompts after this many minutes of recording (0: no limit; at least 2 "
                         "prompts); the file keeps what was recorded")
     p.add_argument("--force", action="store_true", help="record again even if the cached trace exists")

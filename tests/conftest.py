@@ -1,10 +1,12 @@
 """Shared pytest fixtures.
 
 MQTT (issue 5): real mosquitto brokers started from generated configs on free ports.
-- ``mosquitto_broker``: session-wide secured broker (mutual TLS + passwords + per-device ACLs on the TLS listener,
-  passwords + ACLs on the plain listener) for the fleet ``dev-a``, ``dev-b``, ``dev-c`` and ``verifier``.
-- ``mosquitto_broker_fresh``: the same, one per test (for tests that kill or restart the broker).
-- ``mosquitto_open_broker``: one per test, plain listener without authentication (for tests that inject traffic).
+- ``mosquitto_broker``: session-wide secured broker for the fleet ``dev-a``, ``dev-b``, ``dev-c`` and ``verifier``
+  (mutual TLS, certificate CN = username = device client id, per-device ACLs; see ``DevBroker``), which also opts in
+  to the plain listener (``insecure_dev``: passwords + ACLs, no TLS) for the tests that compare plain and TLS.
+- ``mosquitto_broker_fresh``: one per test (for tests that kill or restart the broker), TLS only.
+- ``mosquitto_open_broker``: one per test, plus a plain listener without authentication (for tests that inject
+  traffic).
 - ``spawn_verifier``: start verifier worker processes that the test may kill -9 (the toy verifier of
   ``tests/doubles/toy.py`` by default, through ``tests/doubles/toy_worker.py``); all are killed at teardown.
 """
@@ -24,30 +26,31 @@ TOY_WORKER = ROOT / "tests" / "doubles" / "toy_worker.py"
 FLEET_DEVICES = ("dev-a", "dev-b", "dev-c")
 
 
-def _dev_broker(workdir: Path, plain_auth: bool = True):  # noqa: ANN202 - DevBroker, imported lazily
+def _dev_broker(workdir: Path, insecure_dev: bool, plain_auth: bool = True):  # noqa: ANN202 - DevBroker (lazy)
     from edge_runtime.broker.fleet import Fleet
     from edge_runtime.broker.process import DevBroker
 
-    return DevBroker(workdir, Fleet(FLEET_DEVICES, ("verifier",)), plain_auth=plain_auth).start()
+    return DevBroker(workdir, Fleet(FLEET_DEVICES, ("verifier",)), plain_auth=plain_auth,
+                     insecure_dev=insecure_dev).start()
 
 
 @pytest.fixture(scope="session")
 def mosquitto_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    broker = _dev_broker(tmp_path_factory.mktemp("mosquitto"))
+    broker = _dev_broker(tmp_path_factory.mktemp("mosquitto"), insecure_dev=True)
     yield broker
     broker.stop()
 
 
 @pytest.fixture
 def mosquitto_broker_fresh(tmp_path: Path) -> Iterator:
-    broker = _dev_broker(tmp_path / "mosquitto")
+    broker = _dev_broker(tmp_path / "mosquitto", insecure_dev=False)
     yield broker
     broker.stop()
 
 
 @pytest.fixture
 def mosquitto_open_broker(tmp_path: Path) -> Iterator:
-    broker = _dev_broker(tmp_path / "mosquitto", plain_auth=False)
+    broker = _dev_broker(tmp_path / "mosquitto", insecure_dev=True, plain_auth=False)
     yield broker
     broker.stop()
 

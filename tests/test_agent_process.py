@@ -21,6 +21,7 @@ from edge_runtime.flashing.agent import main as agent_main
 from edge_runtime.flashing.flasher import Flasher, FlashError
 from edge_runtime.flashing.framing import BEGIN_BODY, DATA_OFFSET, FrameType
 from edge_runtime.flashing.ptypair import PtyPair
+from edge_runtime.flashing.store import ConfigStore
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_A = board_config_path("x86-dev").read_bytes()
@@ -220,3 +221,120 @@ def test_local_rollback_command(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert agent_main(["--rollback", "--config", str(cfg)]) == 0
     assert hashlib.sha256(CONFIG_A).hexdigest() in capsys.readouterr().out
     assert cfg.read_bytes() == CONFIG_A and (tmp_path / "board.yaml.prev").read_bytes() == CONFIG_B
+
+
+# ------------------------------------------------------------------------------- kill -9 at every step of a write
+CONFIG_P = board_config_path("generic-aarch64").read_bytes()  # the rollback target before the write
+
+
+def wait_log(path: Path, text: str, timeout: float = 15.0) -> None:
+    wait_for(lambda: path.exists() and text in path.read_text(errors="replace"), timeout)
+
+
+@pytest.mark.parametrize(("step", "active", "previous"), [
+    ("written", CONFIG_A, CONFIG_P),  # new config in an fsynced temporary, not yet read back
+    ("verified", CONFIG_A, CONFIG_P),  # temporary read back and checked; .prev not touched yet
+    ("rotated", CONFIG_A, CONFIG_A),  # .prev is now (a link to) the current config; board.yaml not replaced yet
+    ("renamed", CONFIG_B, CONFIG_A),  # board.yaml replaced, directory not fsynced yet
+])
+def test_sigkill_at_each_write_step_leaves_valid_active_and_previous(
+    step: str, active: bytes, previous: bytes, pty_pair: tuple[str, str], host: serial.Serial, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "board" / "board.yaml"
+    store = ConfigStore(cfg)
+    store.write(CONFIG_P)
+    store.write(CONFIG_A)
+    log_path = tmp_path / "agent.log"
+    agent = AgentProcess(pty_pair[0], cfg, log_path, "--fault-delay", "30", "--fault-step", step)
+    errors: list[Exception] = []
+
+    def flash_b() -> None:
+        try:
+            Flasher(host, timeout=1.0, retries=1).flash(CONFIG_B)
+        except FlashError as exc:
+            errors.append(exc)
+
+    try:
+        wait_ready(host)
+        thread = threading.Thread(target=flash_b)
+        thread.start()
+        wait_log(log_path, f"at step {step}")
+        agent.kill()
+        thread.join(10)
+    finally:
+        agent.stop()
+    assert errors and "COMMIT" in str(errors[0])  # the board went silent during the write
+    assert cfg.read_bytes() == active and store.prev_path.read_bytes() == previous
+    assert validate_config_bytes(cfg.read_bytes()) == [] and validate_config_bytes(previous) == []
+    assert all(action.startswith("removed stale temporary") for action in store.recover())
+    assert not list(cfg.parent.glob(".board.yaml.*.tmp"))
+    assert cfg.read_bytes() == active  # recovery keeps a valid active config as it is
+
+
+@pytest.mark.parametrize(("step", "active", "previous"), [
+    ("rb-staged", CONFIG_A, CONFIG_P),  # both contents staged as temporaries, nothing renamed
+    ("rb-current", CONFIG_P, CONFIG_P),  # the old previous is active; .prev not yet the old active
+])
+def test_sigkill_during_local_rollback_leaves_valid_files(step: str, active: bytes, previous: bytes,
+                                                         tmp_path: Path) -> None:
+    cfg = tmp_path / "board.yaml"
+    store = ConfigStore(cfg)
+    store.write(CONFIG_P)
+    store.write(CONFIG_A)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log_path = tmp_path / "rollback.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "edge_runtime.flashing.agent", "--rollback", "--config",
+                                 str(cfg), "--fault-delay", "30", "--fault-step", step],
+                                stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_log(log_path, f"at step {step}")
+        finally:
+            proc.kill()
+            proc.wait(5)
+    assert cfg.read_bytes() == active and store.prev_path.read_bytes() == previous
+    store.recover()
+    assert not list(tmp_path.glob(".board.yaml.*.tmp")) and cfg.read_bytes() == active
+
+
+# --------------------------------------------------------------------------------- no orphaned runtime after kill -9
+def test_sigkill_of_the_agent_leaves_no_orphaned_runtime(tmp_path: Path) -> None:
+    """5 x (agent supervising a runtime, kill -9 of the agent): the kernel stops each runtime (PR_SET_PDEATHSIG)."""
+    cfg = tmp_path / "board" / "board.yaml"
+    ConfigStore(cfg).write(CONFIG_A)  # a config exists, so the agent starts the runtime at once
+    pids_file = tmp_path / "runtime-pids.txt"
+    runtime = f"/bin/sh -c 'echo $$ >> {pids_file}; exec sleep 600' {{config}}"
+    pids: list[int] = []
+    for i in range(5):
+        agent = AgentProcess("loop://", cfg, tmp_path / f"agent-{i}.log", "--runtime-cmd", runtime)
+        try:
+            wait_for(lambda n=i + 1: len(runtime_starts_pids(pids_file)) == n)
+            pid = runtime_starts_pids(pids_file)[-1]
+            assert alive(pid)
+            agent.kill()
+            pids.append(pid)
+        finally:
+            agent.stop()
+    wait_for(lambda: not any(alive(pid) for pid in pids), timeout=10)
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists() and alive(pid)] == []
+
+
+def runtime_starts_pids(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def test_agent_stops_the_runtime_group_on_restart(tmp_path: Path) -> None:
+    """The runtime runs in its own process group; a restart signals the whole group (helpers it spawned too)."""
+    from edge_runtime.flashing.supervisor import RuntimeSupervisor
+
+    pids_file = tmp_path / "pids.txt"
+    script = f"sleep 600 & echo $! >> {pids_file}; echo $$ >> {pids_file}; wait"
+    sup = RuntimeSupervisor(["/bin/sh", "-c", script], stop_timeout_s=2)
+    sup.start()
+    try:
+        wait_for(lambda: len(runtime_starts_pids(pids_file)) == 2)
+        helper, shell = runtime_starts_pids(pids_file)
+        assert os.getpgid(shell) == shell == sup.pid and os.getpgid(helper) == shell
+    finally:
+        sup.stop()
+    wait_for(lambda: not alive(helper) and not alive(shell), timeout=10)

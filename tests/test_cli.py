@@ -219,3 +219,244 @@ def test_broker_url_defaults() -> None:
     assert broker_url("mqtts://[::1]:9883") == ("mqtts", "::1", 9883)
     assert BrokerEndpoint("::1", 9883, ca_file=Path("ca.crt")).url == "mqtts://[::1]:9883"
     assert BrokerEndpoint("127.0.0.1", 1883).url == "mqtt://127.0.0.1:1883"
+
+
+# ------------------------------------------------------------------------------------ bad input: never a traceback
+# Every subcommand with bad input (paths, numbers, ports, model names, URLs, empty strings) must end with a one-line
+# error and exit status 2 (argparse style) before anything heavy is loaded, never with a Python traceback. {name}
+# placeholders are filled from the fixture below; a third element lists other accepted exit statuses (rare, each
+# justified in a comment).
+MISSING = "{tmp}/no-such-dir/x.yaml"
+BAD_INPUT: list[tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], tuple[int, ...]]] = [
+    # qsv board-agent
+    ("agent-no-port", ("board-agent", "--config", "{tmp}/b1/board.yaml")),
+    ("agent-missing-port", ("board-agent", "{tmp}/no-such-tty", "--config", "{tmp}/b2/board.yaml")),
+    ("agent-port-is-dir", ("board-agent", "{dir}", "--config", "{tmp}/b3/board.yaml")),
+    ("agent-baud-zero", ("board-agent", "loop://", "--config", "{tmp}/b4/board.yaml", "--baud", "0")),
+    ("agent-baud-text", ("board-agent", "loop://", "--config", "{tmp}/b5/board.yaml", "--baud", "fast")),
+    ("agent-config-is-dir", ("board-agent", "loop://", "--config", "{dir}")),
+    ("agent-config-under-file", ("board-agent", "loop://", "--config", "{file}/board.yaml")),
+    ("agent-config-empty", ("board-agent", "loop://", "--config", "")),
+    ("agent-max-bytes-zero", ("board-agent", "loop://", "--config", "{tmp}/b6/board.yaml", "--max-config-bytes", "0")),
+    ("agent-stop-timeout-neg", ("board-agent", "loop://", "--config", "{tmp}/b7/board.yaml", "--stop-timeout", "-1")),
+    ("agent-stop-timeout-nan", ("board-agent", "loop://", "--config", "{tmp}/b8/board.yaml", "--stop-timeout", "nan")),
+    ("agent-runtime-cmd-empty", ("board-agent", "loop://", "--config", "{tmp}/b9/board.yaml", "--runtime-cmd", "")),
+    ("agent-runtime-cmd-quote", ("board-agent", "loop://", "--config", "{tmp}/ba/board.yaml", "--runtime-cmd",
+                                 "qsv edge --config '{config}")),
+    ("agent-runtime-cmd-missing", ("board-agent", "loop://", "--config", "{tmp}/bb/board.yaml", "--runtime-cmd",
+                                   "/no/such/qsv-edge --config {config}")),
+    ("agent-rollback-config-dir", ("board-agent", "--rollback", "--config", "{dir}")),
+    # qsv certs
+    ("certs-no-out", ("certs",)),
+    ("certs-out-is-file", ("certs", "--out", "{file}")),
+    ("certs-out-under-file", ("certs", "--out", "{file}/pki")),
+    ("certs-fleet-missing", ("certs", "--out", "{tmp}/pki1", "--fleet", MISSING)),
+    ("certs-fleet-is-dir", ("certs", "--out", "{tmp}/pki2", "--fleet", "{dir}")),
+    ("certs-fleet-garbage", ("certs", "--out", "{tmp}/pki3", "--fleet", "{garbage}")),
+    ("certs-device-id-empty", ("certs", "--out", "{tmp}/pki4", "--device-id", "")),
+    ("certs-device-id-bad", ("certs", "--out", "{tmp}/pki5", "--device-id", "no spaces/allowed")),
+    ("certs-host-empty", ("certs", "--out", "{tmp}/pki6", "--host", "")),
+    # qsv broker
+    ("broker-workdir-is-file", ("broker", "--workdir", "{file}", "--generate-only")),
+    ("broker-tls-port-zero", ("broker", "--workdir", "{tmp}/w1", "--generate-only", "--tls-port", "0")),
+    ("broker-tls-port-70000", ("broker", "--workdir", "{tmp}/w2", "--generate-only", "--tls-port", "70000")),
+    ("broker-tls-port-text", ("broker", "--workdir", "{tmp}/w3", "--generate-only", "--tls-port", "abc")),
+    ("broker-verifier-port-neg", ("broker", "--workdir", "{tmp}/w4", "--generate-only", "--verifier-port", "-1")),
+    ("broker-plain-port-70000", ("broker", "--workdir", "{tmp}/w5", "--generate-only", "--insecure-dev",
+                                 "--plain-port", "70000")),
+    ("broker-same-ports", ("broker", "--workdir", "{tmp}/w6", "--generate-only", "--tls-port", "8883",
+                           "--verifier-port", "8883")),
+    ("broker-host-empty", ("broker", "--workdir", "{tmp}/w7", "--generate-only", "--host", "")),
+    ("broker-fleet-missing", ("broker", "--workdir", "{tmp}/w8", "--generate-only", "--fleet", MISSING)),
+    # qsv verifier
+    ("verifier-broker-ftp", ("verifier", "--worker-id", "w", "--echo", "--broker", "ftp://x")),
+    ("verifier-broker-port", ("verifier", "--worker-id", "w", "--echo", "--broker", "mqtt://:99999")),
+    ("verifier-broker-no-host", ("verifier", "--worker-id", "w", "--echo", "--broker", "mqtt://:1883")),
+    ("verifier-broker-empty", ("verifier", "--worker-id", "w", "--echo", "--broker", "")),
+    ("verifier-worker-id-empty", ("verifier", "--worker-id", "", "--echo")),
+    ("verifier-rate-neg", ("verifier", "--worker-id", "w", "--echo", "--rate", "-1")),
+    ("verifier-burst-text", ("verifier", "--worker-id", "w", "--echo", "--burst", "lots")),
+    ("verifier-idle-zero", ("verifier", "--worker-id", "w", "--echo", "--idle-timeout", "0")),
+    ("verifier-max-batch-zero", ("verifier", "--worker-id", "w", "--random-model", "tiny", "--max-batch", "0")),
+    ("verifier-unknown-model", ("verifier", "--worker-id", "w", "--model", "gpt-5")),
+    ("verifier-model-missing", ("verifier", "--worker-id", "w", "--model", "{tmp}/none.gguf")),
+    ("verifier-ca-missing", ("verifier", "--worker-id", "w", "--echo", "--broker", "mqtts://h", "--ca", MISSING)),
+    ("verifier-ca-is-dir", ("verifier", "--worker-id", "w", "--echo", "--broker", "mqtts://h", "--ca", "{dir}")),
+    ("verifier-password-file-dir", ("verifier", "--worker-id", "w", "--echo", "--password-file", "{dir}")),
+    ("verifier-device-bogus", ("verifier", "--worker-id", "w", "--random-model", "tiny", "--device", "gpu9")),
+    ("verifier-max-tv-neg", ("verifier", "--worker-id", "w", "--random-model", "tiny", "--max-tv", "-1")),
+    # qsv verifier-check
+    ("check-unknown-model", ("verifier-check", "--model", "gpt-5")),
+    ("check-model-is-file", ("verifier-check", "--model", "{file}")),
+    ("check-metrics-port-70000", ("verifier-check", "--random-model", "tiny", "--metrics-port", "70000")),
+    ("check-metrics-port-text", ("verifier-check", "--random-model", "tiny", "--metrics-port", "abc")),
+    ("check-threads-neg", ("verifier-check", "--random-model", "tiny", "--threads", "-3")),
+    ("check-max-wait-neg", ("verifier-check", "--random-model", "tiny", "--max-wait-ms", "-1")),
+    ("check-idle-zero", ("verifier-check", "--random-model", "tiny", "--idle-timeout", "0")),
+    ("check-max-history-zero", ("verifier-check", "--random-model", "tiny", "--max-history", "0")),
+    ("check-device-bogus", ("verifier-check", "--random-model", "tiny", "--device", "tpu")),
+    ("check-metrics-host-empty", ("verifier-check", "--random-model", "tiny", "--metrics-host", "")),
+    # qsv local
+    ("local-max-new-tokens-zero", ("local", "--max-new-tokens", "0")),
+    ("local-max-new-tokens-text", ("local", "--max-new-tokens", "many")),
+    ("local-unknown-draft", ("local", "--draft", "gpt-5")),
+    ("local-target-missing", ("local", "--target", "{tmp}/none.gguf")),
+    ("local-target-empty", ("local", "--target", "")),
+    ("local-temperature-nan", ("local", "--temperature", "nan")),
+    ("local-start-neg", ("local", "--start", "-1")),
+    ("local-ell-zero", ("local", "--ell", "0")),
+    # qsv experiment (and its subcommands)
+    ("experiment-prompts-zero", ("experiment", "--prompts", "0")),
+    ("experiment-max-new-tokens-neg", ("experiment", "--max-new-tokens", "-1")),
+    ("experiment-vocab-zero", ("experiment", "--vocab-size", "0")),
+    ("experiment-scenario-bogus", ("experiment", "--scenarios", "5g")),
+    ("experiment-scenarios-empty", ("experiment", "--scenarios", "")),
+    ("experiment-policy-bogus", ("experiment", "--policies", "warp:3:240")),
+    ("experiment-traces-missing", ("experiment", "--traces", MISSING)),
+    ("experiment-traces-dir", ("experiment", "--traces", "{dir}")),
+    ("experiment-traces-garbage", ("experiment", "--traces", "{garbage}")),
+    ("experiment-out-is-file", ("experiment", "--out", "{file}")),
+    ("experiment-rtt-neg", ("experiment", "--rtt-ms", "-5")),
+    ("experiment-lr-zero", ("experiment", "--ddqn-lr", "0")),
+    ("experiment-ddqn-load-missing", ("experiment", "--ddqn-load", "{tmp}/no-such-dir")),
+    ("experiment-episodes-neg", ("experiment", "--ddqn-episodes", "-1")),
+    ("experiment-record-prompts", ("experiment", "record", "--prompts", "x")),
+    ("experiment-record-out-file", ("experiment", "record", "--out", "{file}")),
+    # qsv demo
+    ("demo-prompts-zero", ("demo", "--prompts", "0")),
+    ("demo-max-new-tokens-text", ("demo", "--max-new-tokens", "ten")),
+    ("demo-json-no-dir", ("demo", "--json", MISSING)),
+    ("demo-json-is-dir", ("demo", "--json", "{dir}")),
+    ("demo-workdir-is-file", ("demo", "--workdir", "{file}")),
+    ("demo-temperature-neg", ("demo", "--temperature", "-1")),
+    ("demo-edge-threads-zero", ("demo", "--edge-threads", "0")),
+    # qsv flash
+    ("flash-no-port", ("flash",)),
+    ("flash-missing-port", ("flash", "{tmp}/no-such-tty", "{yaml}")),
+    ("flash-config-missing", ("flash", "loop://", MISSING)),
+    ("flash-config-is-dir", ("flash", "loop://", "{dir}")),
+    ("flash-config-unreadable", ("flash", "loop://", "{unreadable}")),
+    ("flash-chunk-zero", ("flash", "loop://", "--read-hash", "--chunk-size", "0")),
+    ("flash-chunk-huge", ("flash", "loop://", "--read-hash", "--chunk-size", "100000")),
+    ("flash-timeout-zero", ("flash", "loop://", "--read-hash", "--timeout", "0")),
+    ("flash-timeout-text", ("flash", "loop://", "--read-hash", "--timeout", "soon")),
+    ("flash-retries-neg", ("flash", "loop://", "--read-hash", "--retries", "-1")),
+    ("flash-baud-zero", ("flash", "loop://", "--read-hash", "--baud", "0")),
+    ("flash-port-empty", ("flash", "", "--read-hash")),
+    # qsv config
+    ("config-unreadable", ("config", "{unreadable}")),
+    ("config-missing", ("config", MISSING)),
+    ("config-is-dir", ("config", "{dir}")),
+    ("config-empty-path", ("config", "")),
+    # qsv bench
+    ("bench-threshold-neg", ("bench", "--threshold", "-1")),
+    ("bench-config-missing", ("bench", "--config", MISSING)),
+    ("bench-config-is-dir", ("bench", "--config", "{dir}")),
+    ("bench-config-garbage", ("bench", "--config", "{garbage}")),
+    ("bench-baseline-missing", ("bench", "--baseline", MISSING)),
+    ("bench-baseline-garbage", ("bench", "--baseline", "{garbage}")),
+    ("bench-baseline-unreadable", ("bench", "--baseline", "{unreadable}")),
+    ("bench-out-is-file", ("bench", "--out", "{file}")),
+    ("bench-sections-bogus", ("bench", "--sections", "gpu")),
+    ("bench-variants-bogus", ("bench", "--variants", "fp64")),
+    ("bench-threads-zero", ("bench", "--threads", "0")),
+    ("bench-vocab-zero", ("bench", "--vocab-size", "0")),
+    ("bench-mqtt-timeout-neg", ("bench", "--mqtt-timeout", "-1")),
+    ("bench-export-dir-missing", ("bench", "--export-dir", "{tmp}/no-such-export")),
+    ("bench-name-empty", ("bench", "--name", "")),
+    # qsv models
+    ("models-unknown", ("models", "path", "gpt-5")),
+    ("models-fetch-unknown", ("models", "fetch", "gpt-5")),
+    ("models-cache-is-file", ("models", "--cache", "{file}", "list")),
+    ("models-no-command", ("models",)),
+    # qsv export
+    ("export-unknown-model", ("export", "gpt-5")),
+    ("export-model-missing", ("export", "{tmp}/none.gguf")),
+    ("export-opset-zero", ("export", "smollm2", "--opset", "0")),
+    ("export-opset-text", ("export", "smollm2", "--opset", "eighteen")),
+    ("export-out-is-file", ("export", "smollm2", "--out", "{file}")),
+    # qsv edge
+    ("edge-config-missing", ("edge", "--config", MISSING)),
+    ("edge-config-is-dir", ("edge", "--config", "{dir}")),
+    ("edge-config-garbage", ("edge", "--config", "{garbage}")),
+    ("edge-max-new-tokens-zero", ("edge", "--config", "{yaml}", "--prompt", "hi", "--max-new-tokens", "0")),
+    ("edge-max-new-tokens-text", ("edge", "--config", "{yaml}", "--prompt", "hi", "--max-new-tokens", "x")),
+    ("edge-feedback-timeout-neg", ("edge", "--config", "{yaml}", "--feedback-timeout", "-1")),
+    ("edge-seed-neg", ("edge", "--config", "{yaml}", "--seed", "-1")),
+    ("edge-socket-is-dir", ("edge", "--config", "{yaml}", "--socket", "{dir}")),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[subprocess.CompletedProcess, float]]:
+    """Runs every BAD_INPUT case once, four at a time (each is a fresh ``python -m qsv``)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    tmp = tmp_path_factory.mktemp("bad-input")
+    (tmp / "a-dir").mkdir()
+    (tmp / "plain.txt").write_text("just text\n")
+    (tmp / "garbage.yaml").write_bytes(b"\xff\xfe: [unclosed\n\x00")
+    shutil.copy(ROOT / "firmware_configs" / "x86-dev.yaml", tmp / "board.yaml")
+    shutil.copy(ROOT / "firmware_configs" / "x86-dev.yaml", tmp / "unreadable.yaml")
+    (tmp / "unreadable.yaml").chmod(0)
+    names = {"tmp": str(tmp), "dir": str(tmp / "a-dir"), "file": str(tmp / "plain.txt"),
+             "garbage": str(tmp / "garbage.yaml"), "yaml": str(tmp / "board.yaml"),
+             "unreadable": str(tmp / "unreadable.yaml")}
+    env = dict(ENV, QSV_CACHE=str(tmp / "cache"), HF_HUB_OFFLINE="1", XDG_RUNTIME_DIR=str(tmp / "run"))
+
+    def run(case: tuple) -> tuple[str, tuple[subprocess.CompletedProcess, float]]:
+        argv = [arg.format(**names) if "{" in arg and "{config}" not in arg else arg for arg in case[1]]
+        start = time.monotonic()
+        try:
+            proc = subprocess.run([sys.executable, "-m", "qsv", *argv], capture_output=True, text=True, timeout=60,
+                                  cwd=tmp, env=env, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:  # e.g. a service that accepted the bad input and kept running
+            out, err = (x.decode(errors="replace") if isinstance(x, bytes) else x or ""
+                        for x in (exc.stdout, exc.stderr))
+            proc = subprocess.CompletedProcess(exc.cmd, -9, out, err + "\n[still running after 60 s: killed]")
+        return case[0], (proc, time.monotonic() - start)
+
+    with ThreadPoolExecutor(4) as pool:
+        return dict(pool.map(run, [case for case in BAD_INPUT if not _root_skips(case)]))
+
+
+def _root_skips(case: tuple) -> bool:
+    """root reads files whatever their mode: the unreadable-file cases need an ordinary user."""
+    return os.geteuid() == 0 and any("{unreadable}" in arg for arg in case[1])
+
+
+def test_bad_input_table_is_broad() -> None:
+    ids = [case[0] for case in BAD_INPUT]
+    assert len(ids) == len(set(ids)) and len(ids) >= 60
+    commands = {case[1][0] for case in BAD_INPUT}
+    assert commands == set(COMMANDS), set(COMMANDS) - commands
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=[case[0] for case in BAD_INPUT])
+def test_bad_input_is_a_one_line_error_not_a_traceback(case: tuple, bad_input_results: dict) -> None:
+    if _root_skips(case):
+        pytest.skip("running as root: no file is unreadable")
+    proc, seconds = bad_input_results[case[0]]
+    allowed = (2, *(case[2] if len(case) > 2 else ()))
+    shown = f"qsv {' '.join(case[1])}\nexit {proc.returncode}\nstderr:\n{proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, shown
+    assert proc.returncode in allowed, shown
+    errors = [line for line in proc.stderr.splitlines() if "error" in line.lower() or line.startswith("qsv")]
+    assert errors, shown  # says what is wrong
+    assert seconds < 30, f"{shown}\ntook {seconds:.1f}s: arguments must be checked before anything is loaded"
+
+
+@pytest.mark.parametrize("command", [("local", "--max-new-tokens", "0"), ("demo", "--max-new-tokens", "-3"),
+                                     ("edge", "--config", "x.yaml", "--prompt", "hi", "--max-new-tokens", "0"),
+                                     ("experiment", "--max-new-tokens", "0"),
+                                     ("verifier", "--worker-id", "w", "--model", "qwen-target", "--max-batch", "0")])
+def test_bad_numbers_fail_before_models_load(command: tuple[str, ...]) -> None:
+    import time
+
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "qsv", *command], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env=ENV)
+    seconds = time.monotonic() - start
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert seconds < 5, f"`qsv {' '.join(command)}` took {seconds:.1f}s to refuse a bad number"

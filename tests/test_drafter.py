@@ -177,3 +177,33 @@ def test_sq_draft_law_is_q(exported, slm):
         expected = np.append(expected, q[~keep].sum() * counts.sum())
     expected *= observed.sum() / expected.sum()  # float rounding of Σq
     assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("next_length", [1, 2, 4])
+def test_a_pre_draft_of_any_depth_changes_no_token_and_leaves_the_cache_exact(exported, steps, next_length):
+    """Round 1 drafts 3 tokens; during its "wait" the drafter pre-drafts ``steps`` forwards (feed x_L, feed the guess,
+    then round 2's drafts, up to 4); the verdict accepts all 3 and answers with the guessed token (a hit) or another
+    one (a miss). Round 2 (``next_length`` tokens) and the state after it equal a drafter that never pre-drafted:
+    same tokens, same lattice points, same cache length, and the same logits for what comes next."""
+    model, export = exported
+    config = DraftConfig(ell=16, temperature=0.8)
+    for hit in (True, False):
+        serial, piped = (Drafter(OnnxSLM(export.directory), config, seed=11) for _ in range(2))
+        for d in (serial, piped):
+            d.start(PROMPT)
+        first = serial.draft(3)
+        assert piped.draft(3).tokens == first.tokens
+        for _ in range(steps):
+            piped.speculate(4)
+        guess = piped._pre.guess if piped._pre is not None and piped._pre.guess is not None else 7
+        bonus = guess if hit else (guess + 1) % VOCAB
+        assert serial.feedback(3, bonus) == piped.feedback(3, bonus)
+        a, b = serial.draft(next_length), piped.draft(next_length)
+        assert a.tokens == b.tokens and [p.counts.tolist() for p in a.points] == [p.counts.tolist() for p in b.points]
+        assert a.messages == b.messages
+        serial.feedback(a.length, 5)
+        piped.feedback(b.length, 5)
+        assert serial.committed == piped.committed and piped.slm.length == len(piped.committed)
+        np.testing.assert_allclose(piped._logits, torch_next_logits(model, piped.committed), atol=1e-4)
+    assert piped.speculation.rounds >= (1 if steps else 0)

@@ -120,8 +120,9 @@ def test_qsv_export_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fp32: max |logits_onnx - logits_torch|" in out and "int8:" in out
     assert load_export(out.strip().splitlines()[-1]).int8_path.exists()
-    assert main([str(tmp_path / "missing.gguf"), "--out", str(tmp_path / "onnx")]) == 1
-    assert "neither a known model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # bad input: checked before torch is imported, argparse style
+        main([str(tmp_path / "missing.gguf"), "--out", str(tmp_path / "onnx")])
+    assert exc.value.code == 2 and "neither a known model" in capsys.readouterr().err
 
 
 def test_int4_variant_is_written_and_loads(tmp_path):

@@ -196,8 +196,10 @@ def test_damaged_and_lost_frames_are_retransmitted(link: Link) -> None:
 def test_too_many_failures_are_reported_and_board_keeps_previous(link: Link) -> None:
     link.flasher().flash(CONFIG_A)
     lossy = LossyLink(link.host, {i: "flip" for i in range(2, 100)})  # BEGIN and one DATA pass, then all damaged
-    with pytest.raises(FlashError, match="no usable answer after 3 attempts"):
-        Flasher(lossy, timeout=0.2, retries=2, chunk_size=128).flash(CONFIG_B)
+    with pytest.raises(FlashError, match="no usable answer after 3 attempts") as info:
+        Flasher(lossy, timeout=0.2, retries=2, damage_retries=2, chunk_size=128).flash(CONFIG_B)
+    assert "0 unanswered, 3 damaged" in str(info.value) and "board keeps its config" in str(info.value)
+    assert info.value.board_changed is False
     assert_board_holds(link, CONFIG_A)
 
 

@@ -1,5 +1,6 @@
-"""Broker management: dev PKI, fleet credentials and ACL generation, the config, and the secured listener's
-refusals (no client certificate, wrong password, unknown CA) against a real mosquitto."""
+"""Broker management: dev PKI, fleet credentials and ACL generation, the config, and the secured listeners'
+refusals (no client certificate, a certificate of the wrong CA, no password on the plain listener) against a real
+mosquitto. The hardening (shared subscriptions, identity binding, client ids, kill -9) is in test_broker_security.py."""
 
 from __future__ import annotations
 
@@ -44,10 +45,19 @@ def test_fleet_validation_and_acl() -> None:
         Fleet(("x",), ("x",))
     with pytest.raises(ValueError):
         Fleet((), ("v",))
-    acl = render_acl(Fleet(("board-01",), ("verifier",)))
+    for name in ("broker", "ca", "verifier-ca"):  # file names of the PKI directory
+        for devices, verifiers in (((name,), ("verifier",)), (("board-01",), (name,))):
+            with pytest.raises(ValueError, match="reserved"):
+                Fleet(devices, verifiers)
+    with pytest.raises(ValueError, match="reserved"):  # its bound client id would be a worker's
+        Fleet(("qsv-verifier-w1",))
+    fleet = Fleet(("board-01",), ("verifier",))
+    acl = render_acl(fleet)
     assert "pattern write qsv/v1/%u/draft\n" in acl and "pattern read qsv/v1/%u/feedback\n" in acl
     assert "user verifier\ntopic read qsv/v1/+/draft\n" in acl
     assert "board-01" not in acl  # device rules are patterns: one ACL serves any fleet size
+    assert "user verifier" not in render_acl(fleet, verifiers=False)
+    assert "pattern" not in render_acl(fleet, devices=False)
 
 
 def test_config_has_nodelay_per_listener_auth_and_no_persistence(tmp_path: Path) -> None:
@@ -59,16 +69,26 @@ def test_config_has_nodelay_per_listener_auth_and_no_persistence(tmp_path: Path)
         assert needed in lines
     with pytest.raises(ValueError):
         render_config([ListenerConfig(1, certfile=tmp_path / "c")])
+    bound = dataclasses.replace(tls, use_identity_as_username=True, use_username_as_clientid=True,
+                                password_file=tmp_path / "passwd")
+    lines = render_config([bound]).splitlines()
+    assert "use_identity_as_username true" in lines and "use_username_as_clientid true" in lines
+    assert "allow_anonymous false" in lines and not any(x.startswith("password_file") for x in lines)
+    with pytest.raises(ValueError, match="use_identity_as_username"):
+        render_config([ListenerConfig(1, use_identity_as_username=True)])
 
 
 def test_clis_generate_a_complete_setup(tmp_path: Path) -> None:
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text("devices: [board-01, board-02]\nverifiers: [verifier]\n")
     assert broker_main(["--workdir", str(tmp_path / "b"), "--fleet", str(fleet), "--generate-only",
-                        "--tls-port", "18883", "--plain-port", "11883"]) == 0
-    for name in ("mosquitto.conf", "acl", "passwd", "credentials.json", "endpoints.json", "pki/ca.crt",
-                 "pki/board-02.key", "pki/broker.crt"):
+                        "--tls-port", "18883", "--verifier-port", "18884", "--plain-port", "11883"]) == 0
+    for name in ("mosquitto.conf", "acl", "acl-devices", "acl-verifiers", "passwd", "credentials.json",
+                 "endpoints.json", "share-group", "pki/ca.crt", "pki/verifier-ca.crt", "pki/board-02.key",
+                 "pki/broker.crt", "pki/verifier.crt"):
         assert (tmp_path / "b" / name).exists(), name
+    conf = (tmp_path / "b" / "mosquitto.conf").read_text()
+    assert "listener 18883 " in conf and "listener 18884 " in conf and "11883" not in conf  # no plain listener
     passwd = (tmp_path / "b" / "passwd").read_text()
     assert passwd.count("$7$") == 3  # hashed by mosquitto_passwd, no plaintext
     creds = json.loads((tmp_path / "b" / "credentials.json").read_text())
@@ -76,28 +96,36 @@ def test_clis_generate_a_complete_setup(tmp_path: Path) -> None:
     endpoints = (tmp_path / "b" / "endpoints.json").read_text()
     assert all(pw not in endpoints and pw not in passwd for pw in creds.values())
     assert json.loads(endpoints)["board-01"]["tls_port"] == 18883
+    assert json.loads(endpoints)["verifier"]["tls_port"] == 18884
+    assert "plain_port" not in json.loads(endpoints)["board-01"]
+    assert broker_main(["--workdir", str(tmp_path / "d"), "--device-id", "board-01", "--generate-only",
+                        "--plain-port", "11883", "--insecure-dev"]) == 0
+    assert "listener 11883 " in (tmp_path / "d" / "mosquitto.conf").read_text()
+    assert json.loads((tmp_path / "d" / "endpoints.json").read_text())["board-01"]["plain_port"] == 11883
     assert certs_main(["--out", str(tmp_path / "pki"), "--device-id", "board-09"]) == 0
-    assert (tmp_path / "pki" / "board-09.crt").exists()
+    assert (tmp_path / "pki" / "board-09.crt").exists() and (tmp_path / "pki" / "verifier-ca.crt").exists()
 
 
-def test_tls_listener_refuses_bad_clients_and_sets_nodelay(mosquitto_broker) -> None:
+def test_tls_listener_refuses_bad_clients_and_sets_nodelay(mosquitto_broker, tmp_path: Path) -> None:
     good = mosquitto_broker.endpoint("dev-a", tls=True)
     with RemoteVerifier("dev-a", good, QUICK) as remote:
         sock = remote.client.socket()
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    other = issue_cert(tmp_path, create_ca(tmp_path, "another CA"), "dev-a")
     bad_endpoints = {
         "no client certificate": dataclasses.replace(good, cert_file=None, key_file=None),
-        "wrong password": dataclasses.replace(good, password="not-the-password"),
-        "another device's password": dataclasses.replace(good, password=mosquitto_broker.passwords["dev-b"]),
+        "a certificate of another CA": dataclasses.replace(good, cert_file=other.cert, key_file=other.key),
+        "a device certificate on the verifiers' listener": dataclasses.replace(good,
+                                                                             port=mosquitto_broker.verifier_port),
     }
     for why, ep in bad_endpoints.items():
         with pytest.raises((RemoteVerifierError, OSError)):  # noqa: PT012
             RemoteVerifier("dev-a", ep, QUICK).connect()
             pytest.fail(f"connected with {why}")
-    plain_no_password = dataclasses.replace(mosquitto_broker.endpoint("dev-a", tls=False), username=None,
-                                            password=None)
-    with pytest.raises((RemoteVerifierError, OSError)):
-        RemoteVerifier("dev-a", plain_no_password, QUICK).connect()
+    plain = mosquitto_broker.endpoint("dev-a", tls=False)  # this broker opted in to the plain listener
+    for ep in (dataclasses.replace(plain, username=None, password=None), dataclasses.replace(plain, password="x")):
+        with pytest.raises((RemoteVerifierError, OSError)):
+            RemoteVerifier("dev-a", ep, QUICK).connect()
 
 
 def test_client_rejects_a_broker_of_another_ca(mosquitto_broker, tmp_path: Path) -> None:

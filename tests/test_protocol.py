@@ -38,7 +38,7 @@ def open_msg(**kw) -> OpenSession:
 
 
 def draft_msg(**kw) -> DraftRound:
-    args = dict(session_id=7, round_seq=3, position=400, vocab_size=50272, ell=240, codec_mode=1,
+    args = dict(session_id=7, round_seq=3, position=400, vocab_size=50272, ell=240, codec_mode=0,
                 tokens=(5, 50271, 0), lattice=(b"\x01\x02", b"\x03", b"\x04\x05\x06"))
     args.update(kw)
     return DraftRound(**args)
@@ -75,11 +75,11 @@ def test_header_and_close_bytes_exactly() -> None:
 
 
 def test_draft_layout_matches_documentation() -> None:
-    msg = draft_msg(session_id=1, round_seq=2, position=3, vocab_size=64, ell=16, codec_mode=4, tokens=(1, 2),
+    msg = draft_msg(session_id=1, round_seq=2, position=3, vocab_size=64, ell=16, codec_mode=255, tokens=(1, 2),
                     lattice=(b"\xaa", b"\xbb\xcc"))
     data = encode(msg)
     payload = data[HEADER_SIZE:]
-    assert payload[:24] == struct.pack("<QIIIHBB", 1, 2, 3, 64, 16, 2, 4)
+    assert payload[:24] == struct.pack("<QIIIHBB", 1, 2, 3, 64, 16, 2, 255)
     assert payload[24:26] == bytes([0b00000100, 0b00100000])  # two 6-bit ids, MSB first: 000001 000010 0000
     assert payload[26:] == b"\x01\x00\x00\x00\xaa" + b"\x02\x00\x00\x00\xbb\xcc"
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_runtime.protocol import (
+    CODEC_MODES,
     HEADER,
     MAGIC,
     PROTOCOL_VERSION,
@@ -26,7 +27,7 @@ from edge_runtime.protocol import (
 )
 
 SEEDS = [encode(OpenSession("dev-a", 5, (1, 2, 3), SamplingParams(0.5, 3, 0.5, 9), 64, bytes(32), 2, True)),
-         encode(DraftRound(5, 2, 3, 50272, 240, 1, (1, 2, 50000), (b"\x01" * 30, b"\x02", b"\x03" * 7))),
+         encode(DraftRound(5, 2, 3, 50272, 240, 0, (1, 2, 50000), (b"\x01" * 30, b"\x02", b"\x03" * 7))),
          encode(Feedback(5, 2, 3, 1, 7, (1.0, 0.5), 3, 4)),
          encode(CloseSession(5, 0))]
 
@@ -70,8 +71,8 @@ def test_generated_drafts_round_trip(session: int, seq: int, vocab: int, data: s
     n = data.draw(st.integers(1, 32))
     tokens = tuple(data.draw(st.lists(st.integers(0, vocab - 1), min_size=n, max_size=n)))
     blobs = tuple(data.draw(st.lists(st.binary(min_size=1, max_size=40), min_size=n, max_size=n)))
-    msg = DraftRound(session, seq, data.draw(st.integers(0, 2**32 - 1)), vocab, data.draw(st.integers(1, 65535)),
-                     data.draw(st.integers(0, 255)), tokens, blobs)
+    msg = DraftRound(session, seq, data.draw(st.integers(0, 2**32 - 1)), vocab, data.draw(st.integers(1, 1024)),
+                     data.draw(st.sampled_from(sorted(CODEC_MODES))), tokens, blobs)
     assert decode(encode(msg)) == msg
 
 

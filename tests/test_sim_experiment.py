@@ -47,7 +47,7 @@ def test_experiment_command_writes_table_and_plots(tmp_path: Path) -> None:
     assert rc == 0
 
 
-def test_policy_specs() -> None:
+def test_policy_specs(capsys: pytest.CaptureFixture[str]) -> None:
     assert default_policies("4mbps")[:3] == ["target", "static:3:240", "static:4:240"]
     ctl, scheme = make_policy("sq:3:16", "350kbps", 151_936, 0, None)
     assert scheme == "sq" and ctl.choose().ell == 16
@@ -55,14 +55,13 @@ def test_policy_specs() -> None:
         make_policy("fastest", "4mbps", 151_936, 0, None)
     with pytest.raises(ValueError, match="no trained DDQN"):
         make_policy("ddqn", "4mbps", 151_936, 0, None)
-    with pytest.raises(SystemExit):
-        main(["--scenarios", "5g"])
-    with pytest.raises(SystemExit, match="unknown policy spec 'fastest'"):
-        main(["--policies", "static:3:240,fastest", "--prompts", "1", "--no-plots"])
-    with pytest.raises(SystemExit, match="bad policy spec 'static:x:240'"):
-        main(["--policies", "static:x:240", "--prompts", "1", "--no-plots"])
-    with pytest.raises(SystemExit, match="bad policy spec 'model:2/x'"):
-        main(["--policies", "model:2/x", "--prompts", "1", "--no-plots"])
+    for argv, message in ((["--scenarios", "5g"], "unknown '5g'"),
+                          (["--policies", "static:3:240,fastest"], "unknown policy spec 'fastest'"),
+                          (["--policies", "static:x:240"], "bad policy spec 'static:x:240'"),
+                          (["--policies", "model:2/x"], "bad policy spec 'model:2/x'")):
+        with pytest.raises(SystemExit) as exc:  # argparse style: usage, one error line, exit status 2
+            main([*argv, "--prompts", "1", "--no-plots"])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_model_policy_spec_takes_an_ell_set() -> None:

@@ -22,14 +22,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_runtime.bench import sections as sec
-from edge_runtime.bench.report import write_png
+from edge_runtime import cliargs
 from edge_runtime.bench.results import Section, all_metrics, compare, load_metrics, to_json
 from edge_runtime.config import BOARDS, ConfigError, board_config_path, config_sha256, default_config, load_config
 from edge_runtime.logs import add_logging_args, setup_logging
 
 log = logging.getLogger(__name__)
 SECTIONS = ("core", "slm", "mqtt", "e2e", "remote")
+VARIANTS = ("fp32", "int8", "int4")
 
 
 def _int_list(text: str) -> list[int]:
@@ -42,30 +42,43 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _stem(text: str) -> str:
+    """argparse type of ``--name``: a file name stem (no directory part)."""
+    if not text.strip() or "/" in text or "\0" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"not a file name stem: {text!r}")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qsv bench", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--config", type=Path, help="board config YAML (default: the embedded defaults)")
+    src.add_argument("--config", type=cliargs.readable_file,
+                     help="board config YAML (default: the embedded defaults)")
     src.add_argument("--board", choices=BOARDS, help="use the shipped config of this board")
-    p.add_argument("--export-dir", type=Path, help="ONNX export directory (default: from model.onnx_path)")
-    p.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory for JSON and PNG")
-    p.add_argument("--name", default="bench", help="file stem of the outputs")
-    p.add_argument("--baseline", type=Path, help="bench JSON to compare against")
-    p.add_argument("--threshold", type=float, default=0.15, help="relative worsening flagged as regression")
+    p.add_argument("--export-dir", type=cliargs.existing_dir,
+                   help="ONNX export directory (default: from model.onnx_path)")
+    p.add_argument("--out", type=cliargs.output_dir, default=Path("bench-results"),
+                   help="output directory for JSON and PNG")
+    p.add_argument("--name", default="bench", type=_stem, help="file stem of the outputs")
+    p.add_argument("--baseline", type=cliargs.readable_file, help="bench JSON to compare against")
+    p.add_argument("--threshold", type=cliargs.non_negative_float, default=0.15,
+                   help="relative worsening flagged as regression")
     p.add_argument("--fail-on-regression", action="store_true")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"subset of {','.join(SECTIONS)}")
+    p.add_argument("--sections", default=list(SECTIONS), type=cliargs.comma_list(SECTIONS),
+                   help=f"subset of {','.join(SECTIONS)}")
     p.add_argument("--threads", type=_int_list, help="SLM thread counts (default 1,2,..,cpu count)")
-    p.add_argument("--variants", default="fp32,int8", help="SLM variants to profile")
-    p.add_argument("--vocab-size", type=int, default=50272, help="vocabulary of the C core benchmark")
-    p.add_argument("--core-iterations", type=int, default=200)
-    p.add_argument("--prompt-tokens", type=int, default=64)
-    p.add_argument("--decode-tokens", type=int, default=32)
-    p.add_argument("--mqtt-count", type=int, default=50, help="echo messages for the MQTT round trip")
-    p.add_argument("--mqtt-timeout", type=float, default=5.0)
-    p.add_argument("--e2e-tokens", type=int, default=96)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", default=["fp32", "int8"], type=cliargs.comma_list(VARIANTS),
+                   help=f"SLM variants to profile (of {','.join(VARIANTS)}; default fp32,int8)")
+    p.add_argument("--vocab-size", type=cliargs.int_range(2), default=50272, help="vocabulary of the C core benchmark")
+    p.add_argument("--core-iterations", type=cliargs.positive_int, default=200)
+    p.add_argument("--prompt-tokens", type=cliargs.positive_int, default=64)
+    p.add_argument("--decode-tokens", type=cliargs.positive_int, default=32)
+    p.add_argument("--mqtt-count", type=cliargs.positive_int, default=50, help="echo messages for the MQTT round trip")
+    p.add_argument("--mqtt-timeout", type=cliargs.positive_float, default=5.0)
+    p.add_argument("--e2e-tokens", type=cliargs.positive_int, default=96)
+    p.add_argument("--seed", type=cliargs.seed, default=0)
     add_logging_args(p)
     return p
 
@@ -79,7 +92,13 @@ def _default_threads() -> list[int]:
     return out + [cpus]
 
 
+def _items(value: str | list[str]) -> list[str]:
+    return value if isinstance(value, list) else [v.strip() for v in value.split(",") if v.strip()]
+
+
 def run(args: argparse.Namespace) -> tuple[list[Section], dict, int]:
+    from edge_runtime.bench import sections as sec  # imported once the arguments are checked
+
     if args.config:
         cfg = load_config(args.config)
         raw = args.config.read_bytes()
@@ -88,13 +107,13 @@ def run(args: argparse.Namespace) -> tuple[list[Section], dict, int]:
         raw = board_config_path(args.board).read_bytes()
     else:
         cfg, raw = default_config(), b""
-    wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
+    wanted = _items(args.sections)
     unknown = sorted(set(wanted) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown sections {unknown}; choose from {SECTIONS}")
     progress = sys.stderr.isatty()
     threads = args.threads or _default_threads()
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    variants = _items(args.variants)
     sections: list[Section] = []
     for name in wanted:
         log.info("section %s", name)
@@ -129,17 +148,23 @@ def run(args: argparse.Namespace) -> tuple[list[Section], dict, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     setup_logging(args)
+    try:  # the baseline is read before minutes of benchmarking, not after
+        baseline = load_metrics(args.baseline) if args.baseline else None
+    except (OSError, ValueError, TypeError) as exc:  # unreadable, not JSON, not a bench result
+        parser.error(f"--baseline: {args.baseline}: {exc}")
     try:
         sections, meta, _ = run(args)
-        baseline = load_metrics(args.baseline) if args.baseline else None
     except ConfigError as exc:
         sys.stderr.write(f"qsv bench: {exc}\n")
         return 2
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"qsv bench: {exc}\n")
         return 2
+    from edge_runtime.bench.report import write_png  # matplotlib
+
     rows, unmatched = compare(all_metrics(sections), baseline, args.threshold) if baseline else ([], [])
     args.out.mkdir(parents=True, exist_ok=True)
     doc = to_json(sections, meta, rows if baseline else None, unmatched, args.threshold)

@@ -1,5 +1,8 @@
-"""Development PKI with the openssl CLI: a CA, a broker server certificate and per-device / per-verifier client
-certificates (EC P-256). For development fleets and tests; production fleets use their own CA."""
+"""Development PKI with the openssl CLI (EC P-256): a CA that signs the broker's server certificate and the devices'
+client certificates, and a second CA that signs only the verifiers' client certificates (the broker's verifier
+listener trusts that one alone, so no device certificate can log in there). A client certificate's CN is the
+client's fleet name, which the broker's TLS listeners take as the MQTT username (``use_identity_as_username``).
+For development fleets and tests; production fleets use their own two CAs."""
 
 from __future__ import annotations
 
@@ -36,10 +39,10 @@ def _private(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-def create_ca(out_dir: Path, common_name: str = "QSV dev CA", days: int = 825) -> CertFiles:
-    """Self-signed CA (ca.crt, ca.key) in out_dir; reused when both files exist."""
+def create_ca(out_dir: Path, common_name: str = "QSV dev CA", days: int = 825, *, stem: str = "ca") -> CertFiles:
+    """Self-signed CA (<stem>.crt, <stem>.key) in out_dir; reused when both files exist."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = CertFiles(out_dir / "ca.crt", out_dir / "ca.key")
+    files = CertFiles(out_dir / f"{stem}.crt", out_dir / f"{stem}.key")
     if files.cert.exists() and files.key.exists():
         return files
     _openssl(
@@ -80,3 +83,24 @@ def issue_cert(
         os.unlink(ext.name)
         csr.unlink(missing_ok=True)
     return files
+
+
+@dataclass(frozen=True)
+class FleetPki:
+    ca: CertFiles  # signs the server certificate and the device certificates; clients verify the broker with it
+    verifier_ca: CertFiles  # signs the verifier certificates only
+    server: CertFiles
+
+
+def create_fleet_pki(out_dir: Path, devices: Iterable[str], verifiers: Iterable[str],
+                     hosts: Iterable[str] = ("localhost", "127.0.0.1")) -> FleetPki:
+    """Both CAs (reused when present), the broker's server certificate and one client certificate per fleet member,
+    CN = its name = its MQTT username: <name>.crt / <name>.key."""
+    ca = create_ca(out_dir)
+    verifier_ca = create_ca(out_dir, "QSV dev verifier CA", stem="verifier-ca")
+    server = issue_cert(out_dir, ca, "broker", server=True, hosts=tuple(hosts))
+    for name in devices:
+        issue_cert(out_dir, ca, name)
+    for name in verifiers:
+        issue_cert(out_dir, verifier_ca, name)
+    return FleetPki(ca, verifier_ca, server)

@@ -1,4 +1,8 @@
-"""mosquitto.conf generation: plain and TLS listeners with per-listener auth, TCP_NODELAY, persistence off."""
+"""mosquitto.conf generation: plain and TLS listeners with per-listener auth, TCP_NODELAY, persistence off.
+
+A TLS listener may take the client certificate's CN as the MQTT username (``use_identity_as_username``: the
+certificate is the credential, a username or password the client sends is ignored) and the username as the client
+id (``use_username_as_clientid``: a client cannot connect under another client's id and take its session over)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ class ListenerConfig:
     # auth: with a password file anonymous clients are refused
     password_file: Path | None = None
     acl_file: Path | None = None
+    use_identity_as_username: bool = False
+    use_username_as_clientid: bool = False
 
     @property
     def tls(self) -> bool:
@@ -58,7 +64,15 @@ def render_config(listeners: list[ListenerConfig], *, persistence_dir: Path | No
                 "tls_version tlsv1.2",
                 f"require_certificate {'true' if lc.require_certificate else 'false'}",
             ]
-        if lc.password_file is not None:
+        if lc.use_identity_as_username:
+            if not (lc.tls and lc.require_certificate):
+                raise ValueError("use_identity_as_username needs a TLS listener that requires client certificates")
+            lines.append("use_identity_as_username true")
+        if lc.use_username_as_clientid:
+            lines.append("use_username_as_clientid true")
+        if lc.use_identity_as_username:
+            lines.append("allow_anonymous false")  # the certificate authenticates; mosquitto ignores passwords here
+        elif lc.password_file is not None:
             lines += ["allow_anonymous false", f"password_file {lc.password_file}"]
         else:
             lines.append("allow_anonymous true")

@@ -21,8 +21,8 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
+from edge_runtime import cliargs
 from edge_runtime.config import default_config
 from edge_runtime.e2e.profiles import PROFILES, get_profile
 from edge_runtime.e2e.steps import say
@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=sorted(PROFILES), default="qwen",
                    help="qwen: Qwen2.5-Coder 0.5B → 1.5B (the paper-like pair); smollm2: SmolLM2-135M → itself")
     p.add_argument("--quick", action="store_true", help="same as --profile smollm2")
-    p.add_argument("--prompts", type=int, help="number of BBC News prompts (default: the profile's)")
-    p.add_argument("--max-new-tokens", type=int, help="new tokens per prompt (default: the profile's)")
+    p.add_argument("--prompts", type=cliargs.positive_int, help="number of BBC News prompts (default: the profile's)")
+    p.add_argument("--max-new-tokens", type=cliargs.positive_int,
+                   help="new tokens per prompt (default: the profile's)")
     p.add_argument("--target-dtype", choices=("auto", "fp32", "bf16", "int8"),
                    help="precision of the verifier's target (default auto: measured by the verifier at start, "
                         "cloud_verifier.calibration)")
@@ -47,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX variant of the edge SLM (default: the profile's)")
     p.add_argument("--baselines", choices=("fastest", "all"), default="fastest",
                    help="cloud-only runs: in the verifier's precision and the fastest measured one, or in all")
-    p.add_argument("--json", type=Path, help="write the summary figures to this JSON file")
-    p.add_argument("--temperature", type=float, default=cfg.sampling.temperature)
-    p.add_argument("--seed", type=int, default=cfg.sampling.seed)
+    p.add_argument("--json", type=cliargs.output_file, help="write the summary figures to this JSON file")
+    p.add_argument("--temperature", type=cliargs.non_negative_float, default=cfg.sampling.temperature)
+    p.add_argument("--seed", type=cliargs.seed, default=cfg.sampling.seed)
     p.add_argument("--controller", choices=("static", "model"), default="static",
                    help="static: (L, ℓ) of the default config; model: the adaptive model-based controller")
     p.add_argument("--pipeline", choices=("auto", "on", "off", "always"), default="auto",
@@ -57,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serial-baseline", action=argparse.BooleanOptionalAction, default=True,
                    help="also run every prompt with pipelining off, to show both ratios")
     p.add_argument("--no-tls", action="store_true", help="plain TCP to the broker (still passwords + ACLs)")
-    p.add_argument("--edge-threads", type=int, default=1, help="onnxruntime threads of the edge SLM")
-    p.add_argument("--cloud-threads", type=int, default=1, help="torch threads of the verifier and of the baseline")
-    p.add_argument("--workdir", type=Path, help="keep broker files and the worker log here (default: temporary)")
+    p.add_argument("--edge-threads", type=cliargs.positive_int, default=1, help="onnxruntime threads of the edge SLM")
+    p.add_argument("--cloud-threads", type=cliargs.positive_int, default=1,
+                   help="torch threads of the verifier and of the baseline")
+    p.add_argument("--workdir", type=cliargs.output_dir,
+                   help="keep broker files and the worker log here (default: temporary)")
     add_logging_args(p)
     return p
 

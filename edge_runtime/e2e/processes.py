@@ -8,7 +8,6 @@ killer; Linux PR_SET_PDEATHSIG), so no broker and no verifier holding gigabytes 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from types import FrameType
 
 from edge_runtime.broker.fleet import Fleet
 from edge_runtime.broker.process import MOSQUITTO, DevBroker, MosquittoProcess, wait_listening
+from edge_runtime.procutil import die_with_parent, signals_deferred
 from edge_runtime.transport.mqtt_common import BrokerEndpoint
 
 log = logging.getLogger(__name__)
@@ -30,18 +30,10 @@ log = logging.getLogger(__name__)
 DEVICE_ID = "board-01"
 VERIFIER_USER = "verifier"
 WORKER_ID = "worker-1"
-_PR_SET_PDEATHSIG = 1
 
 
 class DemoStackError(RuntimeError):
     """The broker or the verifier worker did not come up."""
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 class _TiedMosquitto(MosquittoProcess):
@@ -51,8 +43,9 @@ class _TiedMosquitto(MosquittoProcess):
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("mosquitto already running")
         with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)], stdout=logf, stderr=logf,
-                                         preexec_fn=_die_with_parent)
+            with signals_deferred():
+                self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config_path)], stdout=logf, stderr=logf,
+                                             preexec_fn=die_with_parent())
         try:
             for port in self.ports:
                 wait_listening(self.host, port, timeout_s)
@@ -66,9 +59,10 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 class DemoStack:
-    """Broker (mutual TLS + passwords + ACLs, or plain TCP with passwords + ACLs) and one verifier worker process.
-    Entering starts the broker and spawns the worker; ``wait_ready`` waits until the worker serves (its model load can
-    take minutes, so the caller may do other work first)."""
+    """Broker (mutual TLS, certificate = identity, per-device ACLs; or plain TCP with passwords + ACLs) and one
+    verifier worker process. Entering starts the broker and spawns the worker; ``wait_ready`` waits until the worker
+    serves (its model load can take minutes, so the caller may do other work first); ``spawn_edge`` starts
+    ``qsv edge``."""
 
     def __init__(self, worker_args: list[str], tls: bool = True, cloud_threads: int = 1,
                  workdir: Path | None = None, ready_timeout_s: float = 900.0, host: str = "127.0.0.1") -> None:
@@ -110,13 +104,15 @@ class DemoStack:
         self.close()
 
     def start_broker(self) -> None:
-        broker = DevBroker(self.workdir / "broker", Fleet((DEVICE_ID,), (VERIFIER_USER,)), host=self.host)
+        # without TLS (--no-tls) the demo asks for the plain listener explicitly: a mutual-TLS setup has none
+        broker = DevBroker(self.workdir / "broker", Fleet((DEVICE_ID,), (VERIFIER_USER,)), host=self.host,
+                           insecure_dev=not self.tls)
         broker.prepare()  # dev CA, certificates, passwords, ACL, mosquitto.conf
         assert broker.process is not None
         broker.process = _TiedMosquitto(broker.process.config_path, broker.process.ports, broker.host)
         self.broker = broker.start()
-        log.info("mosquitto on %s (TLS port %d, plain port %d)", self.broker.host, self.broker.tls_port,
-                 self.broker.plain_port)
+        log.info("mosquitto on %s (device TLS port %d, verifier TLS port %d, plain port %s)", self.broker.host,
+                 self.broker.tls_port, self.broker.verifier_port, self.broker.plain_port or "none")
 
     def endpoint(self, name: str) -> BrokerEndpoint:
         if self.broker is None:
@@ -134,16 +130,18 @@ class DemoStack:
         password_file = self.workdir / "verifier.pw"
         password_file.write_text(ep.password or "")
         os.chmod(password_file, 0o600)
+        assert self.broker is not None
         cmd = [sys.executable, "-m", "cloud_verifier.mqtt_service", "--worker-id", WORKER_ID, "--broker", ep.url,
-               "--username", VERIFIER_USER, "--password-file", str(password_file),
+               "--username", VERIFIER_USER, "--password-file", str(password_file), "--group", self.broker.share_group,
                "--log-level", "WARNING", "--idle-timeout", "600", *self.worker_args]
         if ep.tls:
             cmd += ["--ca", str(ep.ca_file), "--cert", str(ep.cert_file), "--key", str(ep.key_file)]
         env = dict(os.environ, OMP_NUM_THREADS=str(self.cloud_threads), MKL_NUM_THREADS=str(self.cloud_threads))
         self.spawned_at = time.monotonic()
         with open(self.worker_log, "ab") as err:
-            self.worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
-                                           preexec_fn=_die_with_parent)
+            with signals_deferred():
+                self.worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+                                               preexec_fn=die_with_parent())
 
     def wait_ready(self) -> float:
         """Block until the worker printed READY (model loaded, subscribed); returns seconds since it was spawned.
@@ -219,8 +217,9 @@ class DemoStack:
                "--feedback-timeout", "600", "--log-level", "WARNING"]
         t0 = time.monotonic()
         with open(self.edge_log, "ab") as err:
-            self.edge = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                         preexec_fn=_die_with_parent)
+            with signals_deferred():
+                self.edge = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
+                                             preexec_fn=die_with_parent())
         assert self.edge.stdout is not None
         box: list[str] = []
         reader = threading.Thread(target=lambda: box.append(self.edge.stdout.readline()), daemon=True)

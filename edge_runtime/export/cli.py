@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from edge_runtime.export.onnx_export import ExportError, ExportOptions, export_model
+from edge_runtime import cliargs
 from edge_runtime.logs import add_logging_args, setup_logging
+
+OPSET_MIN, OPSET_MAX = 14, 23  # torch.onnx's range (scaled dot-product attention needs >= 14)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qsv export", description=__doc__)
-    parser.add_argument("model", help="qwen-draft | qwen-target | smollm2 | path to .gguf | HF model folder")
+    parser.add_argument("model", type=cliargs.model_ref,
+                        help="qwen-draft | qwen-target | smollm2 | path to .gguf | HF model folder")
     parser.add_argument("--int8", action="store_true", help="also write a dynamically int8-quantized model")
     parser.add_argument("--int4", action="store_true", help="also write a 4-bit weight-only model (MatMulNBits)")
     parser.add_argument("--exporter", choices=("legacy", "dynamo"), default="legacy")
-    parser.add_argument("--opset", type=int, default=18)
-    parser.add_argument("--out", type=Path, default=None, help="export root (default <cache>/onnx)")
+    parser.add_argument("--opset", type=cliargs.int_range(OPSET_MIN, OPSET_MAX), default=18,
+                        help=f"ONNX opset ({OPSET_MIN}..{OPSET_MAX}; default 18)")
+    parser.add_argument("--out", type=cliargs.output_dir, default=None, help="export root (default <cache>/onnx)")
     parser.add_argument("--force", action="store_true", help="re-export even if cached")
     add_logging_args(parser)
     return parser
@@ -26,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args)
+    from edge_runtime.export.onnx_export import ExportError, ExportOptions, export_model  # torch
+
     try:
         result = export_model(args.model, ExportOptions(args.exporter, args.opset), int8=args.int8, root=args.out,
                               force=args.force, int4=args.int4)

@@ -13,6 +13,9 @@ import argparse
 import hashlib
 import json
 import logging
+import os
+import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -20,11 +23,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime import __version__
+from edge_runtime import __version__, cliargs
 from edge_runtime.config import validate_config_bytes
 from edge_runtime.flashing.framing import (
     BEGIN_BODY,
     DATA_OFFSET,
+    DELIMITER,
     FLAG_VALIDATE_ONLY,
     HASH_BODY,
     MAX_BODY,
@@ -43,7 +47,7 @@ from edge_runtime.flashing.framing import (
     nack_body,
     read_available,
 )
-from edge_runtime.flashing.store import ConfigStore, StoreError
+from edge_runtime.flashing.store import FAULT_STEPS, ConfigStore, StoreError
 from edge_runtime.flashing.supervisor import RuntimeSupervisor, build_command
 from edge_runtime.logs import add_logging_args, setup_logging
 
@@ -119,14 +123,19 @@ class BoardAgent:
         (offset,) = DATA_OFFSET.unpack_from(req.body)
         chunk = req.body[DATA_OFFSET.size :]
         received = len(t.data)
-        if offset + len(chunk) == received and t.data[offset:] == chunk:  # retransmission of the last chunk
-            return self._ack(req, DATA_OFFSET.pack(received))
-        if offset != received:
+        if offset > received:
             return self._nack(req, NackCode.OUT_OF_ORDER, f"DATA at offset {offset}, expected {received}")
-        if received + len(chunk) > t.total:
+        # offset < received: a retransmission (the ACK was lost), possibly re-chunked smaller by a host that adapts
+        # to line noise; the bytes it repeats must equal those held, only the part beyond them is appended
+        overlap = min(received - offset, len(chunk))
+        if t.data[offset : offset + overlap] != chunk[:overlap]:
+            return self._nack(req, NackCode.OUT_OF_ORDER,
+                              f"DATA at offset {offset} differs from the bytes already received (expected {received})")
+        new = chunk[overlap:]
+        if received + len(new) > t.total:
             self.transfer = None
             return self._nack(req, NackCode.TOO_LARGE, f"DATA beyond the announced size of {t.total} bytes")
-        t.data += chunk
+        t.data += new
         return self._ack(req, DATA_OFFSET.pack(len(t.data)))
 
     def _commit(self, req: Frame) -> Frame:
@@ -203,7 +212,9 @@ class BoardAgent:
 
     # ------------------------------------------------------------------------------------------------------- serving
     def _send(self, frame: Frame) -> None:
-        self.ser.write(encode_frame(frame))
+        # a second trailing delimiter: if line noise damages the first, the frame still ends here (the host sees a
+        # damaged frame at once instead of waiting for its timeout)
+        self.ser.write(encode_frame(frame) + DELIMITER)
         self.ser.flush()
 
     def step(self) -> int:
@@ -234,30 +245,55 @@ class BoardAgent:
 
 
 # ------------------------------------------------------------------------------------------------------------------ CLI
+def _runtime_cmd(text: str) -> str:
+    """argparse type of ``--runtime-cmd``: a command line whose program exists (checked now, not at the first
+    config); ``{config}`` stays a placeholder."""
+    try:
+        parts = shlex.split(text)
+    except ValueError as exc:
+        raise cliargs.Error(f"cannot split {text!r}: {exc}") from None
+    if not parts:
+        raise cliargs.Error("empty command")
+    program = parts[0]
+    found = shutil.which(program) if os.sep not in program else (program if os.access(program, os.X_OK) else None)
+    if found is None or os.path.isdir(found):
+        raise cliargs.Error(f"{program!r} is not an executable program (PATH searched)")
+    return text
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="qsv board-agent", description=__doc__.splitlines()[0])
-    p.add_argument("port", nargs="?", help="serial port or pyserial URL (e.g. /dev/ttyGS0, /dev/ttyAMA0)")
-    p.add_argument("--config", type=Path, default=Path("/etc/qsv/board.yaml"), metavar="PATH",
+    p.add_argument("port", nargs="?", type=cliargs.non_empty,
+                   help="serial port or pyserial URL (e.g. /dev/ttyGS0, /dev/ttyAMA0)")
+    p.add_argument("--config", type=cliargs.output_file, default=Path("/etc/qsv/board.yaml"), metavar="PATH",
                    help="the active config file (previous one kept as <path>.prev)")
-    p.add_argument("--baud", type=int, default=115200)
-    p.add_argument("--runtime-cmd", help="edge runtime command to supervise, e.g. 'qsv edge --config {config}'; "
-                                         "{config} is replaced by the config path")
-    p.add_argument("--stop-timeout", type=float, default=5.0, help="seconds between SIGTERM and SIGKILL on restart")
-    p.add_argument("--max-config-bytes", type=int, default=DEFAULT_MAX_CONFIG_BYTES)
+    p.add_argument("--baud", type=cliargs.positive_int, default=115200)
+    p.add_argument("--runtime-cmd", type=_runtime_cmd,
+                   help="edge runtime command to supervise, e.g. 'qsv edge --config {config}'; "
+                        "{config} is replaced by the config path")
+    p.add_argument("--stop-timeout", type=cliargs.non_negative_float, default=5.0,
+                   help="seconds between SIGTERM and SIGKILL on restart")
+    p.add_argument("--max-config-bytes", type=cliargs.int_range(1, 2**32 - 1), default=DEFAULT_MAX_CONFIG_BYTES)
     p.add_argument("--rollback", action="store_true", help="roll back to the previous config locally and exit")
-    p.add_argument("--fault-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: pause before rename
+    # tests: pause --fault-delay seconds at one step of a config write / rollback (store.FAULT_STEPS)
+    p.add_argument("--fault-delay", type=cliargs.non_negative_float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--fault-step", choices=FAULT_STEPS, default="rotated", help=argparse.SUPPRESS)
     add_logging_args(p, default="INFO", json_lines=True)
     args = p.parse_args(argv)
     if not args.rollback and not args.port:
         p.error("a serial port is required (or --rollback)")
+    args.error = p.error
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     setup_logging(args)
-    store = ConfigStore(args.config, fault_delay_s=args.fault_delay)
-    store.recover()
+    try:
+        store = ConfigStore(args.config, fault_delay_s=args.fault_delay, fault_step=args.fault_step)
+        store.recover()
+    except OSError as exc:
+        args.error(f"--config {args.config}: {exc.strerror or exc}")
     if args.rollback:
         try:
             ident = store.rollback()
@@ -268,7 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import serial  # pyserial; imported here so the library part has no hard dependency on it
 
-    ser = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
+    try:
+        ser = serial.serial_for_url(args.port, baudrate=args.baud, timeout=0.05)
+    except (serial.SerialException, ValueError, OSError) as exc:
+        args.error(f"cannot open {args.port}: {exc}")
     command = build_command(args.runtime_cmd, args.config) if args.runtime_cmd else None
     supervisor = RuntimeSupervisor(command, stop_timeout_s=args.stop_timeout)
     agent = BoardAgent(ser, store, supervisor, max_config_bytes=args.max_config_bytes)
@@ -282,8 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     ident = store.active_identity()
     log.info("agent ready on %s; active config %s", args.port, ident.hex if ident else "none")
-    agent.serve(stop)
-    ser.close()
+    try:
+        agent.serve(stop)
+    except serial.SerialException as exc:  # e.g. the USB gadget port went away; systemd starts the agent again
+        log.error("serial port %s failed: %s", args.port, exc)
+        return 1
+    finally:
+        ser.close()
     return 0
 
 

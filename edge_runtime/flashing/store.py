@@ -6,9 +6,20 @@ Files in the config directory (for ``board.yaml``):
 * ``board.yaml.prev``  the config active before the last change (rollback target)
 * ``.board.yaml.*.tmp`` temporaries; only ever renamed over the two above, removed at start-up after a crash
 
-Every replacement is: write a temporary file in the same directory, fsync it, rename it over the target, fsync the
-directory. rename(2) is atomic, so after a crash or SIGKILL at any instant each of the two files holds either its old
-or its new content, never a mix.
+A write (``write``) goes: the new bytes to a temporary file in the same directory, fsync (step ``written``); read
+the temporary back and check it is byte-identical to the (validated) bytes (``verified``); only then rotate: a hard
+link to the current file (an fsynced copy where the file system has no hard links) is renamed over
+``board.yaml.prev``, fsync the directory (``rotated``); rename the temporary over ``board.yaml`` (``renamed``), fsync
+the directory. rename(2) is atomic, so after a crash or SIGKILL at any instant ``board.yaml`` is the old or the new
+config and ``board.yaml.prev`` the old previous or the old current one: both always complete and valid, and ``.prev``
+is never touched before the new config has been verified on disk.
+
+A rollback swaps the two: both contents are staged as temporaries (``rb-staged``), the old previous is renamed over
+``board.yaml`` (``rb-current``), the old current over ``board.yaml.prev``. A crash in between leaves the old previous
+config in both files (valid; the old current is lost, as with any two-file swap without renameat2).
+
+The step names are fault-injection points (``ConfigStore(fault_delay_s=…, fault_step=…)``; hidden
+``qsv board-agent --fault-delay S --fault-step STEP`` for tests).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import secrets
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,6 +36,11 @@ from pathlib import Path
 from edge_runtime.config import validate_config_bytes
 
 log = logging.getLogger(__name__)
+
+
+WRITE_STEPS = ("written", "verified", "rotated", "renamed")
+ROLLBACK_STEPS = ("rb-staged", "rb-current")
+FAULT_STEPS = WRITE_STEPS + ROLLBACK_STEPS
 
 
 class StoreError(RuntimeError):
@@ -55,10 +72,13 @@ def _fsync_dir(directory: Path) -> None:
 class ConfigStore:
     """The active and previous config files of one board."""
 
-    def __init__(self, path: str | Path, fault_delay_s: float = 0.0):
+    def __init__(self, path: str | Path, fault_delay_s: float = 0.0, fault_step: str = "rotated"):
+        if fault_step not in FAULT_STEPS:
+            raise ValueError(f"fault_step must be one of {', '.join(FAULT_STEPS)}")
         self.path = Path(path)
         self.prev_path = self.path.with_name(self.path.name + ".prev")
-        self.fault_delay_s = fault_delay_s  # fault injection: pause with the new temp file written, before rename
+        self.fault_delay_s = fault_delay_s  # fault injection: pause this long at ``fault_step``
+        self.fault_step = fault_step
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------------------------------------------- reading
@@ -79,6 +99,11 @@ class ConfigStore:
         return None if raw is None else ConfigIdentity.of(raw)
 
     # ------------------------------------------------------------------------------------------------------- writing
+    def _fault(self, step: str) -> None:
+        if self.fault_delay_s > 0 and step == self.fault_step:
+            log.warning("fault injection: pausing %.1fs at step %s", self.fault_delay_s, step)
+            time.sleep(self.fault_delay_s)
+
     def _tmp_prefix(self) -> str:
         return f".{self.path.name}."
 
@@ -95,12 +120,23 @@ class ConfigStore:
             raise
         return Path(name)
 
-    def _replace(self, target: Path, raw: bytes, pause: bool = False) -> None:
+    def _stage(self, source: Path, raw: bytes) -> Path:
+        """A temporary holding ``raw``, the current content of ``source``: a hard link to it (no copy, nothing to
+        fsync), or an fsynced copy where the file system has no hard links."""
+        for _ in range(100):
+            link = self.path.parent / f"{self._tmp_prefix()}{secrets.token_hex(6)}.tmp"
+            try:
+                os.link(source, link)
+            except FileExistsError:
+                continue
+            except OSError:  # EPERM / ENOTSUP / EXDEV: e.g. a FAT boot partition
+                break
+            return link
+        return self._write_temp(raw, source.stat().st_mode & 0o777)
+
+    def _replace(self, target: Path, raw: bytes) -> None:
         tmp = self._write_temp(raw)
         try:
-            if pause and self.fault_delay_s > 0:
-                log.warning("fault injection: pausing %.1fs before renaming %s", self.fault_delay_s, tmp.name)
-                time.sleep(self.fault_delay_s)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -108,14 +144,33 @@ class ConfigStore:
         _fsync_dir(self.path.parent)
 
     def write(self, raw: bytes) -> ConfigIdentity:
-        """Make ``raw`` the active config; the current one becomes the rollback target."""
+        """Make ``raw`` (validated by the caller) the active config; the current one becomes the rollback target.
+        See the module docstring for the order of the steps."""
+        temps: list[Path] = []
         try:
+            tmp = self._write_temp(raw)
+            temps.append(tmp)
+            self._fault("written")
+            if tmp.read_bytes() != raw:
+                raise StoreError(f"writing {self.path} failed: the temporary file does not read back as written")
+            self._fault("verified")
             current = self.active()
             if current is not None and current != raw:
-                self._replace(self.prev_path, current)
-            self._replace(self.path, raw, pause=True)
+                staged = self._stage(self.path, current)
+                temps.append(staged)
+                os.replace(staged, self.prev_path)
+                temps.remove(staged)
+                _fsync_dir(self.path.parent)
+            self._fault("rotated")
+            os.replace(tmp, self.path)
+            temps.remove(tmp)
+            self._fault("renamed")
+            _fsync_dir(self.path.parent)
         except OSError as exc:
             raise StoreError(f"writing {self.path} failed: {exc}") from exc
+        finally:
+            for leftover in temps:
+                leftover.unlink(missing_ok=True)
         return ConfigIdentity.of(raw)
 
     def rollback(self) -> ConfigIdentity:
@@ -126,13 +181,29 @@ class ConfigStore:
         issues = validate_config_bytes(prev, str(self.prev_path))
         if issues:
             raise StoreError("previous config is invalid: " + "; ".join(str(i) for i in issues))
-        current = self.active()
+        temps: list[Path] = []
         try:
-            self._replace(self.path, prev)
+            current = self.active()
+            new_current = self._stage(self.prev_path, prev)
+            temps.append(new_current)
+            new_prev = None
             if current is not None:
-                self._replace(self.prev_path, current)
+                new_prev = self._stage(self.path, current)
+                temps.append(new_prev)
+            self._fault("rb-staged")
+            os.replace(new_current, self.path)
+            temps.remove(new_current)
+            _fsync_dir(self.path.parent)
+            self._fault("rb-current")
+            if new_prev is not None:
+                os.replace(new_prev, self.prev_path)
+                temps.remove(new_prev)
+                _fsync_dir(self.path.parent)
         except OSError as exc:
             raise StoreError(f"rollback failed: {exc}") from exc
+        finally:
+            for leftover in temps:
+                leftover.unlink(missing_ok=True)
         return ConfigIdentity.of(prev)
 
     # ------------------------------------------------------------------------------------------------------ recovery

@@ -3,16 +3,25 @@
 Non-blocking: ``request_restart()`` only marks the wish; ``poll()`` (called from the agent's loop) sends SIGTERM,
 escalates to SIGKILL after ``stop_timeout_s``, starts the new process, and restarts a crashed one with exponential
 back-off. The agent therefore keeps answering the serial line while the runtime shuts down.
+
+The runtime runs in its own session / process group (signals go to the whole group, so helpers it spawned stop with
+it) and gets ``SIGTERM`` from the kernel when the agent dies without cleaning up (SIGKILL, OOM killer:
+``edge_runtime.procutil.die_with_parent``), so a killed agent leaves no orphaned runtime behind; the agent that
+systemd starts next starts a fresh one.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from edge_runtime.procutil import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +62,30 @@ class RuntimeSupervisor:
     def start(self) -> None:
         if not self.command or self.pid is not None:
             return
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)
+        try:
+            self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=die_with_parent(signal.SIGTERM))
+        except OSError as exc:  # e.g. the program was removed: the agent keeps serving, retries with back-off
+            self.proc = None
+            self._next_start_at = time.monotonic() + self._backoff_s
+            log.error("runtime cannot start (%s); retrying in %.1fs", exc, self._backoff_s)
+            self._backoff_s = min(self._backoff_s * 2, self.backoff_max_s)
+            return
         self.starts += 1
         self._started_at = time.monotonic()
         self._next_start_at = None
         log.info("runtime started: pid %d: %s", self.proc.pid, shlex.join(self.command))
+
+    @staticmethod
+    def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+        """``sig`` to the runtime's process group (the runtime and whatever it spawned); only while the runtime is
+        not yet reaped, so its pid (= the group id) cannot have been reused."""
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            proc.send_signal(sig)
 
     def request_restart(self) -> None:
         if self.command:
@@ -76,11 +104,11 @@ class RuntimeSupervisor:
                 assert proc is not None
                 if self._term_sent_at is None:
                     log.info("runtime restart: SIGTERM to pid %d", proc.pid)
-                    proc.terminate()
+                    self._signal(proc, signal.SIGTERM)
                     self._term_sent_at = now
                 elif now - self._term_sent_at > self.stop_timeout_s:
                     log.warning("runtime pid %d ignored SIGTERM for %.1fs: SIGKILL", proc.pid, self.stop_timeout_s)
-                    proc.kill()
+                    self._signal(proc, signal.SIGKILL)
                     proc.wait()
                     alive = False
             if not alive:
@@ -89,7 +117,11 @@ class RuntimeSupervisor:
                 self._backoff_s = self.backoff_min_s
                 self.start()
             return
-        if proc is not None and not alive:
+        if proc is None:
+            if self._next_start_at is not None and now >= self._next_start_at:
+                self.start()  # a start that failed
+            return
+        if not alive:
             if self._next_start_at is None:
                 ran = now - self._started_at
                 if ran > self.backoff_max_s:
@@ -105,10 +137,10 @@ class RuntimeSupervisor:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
+        self._signal(proc, signal.SIGTERM)
         try:
             proc.wait(self.stop_timeout_s)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            self._signal(proc, signal.SIGKILL)
             proc.wait()
         log.info("runtime pid %d stopped (%s)", proc.pid, proc.returncode)

