@@ -65,11 +65,11 @@ class Limits:
     request is queued. The board's drafting respects ``max_draft_len`` and ``max_ell`` (``edge_runtime.config``
     validation, ``RoundEngine``). Exceeding a size limit is TOO_LARGE, a per-device limit RATE_LIMITED."""
 
-    max_message_bytes: int = 128 << 10  # any message; the largest legal one (OPEN, max_history ids, V = 2^24) ≈ 96 KiB
+    max_message_bytes: int = 128 << 10  # any message; the largest legal one (OPEN, max_history ids at 21 bits) ≈ 84 KiB
     max_draft_len: int = 32  # L: draft tokens (and lattice points) per DRAFT
     max_ell: int = 1024  # ℓ: worst enumerative decode ∝ ℓ²·log V: ≈ 60 ms per maximal DRAFT at V = 49,152
     max_history: int = 32768  # OPEN history (prompt + committed tokens on RESYNC) = the session's token limit
-    max_vocab_size: int = 1 << 24
+    max_vocab_size: int = 1 << 21  # = the C quantizer's QSV_MAX_VOCAB: every draft comes from it (codec: up to 2^24)
     max_id_chars: int = 64
     max_error_chars: int = 1024
     device_rate_per_s: float = 200.0  # messages per second per device (token bucket on each worker)

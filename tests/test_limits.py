@@ -63,12 +63,13 @@ def test_limits_table_is_frozen_and_documented_values() -> None:
         DEFAULT_LIMITS.max_ell = 4  # type: ignore[misc]
     assert (DEFAULT_LIMITS.max_draft_len, DEFAULT_LIMITS.max_ell, DEFAULT_LIMITS.max_history) == (32, 1024, 32768)
     assert DEFAULT_LIMITS.max_message_bytes == 128 << 10 and DEFAULT_LIMITS.device_inflight == 2
-    # the largest legal messages fit: an OPEN of max_history ids at V = 2^24, a DRAFT of max L points at max ℓ
-    big_open = OpenSession("d", 1, (1,) * DEFAULT_LIMITS.max_history, SamplingParams(), 1 << 24, bytes(32))
+    # the largest legal messages fit: an OPEN of max_history ids at the largest V, a DRAFT of max L points at max ℓ
+    vmax = DEFAULT_LIMITS.max_vocab_size
+    big_open = OpenSession("d", 1, (1,) * DEFAULT_LIMITS.max_history, SamplingParams(), vmax, bytes(32))
     assert len(encode(big_open)) <= DEFAULT_LIMITS.max_message_bytes
-    point_bytes = (codec.bound_bits(1 << 24, DEFAULT_LIMITS.max_ell) + 1 + 7) // 8
+    point_bytes = (codec.bound_bits(vmax, DEFAULT_LIMITS.max_ell) + 1 + 7) // 8
     L = DEFAULT_LIMITS.max_draft_len
-    assert len(encode(draft(vocab_size=1 << 24, ell=DEFAULT_LIMITS.max_ell, tokens=(1,) * L,
+    assert len(encode(draft(vocab_size=vmax, ell=DEFAULT_LIMITS.max_ell, tokens=(1,) * L,
                             lattice=(b"\x01" * point_bytes,) * L))) <= DEFAULT_LIMITS.max_message_bytes
 
 
