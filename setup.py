@@ -21,7 +21,7 @@ setup(
         "edge": ["onnxruntime>=1.17", "tokenizers>=0.15", "pyserial>=3.5"],
         "cloud": ["torch==2.13.0", "transformers>=5", "gguf>=0.10", "accelerate>=1", "tokenizers>=0.15", "tqdm>=4"],
         "tools": ["onnx>=1.16", "onnxscript>=0.1", "matplotlib>=3.8", "scipy>=1.11", "pytest>=8", "pytest-timeout>=2",
-                  "hypothesis>=6", "ruff>=0.5"],
+                  "hypothesis>=6", "ruff>=0.5", "import-linter>=2"],
     },
     include_package_data=True,
     entry_points={"console_scripts": ["qsv=qsv.cli:main"]},

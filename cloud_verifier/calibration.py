@@ -33,8 +33,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edge_runtime.controller.estimators import pass_cost
-from edge_runtime.controller.model import expected_tokens_iid
+from edge_runtime.throughput import expected_tokens_iid, pass_cost
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edge_runtime.throughput import pass_cost
+
 from .types import ControllerError
 
 
@@ -92,19 +94,6 @@ class AffineFit:
     def predict(self, x: float) -> float:
         a, b = self.coefficients()
         return a + b * x
-
-
-def pass_cost(costs: Sequence[float], tokens: float) -> float:
-    """c(n) from measured costs c(1), c(2), …: linear between them, beyond the last one extrapolated with the last
-    slope (never negative; a single point extrapolates as c(1) per token)."""
-    n = max(1.0, tokens)
-    last = len(costs)
-    if n >= last:
-        slope = costs[-1] - costs[-2] if last > 1 else costs[0]
-        return costs[-1] + max(slope, 0.0) * (n - last)
-    lo = int(n)
-    frac = n - lo
-    return costs[lo - 1] * (1 - frac) + costs[lo] * frac
 
 
 class CurveFit:

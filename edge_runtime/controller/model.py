@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_runtime.throughput import expected_tokens_iid
+
 from .bits import uplink_bits_per_token
 from .estimators import AffineFit, CurveFit, Ewma
 from .types import ChannelView, ControllerError, RoundObservation
@@ -32,13 +34,6 @@ def expected_tokens(alphas: Sequence[float] | np.ndarray) -> float:
     if a.size and (np.any(a < 0) or np.any(a > 1) or not np.all(np.isfinite(a))):
         raise ControllerError("acceptance probabilities must lie in [0, 1]")
     return float(1.0 + np.cumprod(a).sum()) if a.size else 1.0
-
-
-def expected_tokens_iid(alpha: float, length: int) -> float:
-    """Closed form (1 − α^{L+1}) / (1 − α) for i.i.d. acceptance."""
-    if alpha >= 1.0:
-        return float(length + 1)
-    return (1.0 - alpha ** (length + 1)) / (1.0 - alpha)
 
 
 class AcceptanceModel:
