@@ -95,6 +95,13 @@ class DraftRound:
     def compute_seconds(self) -> float:
         return self.slm_seconds + self.core_seconds + self.stats_seconds
 
+    def confidence(self, i: int) -> float:
+        """q(x_i) when stats were recorded, else q̂(x_i) = b_x / ℓ (what the controller's early stop and
+        observations use)."""
+        if self.confidences:
+            return self.confidences[i]
+        return self.points[i].count_of(self.tokens[i]) / self.ell
+
 
 @dataclass
 class _PreDraft:
@@ -176,6 +183,7 @@ class Drafter:
         rng = self._rng(record.index, record.length)
         t0 = time.perf_counter()
         quantizer = self._quantizer
+        q = None  # q over the vocabulary, when this draw computes it anyway (S-Q)
         if config.mode == QS:
             token, message = quantizer.draft_token(logits, config.ell, int(rng.integers(0, config.ell)),
                                                    config.temperature, config.top_k, config.top_p)
@@ -185,7 +193,8 @@ class Drafter:
             quantizer.quantize_logits_into(logits, config.ell, config.temperature, config.top_k, config.top_p)
             point = quantizer.point()
             message = codec.encode(point, self.slm.vocab_size, config.ell)
-            cdf = np.cumsum(q_distribution(logits, config.temperature, config.top_k, config.top_p))
+            q = q_distribution(logits, config.temperature, config.top_k, config.top_p)
+            cdf = np.cumsum(q)
             token = min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")), cdf.size - 1)
         t1 = time.perf_counter()
         record.core_seconds += t1 - t0
@@ -193,18 +202,12 @@ class Drafter:
         record.points.append(point)
         record.messages.append(message)
         if config.record_stats:
-            q = q_distribution(logits, config.temperature, config.top_k, config.top_p)
+            if q is None:
+                q = q_distribution(logits, config.temperature, config.top_k, config.top_p)
             record.entropies.append(entropy_bits(q))
             record.confidences.append(float(q[token]))
             record.stats_seconds += time.perf_counter() - t1
         return token
-
-    @staticmethod
-    def _confidence(record: DraftRound, config: DraftConfig) -> float:
-        if config.record_stats:
-            return record.confidences[-1]
-        token = record.tokens[-1]
-        return record.points[-1].count_of(token) / record.ell
 
     # ------------------------------------------------------------------------------------------------ rounds
     def start(self, prompt_ids: Sequence[int]) -> None:
@@ -249,7 +252,7 @@ class Drafter:
             record.hit_eos = True
             return True
         if should_continue is not None and record.length < length:
-            if not should_continue(self._confidence(record, config), record.length):
+            if not should_continue(record.confidence(-1), record.length):
                 record.stopped_early = True
                 return True
         return False

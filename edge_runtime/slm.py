@@ -263,6 +263,13 @@ class TorchSLM:
         return self.forward(token_ids)[-1]
 
 
+def vocab_hash_of(cfg: BoardConfig, slm: OnnxSLM) -> bytes:
+    """The vocabulary hash a board sends in its OPEN: the config's ``model.vocab_hash``, else the one its export
+    recorded, else 32 zero bytes (unknown: a verifier then checks only the vocabulary size)."""
+    text = cfg.model.vocab_hash or slm.export.meta.get("vocab_hash")
+    return bytes.fromhex(text) if text else bytes(32)
+
+
 def slm_from_config(cfg: ModelConfig | BoardConfig) -> OnnxSLM:
     """The SLM a board config's ``model`` section names. Give the whole BoardConfig to resolve relative paths
     against the config file's directory (a bare ModelConfig's paths are used as they are).

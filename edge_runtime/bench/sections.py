@@ -306,19 +306,10 @@ def bench_e2e(cfg: BoardConfig, export_dir: Path | None, tokens: int = 96, seed:
 
 
 # --------------------------------------------------------------------------------------------------------------- remote
-def _vocab_hash(cfg: BoardConfig, slm: Any) -> bytes:
-    if cfg.model.vocab_hash:
-        return bytes.fromhex(cfg.model.vocab_hash)
-    recorded = slm.export.meta.get("vocab_hash")
-    if recorded:
-        return bytes.fromhex(recorded)
-    return bytes(32)  # unknown: verifiers configured without a hash check only the vocabulary size
-
-
 def bench_remote(cfg: BoardConfig, export_dir: Path | None, tokens: int = 48, seed: int = 0,
                  timeout_s: float = 5.0, pipeline: str = "auto") -> Section:
     """The board runtime's generation (round engine: drafter + MQTT link to the verifier group + static (L, ℓ)
-    controller, pre-drafting ``pipeline`` as ``qsv run``'s default) for ``tokens`` tokens of a random prompt."""
+    controller, pre-drafting ``pipeline`` as ``qsv edge``'s default) for ``tokens`` tokens of a random prompt."""
     directory, reason = export_dir_of(cfg, export_dir)
     if directory is None:
         return Section.unavailable("remote", reason)
@@ -348,7 +339,7 @@ def bench_remote(cfg: BoardConfig, export_dir: Path | None, tokens: int = 48, se
         return Section.unavailable("remote", f"cannot connect to {cfg.broker.url}: {exc}")
     engine = engine_mod.RoundEngine(drafter, remote_mod.MqttLink(remote),
                                     mods["edge_runtime.controller"].StaticController(ctl.static_L, ctl.static_ell),
-                                    pipeline=pipeline, vocab_hash=_vocab_hash(cfg, slm))
+                                    pipeline=pipeline, vocab_hash=mods["edge_runtime.slm"].vocab_hash_of(cfg, slm))
     rng = np.random.default_rng(seed)
     prompt = [int(x) for x in rng.integers(0, slm.vocab_size, size=32)]
     try:

@@ -14,7 +14,7 @@ from edge_runtime.config import BoardConfig
 from edge_runtime.controller.factory import controller_from_config
 from edge_runtime.drafter import DraftConfig, Drafter
 from edge_runtime.engine import PIPELINE_MODES, Generation, PipelineChooser, RoundEngine, RoundStat
-from edge_runtime.slm import OnnxSLM, slm_from_config
+from edge_runtime.slm import OnnxSLM, slm_from_config, vocab_hash_of
 from edge_runtime.transport.endpoint import endpoint_from_config
 from edge_runtime.transport.remote import EdgeTransportConfig, MqttLink, RemoteVerifier, RemoteVerifierError
 
@@ -131,11 +131,10 @@ class BoardRuntime:
         self._lock = threading.Lock()
 
     def _vocab_hash(self) -> bytes:
-        text = self.config.model.vocab_hash or self.slm.export.meta.get("vocab_hash")
-        if not text:
+        vocab_hash = vocab_hash_of(self.config, self.slm)
+        if vocab_hash == bytes(32):
             log.warning("the export has no vocab_hash: the verifier cannot check that the vocabularies match")
-            return bytes(32)
-        return bytes.fromhex(text)
+        return vocab_hash
 
     # ----------------------------------------------------------------------------------------------- connection
     def connect(self) -> None:
