@@ -299,7 +299,7 @@ class RoundEngine:
         mode = self.pipeline
         if mode == "auto":
             mode = "on" if self.chooser.choose() else "off"
-        verdict, predraft_s, tried = self._wait(draft, decision.max_draft, budget, round_cfg, mode)
+        verdict, predraft_s, tried = self._wait(draft, decision.max_draft, budget, round_cfg, mode, t1)
         t2 = self.clock()
         hits_before = drafter.speculation.hits
         committed = drafter.feedback(verdict.accepted, verdict.next_token)
@@ -314,8 +314,6 @@ class RoundEngine:
         run.tokens.extend(new_tokens)
         self._previous = (mode != "off", len(new_tokens), t1)
         wait_s = t2 - t1
-        if predraft_s == 0.0:  # the verdict's arrival was seen as it happened
-            self._wait_ewma = wait_s if self._wait_ewma == 0 else 0.7 * self._wait_ewma + 0.3 * wait_s
         id_bits = codec.token_bits(vocab)
         lattice_bytes = sum(len(m) for m in draft.messages)
         stat = RoundStat(
@@ -325,10 +323,9 @@ class RoundEngine:
             verify_s=verdict.verify_s, feedback_s=t3 - t2, model_s=draft.slm_seconds,
             overhead_s=draft.core_seconds + draft.stats_seconds, reused=draft.reused, predraft_s=predraft_s,
             predraft_hit=(drafter.speculation.hits > hits_before) if tried else None)
-        confidences = draft.confidences or [p.count_of(x) / p.ell for x, p in zip(draft.tokens, draft.points,
-                                                                                      strict=True)]
         controller.observe(RoundObservation(
-            ell=draft.ell, confidences=confidences, accepted=verdict.accepted, draft_s=draft.compute_seconds,
+            ell=draft.ell, confidences=[draft.confidence(i) for i in range(draft.length)],
+            accepted=verdict.accepted, draft_s=draft.compute_seconds,
             verify_s=verdict.verify_s, elapsed_s=wait_s,
             uplink_bits=8 * lattice_bytes + stat.token_id_bits if verdict.uplink_bits is None else verdict.uplink_bits,
             alphas=list(verdict.alphas) or None, entropies=draft.entropies or None,
@@ -349,15 +346,15 @@ class RoundEngine:
             return dataclasses.replace(decision, max_draft=limits.max_draft_len)
         return decision
 
-    def _wait(self, draft: DraftRound, max_draft: int, budget: int, config: object,
-              mode: str) -> tuple[Verdict, float, bool]:
+    def _wait(self, draft: DraftRound, max_draft: int, budget: int, config: object, mode: str,
+              submitted: float) -> tuple[Verdict, float, bool]:
         """Wait for the verdict, pre-drafting the next round meanwhile; (verdict, pre-drafting seconds, tried)."""
         link, drafter = self.link, self.drafter
         # If every draft is accepted the round commits L + 1 tokens; the next round drafts at most this many.
         next_budget = budget - draft.length - 1
         depth = min(max_draft, max(next_budget - 1, 1))
         if mode == "off" or next_budget < 1 or draft.hit_eos:
-            return link.wait(), 0.0, False
+            return self._blocking_wait(submitted), 0.0, False
         started = self.clock()
         verdict: Verdict | None = None
         while True:
@@ -371,4 +368,13 @@ class RoundEngine:
             if not drafter.speculate(depth, config):  # type: ignore[arg-type]
                 break
         predraft_s = self.clock() - started
-        return (verdict or link.wait()), predraft_s, True
+        return (verdict or self._blocking_wait(submitted)), predraft_s, True
+
+    def _blocking_wait(self, submitted: float) -> Verdict:
+        """``link.wait()``; the submit → verdict time feeds the expected wait that "on" pre-drafting budgets with
+        (a verdict found by ``poll`` between pre-draft forwards arrived at an unknown point of the last forward and
+        is not counted)."""
+        verdict = self.link.wait()
+        waited = self.clock() - submitted
+        self._wait_ewma = waited if self._wait_ewma == 0 else 0.7 * self._wait_ewma + 0.3 * waited
+        return verdict
