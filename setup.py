@@ -1,4 +1,4 @@
-"""Build of the QSV package; the C core in csrc/ is compiled by cffi into edge_runtime._qsv_core."""
+"""Build of the QSV package; the C core in csrc/ is compiled by cffi into qsv_wire._qsv_core."""
 
 from setuptools import find_packages, setup
 
@@ -6,7 +6,11 @@ setup(
     name="qsv",
     version="0.1.0",
     description="Edge-cloud speculative decoding with quantize-then-sample (arXiv 2507.00605)",
-    packages=find_packages(include=["edge_runtime", "edge_runtime.*", "cloud_verifier", "cloud_verifier.*",
+    # Packages by role: qsv_wire (wire format + C core, both roles), edge_runtime (the board), cloud_verifier (the
+    # verifier service), qsv_models (model registry and loading), qsv_tools (broker/PKI, demo, simulator, export),
+    # experiments, and the qsv command.
+    packages=find_packages(include=["qsv_wire", "qsv_wire.*", "edge_runtime", "edge_runtime.*", "cloud_verifier",
+                                    "cloud_verifier.*", "qsv_models", "qsv_models.*", "qsv_tools", "qsv_tools.*",
                                     "experiments", "experiments.*", "qsv", "qsv.*", "firmware_configs"]),
     package_data={"firmware_configs": ["schema.json", "*.yaml"]},
     python_requires=">=3.10",

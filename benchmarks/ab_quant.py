@@ -68,7 +68,7 @@ def row_files(args: argparse.Namespace, work: Path) -> dict[str, Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from edge_runtime.logs import add_logging_args, setup_logging
+    from qsv_wire.logs import add_logging_args, setup_logging
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rev", required=True, help="the git revision to compare against (e.g. HEAD~1)")

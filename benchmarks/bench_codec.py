@@ -3,7 +3,7 @@
 Synthetic LLM-like draft distributions: softmax(logits / T) with Gaussian logits (std 2.5) or Zipf logits
 (-1.1 * log rank, random token order), at temperatures 0.4 and 1.0 ("flat": uniform over ell random tokens, every
 count 1, the enumerative coder's worst case; not in the default set), quantized at resolution ell with the QSV rule
-(edge_runtime.core.quantize_probs; a numpy copy of the rule when the C core lacks it).
+(qsv_wire.core.quantize_probs; a numpy copy of the rule when the C core lacks it).
 
     python benchmarks/bench_codec.py                       # V in {32000, 50272, 151936}, ell in {16, 240, 720}
     python benchmarks/bench_codec.py --vocab-size 151936 --ell 720 --samples 5 --json out.json
@@ -11,7 +11,7 @@ count 1, the enumerative coder's worst case; not in the default set), quantized 
 Times are process CPU time per call (``time.process_time``: on a shared, busy machine wall-clock time measures the
 neighbours), best of ``--trials`` batches, averaged over the sampled distributions. "C" columns call the C functions
 directly through cffi with prepared arguments (about 0.3 µs of call overhead included); "API" columns go through
-``edge_runtime.codec.encode_arrays`` / ``decode`` (argument checks, output allocation, LatticePoint validation).
+``qsv_wire.codec.encode_arrays`` / ``decode`` (argument checks, output allocation, LatticePoint validation).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from edge_runtime._qsv_core import ffi, lib
+from qsv_wire._qsv_core import ffi, lib
 from tqdm import tqdm
 
-from edge_runtime import codec
+from qsv_wire import codec
 
 log = logging.getLogger("bench_codec")
 
@@ -36,7 +36,7 @@ MODE_CODES = {"auto": lib.QSV_CODEC_MODE_AUTO, "enum": lib.QSV_CODEC_MODE_ENUM, 
 
 
 def quantizer() -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
-    from edge_runtime.core import quantize_probs
+    from qsv_wire.core import quantize_probs
 
     def quantize_core(probs: np.ndarray, ell: int) -> tuple[np.ndarray, np.ndarray]:
         point = quantize_probs(probs, ell)
@@ -191,7 +191,7 @@ def markdown(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from edge_runtime.logs import add_logging_args, setup_logging
+    from qsv_wire.logs import add_logging_args, setup_logging
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab-size", type=int, nargs="+", default=[32000, 50272, 151936])

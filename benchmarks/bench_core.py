@@ -2,11 +2,11 @@
 
 Compared side by side in one run, on the same synthetic LLM-like logits (and, with --qwen-rows N, on N real next-token
 logit rows of the Qwen2.5-Coder-0.5B draft model, ONNX int8, sampled continuations of BBC prompts; kind "qwen"):
-  C        edge_runtime.core.Quantizer.quantize_logits_into (the per-token API, Python call included)
-  C+s+pack the same + Q-S sample (sample_last) + edge_runtime.codec.encode_arrays of the output buffers (sparse and
+  C        qsv_wire.core.Quantizer.quantize_logits_into (the per-token API, Python call included)
+  C+s+pack the same + Q-S sample (sample_last) + qsv_wire.codec.encode_arrays of the output buffers (sparse and
            auto mode)
   draft    Quantizer.draft_token: quantize + sample + encode (auto) in one C call (the per-token hot path)
-  numpy    edge_runtime.reference (float64 softmax, lexsort of residuals)
+  numpy    qsv_wire.reference (float64 softmax, lexsort of residuals)
   torch    the authors' style: torch softmax, ell*q, floor(+1/2), argsort of all residuals (when d != 0), fix,
            torch.multinomial draw; one thread
 
@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge_runtime import core
-from edge_runtime import reference as ref
+from qsv_wire import core
+from qsv_wire import reference as ref
 
 log = logging.getLogger("bench_core")
 
 try:
-    from edge_runtime import codec
+    from qsv_wire import codec
 except ImportError:  # pragma: no cover - the codec lands separately
     codec = None  # type: ignore[assignment]
 
@@ -53,10 +53,10 @@ def llm_like_logits(rng: np.random.Generator, vocab: int, kind: str) -> np.ndarr
 def qwen_logit_rows(count: int, seed: int) -> np.ndarray:
     """``count`` real next-token logit rows (float32, V = 151,936) of the Qwen draft model: continuations sampled at
     T = 1 from BBC prompts, a new prompt every 16 tokens. Cached under the model cache (bench/)."""
-    from edge_runtime.export.onnx_export import export_model
-    from edge_runtime.models import cache_dir
-    from edge_runtime.models.bbc import bbc_prompts
     from edge_runtime.slm import OnnxSLM, SessionConfig
+    from qsv_models import cache_dir
+    from qsv_models.bbc import bbc_prompts
+    from qsv_tools.export.onnx_export import export_model
 
     path = cache_dir() / "bench" / f"qwen_logits_{count}_{seed}.npy"
     if path.exists():
@@ -195,7 +195,7 @@ def bench_config(z: np.ndarray, ell: int, temperature: float, u: int, args: argp
 
 
 def main(argv: list[str] | None = None) -> None:
-    from edge_runtime.logs import add_logging_args, setup_logging
+    from qsv_wire.logs import add_logging_args, setup_logging
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--vocab-size", type=int, nargs="+", default=[32_000, 50_272, 151_936])

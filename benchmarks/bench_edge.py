@@ -30,7 +30,7 @@ def interleaved_speed(slms: dict[str, object], prompt_ids: list[int], tokens: in
     """Q-S drafting, one token per model in turn (round robin), so that load changes on the shared machine hit
     every runtime alike. Per token: one SLM forward, then quantize + sample in the C core (what Drafter.draft
     does per position). Prefill is timed once per model, before the loop."""
-    from edge_runtime import core
+    from qsv_wire import core
 
     state = {}
     for name, slm in slms.items():
@@ -65,8 +65,8 @@ def interleaved_speed(slms: dict[str, object], prompt_ids: list[int], tokens: in
 
 
 def codec_bits(logit_rows: np.ndarray, vocab: int, ells: list[int], temperatures: list[float]) -> list[dict]:
-    from edge_runtime import core
-    from edge_runtime.codec import bound_bits, encoded_bits, token_bits
+    from qsv_wire import core
+    from qsv_wire.codec import bound_bits, encoded_bits, token_bits
 
     rows = []
     for temperature in temperatures:
@@ -92,9 +92,9 @@ def acceptance(export_dir: Path, threads: int, prompts: list[list[int]], tempera
 
     from cloud_verifier.target import TargetModel
     from edge_runtime.drafter import DraftConfig, Drafter
-    from edge_runtime.local_loop import run_local_loop
-    from edge_runtime.models.hf import resolve_model
     from edge_runtime.slm import OnnxSLM, SessionConfig
+    from qsv_models.hf import resolve_model
+    from qsv_tools.local_loop import run_local_loop
 
     folder, gguf_file = resolve_model("qwen-target")
     t0 = time.perf_counter()
@@ -122,7 +122,7 @@ def acceptance(export_dir: Path, threads: int, prompts: list[list[int]], tempera
 
 
 def main() -> int:
-    from edge_runtime.logs import add_logging_args, setup_logging
+    from qsv_wire.logs import add_logging_args, setup_logging
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
@@ -146,10 +146,10 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from edge_runtime.export.onnx_export import export_model
-    from edge_runtime.models.bbc import bbc_prompts
-    from edge_runtime.models.hf import load_causal_lm
     from edge_runtime.slm import OnnxSLM, SessionConfig, TorchSLM
+    from qsv_models.bbc import bbc_prompts
+    from qsv_models.hf import load_causal_lm
+    from qsv_tools.export.onnx_export import export_model
 
     report: dict = {"threads": args.threads, "load_avg_start": os.getloadavg(), "cpus": os.cpu_count()}
     export = export_model("qwen-draft", int8=True)

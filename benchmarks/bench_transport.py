@@ -25,11 +25,11 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_runtime.broker.fleet import Fleet  # noqa: E402
-from edge_runtime.broker.process import DevBroker  # noqa: E402
-from edge_runtime.protocol import SamplingParams, packed_size  # noqa: E402
-from edge_runtime.transport.mqtt_common import BrokerEndpoint  # noqa: E402
 from edge_runtime.transport.remote import RemoteVerifier  # noqa: E402
+from qsv_tools.broker.fleet import Fleet  # noqa: E402
+from qsv_tools.broker.process import DevBroker  # noqa: E402
+from qsv_wire.mqtt_common import BrokerEndpoint  # noqa: E402
+from qsv_wire.protocol import SamplingParams, packed_size  # noqa: E402
 
 VOCAB = 50272
 
@@ -70,7 +70,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_runtime.logs import add_logging_args, setup_logging
+    from qsv_wire.logs import add_logging_args, setup_logging
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=2000, help="rounds per transport")

@@ -33,9 +33,9 @@ from tqdm import tqdm
 from cloud_verifier.cli import random_target
 from cloud_verifier.service import ServiceConfig, VerifierErrorReply, VerifierService
 from cloud_verifier.target import TargetModel
-from edge_runtime.lattice import LatticePoint
-from edge_runtime.protocol import DraftRound, OpenSession
-from edge_runtime.protocol import SamplingParams as WireSampling
+from qsv_wire.lattice import LatticePoint
+from qsv_wire.protocol import DraftRound, OpenSession
+from qsv_wire.protocol import SamplingParams as WireSampling
 
 log = logging.getLogger("bench_verifier")
 ELL = 16
@@ -141,7 +141,7 @@ def run_mode(target: TargetModel, vocab_hash: bytes | None, sessions: int, batch
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_runtime.logs import add_logging_args, setup_logging
+    from qsv_wire.logs import add_logging_args, setup_logging
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2", help="registry name, .gguf, HF folder, or 'random'")

@@ -1,6 +1,6 @@
 """What one device can do to another device's round latency (issue "Hardening", item 2).
 
-A real mosquitto (``edge_runtime.broker.DevBroker``, plain listener with passwords + ACLs), a real ``qsv verifier``
+A real mosquitto (``qsv_tools.broker.DevBroker``, plain listener with passwords + ACLs), a real ``qsv verifier``
 process (PyTorch, random weights of a registry shape) and three devices, each its own process or client:
 
 - **victim**: a board doing rounds of L = 4 drafts at ℓ = 240 (a short pause between rounds, as if drafting); its
@@ -36,9 +36,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_runtime import codec  # noqa: E402
-from edge_runtime.lattice import LatticePoint  # noqa: E402
-from edge_runtime.protocol import (  # noqa: E402
+from qsv_wire import codec, topics  # noqa: E402
+from qsv_wire.lattice import LatticePoint  # noqa: E402
+from qsv_wire.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties  # noqa: E402
+from qsv_wire.protocol import (  # noqa: E402
     CODEC_MODE_QSV1,
     DEFAULT_LIMITS,
     DraftRound,
@@ -49,8 +50,6 @@ from edge_runtime.protocol import (  # noqa: E402
     decode,
     encode,
 )
-from edge_runtime.transport import topics  # noqa: E402
-from edge_runtime.transport.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties  # noqa: E402
 
 VOCABS = {"tiny": 96, "smollm2-135m": 49152}
 WORKER = "w-flood"
@@ -233,9 +232,9 @@ def main() -> None:
     if args.role == "open":
         return open_role(args)
 
-    from edge_runtime.broker.fleet import Fleet
-    from edge_runtime.broker.process import DevBroker
     from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
+    from qsv_tools.broker.fleet import Fleet
+    from qsv_tools.broker.process import DevBroker
 
     args.vocab = VOCABS[args.random_model]
     flags = next((ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith("flags")), [])

@@ -88,7 +88,7 @@ class PeerError(RuntimeError):
 
 def cpu_summary(threads: int) -> dict[str, Any]:
     """CPU model name, the SIMD flags that decide kernel choice, core count and the thread count used."""
-    from edge_runtime.cpu import cpu_info
+    from qsv_wire.cpu import cpu_info
 
     info = cpu_info()
     return {"model": info.model, "flags": info.key_flags(), "amx": any(f.startswith("amx") for f in info.flags),
@@ -465,7 +465,7 @@ def load_hf_model(name: str, dtype: str) -> tuple[Any, str]:
         from transformers import AutoModelForCausalLM
         from transformers.utils.quantization_config import GgufConfig
 
-        from edge_runtime.models.hf import resolve_model
+        from qsv_models.hf import resolve_model
 
         folder, gguf_file = resolve_model(name, fetch_missing=False)
         if gguf_file is None or not (folder / gguf_file).exists():
@@ -541,8 +541,8 @@ def measure_hf(args: argparse.Namespace, prompts: Sequence[tuple[str, str]]) -> 
         import torch
     except ImportError:
         raise PeerError("the hf section needs torch and transformers in this environment") from None
-    from edge_runtime.e2e.steps import quiet_libraries
-    from edge_runtime.models.hf import load_tokenizer
+    from qsv_models.hf import load_tokenizer
+    from qsv_tools.demo.steps import quiet_libraries
 
     quiet_libraries()
     try:
@@ -712,7 +712,7 @@ def _samplers(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge_runtime.logs import add_logging_args
+    from qsv_wire.logs import add_logging_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -750,7 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_paths() -> tuple[Path, Path]:
-    from edge_runtime.models.fetch import gguf_path
+    from qsv_models.fetch import gguf_path
 
     paths = []
     for name in ("qwen-target", "qwen-draft"):
@@ -762,7 +762,7 @@ def _model_paths() -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from edge_runtime.e2e.steps import demo_prompts
+    from qsv_tools.demo.steps import demo_prompts
 
     target, draft = _model_paths()
     prompts = demo_prompts(args.prompts, args.prompt_chars)
@@ -792,7 +792,7 @@ def _loadavg() -> list[float] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from edge_runtime.logs import setup_logging
+    from qsv_wire.logs import setup_logging
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -83,7 +83,7 @@ def build(path: str, config, dense: dict[str, torch.Tensor], device: str) -> Tar
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_runtime.logs import add_logging_args, setup_logging
+    from qsv_wire.logs import add_logging_args, setup_logging
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="qwen-target")

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edge_runtime.throughput import expected_tokens_iid, pass_cost
+from qsv_wire.throughput import expected_tokens_iid, pass_cost
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class Calibration:
 class CalibrationCache:
     def __init__(self, root: Path | None = None) -> None:
         if root is None:
-            from edge_runtime.models.registry import cache_dir
+            from qsv_models.registry import cache_dir
 
             root = cache_dir() / "calibration"
         self.root = Path(root)

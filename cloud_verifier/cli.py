@@ -19,8 +19,9 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from cloud_verifier.calibration import add_precision_args
-from edge_runtime import cliargs
-from edge_runtime.logs import add_logging_args, setup_logging
+from qsv_models.registry import model_ref
+from qsv_wire import cliargs
+from qsv_wire.logs import add_logging_args, setup_logging
 
 if TYPE_CHECKING:  # torch is imported only once the arguments are checked
     from cloud_verifier.target import TargetModel
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qsv verifier-check", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", type=cliargs.model_ref,
+    src.add_argument("--model", type=model_ref,
                      help="registry name (smollm2, qwen-target), .gguf file or HF model folder")
     src.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="random weights of this shape")
     p.add_argument("--fetch", action="store_true", help="fetch a registry model that is not cached yet")

@@ -3,7 +3,7 @@ benchmarks/bench_transport.py): it accepts every draft token and returns token 0
 
 from __future__ import annotations
 
-from edge_runtime.protocol import DraftRound, ErrorCode, ErrorReply, Feedback, OpenSession
+from qsv_wire.protocol import DraftRound, ErrorCode, ErrorReply, Feedback, OpenSession
 
 
 class EchoVerifier:

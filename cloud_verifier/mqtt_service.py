@@ -37,9 +37,11 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 
 from cloud_verifier.calibration import add_precision_args
-from edge_runtime import cliargs
-from edge_runtime.logs import add_logging_args, setup_logging
-from edge_runtime.protocol import (
+from qsv_models.registry import model_ref
+from qsv_wire import cliargs, topics
+from qsv_wire.logs import add_logging_args, setup_logging
+from qsv_wire.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
+from qsv_wire.protocol import (
     CloseSession,
     DraftRound,
     ErrorCode,
@@ -52,8 +54,6 @@ from edge_runtime.protocol import (
     decode,
     encode,
 )
-from edge_runtime.transport import topics
-from edge_runtime.transport.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
 
 log = logging.getLogger(__name__)
 
@@ -543,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "limits table)")
     p.add_argument("--burst", type=cliargs.positive_float, default=None, help=f"(default {Limits().device_burst:g})")
     p.add_argument("--echo", action="store_true", help="serve the zero-compute echo verifier (transport benchmark)")
-    p.add_argument("--model", type=cliargs.model_ref,
+    p.add_argument("--model", type=model_ref,
                    help="serve the PyTorch verifier: registry name, .gguf file or HF model folder")
     p.add_argument("--random-model", choices=["tiny", "smollm2-135m"], help="PyTorch verifier with random weights")
     p.add_argument("--device", default="auto", type=cliargs.torch_device)

@@ -28,7 +28,7 @@ import threading
 import torch
 from torch import nn
 
-from edge_runtime.cpu import CpuInfo, cpu_info  # noqa: F401 - re-exported: the calibration key and tests use them
+from qsv_wire.cpu import CpuInfo, cpu_info  # noqa: F401 - re-exported: the calibration key and tests use them
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from edge_runtime.lattice import LatticePoint
+from qsv_wire.lattice import LatticePoint
 
 EXACT_ORDER = "qs"  # quantize, then sample: the edge drew x from q̂ (exact)
 INEXACT_ORDER = "sq"  # sample from q, then quantize: the verifier still uses q̂ (biased; for comparisons only)

@@ -33,8 +33,8 @@ from cloud_verifier.metrics import BATCH_BUCKETS, LATENCY_BUCKETS_S, MetricsRegi
 from cloud_verifier.sampling import SamplingParams, VerificationError, target_probs, verify_round
 from cloud_verifier.sessions import Session, SessionGone, SessionManager
 from cloud_verifier.target import KVState, RoundOutput, TargetModel
-from edge_runtime.lattice import LatticeError, LatticePoint
-from edge_runtime.protocol import (
+from qsv_wire.lattice import LatticeError, LatticePoint
+from qsv_wire.protocol import (
     CODEC_MODE_QSV1,
     DEFAULT_LIMITS,
     DraftRound,
@@ -43,7 +43,7 @@ from edge_runtime.protocol import (
     Feedback,
     OpenSession,
 )
-from edge_runtime.protocol import SamplingParams as WireSamplingParams
+from qsv_wire.protocol import SamplingParams as WireSamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class ServiceConfig:
     idle_timeout_s: float = 300.0
     max_batch: int = 16
     max_wait_s: float = 0.004
-    max_draft_len: int = DEFAULT_LIMITS.max_draft_len  # the protocol's limits table (edge_runtime.protocol.Limits)
+    max_draft_len: int = DEFAULT_LIMITS.max_draft_len  # the protocol's limits table (qsv_wire.protocol.Limits)
     max_ell: int = DEFAULT_LIMITS.max_ell
     max_history: int = DEFAULT_LIMITS.max_history
     vocab_hash: bytes | None = None  # None: only the vocabulary size is checked
@@ -138,7 +138,7 @@ def decode_lattice(blob: bytes | LatticePoint, vocab_size: int, ell: int) -> Lat
     """A lattice point from the round: LatticePoints pass through, bytes go through the codec."""
     if isinstance(blob, LatticePoint):
         return blob
-    from edge_runtime.codec import decode  # the codec owns the byte format (docs/CODEC.md)
+    from qsv_wire.codec import decode  # the codec owns the byte format (docs/CODEC.md)
 
     return decode(bytes(blob), vocab_size, ell)
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from cloud_verifier import precision as prec
-from edge_runtime.models.fetch import sha256_file
+from qsv_models.fetch import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ class ModelSource:
     @classmethod
     def resolve(cls, name_or_path: str | Path, fetch_missing: bool = False) -> ModelSource:
         """A registry name (its pinned sha256 is used when it has one), a ``.gguf`` file or a HF folder."""
-        from edge_runtime.models.hf import resolve_model
-        from edge_runtime.models.registry import MODELS
+        from qsv_models.hf import resolve_model
+        from qsv_models.registry import MODELS
 
         folder, gguf_file = resolve_model(name_or_path, fetch_missing=fetch_missing)
         spec = MODELS.get(str(name_or_path))
@@ -253,8 +253,8 @@ def dense_from_gguf(source: ModelSource) -> tuple[Any, dict[str, torch.Tensor]]:
 def vocab_info(source: ModelSource) -> tuple[str, list[int], Any]:
     """(vocab hash, EOS ids, tokenizer) from the model's tokenizer (read from the GGUF: ~14 s for Qwen, hence
     cached with the converted weights)."""
-    from edge_runtime.models.hf import load_tokenizer
-    from edge_runtime.models.vocab import vocab_hash
+    from qsv_models.hf import load_tokenizer
+    from qsv_models.vocab import vocab_hash
 
     tokenizer = load_tokenizer(source.path)
     eos = tokenizer.eos_token_id
@@ -269,7 +269,7 @@ class WeightCache:
 
     def __init__(self, root: Path | None = None) -> None:
         if root is None:
-            from edge_runtime.models.registry import cache_dir
+            from qsv_models.registry import cache_dir
 
             root = cache_dir() / "converted"
         self.root = Path(root)

@@ -1,4 +1,4 @@
-"""cffi build of the QSV C core into ``edge_runtime._qsv_core``.
+"""cffi build of the QSV C core into ``qsv_wire._qsv_core``.
 
 Every public header ``csrc/qsv_*.h`` contributes the declarations between its ``/* CFFI_BEGIN */`` and
 ``/* CFFI_END */`` markers (plain C declarations cffi can parse: no macros, no includes); every ``csrc/qsv_*.c`` is
@@ -32,7 +32,7 @@ sources = sorted(CSRC.glob("qsv_*.c"))
 ffibuilder = FFI()
 ffibuilder.cdef(_cdefs(headers))
 ffibuilder.set_source(
-    "edge_runtime._qsv_core",
+    "qsv_wire._qsv_core",
     "\n".join(f'#include "{h.name}"' for h in headers),
     sources=[str(s.relative_to(CSRC.parent)) for s in sources],
     include_dirs=[str(CSRC.relative_to(CSRC.parent))],

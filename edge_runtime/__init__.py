@@ -1,3 +1,5 @@
-"""QSV edge runtime: SLM drafting with quantize-then-sample, the C core binding, transport and board tooling."""
+"""QSV edge runtime: what runs on a board. The ONNX drafter (SLM) with quantize-then-sample drafting, the round
+engine, the adaptive controller, the MQTT link to the verifier, board configs, serial flashing and the on-device
+bench. The wire format it speaks lives in :mod:`qsv_wire`."""
 
 __version__ = "0.1.0"

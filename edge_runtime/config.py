@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
-from edge_runtime import safe_yaml
-from edge_runtime.protocol import DEFAULT_LIMITS
+from qsv_wire import safe_yaml
+from qsv_wire.protocol import DEFAULT_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +284,7 @@ def _semantic_issues(data: dict[str, Any]) -> Iterable[tuple[tuple[str | int, ..
                                           f"[{ctl['L_min']}, {ctl['L_max']}]"
     if ctl["static_ell"] not in ctl["ell_set"]:
         yield ("controller", "static_ell"), f"static_ell ({ctl['static_ell']}) not in ell_set {list(ctl['ell_set'])}"
-    # the verifier refuses rounds beyond the protocol's limits table (edge_runtime.protocol.Limits): refuse them here
+    # the verifier refuses rounds beyond the protocol's limits table (qsv_wire.protocol.Limits): refuse them here
     limits = DEFAULT_LIMITS
     for key in ("L_max", "static_L"):
         if ctl[key] > limits.max_draft_len:
@@ -432,7 +432,7 @@ def config_sha256(raw: bytes) -> str:
 # ------------------------------------------------------------------------------------------------------------------ CLI
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qsv config", description="Validate QSV board configs or print defaults.")
-    from edge_runtime import cliargs
+    from qsv_wire import cliargs
 
     parser.add_argument("files", nargs="*", type=cliargs.readable_file, help="config files to validate")
     parser.add_argument("--print-defaults", action="store_true", help="print the embedded default config as YAML")

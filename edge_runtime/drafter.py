@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_runtime import codec, core, reference
-from edge_runtime.lattice import LatticePoint
 from edge_runtime.slm import DraftModel
+from qsv_wire import codec, core, reference
+from qsv_wire.lattice import LatticePoint
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class DraftRound:
     points: list[LatticePoint]
     ell: int
     mode: str
-    messages: list[bytes] = field(default_factory=list)  # each point encoded (edge_runtime.codec, "auto" mode)
+    messages: list[bytes] = field(default_factory=list)  # each point encoded (qsv_wire.codec, "auto" mode)
     entropies: list[float] = field(default_factory=list)  # H(q) in bits at each draft position
     confidences: list[float] = field(default_factory=list)  # q(x_i), the SLM probability of the drafted token
     index: int = 0  # round number since start() (keys the draws)
@@ -133,7 +133,7 @@ class SpeculationStats:
 
 def q_distribution(logits: np.ndarray, temperature: float, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
     """q over the vocabulary (float64) after temperature, top-k and top-p: the C core's rules, in their one Python
-    definition (``edge_runtime.reference.scaled_logits``; top-k keeps exactly k, ties to the lower id; temperature 0
+    definition (``qsv_wire.reference.scaled_logits``; top-k keeps exactly k, ties to the lower id; temperature 0
     is a one-hot on the first argmax)."""
     return reference.scaled_logits(logits, 1, temperature, top_k, top_p)
 

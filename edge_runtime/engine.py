@@ -4,10 +4,10 @@ Three roles are plugged in; the engine owns the order of events and nothing else
 
 - the **drafter** (:class:`DraftSource`; :class:`edge_runtime.drafter.Drafter` on the board): drafts a round with
   Q-S, applies the verdict, and pre-drafts the next round while it waits (``speculate``). The simulator's trace
-  replay (:class:`edge_runtime.sim.simulator.TraceDrafter`) is the other one;
+  replay (:class:`qsv_tools.sim.simulator.TraceDrafter`) is the other one;
 - the **verifier link** (:class:`VerifierLink`): takes a drafted round and, some time later, gives its verdict.
   Implementations: :class:`edge_runtime.transport.remote.MqttLink` (the cloud verifier over MQTT: the board runtime,
-  the demo, the link experiments) and :class:`edge_runtime.local_loop.LocalLink` (the target model in the same
+  the demo, the link experiments) and :class:`qsv_tools.local_loop.LocalLink` (the target model in the same
   process: the reference loop and the statistical exactness tests);
 - the **controller** (:mod:`edge_runtime.controller`): chooses (L, ℓ) before each round, may stop drafting early
   per token, and learns from each finished round.
@@ -41,11 +41,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from edge_runtime import codec
 from edge_runtime.controller.base import Controller
 from edge_runtime.controller.types import ChannelView, Decision, RoundObservation
 from edge_runtime.drafter import DraftConfig, DraftRound, SpeculationStats
-from edge_runtime.protocol import SamplingParams
+from qsv_wire import codec
+from qsv_wire.protocol import SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ class RoundEngine:
             return decision
         if decision.ell > limits.max_ell:
             raise EngineError(f"controller chose ell={decision.ell}, above the protocol's max ell {limits.max_ell} "
-                              "(edge_runtime.protocol.Limits); the verifier would refuse the round (TOO_LARGE)")
+                              "(qsv_wire.protocol.Limits); the verifier would refuse the round (TOO_LARGE)")
         if decision.max_draft > limits.max_draft_len:
             return dataclasses.replace(decision, max_draft=limits.max_draft_len)
         return decision

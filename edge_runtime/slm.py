@@ -1,4 +1,4 @@
-"""The edge SLM: an exported causal LM (see :mod:`edge_runtime.export`) run by onnxruntime with a KV cache.
+"""The edge SLM: an exported causal LM (see :mod:`qsv_tools.export`) run by onnxruntime with a KV cache.
 
 One object holds one sequence. ``forward(ids)`` runs T new tokens against the cache (T = len(prompt) for prefill,
 1 for decode, several for a multi-token step) and returns the logits as a float32 numpy array that *is* the buffer
@@ -9,7 +9,8 @@ Loading: ``OnnxSLM(export_dir, variant)`` for an export directory, ``OnnxSLM.fro
 file of an export (its meta.json beside it names the variant), :func:`slm_from_config` for a board config's
 ``model`` section. This module needs onnxruntime, numpy and tokenizers only (no torch).
 
-:class:`TorchSLM` has the same interface on a transformers model (the eager baseline of the benchmarks).
+:class:`qsv_tools.torch_slm.TorchSLM` has the same interface on a transformers model (the eager baseline of the
+benchmarks).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from edge_runtime.export.meta import ExportMetaError, KVLayout, export_of_model, kv_names, load_export
+from edge_runtime.slm_meta import ExportMetaError, KVLayout, export_of_model, kv_names, load_export
 
 if TYPE_CHECKING:
     from edge_runtime.config import BoardConfig, ModelConfig
@@ -83,7 +84,7 @@ class SessionConfig:
         return opts
 
 
-def _check_step(token_ids: Sequence[int], vocab_size: int) -> np.ndarray:
+def check_step(token_ids: Sequence[int], vocab_size: int) -> np.ndarray:
     ids = np.asarray(token_ids, dtype=np.int64).reshape(1, -1)
     if ids.shape[1] == 0:
         raise SLMError("a step needs at least one token")
@@ -191,7 +192,7 @@ class OnnxSLM:
     def forward(self, token_ids: Sequence[int]) -> np.ndarray:
         """Append ``token_ids`` to the cache; logits (T, V) float32 for them — a view of onnxruntime's output
         buffer, overwritten by the next ``forward`` with the same T (copy it to keep it)."""
-        ids = _check_step(token_ids, self.vocab_size)
+        ids = check_step(token_ids, self.vocab_size)
         binding = self._binding
         binding.bind_cpu_input("input_ids", ids)
         for name, value in zip(self._past_names, self._past, strict=True):
@@ -208,57 +209,6 @@ class OnnxSLM:
 
     def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
         """Reset, run the prompt; logits (V,) of the next token."""
-        self.reset()
-        return self.forward(token_ids)[-1]
-
-
-class TorchSLM:
-    """The same interface on a transformers causal LM (eager PyTorch), for baselines and tests."""
-
-    def __init__(self, model: Any, eos_token_ids: Sequence[int] = ()) -> None:
-        import inspect
-
-        self.model = model.eval()
-        self.vocab_size = int(model.config.vocab_size)
-        self.eos_token_ids = list(eos_token_ids)
-        params = inspect.signature(type(model).forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self._cache: Any = None
-        self._length = 0
-        self._logits = np.empty(0, np.float32)
-
-    @property
-    def length(self) -> int:
-        return self._length
-
-    def reset(self) -> None:
-        self._cache = None
-        self._length = 0
-
-    def rollback(self, length: int) -> None:
-        if not 0 <= length <= self._length:
-            raise SLMError(f"cannot roll back to {length} tokens: the cache holds {self._length}")
-        if length == 0:
-            self.reset()
-        elif length < self._length:
-            self._cache.crop(length - self._length)  # transformers 5: a negative value drops that many tokens
-            self._length = length
-
-    def forward(self, token_ids: Sequence[int]) -> np.ndarray:
-        import torch
-        from transformers import DynamicCache
-
-        ids = torch.from_numpy(_check_step(token_ids, self.vocab_size))
-        if self._cache is None:
-            self._cache = DynamicCache(config=self.model.config)
-        positions = torch.arange(self._length, self._length + ids.shape[1]).unsqueeze(0)
-        with torch.inference_mode():
-            out = self.model(input_ids=ids, position_ids=positions, use_cache=True, **{self._cache_arg: self._cache})
-        self._length += ids.shape[1]
-        self._logits = out.logits[0].float().numpy()
-        return self._logits
-
-    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
         self.reset()
         return self.forward(token_ids)[-1]
 

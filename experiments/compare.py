@@ -3,7 +3,7 @@ on the 4 Mbps two-state Markov uplink and at ≈350 kbps, over the same prompts 
 
 Today the rounds run in the simulator (synthetic traces, or traces recorded from the real drafter/verifier with
 ``--traces``). The comparison itself only needs an ``ExecutorFactory``: a callable (scenario, policy, scheme, seed) →
-RoundExecutor, the engine's roles for each sequence (edge_runtime.sim.episode); ``experiments/link_run.py`` builds
+RoundExecutor, the engine's roles for each sequence (qsv_tools.sim.episode); ``experiments/link_run.py`` builds
 them on the real edge/verifier pair over the shaped link, ``experiments/real_check.py`` on real compute in process.
 
 Subcommands: ``qsv experiment record ...`` records Qwen traces with measured timings (experiments/record.py, cached);
@@ -31,18 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime import cliargs
-from edge_runtime.channel.markov import SCENARIOS, MarkovChannel, MarkovChannelSpec
 from edge_runtime.controller.base import Controller, StaticController
 from edge_runtime.controller.model import TimingPriors
 from edge_runtime.controller.model_based import ModelBasedController
-from edge_runtime.logs import add_logging_args, setup_logging
-from edge_runtime.sim.episode import EpisodeResult, RoundExecutor, run_episode
-from edge_runtime.sim.record_timed import measured_target_step_s, timing_rounds
-from edge_runtime.sim.simulator import PROFILES, SimRoundExecutor, TimingProfile, target_alone_time
-from edge_runtime.sim.synthetic import generate_traces
-from edge_runtime.sim.trace import TraceSet
 from experiments.paired import episodes_from_results, paired_comparison, write_comparison
+from qsv_tools.channel.markov import SCENARIOS, MarkovChannel, MarkovChannelSpec
+from qsv_tools.sim.episode import EpisodeResult, RoundExecutor, run_episode
+from qsv_tools.sim.record_timed import measured_target_step_s, timing_rounds
+from qsv_tools.sim.simulator import PROFILES, SimRoundExecutor, TimingProfile, target_alone_time
+from qsv_tools.sim.synthetic import generate_traces
+from qsv_tools.sim.trace import TraceSet
+from qsv_wire import cliargs
+from qsv_wire.logs import add_logging_args, setup_logging
 
 log = logging.getLogger("qsv.experiment")
 
@@ -203,7 +203,7 @@ def compare(
 def train_ddqn_policy(scenario: str, traces: TraceSet, timing: TimingProfile, spec: MarkovChannelSpec,
                       episodes: int, lr: float, seed: int, max_new_tokens: int, out: Path,
                       channel_known: bool) -> tuple[Controller, list[float]]:
-    from edge_runtime.controller.ddqn import DdqnController, DdqnHyper, train_ddqn
+    from qsv_tools.ddqn_training import DdqnController, DdqnHyper, train_ddqn
 
     # without the oracle state, the DQN's channel input is the state nearest to the last measured uplink rate
     agent = DdqnController(SCENARIO_ELLS[scenario], hyper=DdqnHyper(lr=lr), seed=seed,
@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", type=cliargs.output_dir, default=Path("experiment_out"), help="output directory")
     p.add_argument("--traces", type=cliargs.readable_file,
-                   help="JSONL trace (edge_runtime.sim.trace); default: synthetic traces")
+                   help="JSONL trace (qsv_tools.sim.trace); default: synthetic traces")
     p.add_argument("--prompts", type=cliargs.positive_int, default=50, help="synthetic sequences (prompts) to evaluate")
     p.add_argument("--train-prompts", type=cliargs.positive_int, default=200,
                    help="synthetic sequences for DDQN training (disjoint from the evaluation ones)")
@@ -381,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return recovery_main(argv[1:])
     if argv[:1] == ["ddqn-onnx"]:
-        from edge_runtime.controller.ddqn import export_main
+        from qsv_tools.ddqn_training import export_main
 
         return export_main(argv[1:])
     parser = build_parser()
@@ -433,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "ddqn" not in policies[s]:
             continue
         if args.ddqn_load:
-            from edge_runtime.controller.ddqn import DdqnController
+            from qsv_tools.ddqn_training import DdqnController
 
             ddqn[s] = DdqnController.load(args.ddqn_load / f"ddqn_{s}.pt",
                                           state_rates_bps=None if channel_known else specs[s].rates_bps)

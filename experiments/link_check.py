@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from edge_runtime.channel.netem import ShapedLink, measure_tcp_goodput, netns_available
-    from edge_runtime.logs import add_logging_args, setup_logging
+    from qsv_tools.channel.netem import ShapedLink, measure_tcp_goodput, netns_available
+    from qsv_wire.logs import add_logging_args, setup_logging
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rates", default="2e6,6e6", help="comma list of uplink rates in bit/s")

@@ -4,7 +4,7 @@ by tc every round from the paper's Markov chain; the target alone decodes the sa
 
     sudo python -m experiments.link_run --prompts 4 --out experiment_out/link      # or: qsv experiment link ...
 
-Layout: this process (root namespace) creates the link (``edge_runtime.channel.netem.ShapedLink``), starts the cloud
+Layout: this process (root namespace) creates the link (``qsv_tools.channel.netem.ShapedLink``), starts the cloud
 role inside the cloud namespace (mosquitto bound to the veth address + one ``qsv verifier`` worker with the
 Qwen2.5-Coder-1.5B target) and then the edge role inside the edge namespace (Qwen2.5-Coder-0.5B ONNX int8 drafter;
 every policy of every scenario over the same prompts and seeds, ``NetRoundExecutor``; it sets its own interface's
@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_runtime.logs import add_logging_args, setup_logging
+from qsv_wire.logs import add_logging_args, setup_logging
 
 log = logging.getLogger("qsv.experiment.link")
 
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def scenario_policies(args: argparse.Namespace) -> dict[str, list[str]]:
-    from edge_runtime.channel.markov import SCENARIOS
+    from qsv_tools.channel.markov import SCENARIOS
 
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS]
@@ -91,7 +91,7 @@ def prompts_for(args: argparse.Namespace, encode) -> list[list[int]]:  # noqa: A
 # ------------------------------------------------------------------------------------------------------ cloud role
 def cloud_role(args: argparse.Namespace) -> int:
     """Inside the cloud namespace: broker on the veth address + one verifier worker; READY, then wait for SIGTERM."""
-    from edge_runtime.e2e.processes import DEVICE_ID, DemoStack
+    from qsv_tools.demo.processes import DEVICE_ID, DemoStack
 
     worker_args = ["--model", "qwen-target", "--dtype", "fp32", "--device", "cpu"]
     try:  # DemoStack turns SIGTERM into KeyboardInterrupt while it is up and always stops broker and worker
@@ -112,7 +112,7 @@ def cloud_role(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------------- edge role
 def tc_rate_setter(ifname: str):  # noqa: ANN201 - Callable[[float], None]
     """Sets this namespace's ``ifname`` uplink to a rate (tc qdisc change on the root qdisc the link installed)."""
-    from edge_runtime.channel.netem import uplink_change_args
+    from qsv_tools.channel.netem import uplink_change_args
 
     kind = subprocess.run(["tc", "qdisc", "show", "dev", ifname], capture_output=True, text=True, check=True).stdout
     shaper = "netem" if " netem " in f" {kind} " else "tbf"
@@ -128,14 +128,14 @@ def tc_rate_setter(ifname: str):  # noqa: ANN201 - Callable[[float], None]
 
 def edge_role(args: argparse.Namespace) -> int:
     """Inside the edge namespace: every policy of every scenario over the prompts; results pickled to the workdir."""
-    from edge_runtime.channel.markov import SCENARIOS, MarkovChannel
-    from edge_runtime.e2e.processes import DEVICE_ID
-    from edge_runtime.export.onnx_export import export_model
-    from edge_runtime.sim.net_executor import NetRoundExecutor
     from edge_runtime.slm import OnnxSLM, SessionConfig
-    from edge_runtime.transport.mqtt_common import BrokerEndpoint
     from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
     from experiments.compare import SCENARIO_ELLS, compare
+    from qsv_tools.channel.markov import SCENARIOS, MarkovChannel
+    from qsv_tools.demo.processes import DEVICE_ID
+    from qsv_tools.export.onnx_export import export_model
+    from qsv_tools.sim.net_executor import NetRoundExecutor
+    from qsv_wire.mqtt_common import BrokerEndpoint
 
     policies = scenario_policies(args)
     ep_json = json.loads((args.workdir / "endpoint.json").read_text())
@@ -150,7 +150,7 @@ def edge_role(args: argparse.Namespace) -> int:
     ddqn = {}
     for s in policies:
         if "ddqn" in policies[s]:
-            from edge_runtime.controller.ddqn import DdqnController
+            from qsv_tools.ddqn_training import DdqnController
 
             path = args.ddqn_dir / f"ddqn_{s}.pt"
             if not path.is_file():
@@ -189,8 +189,8 @@ def target_alone(args: argparse.Namespace, prompts: list[list[int]]) -> tuple[in
 
     from cloud_verifier import SamplingParams
     from cloud_verifier.target import TargetModel
-    from edge_runtime.e2e.baseline import run_target_alone
-    from edge_runtime.models.hf import resolve_model
+    from qsv_models.hf import resolve_model
+    from qsv_tools.demo.baseline import run_target_alone
 
     torch.set_num_threads(args.cloud_threads)
     folder, gguf_file = resolve_model("qwen-target", fetch_missing=False)
@@ -207,10 +207,10 @@ def target_alone(args: argparse.Namespace, prompts: list[list[int]]) -> tuple[in
 def model_check(results: list, vocab_size: int) -> str:
     """Per static (L, ℓ): calibrate on the first half of the prompts' real rounds, predict the second half's rounds
     from their confidences (the channel's mean rate), compare with the measured tokens/s of that half."""
-    from edge_runtime.channel.markov import SCENARIOS
     from edge_runtime.controller import ThroughputModel
     from edge_runtime.controller.model import TimingPriors
     from edge_runtime.controller.types import ChannelView
+    from qsv_tools.channel.markov import SCENARIOS
 
     lines = ["| scenario | policy | measured tok/s (2nd half) | predicted tok/s | predicted / measured |",
              "|---|---|---|---|---|"]
@@ -238,9 +238,9 @@ def model_check(results: list, vocab_size: int) -> str:
 
 
 def run_role(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from edge_runtime.channel.markov import SCENARIOS
-    from edge_runtime.channel.netem import ShapedLink, netns_available
     from experiments.compare import PolicyResult, plot, write_tables
+    from qsv_tools.channel.markov import SCENARIOS
+    from qsv_tools.channel.netem import ShapedLink, netns_available
 
     policies = scenario_policies(args)
     ok, why = netns_available()

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from edge_runtime.channel.markov import SCENARIOS, MarkovChannel
 from edge_runtime.controller import StaticController, ThroughputModel
 from edge_runtime.controller.model import TimingPriors
 from edge_runtime.controller.types import ChannelView
-from edge_runtime.sim import PROFILES, SimRoundExecutor, TimingProfile, TraceSet, generate_traces, run_episode
-from edge_runtime.sim.record_timed import timing_rounds
+from qsv_tools.channel.markov import SCENARIOS, MarkovChannel
+from qsv_tools.sim import PROFILES, SimRoundExecutor, TimingProfile, TraceSet, generate_traces, run_episode
+from qsv_tools.sim.record_timed import timing_rounds
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from edge_runtime.channel.markov import SCENARIOS, MarkovChannel
-from edge_runtime.logs import add_logging_args, setup_logging
-from edge_runtime.sim import SimRoundExecutor, TimingProfile, TraceSet
-from edge_runtime.sim.record_timed import measured_target_step_s, timing_rounds
 from experiments.compare import compare
+from qsv_tools.channel.markov import SCENARIOS, MarkovChannel
+from qsv_tools.sim import SimRoundExecutor, TimingProfile, TraceSet
+from qsv_tools.sim.record_timed import measured_target_step_s, timing_rounds
+from qsv_wire.logs import add_logging_args, setup_logging
 
 log = logging.getLogger("qsv.experiment.real_check")
 
@@ -40,10 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from cloud_verifier.target import TargetModel
-    from edge_runtime.export.onnx_export import export_model
-    from edge_runtime.sim.real_executor import RealRoundExecutor
     from edge_runtime.slm import OnnxSLM, SessionConfig
     from experiments.record import prompt_token_ids
+    from qsv_tools.export.onnx_export import export_model
+    from qsv_tools.sim.real_executor import RealRoundExecutor
 
     traces = TraceSet.load(args.traces)
     settings = traces.meta.get("settings")

@@ -14,8 +14,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_runtime import cliargs
-from edge_runtime.logs import add_logging_args, setup_logging
+from qsv_models.registry import model_ref
+from qsv_wire import cliargs
+from qsv_wire.logs import add_logging_args, setup_logging
 
 log = logging.getLogger("qsv.experiment.record")
 
@@ -24,7 +25,7 @@ ELLS = (2, 16, 240, 720)
 
 def prompt_token_ids(encode, count: int, max_tokens: int, start: int = 0) -> list[list[int]]:
     """BBC prompts "Article: … Summary:" with the article part cut so the whole prompt has ≤ ``max_tokens`` tokens."""
-    from edge_runtime.models.bbc import bbc_prompts
+    from qsv_models.bbc import bbc_prompts
 
     suffix = "\nSummary:"
     suffix_ids = encode(suffix)
@@ -55,10 +56,10 @@ def record(args: argparse.Namespace) -> Path:
     import torch
 
     from cloud_verifier.target import TargetModel
-    from edge_runtime.export.onnx_export import export_model
-    from edge_runtime.models.fetch import fetch
-    from edge_runtime.sim.record_timed import record_traces_timed
     from edge_runtime.slm import OnnxSLM, SessionConfig
+    from qsv_models.fetch import fetch
+    from qsv_tools.export.onnx_export import export_model
+    from qsv_tools.sim.record_timed import record_traces_timed
 
     for name in dict.fromkeys((args.draft, args.target)):
         fetch(name)
@@ -90,8 +91,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="contexts per prompt: 52 generated tokens + room for the last round's drafts")
     p.add_argument("--temperature", type=cliargs.non_negative_float, default=0.4)
     p.add_argument("--seed", type=cliargs.seed, default=0)
-    p.add_argument("--draft", default="qwen-draft", type=cliargs.model_ref)
-    p.add_argument("--target", default="qwen-target", type=cliargs.model_ref)
+    p.add_argument("--draft", default="qwen-draft", type=model_ref)
+    p.add_argument("--target", default="qwen-target", type=model_ref)
     p.add_argument("--draft-variant", default="int8", choices=("int8", "fp32"), help="ONNX variant of the draft")
     p.add_argument("--target-dtype", default="fp32", choices=("fp32", "bf16"),
                    help="fp32: bf16 matmuls are emulated on AVX2 CPUs without bf16 units (much slower)")

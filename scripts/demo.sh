@@ -7,7 +7,7 @@
 # Options go to `qsv demo` (qsv demo --help), e.g.
 #   bash scripts/demo.sh --quick            # SmolLM2-135M drafts for itself: small download, a few minutes
 #   bash scripts/demo.sh --prompts 1 --max-new-tokens 16 --controller model --no-tls --target-dtype bf16
-# The C core demo (synthetic logits, no models) is `python -m edge_runtime.demo_core`.
+# The C core demo (synthetic logits, no models) is `python -m qsv_tools.demo_core`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh

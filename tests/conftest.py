@@ -27,8 +27,8 @@ FLEET_DEVICES = ("dev-a", "dev-b", "dev-c")
 
 
 def _dev_broker(workdir: Path, insecure_dev: bool, plain_auth: bool = True):  # noqa: ANN202 - DevBroker (lazy)
-    from edge_runtime.broker.fleet import Fleet
-    from edge_runtime.broker.process import DevBroker
+    from qsv_tools.broker.fleet import Fleet
+    from qsv_tools.broker.process import DevBroker
 
     return DevBroker(workdir, Fleet(FLEET_DEVICES, ("verifier",)), plain_auth=plain_auth,
                      insecure_dev=insecure_dev).start()

@@ -49,7 +49,7 @@ def test_core_section_measures_every_ell() -> None:
 
 @pytest.fixture
 def plain_broker(tmp_path: Path) -> Iterator[int]:
-    from edge_runtime.broker.process import free_port, wait_listening
+    from qsv_tools.broker.process import free_port, wait_listening
 
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     port = free_port()
@@ -79,7 +79,7 @@ def test_mqtt_echo_round_trip(plain_broker: int) -> None:
 
 
 def test_mqtt_unreachable_broker_is_reported() -> None:
-    from edge_runtime.broker.process import free_port
+    from qsv_tools.broker.process import free_port
 
     section = bench_mqtt(parse_config(cfg_for(free_port())), count=3, timeout_s=1.0)
     assert not section.available and "cannot connect to mqtt://127.0.0.1" in section.reason
@@ -108,8 +108,8 @@ def test_slm_and_e2e_unavailable_without_a_model() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from edge_runtime.export.onnx_export import export_loaded
-    from edge_runtime.export.tiny import tiny_causal_lm
+    from qsv_tools.export.onnx_export import export_loaded
+    from qsv_tools.export.tiny import tiny_causal_lm
 
     out = tmp_path_factory.mktemp("tiny-export")
     export_loaded(tiny_causal_lm("llama", vocab_size=64, seed=2, layers=1, hidden=16, heads=2, kv_heads=1), None,
@@ -141,7 +141,7 @@ def test_remote_end_to_end_through_a_secured_broker_to_a_real_verifier(
     from cloud_verifier.service import ServiceConfig as CoreConfig
     from cloud_verifier.service import VerifierService
     from cloud_verifier.target import TargetModel
-    from edge_runtime.export.tiny import tiny_causal_lm
+    from qsv_tools.export.tiny import tiny_causal_lm
 
     vocab_hash = "ab" * 32
     (tmp_path / "user").write_text("dev-c\n")

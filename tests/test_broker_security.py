@@ -34,13 +34,13 @@ from doubles.toy import (
 )
 
 from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
-from edge_runtime.broker.certs import create_ca, issue_cert
-from edge_runtime.broker.fleet import Fleet
-from edge_runtime.broker.process import DevBroker, free_port
-from edge_runtime.protocol import OpenAck, OpenSession, SamplingParams, decode, encode
-from edge_runtime.transport import topics
-from edge_runtime.transport.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
+from qsv_tools.broker.certs import create_ca, issue_cert
+from qsv_tools.broker.fleet import Fleet
+from qsv_tools.broker.process import DevBroker, free_port
+from qsv_wire import topics
+from qsv_wire.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
+from qsv_wire.protocol import OpenAck, OpenSession, SamplingParams, decode, encode
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARD = "board"
@@ -195,7 +195,7 @@ def test_no_plain_listener_without_opt_in(secure_broker: DevBroker, tmp_path: Pa
 
 @pytest.mark.parametrize("tls", [True, False], ids=["tls", "no-tls"])
 def test_the_demo_asks_for_the_plain_listener_only_with_no_tls(tmp_path: Path, tls: bool) -> None:
-    from edge_runtime.e2e.processes import DEVICE_ID, VERIFIER_USER, DemoStack
+    from qsv_tools.demo.processes import DEVICE_ID, VERIFIER_USER, DemoStack
 
     stack = DemoStack([], tls=tls, workdir=tmp_path)
     try:

@@ -7,10 +7,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from edge_runtime.channel import PAPER_4MBPS, PAPER_350KBPS, ChannelEstimator, MarkovChannel, MarkovChannelSpec
-from edge_runtime.channel.markov import ChannelConfigError
-from edge_runtime.channel.netem import ShapingError
+from edge_runtime.channel import ChannelEstimator
 from edge_runtime.controller.types import ControllerError
+from qsv_tools.channel import PAPER_4MBPS, PAPER_350KBPS, MarkovChannel, MarkovChannelSpec
+from qsv_tools.channel.markov import ChannelConfigError
+from qsv_tools.channel.netem import ShapingError
 
 
 def test_paper_scenarios() -> None:
@@ -74,7 +75,7 @@ def test_estimator_prefers_probes_and_maps_states() -> None:
 # ------------------------------------------------------------------------------ real shaping (netns + tc tbf)
 
 def _netns_reason() -> str:
-    from edge_runtime.channel.netem import netns_available
+    from qsv_tools.channel.netem import netns_available
 
     ok, reason = netns_available()
     return "" if ok else reason
@@ -89,7 +90,7 @@ def _namespaces() -> str:
 
 @pytest.mark.skipif(bool(NETNS_SKIP), reason=f"network namespaces unavailable: {NETNS_SKIP}")
 def test_tbf_shaped_veth_delivers_configured_rate_and_cleans_up() -> None:
-    from edge_runtime.channel.netem import MarkovShaper, ShapedLink, measure_tcp_goodput
+    from qsv_tools.channel.netem import MarkovShaper, ShapedLink, measure_tcp_goodput
 
     with ShapedLink(2e6, shaper="tbf") as link:
         names = (link.ends.edge_ns, link.ends.cloud_ns)
@@ -112,7 +113,7 @@ def test_tbf_shaped_veth_delivers_configured_rate_and_cleans_up() -> None:
 
 @pytest.mark.skipif(bool(NETNS_SKIP), reason=f"network namespaces unavailable: {NETNS_SKIP}")
 def test_shaped_link_cleans_up_after_error() -> None:
-    from edge_runtime.channel.netem import ShapedLink
+    from qsv_tools.channel.netem import ShapedLink
 
     with pytest.raises(RuntimeError, match="boom"):
         with ShapedLink(1e6) as link:
@@ -131,7 +132,7 @@ def test_shaped_link_cleans_up_after_error() -> None:
 def _netem_reason() -> str:
     if NETNS_SKIP:
         return NETNS_SKIP
-    from edge_runtime.channel.netem import qdisc_available
+    from qsv_tools.channel.netem import qdisc_available
 
     return "" if qdisc_available("netem", ["rate", "1mbit"]) else "this kernel has no sch_netem"
 
@@ -139,7 +140,7 @@ def _netem_reason() -> str:
 @pytest.mark.skipif(bool(_netem_reason()), reason=f"netem unavailable: {_netem_reason()}")
 def test_netem_link_shapes_rate_with_delay() -> None:
     """netem path (rate + RTT): bulk goodput at the configured rate, and rate changes applied in place."""
-    from edge_runtime.channel.netem import ShapedLink, measure_tcp_goodput
+    from qsv_tools.channel.netem import ShapedLink, measure_tcp_goodput
 
     with ShapedLink(2e6, rtt_s=0.02, shaper="netem") as link:
         assert "netem" in link.qdisc_show()

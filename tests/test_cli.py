@@ -1,5 +1,5 @@
 """The ``qsv`` command (qsv/cli.py): subcommands, help, errors, lazy imports; the shared logging setup
-(edge_runtime/logs.py); the verifier's ``--broker URL``."""
+(qsv_wire/logs.py); the verifier's ``--broker URL``."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.logs import add_logging_args, log_level, setup_logging
 from qsv.cli import COMMANDS
+from qsv_wire.logs import add_logging_args, log_level, setup_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 QSV = shutil.which("qsv", path=str(Path(sys.executable).parent)) or shutil.which("qsv")
@@ -212,7 +212,7 @@ def test_verifier_arguments_are_checked_first(argv: list[str], message: str | No
 
 def test_broker_url_defaults() -> None:
     from cloud_verifier.mqtt_service import broker_url
-    from edge_runtime.transport.mqtt_common import BrokerEndpoint
+    from qsv_wire.mqtt_common import BrokerEndpoint
 
     assert broker_url("mqtt://example.org") == ("mqtt", "example.org", 1883)
     assert broker_url("mqtts://example.org") == ("mqtts", "example.org", 8883)

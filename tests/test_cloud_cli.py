@@ -1,4 +1,4 @@
-"""``qsv verifier-check`` (cloud_verifier.cli), JSON-line logs (edge_runtime.logs) and the Prometheus endpoint."""
+"""``qsv verifier-check`` (cloud_verifier.cli), JSON-line logs (qsv_wire.logs) and the Prometheus endpoint."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from cloud_verifier.cli import main
 from cloud_verifier.metrics import MetricsRegistry, MetricsServer
-from edge_runtime.logs import JsonLineFormatter
+from qsv_wire.logs import JsonLineFormatter
 
 
 def test_check_prints_config(capsys) -> None:

@@ -22,9 +22,9 @@ from cloud_verifier.sampling import SamplingParams, target_probs
 from cloud_verifier.service import ServiceConfig, VerifierService
 from cloud_verifier.target import TargetModel
 from cloud_verifier.weight_cache import convert_model
-from edge_runtime import core
-from edge_runtime.protocol import DraftRound, Feedback, OpenSession
-from edge_runtime.protocol import SamplingParams as WireSampling
+from qsv_wire import core
+from qsv_wire.protocol import DraftRound, Feedback, OpenSession
+from qsv_wire.protocol import SamplingParams as WireSampling
 
 VOCAB, ELL, BOARDS, CHUNK = 64, 4, 3000, 100
 PROMPT = [3, 14, 15, 9, 26]

@@ -20,12 +20,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from cloud_verifier.sampling import SamplingParams
 from cloud_verifier.service import ServiceConfig, ServiceErrorCode, VerifierErrorReply, VerifierService
 from cloud_verifier.target import TargetModel
-from edge_runtime import codec
-from edge_runtime.core import quantize_probs
 from edge_runtime.drafter import DraftConfig, Drafter
-from edge_runtime.protocol import DraftRound, ErrorCode, Feedback, OpenSession
-from edge_runtime.protocol import SamplingParams as WireSampling
-from edge_runtime.slm import TorchSLM
+from qsv_tools.torch_slm import TorchSLM
+from qsv_wire import codec
+from qsv_wire.core import quantize_probs
+from qsv_wire.protocol import DraftRound, ErrorCode, Feedback, OpenSession
+from qsv_wire.protocol import SamplingParams as WireSampling
 
 VOCAB = 96
 HASH = hashlib.sha256(b"tiny-vocab").digest()
@@ -346,7 +346,7 @@ def test_rounds_past_the_model_context_are_refused(target, drafter) -> None:
 
 
 def test_replies_encode_on_the_wire(target, drafter) -> None:
-    from edge_runtime.protocol import ErrorReply, decode, encode
+    from qsv_wire.protocol import ErrorReply, decode, encode
 
     service = make_service(target)
     board = Board(drafter, 12, PROMPT, SamplingParams(temperature=1.0), seed=2)

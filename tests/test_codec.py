@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime import codec
-from edge_runtime.codec import CodecError
-from edge_runtime.lattice import LatticePoint
+from qsv_wire import codec
+from qsv_wire.codec import CodecError
+from qsv_wire.lattice import LatticePoint
 
 MODES = ("auto", "enum", "sparse")
 SETTINGS = settings(max_examples=200, derandomize=True, deadline=None)

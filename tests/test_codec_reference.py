@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime import codec
-from edge_runtime.lattice import LatticePoint
+from qsv_wire import codec
+from qsv_wire.lattice import LatticePoint
 
 # ------------------------------------------------------------------------------------------ reference code
 

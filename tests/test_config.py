@@ -246,14 +246,14 @@ def test_an_alias_bomb_is_rejected_at_once_with_its_position() -> None:
 
 
 def test_an_oversized_document_is_rejected_before_parsing() -> None:
-    from edge_runtime import safe_yaml
+    from qsv_wire import safe_yaml
 
     issues, data = validate_config_text("x: " + "y" * (safe_yaml.MAX_BYTES + 1), "big.yaml")
     assert data is None and "at most" in issues[0].message
 
 
 def test_fleet_lists_are_type_checked_and_alias_free(tmp_path) -> None:
-    from edge_runtime.broker.fleet import Fleet
+    from qsv_tools.broker.fleet import Fleet
 
     path = tmp_path / "fleet.yaml"
     path.write_text("devices: board-01\n")  # a string, not a list: was split into characters

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.channel import SCENARIOS, MarkovChannel
 from edge_runtime.controller import ModelBasedController, StaticController
 from edge_runtime.controller.model import TimingPriors
 from edge_runtime.controller.types import ChannelView, ControllerError, Decision, RoundObservation
-from edge_runtime.sim import PROFILES, SimRoundExecutor, generate_traces, run_episode
+from qsv_tools.channel import SCENARIOS, MarkovChannel
+from qsv_tools.sim import PROFILES, SimRoundExecutor, generate_traces, run_episode
 
 V = 151_936
 PRIORS = TimingPriors(draft_per_token_s=0.004, verify_intercept_s=0.03, verify_per_token_s=0.001)
@@ -102,7 +102,7 @@ def test_model_based_beats_static_baselines_in_simulator() -> None:
 
 
 def test_ddqn_trains_quickly_loss_falls_and_beats_random(tmp_path: Path) -> None:
-    from edge_runtime.controller.ddqn import DdqnController, DdqnHyper, train_ddqn
+    from qsv_tools.ddqn_training import DdqnController, DdqnHyper, train_ddqn
 
     def setup(scenario: str, ells: tuple[int, int]) -> tuple[list[int], object, object]:
         traces = generate_traces(20, 80, ells, seed=21)
@@ -148,7 +148,7 @@ def test_ddqn_trains_quickly_loss_falls_and_beats_random(tmp_path: Path) -> None
 
 
 def test_ddqn_state_layout() -> None:
-    from edge_runtime.controller.ddqn import WINDOW, DdqnController
+    from qsv_tools.ddqn_training import WINDOW, DdqnController
 
     ctl = DdqnController((2, 16))
     assert len(ctl.actions) == 22
@@ -164,8 +164,8 @@ def test_controller_from_board_config(tmp_path: Path) -> None:
     import dataclasses
 
     from edge_runtime.config import default_config
-    from edge_runtime.controller.ddqn import DdqnController
     from edge_runtime.controller.factory import controller_from_config
+    from qsv_tools.ddqn_training import DdqnController
 
     cfg = default_config()
     ctl = controller_from_config(cfg, V)
@@ -185,11 +185,12 @@ def test_controller_from_board_config(tmp_path: Path) -> None:
     DdqnController(cfg.controller.ell_set).save(tmp_path / "p.pt")
     ddqn_cfg = dataclasses.replace(ddqn_cfg, controller=dataclasses.replace(ddqn_cfg.controller,
                                                                              policy_path=str(tmp_path / "p.pt")))
-    assert isinstance(controller_from_config(ddqn_cfg, V), DdqnController)
+    with pytest.raises(ControllerError, match="qsv experiment ddqn-onnx"):
+        controller_from_config(ddqn_cfg, V)
 
 
 def test_ddqn_channel_state_from_estimator_without_view() -> None:
-    from edge_runtime.controller.ddqn import WINDOW, DdqnController
+    from qsv_tools.ddqn_training import WINDOW, DdqnController
 
     ctl = DdqnController((240, 720), state_rates_bps=(2e6, 6e6))
     assert ctl.state(None)[WINDOW + 2] == 0.0
@@ -219,7 +220,7 @@ def test_observation_from_drafter_round_and_trace_record() -> None:
 # ------------------------------------------------------------------------------------ DDQN board format (ONNX)
 def test_ddqn_onnx_export_matches_torch(tmp_path: Path) -> None:
     from edge_runtime.controller import OnnxDdqnController, load_policy
-    from edge_runtime.controller.ddqn import WINDOW, DdqnController, export_policy_onnx
+    from qsv_tools.ddqn_training import WINDOW, DdqnController, export_policy_onnx
 
     agent = DdqnController((2, 16), seed=5, state_rates_bps=(175e3, 525e3))
     loaded = load_policy(agent.export_onnx(tmp_path / "policy.onnx"))
@@ -242,7 +243,8 @@ def test_ddqn_onnx_export_matches_torch(tmp_path: Path) -> None:
     agent.save(tmp_path / "saved.pt")  # .pt → .onnx conversion (experiments: qsv experiment ddqn-onnx)
     converted = load_policy(export_policy_onnx(tmp_path / "saved.pt"))
     np.testing.assert_allclose(converted.q_values(states), q_torch, atol=1e-5, rtol=0)
-    assert isinstance(load_policy(tmp_path / "saved.pt"), DdqnController)
+    with pytest.raises(ControllerError, match="ddqn-onnx"):  # a board takes the ONNX policy only
+        load_policy(tmp_path / "saved.pt")
 
 
 def test_ddqn_onnx_bad_files(tmp_path: Path) -> None:
@@ -262,8 +264,8 @@ def test_controller_from_board_config_onnx_policy(tmp_path: Path) -> None:
 
     from edge_runtime.config import default_config
     from edge_runtime.controller import OnnxDdqnController
-    from edge_runtime.controller.ddqn import DdqnController
     from edge_runtime.controller.factory import controller_from_config
+    from qsv_tools.ddqn_training import DdqnController
 
     cfg = default_config()
     path = DdqnController(cfg.controller.ell_set).export_onnx(tmp_path / "ddqn.onnx")

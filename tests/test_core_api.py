@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from edge_runtime import core
-from edge_runtime import reference as ref
+from qsv_wire import core
+from qsv_wire import reference as ref
 
 RNG_SEED = 2024
 
@@ -152,13 +152,13 @@ def test_the_c_extension_is_built_and_loaded() -> None:
     """The one explicit check: a missing or stale C extension fails the run here (no test skips for it)."""
     import importlib
 
-    ext = importlib.import_module("edge_runtime._qsv_core")
+    ext = importlib.import_module("qsv_wire._qsv_core")
     assert ext.lib.qsv_quant_workspace_size(1000) > 0
     assert core.lib is ext.lib
 
 
 def test_codec_reexport() -> None:
-    from edge_runtime import codec
+    from qsv_wire import codec
 
     assert core.encode is codec.encode and core.decode is codec.decode and core.bound_bits is codec.bound_bits
     point = core.quantize_logits(_logits(50_272), 240, 0.4)
@@ -166,7 +166,7 @@ def test_codec_reexport() -> None:
 
 
 def test_demo_core_prints_point_samples_and_bits(capsys: pytest.CaptureFixture[str]) -> None:
-    from edge_runtime import demo_core
+    from qsv_tools import demo_core
 
     demo_core.main(["--vocab-size", "5000", "--ell", "240", "--samples", "4"])
     out = capsys.readouterr().out
@@ -178,7 +178,7 @@ def test_demo_core_prints_point_samples_and_bits(capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.4, 0, 0.9), (0.7, 50, 1.0), (0.0, 0, 1.0)])
 def test_draft_token_equals_the_three_calls(mode: str, temperature: float, top_k: int, top_p: float) -> None:
     """draft_token = quantize_logits_into + sample_last + encode_arrays, over several tokens and settings."""
-    from edge_runtime import codec
+    from qsv_wire import codec
 
     v, ell = 5000, 240
     fused, separate = core.Quantizer(v), core.Quantizer(v)

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime import core
-from edge_runtime import reference as ref
-from edge_runtime.lattice import LatticePoint
+from qsv_wire import core
+from qsv_wire import reference as ref
+from qsv_wire.lattice import LatticePoint
 
 
 def _normalized(w: np.ndarray) -> np.ndarray:

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime import core
-from edge_runtime import reference as ref
+from qsv_wire import core
+from qsv_wire import reference as ref
 
 TEMPS = (1.0, 0.4)
 

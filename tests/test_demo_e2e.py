@@ -1,4 +1,4 @@
-"""The end-to-end demo (edge_runtime.e2e, ``bash scripts/demo.sh``).
+"""The end-to-end demo (qsv_tools.demo, ``bash scripts/demo.sh``).
 
 Fast tests: the text stream, the report arithmetic, and the demo's edge loop over a real mosquitto broker against a
 real PyTorch verifier worker process (tiny random target, ToySLM drafter) with both controllers.
@@ -21,14 +21,14 @@ from pathlib import Path
 import pytest
 from doubles.toy import ToyModel, ToySLM
 
-from edge_runtime import codec
 from edge_runtime.controller import ModelBasedController, StaticController
 from edge_runtime.drafter import DraftConfig, Drafter
-from edge_runtime.e2e import report
-from edge_runtime.e2e.baseline import BaselineRun
 from edge_runtime.engine import Generation, RoundEngine, RoundStat
 from edge_runtime.runtime.board import TextStream
 from edge_runtime.transport.remote import EdgeTransportConfig, MqttLink, RemoteVerifier
+from qsv_tools.demo import report
+from qsv_tools.demo.baseline import BaselineRun
+from qsv_wire import codec
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VOCAB = 96  # cloud_verifier.cli.random_target("tiny")
@@ -231,7 +231,7 @@ def test_demo_stops_its_processes_when_interrupted(tmp_path: Path, sig: signal.S
 
 
 def test_a_json_path_in_a_missing_directory_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
-    from edge_runtime.e2e.cli import main
+    from qsv_tools.demo.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--json", str(tmp_path / "missing" / "demo.json")])

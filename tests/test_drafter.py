@@ -8,8 +8,8 @@ import torch
 from scipy import stats
 
 from edge_runtime.drafter import QS, SQ, DraftConfig, Drafter, DrafterError, q_distribution
-from edge_runtime.export.tiny import tiny_export
 from edge_runtime.slm import OnnxSLM
+from qsv_tools.export.tiny import tiny_export
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -81,7 +81,7 @@ def test_auto_pipelining_uses_the_faster_choice_and_keeps_trying_the_other() -> 
 # ------------------------------------------------------------------------------------------------ the real program
 @pytest.fixture(scope="module")
 def tiny_drafter_export():
-    from edge_runtime.export.tiny import tiny_export
+    from qsv_tools.export.tiny import tiny_export
 
     _, export = tiny_export("qwen2", vocab_size=TINY_VOCAB, seed=5, logit_scale=3.0)
     return export
@@ -221,7 +221,7 @@ def test_qsv_edge_bad_command_lines_end_in_one_line(tmp_path, mosquitto_broker, 
 def test_qsv_edge_prompt_mode_with_the_real_small_pair(tmp_path, mosquitto_broker, spawn_verifier, output) -> None:
     """``qsv edge --prompt``: SmolLM2-135M ONNX int8 on the board (tokenizer from the export), the same model in
     PyTorch behind a real verifier worker; text streamed to stdout, or one JSON object."""
-    from edge_runtime.export.onnx_export import export_model
+    from qsv_tools.export.onnx_export import export_model
 
     export = export_model("smollm2", int8=True)
     spawn_verifier(mosquitto_broker, f"w-prompt-{output}", verifier=("--model", "smollm2", "--dtype", "fp32"))

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from edge_runtime.export.onnx_export import (
+from qsv_tools.export.onnx_export import (
     ExportError,
     ExportOptions,
     export_loaded,
@@ -17,7 +17,7 @@ from edge_runtime.export.onnx_export import (
     load_export,
     onnx_vs_torch,
 )
-from edge_runtime.export.tiny import tiny_causal_lm
+from qsv_tools.export.tiny import tiny_causal_lm
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -40,8 +40,8 @@ def test_legacy_export_matches_torch(tmp_path, arch):
 def test_external_weight_files_are_consolidated(tmp_path):
     import onnx
 
-    from edge_runtime.export.onnx_export import consolidate_external_data
     from edge_runtime.slm import OnnxSLM
+    from qsv_tools.export.onnx_export import consolidate_external_data
 
     model = tiny_causal_lm("llama", vocab_size=64, seed=6)
     result = export_loaded(model, None, tmp_path)
@@ -81,7 +81,7 @@ def tiny_tokenizer(vocab_size: int):
 def test_export_model_from_hf_folder_is_cached(tmp_path):
     from tokenizers import Tokenizer
 
-    from edge_runtime.models.vocab import vocab_hash
+    from qsv_models.vocab import vocab_hash
 
     folder = tmp_path / "hf"
     tiny_causal_lm("qwen2", vocab_size=80, seed=5).save_pretrained(folder)
@@ -111,7 +111,7 @@ def test_load_export_requires_meta(tmp_path):
 
 
 def test_qsv_export_cli(tmp_path, capsys):
-    from edge_runtime.export.cli import main
+    from qsv_tools.export.cli import main
 
     folder = tmp_path / "hf"
     tiny_causal_lm("llama", vocab_size=48, seed=8).save_pretrained(folder)

@@ -20,9 +20,9 @@ from doubles.toy import (
 )
 
 from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
-from edge_runtime.protocol import SamplingParams
-from edge_runtime.transport.mqtt_common import LoopDriver, make_client
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier, RemoteVerifierError
+from qsv_wire.mqtt_common import LoopDriver, make_client
+from qsv_wire.protocol import SamplingParams
 
 PROMPT = [2, 7, 1, 8, 2, 8]
 N_TOKENS, L, ELL = 120, 3, 240

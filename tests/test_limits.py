@@ -1,6 +1,6 @@
 """Cost limits and reserved values (issue "Hardening", items 2 and 3).
 
-One table, ``edge_runtime.protocol.Limits``: every limit is refused with its error code on decode and on encode,
+One table, ``qsv_wire.protocol.Limits``: every limit is refused with its error code on decode and on encode,
 reserved codec modes / close reasons / codec fields are refused on both sides, the edge never drafts beyond the
 table, the verifier's scheduler is fair per device (devices in turn, an expensive one isolated; queues bounded), opens
 are prefilled in chunks off the caller's thread, and over MQTT every refused message leaves the worker serving the
@@ -19,9 +19,9 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
-from edge_runtime import codec
-from edge_runtime.lattice import LatticePoint
-from edge_runtime.protocol import (
+from qsv_wire import codec
+from qsv_wire.lattice import LatticePoint
+from qsv_wire.protocol import (
     CLOSE_REASONS,
     CODEC_MODE_QSV1,
     CODEC_MODE_TOY,
@@ -143,7 +143,7 @@ def test_reserved_codec_fields_are_refused(name: str) -> None:
 
 @pytest.mark.parametrize("mode", [3, 7, 255, -1])
 def test_reserved_encoder_modes_are_refused_by_the_c_core(mode: int) -> None:
-    from edge_runtime._qsv_core import ffi, lib
+    from qsv_wire._qsv_core import ffi, lib
 
     idx, cnt = np.array([3, 9], np.uint32), np.array([2, 3], np.uint32)
     bits = ffi.new("uint64_t *")
@@ -365,9 +365,9 @@ paho = pytest.importorskip("paho.mqtt.client")
 
 from cloud_verifier.mqtt_service import MqttVerifierService  # noqa: E402
 from cloud_verifier.mqtt_service import ServiceConfig as MqttConfig  # noqa: E402
-from edge_runtime.transport import topics  # noqa: E402
-from edge_runtime.transport.mqtt_common import LoopDriver, make_client, publish_properties  # noqa: E402
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier  # noqa: E402
+from qsv_wire import topics  # noqa: E402
+from qsv_wire.mqtt_common import LoopDriver, make_client, publish_properties  # noqa: E402
 
 
 class Raw:

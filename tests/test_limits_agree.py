@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from edge_runtime import codec, core, reference
-from edge_runtime.protocol import DEFAULT_LIMITS
+from qsv_wire import codec, core, reference
+from qsv_wire.protocol import DEFAULT_LIMITS
 
 CSRC = Path(__file__).resolve().parents[1] / "csrc"
 

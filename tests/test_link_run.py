@@ -9,11 +9,11 @@ import sys
 import pytest
 from doubles.toy import ToyModel, ToySLM
 
-from edge_runtime.channel.markov import SCENARIOS, MarkovChannel
 from edge_runtime.controller import ModelBasedController, StaticController
-from edge_runtime.sim import run_episode
-from edge_runtime.sim.net_executor import NetRoundExecutor
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
+from qsv_tools.channel.markov import SCENARIOS, MarkovChannel
+from qsv_tools.sim import run_episode
+from qsv_tools.sim.net_executor import NetRoundExecutor
 
 TINY_VOCAB = 96  # cloud_verifier.cli.random_target("tiny")
 PROMPTS = [[5, 17, 33, 2], [9, 4, 71]]
@@ -28,7 +28,7 @@ def _executor(broker, rates: list[float], seed: int = 0) -> NetRoundExecutor:  #
 
 
 def test_net_executor_runs_policies_over_mqtt_with_early_stop(mosquitto_broker, spawn_verifier) -> None:
-    from edge_runtime import codec
+    from qsv_wire import codec
 
     spawn_verifier(mosquitto_broker, "w-link", verifier=("--random-model", "tiny"))
     rates: list[float] = []
@@ -60,9 +60,9 @@ def test_net_executor_runs_policies_over_mqtt_with_early_stop(mosquitto_broker, 
 
 
 def test_model_check_rows_for_static_policies() -> None:
-    from edge_runtime.sim import PROFILES, SimRoundExecutor, generate_traces
     from experiments.compare import PolicyResult
     from experiments.link_run import model_check
+    from qsv_tools.sim import PROFILES, SimRoundExecutor, generate_traces
 
     traces = generate_traces(6, 80, [240], seed=4)
     ex = SimRoundExecutor(traces, MarkovChannel(SCENARIOS["4mbps"], seed=1), PROFILES["paper-gpu"], seed=2)
@@ -78,7 +78,7 @@ def test_model_check_rows_for_static_policies() -> None:
 
 
 def _netns_reason() -> str:
-    from edge_runtime.channel.netem import netns_available
+    from qsv_tools.channel.netem import netns_available
 
     ok, reason = netns_available()
     return "" if ok else reason
@@ -86,7 +86,7 @@ def _netns_reason() -> str:
 
 @pytest.mark.skipif(bool(_netns_reason()), reason=f"network namespaces unavailable: {_netns_reason()}")
 def test_tc_rate_setter_changes_the_edge_qdisc_from_inside_the_namespace() -> None:
-    from edge_runtime.channel.netem import ShapedLink
+    from qsv_tools.channel.netem import ShapedLink
 
     with ShapedLink(2e6, shaper="tbf") as link:
         code = ("import sys; from experiments.link_run import tc_rate_setter; "

@@ -9,9 +9,9 @@ from scipy import stats
 
 from cloud_verifier.target import TargetModel
 from edge_runtime.drafter import DraftConfig, Drafter
-from edge_runtime.export.tiny import tiny_causal_lm, tiny_export
-from edge_runtime.local_loop import run_local_loop, target_greedy
 from edge_runtime.slm import OnnxSLM
+from qsv_tools.export.tiny import tiny_causal_lm, tiny_export
+from qsv_tools.local_loop import run_local_loop, target_greedy
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -131,7 +131,7 @@ def _hf_folder(path, seed: int, words: list[str]):
 
 
 def test_qsv_local_cli_runs_a_pair_and_refuses_mismatched_tokenizers(tmp_path, monkeypatch, capsys):
-    from edge_runtime.local_loop import main
+    from qsv_tools.local_loop import main
 
     monkeypatch.setenv("QSV_CACHE", str(tmp_path / "cache"))
     words = ["<unk>", "</s>"] + [w.strip(".,") for w in "Ad sales boost Time Warner profit Quarterly profits at US "

@@ -7,11 +7,11 @@ import zipfile
 
 import pytest
 
-from edge_runtime.models import cli
-from edge_runtime.models.bbc import CATEGORIES, bbc_prompts, load_bbc_articles
-from edge_runtime.models.fetch import FetchError, fetch, gguf_path
-from edge_runtime.models.registry import MODELS, ModelSpec
-from edge_runtime.models.vocab import TokenizerMismatchError, check_same_vocab, vocab_hash
+from qsv_models import cli
+from qsv_models.bbc import CATEGORIES, bbc_prompts, load_bbc_articles
+from qsv_models.fetch import FetchError, fetch, gguf_path
+from qsv_models.registry import MODELS, ModelSpec
+from qsv_models.vocab import TokenizerMismatchError, check_same_vocab, vocab_hash
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -132,7 +132,7 @@ def smollm2_gguf():
 def test_smollm2_tokenizer_json_and_vocab_hash(smollm2_gguf, tmp_path):
     from tokenizers import Tokenizer
 
-    from edge_runtime.models.hf import load_tokenizer, save_tokenizer_json
+    from qsv_models.hf import load_tokenizer, save_tokenizer_json
 
     assert smollm2_gguf.read_bytes()[:4] == b"GGUF"
     hf_tokenizer = load_tokenizer("smollm2")

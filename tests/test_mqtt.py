@@ -18,7 +18,10 @@ from doubles.toy import (
 )
 
 from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
-from edge_runtime.protocol import (
+from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
+from qsv_wire import topics
+from qsv_wire.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
+from qsv_wire.protocol import (
     DraftRound,
     ErrorCode,
     ErrorReply,
@@ -28,9 +31,6 @@ from edge_runtime.protocol import (
     decode,
     encode,
 )
-from edge_runtime.transport import topics
-from edge_runtime.transport.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
-from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
 
 PROMPT = [3, 1, 4, 1, 5]
 FAST = EdgeTransportConfig(feedback_timeout_s=1.0, open_timeout_s=1.0)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.broker.certs import create_ca, issue_cert
-from edge_runtime.broker.cli import broker_main, certs_main
-from edge_runtime.broker.config import ListenerConfig, render_config
-from edge_runtime.broker.fleet import Fleet, render_acl
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier, RemoteVerifierError
+from qsv_tools.broker.certs import create_ca, issue_cert
+from qsv_tools.broker.cli import broker_main, certs_main
+from qsv_tools.broker.config import ListenerConfig, render_config
+from qsv_tools.broker.fleet import Fleet, render_acl
 
 QUICK = EdgeTransportConfig(connect_timeout_s=2.0)
 

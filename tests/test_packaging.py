@@ -23,7 +23,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = (work / "dist").glob("qsv-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "firmware_configs/schema.json" in names and "firmware_configs/raspberry-pi-4.yaml" in names
-    assert any(n.startswith("edge_runtime/_qsv_core") for n in names)  # the C core is built into the wheel
+    assert any(n.startswith("qsv_wire/_qsv_core") for n in names)  # the C core is built into the wheel
     assert not any(n.startswith("tests/") for n in names)  # test doubles stay out of the product
     site = work / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],

@@ -105,6 +105,6 @@ def test_table_rows(peers) -> None:
 def test_cpu_summary(peers) -> None:
     cpu = peers.cpu_summary(2)
     assert cpu["threads"] == 2 and isinstance(cpu["model"], str)
-    from edge_runtime.cpu import KEY_FLAGS, cpu_info
+    from qsv_wire.cpu import KEY_FLAGS, cpu_info
 
     assert set(cpu["flags"]) <= set(KEY_FLAGS) and cpu["flags"] == cpu_info().key_flags()

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from edge_runtime.protocol import (
+from qsv_wire.protocol import (
     HEADER_SIZE,
     CloseSession,
     DraftRound,
@@ -106,7 +106,7 @@ def test_token_packing_round_trip(vocab: int, count: int) -> None:
 def test_token_packing_is_the_codecs_layout() -> None:
     import random
 
-    from edge_runtime import codec
+    from qsv_wire import codec
 
     rng = random.Random(3)
     for vocab in (2, 3, 64, 50272, 151936):

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_runtime.protocol import (
+from qsv_wire.protocol import (
     CODEC_MODES,
     HEADER,
     MAGIC,

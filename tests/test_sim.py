@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.channel import PAPER_4MBPS, PAPER_350KBPS, MarkovChannel
 from edge_runtime.controller import StaticController, ThroughputModel
 from edge_runtime.controller.model import TimingPriors
 from edge_runtime.controller.types import ChannelView
-from edge_runtime.sim import (
+from qsv_tools.channel import PAPER_4MBPS, PAPER_350KBPS, MarkovChannel
+from qsv_tools.sim import (
     PROFILES,
     SimRoundExecutor,
     TimingProfile,
@@ -22,7 +22,7 @@ from edge_runtime.sim import (
     run_episode,
     target_alone_time,
 )
-from edge_runtime.sim.synthetic import lattice_quantize_rows
+from qsv_tools.sim.synthetic import lattice_quantize_rows
 
 
 def test_lattice_quantizer_rows_follow_paper_rule() -> None:
@@ -159,7 +159,7 @@ def test_model_predicted_throughput_matches_simulation(calib_traces: TraceSet, s
 
 
 def test_synthetic_quantizer_agrees_with_c_core() -> None:
-    from edge_runtime import core
+    from qsv_wire import core
 
     rng = np.random.default_rng(1)
     q = rng.dirichlet(np.full(256, 0.1), size=40)

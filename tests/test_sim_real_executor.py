@@ -8,11 +8,11 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from edge_runtime.channel.markov import SCENARIOS, MarkovChannel  # noqa: E402
 from edge_runtime.controller import StaticController  # noqa: E402
 from edge_runtime.controller.bits import uplink_bits_per_token  # noqa: E402
-from edge_runtime.sim import run_episode  # noqa: E402
-from edge_runtime.sim.real_executor import DOWNLINK_BITS, HEADER_BITS, RealRoundExecutor  # noqa: E402
+from qsv_tools.channel.markov import SCENARIOS, MarkovChannel  # noqa: E402
+from qsv_tools.sim import run_episode  # noqa: E402
+from qsv_tools.sim.real_executor import DOWNLINK_BITS, HEADER_BITS, RealRoundExecutor  # noqa: E402
 
 PROMPTS = [[0, 5, 9, 12], [0, 33, 2]]
 
@@ -20,8 +20,8 @@ PROMPTS = [[0, 5, 9, 12], [0, 33, 2]]
 @pytest.fixture(scope="module")
 def models():
     from cloud_verifier.target import TargetModel
-    from edge_runtime.export.tiny import tiny_causal_lm
-    from edge_runtime.slm import TorchSLM
+    from qsv_tools.export.tiny import tiny_causal_lm
+    from qsv_tools.torch_slm import TorchSLM
 
     torch.set_num_threads(1)
     target = TargetModel(tiny_causal_lm("qwen2", vocab_size=64, seed=3, logit_scale=6.0), "cpu")

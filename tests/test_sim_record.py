@@ -10,17 +10,17 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from edge_runtime.channel import PAPER_4MBPS, MarkovChannel  # noqa: E402
 from edge_runtime.controller import StaticController  # noqa: E402
-from edge_runtime.sim import PROFILES, SimRoundExecutor, TraceSet, run_episode  # noqa: E402
-from edge_runtime.sim.record import draft_model_logits, record_traces, target_model_logits  # noqa: E402
+from qsv_tools.channel import PAPER_4MBPS, MarkovChannel  # noqa: E402
+from qsv_tools.sim import PROFILES, SimRoundExecutor, TraceSet, run_episode  # noqa: E402
+from qsv_tools.sim.record import draft_model_logits, record_traces, target_model_logits  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def models():
     from cloud_verifier.target import TargetModel
-    from edge_runtime.export.tiny import tiny_causal_lm
-    from edge_runtime.slm import TorchSLM
+    from qsv_tools.export.tiny import tiny_causal_lm
+    from qsv_tools.torch_slm import TorchSLM
 
     torch.set_num_threads(1)
     target_lm = tiny_causal_lm("qwen2", vocab_size=64, seed=3, logit_scale=6.0)

@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from edge_runtime.sim import TimingProfile, TraceSet  # noqa: E402
-from edge_runtime.sim.record import draft_model_logits, record_traces, target_model_logits  # noqa: E402
-from edge_runtime.sim.record_timed import (  # noqa: E402
+from qsv_tools.sim import TimingProfile, TraceSet  # noqa: E402
+from qsv_tools.sim.record import draft_model_logits, record_traces, target_model_logits  # noqa: E402
+from qsv_tools.sim.record_timed import (  # noqa: E402
     measured_target_step_s,
     record_traces_timed,
     timing_rounds,
@@ -24,8 +24,8 @@ PROMPTS = [[0, 5, 9, 12], [0, 33, 2], [0, 7, 7, 7, 40]]
 @pytest.fixture(scope="module")
 def pair():
     from cloud_verifier.target import TargetModel
-    from edge_runtime.export.tiny import tiny_causal_lm
-    from edge_runtime.slm import TorchSLM
+    from qsv_tools.export.tiny import tiny_causal_lm
+    from qsv_tools.torch_slm import TorchSLM
 
     torch.set_num_threads(1)
     target = TargetModel(tiny_causal_lm("qwen2", vocab_size=64, seed=3, logit_scale=6.0), "cpu")

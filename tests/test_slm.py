@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from edge_runtime.export.tiny import tiny_export
-from edge_runtime.slm import OnnxSLM, SessionConfig, SLMError, TorchSLM, slm_from_config
+from edge_runtime.slm import OnnxSLM, SessionConfig, SLMError, slm_from_config
+from qsv_tools.export.tiny import tiny_export
+from qsv_tools.torch_slm import TorchSLM
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -117,7 +118,7 @@ def test_torch_slm_rollback_matches_fresh(exported):
 
 
 def test_from_file_finds_variant_by_file_name(exported, tmp_path):
-    from edge_runtime.export.meta import ExportMetaError
+    from edge_runtime.slm_meta import ExportMetaError
 
     _, export = exported
     fp32 = OnnxSLM(export.directory)
@@ -146,7 +147,7 @@ def test_slm_from_board_config(exported, tmp_path):
     import dataclasses
 
     from edge_runtime.config import ModelConfig, OrtOptions, default_config
-    from edge_runtime.export.meta import ExportMetaError
+    from edge_runtime.slm_meta import ExportMetaError
 
     _, export = exported
     cfg = ModelConfig(onnx_path=str(export.int8_path), onnxruntime=OrtOptions(intra_op_threads=2, int8=True))

@@ -30,7 +30,7 @@ RUNTIME_MODULES = (
     "edge_runtime.controller",
     "edge_runtime.controller.factory",
     "edge_runtime.controller.ddqn_policy",
-    "edge_runtime.export.meta",
+    "edge_runtime.slm_meta",
     "edge_runtime.transport.remote",
     "edge_runtime.transport.endpoint",
     "edge_runtime.engine",
@@ -39,9 +39,9 @@ RUNTIME_MODULES = (
     "edge_runtime.runtime.client",
     "edge_runtime.runtime.cli",
     "qsv.cli",
-    "edge_runtime.core",
-    "edge_runtime.codec",
-    "edge_runtime.protocol",
+    "qsv_wire.core",
+    "qsv_wire.codec",
+    "qsv_wire.protocol",
 )
 
 CHILD = textwrap.dedent('''
@@ -132,8 +132,8 @@ CHILD = textwrap.dedent('''
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A tiny LM export and a DDQN policy in ONNX, made here with torch (exporting is off-board work)."""
     pytest.importorskip("torch")
-    from edge_runtime.controller.ddqn import DdqnController
-    from edge_runtime.export.tiny import tiny_export
+    from qsv_tools.ddqn_training import DdqnController
+    from qsv_tools.export.tiny import tiny_export
 
     _, export = tiny_export("llama", vocab_size=64, seed=21, logit_scale=6.0)
     policy = DdqnController((240, 720), seed=1).export_onnx(tmp_path_factory.mktemp("policy") / "ddqn.onnx")
@@ -162,7 +162,7 @@ def test_runtime_runs_without_torch(artifacts: dict[str, str]) -> None:
 def test_the_guard_catches_torch(artifacts: dict[str, str]) -> None:
     """The child fails when something it imports wants torch (here: the training module of the DDQN)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    args = {"modules": ["edge_runtime.controller.ddqn"], "configs": [], **artifacts}
+    args = {"modules": ["qsv_tools.ddqn_training"], "configs": [], **artifacts}
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=300)
     assert proc.returncode != 0 and "torch is not installed on the board" in proc.stderr

@@ -8,7 +8,7 @@ import torch
 
 from cloud_verifier import SamplingParams, VerificationError, target_probs, verify_round
 from cloud_verifier.sampling import dense_qhat, verify_batch_with_uniforms, verify_with_uniforms
-from edge_runtime.lattice import LatticePoint
+from qsv_wire.lattice import LatticePoint
 
 
 def random_point(rng: np.random.Generator, vocab: int, ell: int) -> LatticePoint:

@@ -18,7 +18,7 @@ import torch
 from scipy import stats
 
 from cloud_verifier.sampling import simulate_rounds, verify_batch_with_uniforms
-from edge_runtime.core import quantize_probs
+from qsv_wire.core import quantize_probs
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_runtime import cliargs
 from edge_runtime.bench.results import Section, all_metrics, compare, load_metrics, to_json
 from edge_runtime.config import BOARDS, ConfigError, board_config_path, config_sha256, default_config, load_config
-from edge_runtime.logs import add_logging_args, setup_logging
+from qsv_wire import cliargs
+from qsv_wire.logs import add_logging_args, setup_logging
 
 log = logging.getLogger(__name__)
 SECTIONS = ("core", "slm", "mqtt", "e2e", "remote")

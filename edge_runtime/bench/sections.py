@@ -45,7 +45,7 @@ def _percentile(values: Sequence[float], q: float) -> float:
 # ----------------------------------------------------------------------------------------------------------------- core
 def bench_core(cfg: BoardConfig, vocab_size: int = 50272, iterations: int = 200, seed: int = 0,
                progress: bool = False) -> Section:
-    core, reason = _import("edge_runtime.core")
+    core, reason = _import("qsv_wire.core")
     if core is None:
         return Section.unavailable("core", reason)
     rng = np.random.default_rng(seed)
@@ -146,7 +146,7 @@ def broker_endpoint(cfg: BoardConfig) -> tuple[Any, str]:
 
 
 def bench_mqtt(cfg: BoardConfig, count: int = 50, timeout_s: float = 5.0, topic: str | None = None) -> Section:
-    common, reason = _import("edge_runtime.transport.mqtt_common")
+    common, reason = _import("qsv_wire.mqtt_common")
     if common is None:
         return Section.unavailable("mqtt", reason)
     broker, tls = cfg.broker, cfg.broker.tls

@@ -20,7 +20,7 @@ def uplink_bits_per_token(vocab_size: int, ell: int) -> int:
     if vocab_size < 2 or ell < 1:
         raise ValueError(f"need vocab_size >= 2 and ell >= 1, got {vocab_size}, {ell}")
     try:
-        from edge_runtime.codec import bound_bits  # type: ignore[attr-defined]
+        from qsv_wire.codec import bound_bits  # type: ignore[attr-defined]
 
         return TOKEN_ID_BITS + int(bound_bits(vocab_size, ell))
     except (ImportError, AttributeError):

@@ -1,10 +1,10 @@
 """The DDQN policy on the board: the greedy policy of a trained Q network exported to ONNX, run by onnxruntime.
 
-No torch here. Training (:mod:`edge_runtime.controller.ddqn`) runs off-board with torch and writes the board format
+No torch here. Training (:mod:`qsv_tools.ddqn_training`) runs off-board with torch and writes the board format
 with ``DdqnController.export_onnx``: an ONNX graph ``state`` float32 [B, 67] → ``q`` float32 [B, actions] whose
 metadata (``qsv.*`` properties) records the action grid (``ells`` × ``lengths``), the confidence window and, when
 the policy was trained without the oracle channel state, the channel state rates. :func:`load_policy` picks the
-loader by file extension: ``.onnx`` → :class:`OnnxDdqnController` (torch-free), ``.pt`` → the torch controller.
+board's format: ``.onnx`` → :class:`OnnxDdqnController` (torch-free); training lives in qsv_tools.ddqn_training.
 
 The state (shared with training): the last ``WINDOW`` draft confidences of accepted draft tokens (zero-padded, most
 recent last), their mean and the last one, and the uplink state (0 low / 1 high).
@@ -158,18 +158,14 @@ class OnnxDdqnController(DdqnPolicy):
 
 
 def load_policy(path: str | Path, **kw: Any) -> DdqnPolicy:
-    """A trained DDQN policy by file type: ``.onnx`` → :class:`OnnxDdqnController` (onnxruntime, no torch);
-    ``.pt`` → ``DdqnController.load`` (needs torch; research use). ``kw`` go to the constructor
-    (``state_of_view``, ``state_rates_bps``)."""
+    """A trained DDQN policy in the board's format, ``.onnx`` → :class:`OnnxDdqnController` (onnxruntime, no
+    torch). A ``.pt`` training checkpoint is refused with the command that converts it. ``kw`` go to the
+    constructor (``state_of_view``, ``state_rates_bps``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return OnnxDdqnController(path, **kw)
     if suffix in (".pt", ".pth"):
-        try:
-            from .ddqn import DdqnController
-        except ImportError as exc:
-            raise ControllerError(f"{path}: torch checkpoints need torch ({exc}); on a board use the ONNX export "
-                                  f"(DdqnController.export_onnx)") from None
-        return DdqnController.load(path, **kw)
-    raise ControllerError(f"{path}: unknown DDQN policy format {suffix!r} (.onnx, or .pt with torch)")
+        raise ControllerError(f"{path}: a torch training checkpoint; a board runs the ONNX policy: convert it with "
+                              f"`qsv experiment ddqn-onnx {path}` and point policy_path at the .onnx")
+    raise ControllerError(f"{path}: unknown DDQN policy format {suffix!r} (a board takes .onnx)")

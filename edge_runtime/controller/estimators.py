@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge_runtime.throughput import pass_cost
+from qsv_wire.throughput import pass_cost
 
 from .types import ControllerError
 

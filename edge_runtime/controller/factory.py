@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 def controller_from_config(cfg: BoardConfig, vocab_size: int) -> Controller:
     """``static``: (static_L, static_ell). ``model``: throughput-model controller over L_min..L_max × ell_set with
     channel priors from ``channel`` (``recovery``: the recovery factor). ``ddqn``: learned policy loaded from
-    ``policy_path``: ``.onnx`` (the board format, onnxruntime, no torch) or ``.pt`` (research; needs torch)."""
+    ``policy_path``: ``.onnx`` (the board format, onnxruntime, no torch); a ``.pt`` training checkpoint is
+    refused with the command that converts it."""
     from edge_runtime.channel.estimator import ChannelEstimator
 
     c = cfg.controller

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_runtime.throughput import expected_tokens_iid
+from qsv_wire.throughput import expected_tokens_iid
 
 from .bits import uplink_bits_per_token
 from .estimators import AffineFit, CurveFit, Ewma

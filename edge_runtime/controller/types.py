@@ -118,6 +118,6 @@ class RoundObservation:
                    entropies=list(getattr(draft, "entropies", [])) or None, downlink_bits=downlink_bits)
 
     def round_record(self, seq: int) -> dict:
-        """The trace's ``round`` record (edge_runtime.sim.trace) for this round."""
+        """The trace's ``round`` record (qsv_tools.sim.trace) for this round."""
         return {"seq": seq, "L": self.drafted, "ell": self.ell, "accepted": self.accepted, "draft_s": self.draft_s,
                 "verify_s": self.verify_s, "uplink_bits": self.uplink_bits, "elapsed_s": self.elapsed_s}

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_runtime import __version__, cliargs
+from edge_runtime import __version__
 from edge_runtime.config import validate_config_bytes
 from edge_runtime.flashing.framing import (
     BEGIN_BODY,
@@ -49,7 +49,8 @@ from edge_runtime.flashing.framing import (
 )
 from edge_runtime.flashing.store import FAULT_STEPS, ConfigStore, StoreError
 from edge_runtime.flashing.supervisor import RuntimeSupervisor, build_command
-from edge_runtime.logs import add_logging_args, setup_logging
+from qsv_wire import cliargs
+from qsv_wire.logs import add_logging_args, setup_logging
 
 log = logging.getLogger(__name__)
 

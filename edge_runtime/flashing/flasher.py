@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from edge_runtime import cliargs
 from edge_runtime.config import validate_config_bytes
 from edge_runtime.flashing.framing import (
     BEGIN_BODY,
@@ -46,7 +45,8 @@ from edge_runtime.flashing.framing import (
     parse_nack,
     read_available,
 )
-from edge_runtime.logs import add_logging_args, setup_logging
+from qsv_wire import cliargs
+from qsv_wire.logs import add_logging_args, setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ back-off. The agent therefore keeps answering the serial line while the runtime 
 
 The runtime runs in its own session / process group (signals go to the whole group, so helpers it spawned stop with
 it) and gets ``SIGTERM`` from the kernel when the agent dies without cleaning up (SIGKILL, OOM killer:
-``edge_runtime.procutil.die_with_parent``), so a killed agent leaves no orphaned runtime behind; the agent that
+``qsv_wire.procutil.die_with_parent``), so a killed agent leaves no orphaned runtime behind; the agent that
 systemd starts next starts a fresh one.
 """
 
@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_runtime.procutil import die_with_parent
+from qsv_wire.procutil import die_with_parent
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from edge_runtime.engine import PIPELINE_MODES
-from edge_runtime.logs import add_logging_args, setup_logging
+from qsv_wire.logs import add_logging_args, setup_logging
 
 log = logging.getLogger("qsv.edge")
 

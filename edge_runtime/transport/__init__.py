@@ -1,1 +1,1 @@
-"""Edge-side MQTT 5 transport to the cloud verifier (wire format: ``edge_runtime.protocol``)."""
+"""Edge-side MQTT 5 transport to the cloud verifier (wire format: ``qsv_wire.protocol``)."""

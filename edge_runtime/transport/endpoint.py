@@ -1,9 +1,9 @@
-"""The broker a board config names, as a :class:`~edge_runtime.transport.mqtt_common.BrokerEndpoint`."""
+"""The broker a board config names, as a :class:`~qsv_wire.mqtt_common.BrokerEndpoint`."""
 
 from __future__ import annotations
 
 from edge_runtime.config import BoardConfig
-from edge_runtime.transport.mqtt_common import BrokerEndpoint
+from qsv_wire.mqtt_common import BrokerEndpoint
 
 
 class EndpointError(ValueError):

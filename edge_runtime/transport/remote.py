@@ -25,7 +25,9 @@ import paho.mqtt.client as mqtt
 
 from edge_runtime.drafter import DraftRound as DraftedRound
 from edge_runtime.engine import Verdict, VerifierInfo
-from edge_runtime.protocol import (
+from qsv_wire import topics
+from qsv_wire.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
+from qsv_wire.protocol import (
     CODEC_MODE_QSV1,
     DEFAULT_LIMITS,
     CloseSession,
@@ -41,8 +43,6 @@ from edge_runtime.protocol import (
     decode,
     encode,
 )
-from edge_runtime.transport import topics
-from edge_runtime.transport.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
 
 log = logging.getLogger(__name__)
 

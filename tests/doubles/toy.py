@@ -17,8 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
-from edge_runtime.protocol import DraftRound, ErrorCode, ErrorReply, Feedback, OpenSession, SamplingParams
-from edge_runtime.reference import lattice_rule
+from qsv_wire.protocol import DraftRound, ErrorCode, ErrorReply, Feedback, OpenSession, SamplingParams
+from qsv_wire.reference import lattice_rule
 
 TOY_CODEC_MODE = 255  # private: u32 nnz | u32 indices[nnz] | u16 counts[nnz]
 TOY_VOCAB_HASH = bytes(32)
@@ -48,7 +48,7 @@ class ToyModel:
 
 
 def quantize(q: np.ndarray, ell: int) -> np.ndarray:
-    """The lattice rule of PAPER.md (its one Python definition: edge_runtime.reference.lattice_rule)."""
+    """The lattice rule of PAPER.md (its one Python definition: qsv_wire.reference.lattice_rule)."""
     return lattice_rule(ell * np.asarray(q, dtype=np.float64), ell)
 
 

