@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from qsv_wire.lattice import LatticePoint
+from qsv_wire.protocol import SamplingParams  # the one definition, shared with the board (re-exported)
 
 EXACT_ORDER = "qs"  # quantize, then sample: the edge drew x from q̂ (exact)
 INEXACT_ORDER = "sq"  # sample from q, then quantize: the verifier still uses q̂ (biased; for comparisons only)
@@ -28,23 +29,6 @@ SAMPLING_ORDERS = (EXACT_ORDER, INEXACT_ORDER)
 
 class VerificationError(ValueError):
     """A round that cannot be verified (shape mismatch, draft outside its lattice point's support, …)."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Target-side sampling parameters of a session. temperature 0 means greedy (one-hot argmax)."""
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not np.isfinite(self.temperature) or self.temperature < 0:
-            raise ValueError(f"temperature must be finite and >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 @dataclass

@@ -43,7 +43,6 @@ from qsv_wire.protocol import (
     Feedback,
     OpenSession,
 )
-from qsv_wire.protocol import SamplingParams as WireSamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -273,11 +272,7 @@ class VerifierService:
                                f"history must hold 1..{max_history} tokens, got {len(history)}", sid)
         if min(history) < 0 or max(history) >= self.target.vocab_size:
             return self._error(ServiceErrorCode.BAD_PARAMS, "history token id out of range", sid)
-        try:
-            params = to_sampling_params(msg.sampling)
-        except ValueError as exc:
-            return self._error(ServiceErrorCode.BAD_PARAMS, str(exc), sid)
-        return history, params
+        return history, msg.sampling
 
     def _cancel_prefill(self, session_id: int) -> None:
         """Supersede the queued prefill of ``session_id``, if any (callers hold _prefill_cond or run it inline)."""
@@ -583,10 +578,6 @@ class VerifierService:
         self.metrics.inc("emitted_tokens_total", result.emitted)
         self.metrics.observe("round_latency_seconds", self.clock() - it.enqueued)
         return feedback
-
-
-def to_sampling_params(wire: WireSamplingParams) -> SamplingParams:
-    return SamplingParams(temperature=float(wire.temperature), top_k=int(wire.top_k), top_p=float(wire.top_p))
 
 
 __all__ = [

@@ -25,8 +25,8 @@ from qsv_wire.logs import add_logging_args, setup_logging
 if TYPE_CHECKING:  # torch and the target are imported only once ``qsv local``'s arguments are checked
     import torch
 
-    from cloud_verifier import SamplingParams
     from cloud_verifier.target import TargetModel
+    from qsv_wire.protocol import SamplingParams
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,8 @@ class LocalLink:
 
     def open(self, prompt: Sequence[int], sampling: SamplingParams, vocab_size: int,
              vocab_hash: bytes) -> VerifierInfo:
-        from cloud_verifier import SamplingParams
-
         if self.params is None:
-            self.params = SamplingParams(sampling.temperature, sampling.top_k, sampling.top_p)
+            self.params = sampling
         self._state = self.target.prefill(list(prompt[:-1]))
         self._pending_token = int(prompt[-1])
         return VerifierInfo()

@@ -13,6 +13,7 @@ failure is a ``ProtocolError`` carrying the error code the receiver should reply
 from __future__ import annotations
 
 import math
+import numbers
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+MAX_TEMPERATURE = 1000.0  # SamplingParams.temperature: 0 (greedy) .. this
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
@@ -97,10 +99,26 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How a session samples, on both sides (the one definition; the OPEN carries it). temperature 0 is greedy (all
+    mass on the argmax, lowest id on ties); top_k 0 and top_p 1.0 are off. The order (temperature, then top-k, then
+    top-p) and the tie rules are csrc/qsv_quant.h's; the verifier applies the same to the target's logits.
+    Invalid values raise ProtocolError(BAD_PARAMS) (a ValueError) on construction."""
+
     temperature: float = 1.0
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
-    seed: int = 0
+    seed: int = 0  # the board's draws are keyed by (seed, round, position)
+
+    def __post_init__(self) -> None:
+        t, p = self.temperature, self.top_p
+        if not (isinstance(t, numbers.Real) and math.isfinite(t) and 0.0 <= t <= MAX_TEMPERATURE):
+            raise ProtocolError(ErrorCode.BAD_PARAMS, f"temperature must be finite and in [0, {MAX_TEMPERATURE:g}], "
+                                f"got {t}")
+        if not (isinstance(p, numbers.Real) and math.isfinite(p) and 0.0 < p <= 1.0):
+            raise ProtocolError(ErrorCode.BAD_PARAMS, f"top_p must be in (0, 1], got {p}")
+        for name, value, bits in (("top_k", self.top_k, 32), ("seed", self.seed, 64)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < 1 << bits:
+                raise ProtocolError(ErrorCode.BAD_PARAMS, f"{name} must be an integer in 0..2^{bits}-1, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -271,15 +289,6 @@ def _check_u(value: int, bits: int, what: str) -> int:
     return int(value)
 
 
-def _check_sampling(s: SamplingParams) -> None:
-    if not (math.isfinite(s.temperature) and 0.0 <= s.temperature <= 1000.0):
-        raise ProtocolError(ErrorCode.BAD_PARAMS, f"temperature must be finite and in [0, 1000], got {s.temperature}")
-    if not (math.isfinite(s.top_p) and 0.0 < s.top_p <= 1.0):
-        raise ProtocolError(ErrorCode.BAD_PARAMS, f"top_p must be in (0, 1], got {s.top_p}")
-    _check_u(s.top_k, 32, "top_k")
-    _check_u(s.seed, 64, "seed")
-
-
 def _check_vocab(vocab_size: int, limits: Limits) -> None:
     if not 2 <= vocab_size <= limits.max_vocab_size:
         raise ProtocolError(ErrorCode.MALFORMED, f"vocab_size must be in 2..{limits.max_vocab_size}, got {vocab_size}")
@@ -320,7 +329,6 @@ def encode(msg: Message, limits: Limits = DEFAULT_LIMITS) -> bytes:
     if isinstance(msg, OpenSession):
         device = _check_id(msg.device_id, "device_id", limits)
         _check_vocab(msg.vocab_size, limits)
-        _check_sampling(msg.sampling)
         if len(msg.vocab_hash) != 32:
             raise ProtocolError(ErrorCode.MALFORMED, "vocab_hash must be 32 bytes")
         if not 1 <= len(msg.history) <= limits.max_history:
@@ -478,9 +486,8 @@ def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Message:
         device = r.ident("device_id", limits)
         history = unpack_ids(bytes(r.take(packed_size(n_hist, vocab), "history")), n_hist, vocab)
         r.done()
-        sampling = SamplingParams(float(temp), int(top_k), float(top_p), int(seed))
         try:
-            _check_sampling(sampling)
+            sampling = SamplingParams(float(temp), int(top_k), float(top_p), int(seed))
         except ProtocolError as exc:
             exc.session_id = session
             raise

@@ -188,10 +188,10 @@ def test_limits_enforced_on_decode_and_encode() -> None:
 
 
 def test_bad_sampling_parameters() -> None:
-    for bad in (SamplingParams(temperature=float("nan")), SamplingParams(top_p=0.0), SamplingParams(top_p=1.5),
-                SamplingParams(temperature=-1.0)):
-        with pytest.raises(ProtocolError) as info:
-            encode(open_msg(sampling=bad))
+    for bad in ({"temperature": float("nan")}, {"top_p": 0.0}, {"top_p": 1.5}, {"temperature": -1.0},
+                {"temperature": 1e4}, {"top_k": -1}, {"top_k": 2**32}, {"seed": 2**64}, {"top_k": 1.5}):
+        with pytest.raises(ProtocolError) as info:  # refused where it is made, before any encoding
+            SamplingParams(**bad)
         assert info.value.code == ErrorCode.BAD_PARAMS
     # a NaN written straight into the bytes is caught on decode, with the session id for the reply
     data = bytearray(encode(open_msg(session_id=99)))
