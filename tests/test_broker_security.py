@@ -118,6 +118,15 @@ def _refused(endpoint: BrokerEndpoint) -> bool:
     return False
 
 
+def _connack_refusal(endpoint: BrokerEndpoint) -> str | None:
+    """The CONNACK reason of a refused CONNECT (None: connected, or no CONNACK at all)."""
+    try:
+        Probe("probe-refused", endpoint).close()
+    except ConnectionError as exc:
+        return str(exc).rsplit("(", 1)[-1].rstrip(")")
+    return None
+
+
 # ------------------------------------------------------------------------------------------ (a) shared subscriptions
 def _refused_filters(broker: DevBroker, device: str) -> list[str]:
     """What a device tries to subscribe to beyond its own readable topics."""
@@ -347,7 +356,7 @@ def test_the_certificate_must_match_the_username_at_connect(secure_broker: DevBr
         "no username": dataclasses.replace(own, username=None, password=None),
     }
     for why, endpoint in claims.items():
-        assert _refused(endpoint), why
+        assert _connack_refusal(endpoint) == "Not authorized", why  # CONNACK 0x87
     with open(log_path) as f:
         f.seek(log_start)
         log = f.read()

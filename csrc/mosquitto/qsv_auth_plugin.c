@@ -17,7 +17,7 @@
  *    username a client sends is replaced by the certificate's CN and no mismatch can be seen); it requires a client
  *    certificate and has a password_file. MOSQ_EVT_BASIC_AUTH compares the certificate's subject CN (exactly one
  *    CN, no embedded NUL) with the username of the CONNECT: a mismatch, a missing certificate or a missing
- *    username is refused (MOSQ_ERR_AUTH: CONNACK 0x86 Bad user name or password in MQTT 5, 0x04 in 3.1.1). A match
+ *    username is refused (MOSQ_ERR_AUTH: mosquitto 2.0.11 sends CONNACK 0x87 Not authorized, 5 in 3.1.1). A match
  *    returns MOSQ_ERR_PLUGIN_DEFER, so the password_file still decides: in 2.0.11 the password file is a
  *    callback of its own on the same listener, registered after the plugins' (plugins are initialised before the
  *    default security), and the broker asks the callbacks in order until one does not defer: this plugin first,
