@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(mosquitto mosquitto-clients socat clang libclang-rt-14-dev gcc-aarch64-linux-gnu
-              libc6-dev-arm64-cross qemu-user iproute2 openssl)
+# mosquitto-dev, libmosquitto-dev, libssl-dev: headers of the broker's auth plugin (csrc/mosquitto), which
+# `qsv broker` compiles into its workdir (without them it runs with a WARNING and a weaker device listener)
+APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libssl-dev gcc socat clang
+              libclang-rt-14-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user iproute2 openssl)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

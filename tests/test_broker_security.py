@@ -1,10 +1,12 @@
 """Broker hardening against a real mosquitto 2.0 (issue "Hardening", items 1 and 6):
 
-- devices cannot take a share of the verifiers' shared subscription (the group name is a verifier secret, because
-  mosquitto's acl_file never refuses a SUBSCRIBE: every SUBACK grants, read rules filter at delivery, and a message
-  the round robin assigns to a member without read access is dropped);
+- devices cannot take a share of the verifiers' shared subscription: the auth plugin (csrc/mosquitto) refuses a
+  device's SUBSCRIBE to anything but its own readable topics (SUBACK 0x87; mosquitto 2.0.11's acl_file never refuses
+  a SUBSCRIBE), and the group name is a verifier secret (the only defence where the plugin could not be built: a
+  message the round robin assigns to a member without read access is dropped);
 - a mutual-TLS broker has no plain listener unless it is asked for (``--insecure-dev``);
-- the client certificate is the identity (CN = username): another device's username or password gives no rights;
+- the client certificate binds the username (CN = username, checked at CONNECT), then the password file decides:
+  another device's username or password gives no connection (without the plugin: no rights);
 - the client id is bound to the username on the devices' listener: no session takeover of a board or a worker;
 - ``kill -9`` of ``qsv broker`` leaves no mosquitto behind.
 """
@@ -116,34 +118,80 @@ def _refused(endpoint: BrokerEndpoint) -> bool:
     return False
 
 
+def _connack_refusal(endpoint: BrokerEndpoint) -> str | None:
+    """The CONNACK reason of a refused CONNECT (None: connected, or no CONNACK at all)."""
+    try:
+        Probe("probe-refused", endpoint).close()
+    except ConnectionError as exc:
+        return str(exc).rsplit("(", 1)[-1].rstrip(")")
+    return None
+
+
 # ------------------------------------------------------------------------------------------ (a) shared subscriptions
+def _refused_filters(broker: DevBroker, device: str) -> list[str]:
+    """What a device tries to subscribe to beyond its own readable topics."""
+    p, group = topics.TOPIC_PREFIX, broker.share_group
+    return [f"$share/{group}/{p}/+/draft", f"$share/{group}/{p}/+/draft/+", f"$share/{group}/#",
+            f"$share/{topics.DEFAULT_SHARE_GROUP}/{p}/+/draft", f"$share/{device}/{p}/{device}/feedback",
+            "#", "+/#", "$SYS/#", "$SYS/broker/clients/connected", f"{p}/+/draft", f"{p}/+/feedback", f"{p}/#",
+            f"{p}/{device}/#", f"{p}/{device}/+", f"{p}/{device}/bench/+", f"{p}/{device}/bench/#",
+            topics.feedback_topic(BOARD), topics.open_topic(BOARD), f"{p}/{BOARD}/bench/x",
+            topics.open_topic(device), topics.worker_topic(device, "w1"), f"{p}/{device}/feedback/x",
+            f"{p}/{device}", f"{p}/{device}feedback", "qsv/v2/" + device + "/feedback"]
+
+
+def _open_round(board: Probe, first: int) -> int:
+    """24 opens from the board (raw PUBLISHes, no retries); how many got an OpenAck within 1.5 s."""
+    board.messages.clear()
+    for i in range(24):
+        board.publish(topics.open_topic(BOARD), encode(OpenSession(BOARD, first + i, (1, 2), SamplingParams(), 64,
+                                                                   TOY_VOCAB_HASH)), corr=b"%d" % i)
+    board.pump(1.5)
+    return sum(isinstance(decode(m.payload), OpenAck) for m in board.messages)
+
+
+def test_devices_subscribe_only_to_their_own_topics(secure_broker: DevBroker) -> None:
+    broker = secure_broker
+    assert broker.auth_plugin is not None and broker.auth_plugin.is_file()
+    device = ATTACKERS[0]
+    probe = Probe(f"probe-{device}", broker.endpoint(device))
+    try:
+        for topic in _refused_filters(broker, device):
+            assert probe.subscribe(topic).value == NOT_AUTHORIZED, topic
+        for topic in (topics.feedback_topic(device), f"{topics.TOPIC_PREFIX}/{device}/bench/ab12",
+                      f"{topics.TOPIC_PREFIX}/{device}/bench"):
+            assert probe.subscribe(topic).value == 1, topic  # granted, QoS 1
+        assert probe.client.is_connected() and not probe.disconnects  # a refused filter does not cost the session
+        # what is granted is delivered: the device's own bench echo
+        assert not probe.publish(f"{topics.TOPIC_PREFIX}/{device}/bench/ab12", b"echo").is_failure
+        assert probe.loop.pump_until(lambda: any(m.payload == b"echo" for m in probe.messages), 5.0)
+    finally:
+        probe.close()
+    log = (broker.workdir / "mosquitto.log").read_text()
+    assert f"qsv_auth: refused SUBSCRIBE of '{device}' to '$share/{broker.share_group}/" in log
+
+
 def test_devices_cannot_take_a_share_of_the_verifiers_opens(secure_broker: DevBroker) -> None:
     broker = secure_broker
-    shared = [f"$share/{topics.DEFAULT_SHARE_GROUP}/{topics.TOPIC_PREFIX}/+/draft",
-              f"$share/{topics.DEFAULT_SHARE_GROUP}/{topics.TOPIC_PREFIX}/+/draft/+",
-              f"$share/{topics.DEFAULT_SHARE_GROUP}/#", f"{topics.TOPIC_PREFIX}/+/draft", "#"]
+    p = topics.TOPIC_PREFIX
+    shared = [f"$share/{broker.share_group}/{p}/+/draft", f"$share/{broker.share_group}/{p}/+/draft/+",
+              f"$share/{broker.share_group}/#", f"$share/{topics.DEFAULT_SHARE_GROUP}/{p}/+/draft",
+              f"$share/{topics.DEFAULT_SHARE_GROUP}/#", f"{p}/+/draft", "#"]
     attackers = [Probe(f"probe-{name}", broker.endpoint(name)) for name in ATTACKERS]
     try:
         for attacker in attackers:
             for topic in shared:
-                # mosquitto 2.0.11's acl_file does not check SUBSCRIBE: the SUBACK grants (documented, not wanted);
-                # what protects the opens is that the verifiers' group is not this one (see the control below)
-                assert attacker.subscribe(topic).value == 1
-        # control — the outside probe: verifiers in the well-known group lose most opens to the ten attackers
+                assert attacker.subscribe(topic).value == NOT_AUTHORIZED, topic  # the plugin refuses the SUBSCRIBE
+        # even a verifier in the well-known group loses no open now: no attacker is a member of any group
         control = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"), ServiceConfig("w-control")).start()
         board = Probe("probe-board", broker.endpoint(BOARD))
         try:
-            board.subscribe(topics.feedback_topic(BOARD))
-            for i in range(24):
-                board.publish(topics.open_topic(BOARD), encode(OpenSession(BOARD, 1000 + i, (1, 2), SamplingParams(),
-                                                                          64, TOY_VOCAB_HASH)), corr=b"%d" % i)
-            board.pump(1.5)
-            answered = sum(isinstance(decode(m.payload), OpenAck) for m in board.messages)
-            assert answered < 12, answered  # round robin over 1 worker + 10 attackers: about 2 of 24
+            assert board.subscribe(topics.feedback_topic(BOARD)).value == 1
+            assert _open_round(board, 1000) == 24
         finally:
             board.close()
             control.stop()
-        # the fix: the verifier role's secret group; the board's 24 opens are all answered by the verifier
+        # the verifier role's secret group, as deployed: the board's 24 opens are all answered by the verifier
         service = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
                                       ServiceConfig("w-secret", group=broker.share_group)).start()
         try:
@@ -161,6 +209,63 @@ def test_devices_cannot_take_a_share_of_the_verifiers_opens(secure_broker: DevBr
     finally:
         for attacker in attackers:
             attacker.close()
+
+
+def test_without_the_plugin_the_broker_runs_and_the_secret_group_still_protects(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No C compiler (or headers): a WARNING that names what is missing, certificate-as-identity on the devices'
+    listener, SUBSCRIBEs granted (0x01) but delivered nothing, and the secret group keeps the verifiers' opens."""
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.delenv("QSV_AUTH_PLUGIN", raising=False)
+    with caplog.at_level("WARNING", logger="qsv_tools.broker.process"):
+        broker = DevBroker(tmp_path / "fallback", Fleet((BOARD, *ATTACKERS[:4]), ("verifier",))).start()
+    try:
+        warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warning) == 1 and "a C compiler (/nonexistent/cc not found on PATH)" in warning[0]
+        assert "mosquitto-dev" in warning[0] and "refused" in warning[0]
+        assert broker.auth_plugin is None
+        conf = (broker.workdir / "mosquitto.conf").read_text()
+        assert "\nplugin" not in conf and conf.count("use_identity_as_username true") == 2
+        attackers = [Probe(f"probe-{name}", broker.endpoint(name)) for name in ATTACKERS[:4]]
+        try:
+            well_known = f"$share/{topics.DEFAULT_SHARE_GROUP}/{topics.TOPIC_PREFIX}/+/draft"
+            for attacker in attackers:  # granted (the gap the plugin closes), delivered nothing (read ACLs)
+                assert attacker.subscribe(well_known).value == 1
+                assert attacker.subscribe("#").value == 1
+            control = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
+                                          ServiceConfig("w-control")).start()
+            board = Probe("probe-board", broker.endpoint(BOARD))
+            try:
+                board.subscribe(topics.feedback_topic(BOARD))
+                assert _open_round(board, 2000) < 18  # round robin over 1 worker + 4 attackers: about 5 of 24
+            finally:
+                board.close()
+                control.stop()
+            service = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
+                                          ServiceConfig("w-secret", group=broker.share_group)).start()
+            board = Probe("probe-board", broker.endpoint(BOARD))
+            try:
+                board.subscribe(topics.feedback_topic(BOARD))
+                assert _open_round(board, 3000) == 24
+            finally:
+                board.close()
+                service.stop()
+            for attacker in attackers:
+                attacker.pump(0.05)
+                assert not attacker.messages
+            # the certificate is the identity: another device's username and password are ignored, not refused
+            own = broker.endpoint(ATTACKERS[0])
+            claim = Probe("probe-claim", dataclasses.replace(own, username=BOARD, password=broker.passwords[BOARD]))
+            try:
+                forged = encode(OpenSession(BOARD, 77, (1, 2), SamplingParams(), 64, TOY_VOCAB_HASH))
+                assert claim.publish(topics.open_topic(BOARD), forged).value == NOT_AUTHORIZED
+            finally:
+                claim.close()
+        finally:
+            for attacker in attackers:
+                attacker.close()
+    finally:
+        broker.stop()
 
 
 def test_the_secret_group_is_per_deployment_and_private(secure_broker: DevBroker) -> None:
@@ -211,7 +316,7 @@ def test_the_demo_asks_for_the_plain_listener_only_with_no_tls(tmp_path: Path, t
         stack.close()
 
 
-# ---------------------------------------------------------------------------------------- (c) certificate = identity
+# ------------------------------------------------------------------------------------- (c) certificate = username
 def test_certificates_carry_the_username_as_cn(secure_broker: DevBroker) -> None:
     pki = secure_broker.workdir / "pki"
     for name, ca in [(BOARD, "ca.crt"), (ATTACKERS[0], "ca.crt"), ("verifier", "verifier-ca.crt")]:
@@ -223,26 +328,47 @@ def test_certificates_carry_the_username_as_cn(secure_broker: DevBroker) -> None
         assert verify.returncode == 0, verify.stderr
 
 
-def test_another_devices_username_or_password_gives_no_rights(secure_broker: DevBroker, tmp_path: Path) -> None:
+def test_the_certificate_must_match_the_username_at_connect(secure_broker: DevBroker, tmp_path: Path) -> None:
     broker = secure_broker
     own = broker.endpoint(ATTACKERS[0])
-    # att-00's certificate, the board's username and password: the broker takes the certificate's CN as username
-    claim = dataclasses.replace(own, username=BOARD, password=broker.passwords[BOARD])
+    # the device's own certificate, username (= its CN) and password: connected, client id bound to the username
+    probe = Probe("probe-own", own)
+    try:
+        assert probe.subscribe(topics.feedback_topic(ATTACKERS[0])).value == 1
+        forged = encode(OpenSession(BOARD, 77, (1, 2), SamplingParams(), 64, TOY_VOCAB_HASH))
+        assert probe.publish(topics.open_topic(BOARD), forged).value == NOT_AUTHORIZED  # publish ACL: the acl_file
+        assert probe.publish(topics.worker_topic(BOARD, "w1"), forged).value == NOT_AUTHORIZED
+        assert not probe.publish(topics.open_topic(ATTACKERS[0]), b"\x00").is_failure  # its own topic: yes
+    finally:
+        probe.close()
+    log_path = broker.workdir / "mosquitto.log"
+    log_start = log_path.stat().st_size
+    # att-00's certificate with the board's username and the board's correct password: refused at CONNECT
+    claims = {
+        "another device's username + its password": dataclasses.replace(own, username=BOARD,
+                                                                         password=broker.passwords[BOARD]),
+        "another device's username, own password": dataclasses.replace(own, username=BOARD),
+        "the verifier's username + its password": dataclasses.replace(own, username="verifier",
+                                                                      password=broker.passwords["verifier"]),
+        # the plugin deferred (CN = username), the password file refused: it runs after the plugin
+        "own username, a wrong password": dataclasses.replace(own, password="wrong"),
+        "own username, no password": dataclasses.replace(own, password=None),
+        "no username": dataclasses.replace(own, username=None, password=None),
+    }
+    for why, endpoint in claims.items():
+        assert _connack_refusal(endpoint) == "Not authorized", why  # CONNACK 0x87
+    with open(log_path) as f:
+        f.seek(log_start)
+        log = f.read()
+    assert f"qsv_auth: refused CONNECT of '{BOARD}' from 127.0.0.1: certificate CN '{ATTACKERS[0]}'" in log
+    assert "New client connected" not in log
+    # the board itself still connects and is served
     service = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
                                   ServiceConfig("w-claim", group=broker.share_group)).start()
-    imposter = Probe(f"qsv-edge-{BOARD}-000001", claim)
     try:
-        assert imposter.subscribe(topics.feedback_topic(BOARD)).value == 1  # granted, never delivered (read ACL)
-        forged = encode(OpenSession(BOARD, 77, (1, 2), SamplingParams(), 64, TOY_VOCAB_HASH))
-        assert imposter.publish(topics.open_topic(BOARD), forged).value == NOT_AUTHORIZED
-        assert imposter.publish(topics.worker_topic(BOARD, "w-claim"), forged).value == NOT_AUTHORIZED
-        assert not imposter.publish(topics.open_topic(ATTACKERS[0]), b"\x00").is_failure  # its own topic: yes
         with RemoteVerifier(BOARD, broker.endpoint(BOARD), PATIENT) as remote:
             assert generate_remote(remote, PROMPT, 12, 3, 240, seed=4) == reference_generation(PROMPT, 12, 3, 240, 4)
-        imposter.pump(0.2)
-        assert all(m.topic == topics.feedback_topic(ATTACKERS[0]) for m in imposter.messages)
     finally:
-        imposter.close()
         service.stop()
     # no certificate, a certificate for the other listener, or of an unknown CA: refused in the handshake
     other = issue_cert(tmp_path, create_ca(tmp_path, "another CA"), BOARD)
@@ -251,6 +377,20 @@ def test_another_devices_username_or_password_gives_no_rights(secure_broker: Dev
     assert _refused(dataclasses.replace(own, port=broker.verifier_port))  # device cert, verifier listener
     assert _refused(dataclasses.replace(verifier, port=broker.tls_port))  # verifier cert, device listener
     assert _refused(dataclasses.replace(own, cert_file=other.cert, key_file=other.key))
+    assert _refused(dataclasses.replace(own, cert_file=other.cert, key_file=other.key, username=BOARD,
+                                        password=broker.passwords[BOARD]))  # CN = board, but of another CA
+
+
+def test_the_devices_password_file_has_only_devices(secure_broker: DevBroker) -> None:
+    passwd = secure_broker.workdir / "passwd-devices"
+    names = [line.split(":", 1)[0] for line in passwd.read_text().splitlines()]
+    assert names == [BOARD, *ATTACKERS] and (passwd.stat().st_mode & 0o777) == 0o600
+    conf = (secure_broker.workdir / "mosquitto.conf").read_text()
+    device_block = conf.split("\nlistener ")[1]
+    assert f"password_file {passwd}" in device_block and f"plugin {secure_broker.auth_plugin}" in device_block
+    assert "use_identity_as_username" not in device_block and "use_username_as_clientid true" in device_block
+    assert "plugin_opt_topic_prefix qsv/v1/\nplugin_opt_read_topics feedback,bench/#" in device_block
+    assert "\nplugin" not in conf.split("\nlistener ")[2]  # the verifiers' listener: certificate = identity
 
 
 # ----------------------------------------------------------------------------------------- (d) client id = username
@@ -328,7 +468,8 @@ def test_kill_9_of_qsv_broker_orphans_no_mosquitto(tmp_path: Path) -> None:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 30
-            while not (_listening(tls) and _listening(verifier)):
+            # mosquitto opens its listeners one after the other: wait for all that this run asks for
+            while not (_listening(tls) and _listening(verifier) and (_listening(plain) or not insecure)):
                 assert proc.poll() is None and time.monotonic() < deadline, "qsv broker did not come up"
                 time.sleep(0.05)
             assert _listening(plain) == insecure  # without --insecure-dev: connection refused

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier, RemoteVerifierError
+from qsv_tools.broker import plugin
 from qsv_tools.broker.certs import create_ca, issue_cert
 from qsv_tools.broker.cli import broker_main, certs_main
 from qsv_tools.broker.config import ListenerConfig, render_config
@@ -76,6 +77,40 @@ def test_config_has_nodelay_per_listener_auth_and_no_persistence(tmp_path: Path)
     assert "allow_anonymous false" in lines and not any(x.startswith("password_file") for x in lines)
     with pytest.raises(ValueError, match="use_identity_as_username"):
         render_config([ListenerConfig(1, use_identity_as_username=True)])
+    # a plugin belongs to its listener's block (per_listener_settings), its options right after it
+    plugged = dataclasses.replace(tls, password_file=tmp_path / "passwd", plugin=tmp_path / "p.so",
+                                  plugin_opts=(("topic_prefix", "qsv/v1/"), ("read_topics", "feedback,bench/#")))
+    blocks = render_config([plugged, ListenerConfig(1236)]).split("\nlistener ")
+    assert f"plugin {tmp_path / 'p.so'}\nplugin_opt_topic_prefix qsv/v1/\nplugin_opt_read_topics feedback,bench/#" \
+        in blocks[1] and "plugin" not in blocks[0] + blocks[2]
+    with pytest.raises(ValueError, match="plugin_opts"):
+        render_config([dataclasses.replace(tls, plugin_opts=(("a", "b"),))])
+
+
+def test_auth_plugin_build_caches_and_names_what_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QSV_AUTH_PLUGIN", raising=False)
+    monkeypatch.delenv("CC", raising=False)
+    if plugin.build_auth_plugin(tmp_path / "probe").path is None:
+        pytest.skip("no C compiler or mosquitto/openssl headers here (scripts/bootstrap.sh installs them)")
+    built = plugin.build_auth_plugin(tmp_path / "a")
+    assert built.path == tmp_path / "a" / "qsv_auth_plugin.so" and built.path.is_file()
+    mtime = built.path.stat().st_mtime_ns
+    assert plugin.build_auth_plugin(tmp_path / "a").path == built.path and built.path.stat().st_mtime_ns == mtime
+    nm = subprocess.run(["nm", "-D", "--defined-only", str(built.path)], capture_output=True, text=True).stdout
+    assert {"mosquitto_plugin_version", "mosquitto_plugin_init", "mosquitto_plugin_cleanup"} <= set(nm.split())
+    # a header that is not installed: the result names it and its Debian package
+    source = tmp_path / "needs_missing.c"
+    source.write_text("#include <mosquitto_nonexistent.h>\n#include <openssl/nonexistent.h>\n")
+    missing = plugin.build_auth_plugin(tmp_path / "b", source=source)
+    assert missing.path is None and "mosquitto_nonexistent.h" in missing.missing
+    source.write_text("#include <openssl/nonexistent.h>\n")
+    assert "libssl-dev" in plugin.build_auth_plugin(tmp_path / "b", source=source).missing
+    monkeypatch.setenv("CC", "no-such-cc")
+    assert plugin.build_auth_plugin(tmp_path / "c").missing == "a C compiler (no-such-cc not found on PATH)"
+    monkeypatch.setenv("QSV_AUTH_PLUGIN", str(built.path))  # a prebuilt plugin (an installed package)
+    assert plugin.build_auth_plugin(tmp_path / "d").path == built.path.resolve()
+    monkeypatch.setenv("QSV_AUTH_PLUGIN", str(tmp_path / "nope.so"))
+    assert "no such file" in plugin.build_auth_plugin(tmp_path / "d").missing
 
 
 def test_clis_generate_a_complete_setup(tmp_path: Path) -> None:

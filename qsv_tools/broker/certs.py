@@ -1,7 +1,8 @@
 """Development PKI with the openssl CLI (EC P-256): a CA that signs the broker's server certificate and the devices'
 client certificates, and a second CA that signs only the verifiers' client certificates (the broker's verifier
 listener trusts that one alone, so no device certificate can log in there). A client certificate's CN is the
-client's fleet name, which the broker's TLS listeners take as the MQTT username (``use_identity_as_username``).
+client's fleet name = its MQTT username: the verifiers' listener takes it as the username
+(``use_identity_as_username``), the devices' listener refuses a device whose username is not its CN (auth plugin).
 For development fleets and tests; production fleets use their own two CAs."""
 
 from __future__ import annotations

@@ -60,9 +60,13 @@ def certs_main(argv: list[str] | None = None) -> int:
 
 def broker_main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="qsv broker",
-                                description="Generate a secured mosquitto setup for a fleet (mutual TLS, the client "
-                                            "certificate's CN as username and device client id, per-device ACLs, a "
-                                            "secret verifier group) and run the broker in the foreground.")
+                                description="Generate a secured mosquitto setup for a fleet (mutual TLS; a device's "
+                                            "username must be its certificate's CN, then its password is checked, "
+                                            "and it is its client id; per-device ACLs; SUBSCRIBE only to its own "
+                                            "topics; a secret verifier group) and run the broker in the foreground. "
+                                            "The devices' listener loads an auth plugin compiled into --workdir "
+                                            "(needs cc and mosquitto-dev, libmosquitto-dev, libssl-dev; without "
+                                            "them a WARNING and a weaker fallback).")
     p.add_argument("--workdir", type=cliargs.output_dir, required=True)
     p.add_argument("--host", default="127.0.0.1", type=cliargs.host)
     p.add_argument("--tls-port", type=cliargs.port, default=8883, help="the devices' listener (mutual TLS)")
@@ -96,6 +100,8 @@ def broker_main(argv: list[str] | None = None) -> int:
                  "cert": str(ep.cert_file), "key": str(ep.key_file)}
         if name in broker.fleet.verifiers:
             entry["group"] = "see share-group"  # qsv verifier --group "$(cat share-group)"
+        elif broker.auth_plugin is not None:  # the devices' listener checks the password too
+            entry["password"] = "see credentials.json"
         if broker.insecure_dev:
             entry.update(plain_port=broker.plain_port, password="see credentials.json")
         summary[name] = entry

@@ -2,7 +2,8 @@
 
 A TLS listener may take the client certificate's CN as the MQTT username (``use_identity_as_username``: the
 certificate is the credential, a username or password the client sends is ignored) and the username as the client
-id (``use_username_as_clientid``: a client cannot connect under another client's id and take its session over)."""
+id (``use_username_as_clientid``: a client cannot connect under another client's id and take its session over).
+A listener may load a plugin (``plugin`` + ``plugin_opt_*``, inside its block: ``per_listener_settings true``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ class ListenerConfig:
     acl_file: Path | None = None
     use_identity_as_username: bool = False
     use_username_as_clientid: bool = False
+    # a mosquitto plugin for this listener (with per_listener_settings it belongs to the listener block) + options
+    plugin: Path | None = None
+    plugin_opts: tuple[tuple[str, str], ...] = ()
 
     @property
     def tls(self) -> bool:
@@ -78,4 +82,9 @@ def render_config(listeners: list[ListenerConfig], *, persistence_dir: Path | No
             lines.append("allow_anonymous true")
         if lc.acl_file is not None:
             lines.append(f"acl_file {lc.acl_file}")
+        if lc.plugin is not None:
+            lines.append(f"plugin {lc.plugin}")
+            lines += [f"plugin_opt_{key} {value}" for key, value in lc.plugin_opts]
+        elif lc.plugin_opts:
+            raise ValueError("plugin_opts without a plugin")
     return "\n".join(lines) + "\n"

@@ -7,7 +7,10 @@ delivered). A device may therefore join any shared-subscription group, also the 
 round robin assigns to a member without read access is dropped, not passed to the next member: a device in the
 verifiers' group would silently swallow its share of every device's opens. The verifiers' group name is hence a
 secret of the verifier role (``generate_share_group``), like a password: a device that does not know it can only
-form groups of its own, whose deliveries the read rules filter without touching the verifiers'."""
+form groups of its own, whose deliveries the read rules filter without touching the verifiers'. Where the auth plugin
+is built (qsv_tools/broker/plugin.py) the devices' listener also refuses such a SUBSCRIBE outright (SUBACK 0x87):
+a device may subscribe only to its own readable topics (``device_read_topics``), the secret group stays a second
+line of defence (and the only one where the plugin could not be built)."""
 
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ from qsv_wire.topics import DEFAULT_SHARE_GROUP, TOPIC_PREFIX, check_client_id
 # device named like that would, with its client id bound to its name, take over the session of such a client
 RESERVED_NAMES = frozenset({"broker", "ca", "verifier-ca"})
 RESERVED_DEVICE_PREFIX = "qsv-"
+# a device's ACL rules: (access, topic below qsv/v1/<device>/); the auth plugin's SUBSCRIBE allow-list is the
+# readable ones (device_read_topics)
+DEVICE_RULES = (("write", "draft"), ("write", "draft/+"), ("read", "feedback"), ("readwrite", "bench/#"))
 
 
 @dataclass(frozen=True)
@@ -86,15 +92,15 @@ def render_acl(fleet: Fleet, *, devices: bool = True, verifiers: bool = True) ->
                 "",
             ]
     if devices:
-        lines += [
-            "# devices (username = device id)",
-            f"pattern write {p}/%u/draft",
-            f"pattern write {p}/%u/draft/+",
-            f"pattern read {p}/%u/feedback",
-            f"pattern readwrite {p}/%u/bench/#",
-            "",
-        ]
+        lines += ["# devices (username = device id)", *(f"pattern {access} {p}/%u/{suffix}"
+                                                         for access, suffix in DEVICE_RULES), ""]
     return "\n".join(lines)
+
+
+def device_read_topics() -> tuple[str, ...]:
+    """The suffixes below ``qsv/v1/<device>/`` a device may read (and so subscribe to): the auth plugin's
+    ``read_topics``, taken from the same rules as the ACL so that the two cannot disagree."""
+    return tuple(suffix for access, suffix in DEVICE_RULES if "read" in access)
 
 
 def generate_share_group() -> str:

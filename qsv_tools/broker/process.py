@@ -7,6 +7,7 @@ Also ``DevBroker``: the secured development setup (dev CAs, certificates, passwo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -20,9 +21,17 @@ from pathlib import Path
 
 from qsv_tools.broker.certs import CertFiles, create_fleet_pki
 from qsv_tools.broker.config import ListenerConfig, render_config
-from qsv_tools.broker.fleet import Fleet, generate_credentials, generate_share_group, render_acl
+from qsv_tools.broker.fleet import (
+    Fleet,
+    device_read_topics,
+    generate_credentials,
+    generate_share_group,
+    render_acl,
+)
+from qsv_tools.broker.plugin import DEV_PACKAGES, build_auth_plugin
 from qsv_wire.mqtt_common import BrokerEndpoint
 from qsv_wire.procutil import die_with_parent
+from qsv_wire.topics import TOPIC_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +129,13 @@ class MosquittoProcess:
 class DevBroker:
     """A secured development broker in ``workdir``, three listeners:
 
-    - devices (``tls_port``): mutual TLS against the device CA; the certificate's CN is the username (a password or
-      username the client sends is ignored) and the client id (a device cannot connect under another client's id);
-      device ACL only. One connection per device: a second one with the same certificate takes the first one over.
+    - devices (``tls_port``): mutual TLS against the device CA, plus the device's username and password (the
+      devices' password file); the auth plugin (csrc/mosquitto, built into ``workdir``) refuses a username that is
+      not the certificate's CN at CONNECT and every SUBSCRIBE outside the device's own readable topics (SUBACK
+      0x87). The username is the client id (a device cannot connect under another client's id); device ACL only.
+      One connection per device: a second one with the same certificate takes the first one over. Without the
+      plugin (no compiler or headers: a WARNING) the certificate's CN is the username and a username or password the
+      client sends is ignored.
     - verifiers (``verifier_port``): mutual TLS against the verifier CA (device certificates are refused in the
       handshake); CN = username; client ids are free, so one verifier identity can run many workers; verifier ACL.
     - plain (``plain_port``), only with ``insecure_dev``: no TLS, passwords + the combined ACL (``plain_auth``
@@ -143,6 +156,7 @@ class DevBroker:
     ca: CertFiles | None = None
     verifier_ca: CertFiles | None = None
     share_group: str = ""
+    auth_plugin: Path | None = None  # set by prepare(): the plugin the devices' listener loads, None: fallback
     process: MosquittoProcess | None = None
 
     def prepare(self) -> None:
@@ -167,9 +181,9 @@ class DevBroker:
         self.verifier_port = self.verifier_port or free_port(self.host)
         server = pki.server
         listeners = [
-            ListenerConfig(self.tls_port, self.host, cafile=pki.ca.cert, certfile=server.cert, keyfile=server.key,
-                           acl_file=self.workdir / "acl-devices", use_identity_as_username=True,
-                           use_username_as_clientid=True),
+            self._device_listener(ListenerConfig(self.tls_port, self.host, cafile=pki.ca.cert, certfile=server.cert,
+                                                 keyfile=server.key, acl_file=self.workdir / "acl-devices",
+                                                 use_username_as_clientid=True)),
             ListenerConfig(self.verifier_port, self.host, cafile=pki.verifier_ca.cert, certfile=server.cert,
                            keyfile=server.key, acl_file=self.workdir / "acl-verifiers", use_identity_as_username=True),
         ]
@@ -184,6 +198,32 @@ class DevBroker:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(render_config(listeners))
         self.process = MosquittoProcess(conf, [lc.port for lc in listeners], self.host)
+
+    def _device_listener(self, listener: ListenerConfig) -> ListenerConfig:
+        """With the auth plugin: certificate + username (= its CN, checked by the plugin) + password (the devices'
+        password file), SUBSCRIBE limited to the device's own readable topics. Without it (no compiler or headers):
+        the certificate is the identity (``use_identity_as_username``), with the two gaps the WARNING names."""
+        build = build_auth_plugin(self.workdir)
+        self.auth_plugin = build.path
+        if build.path is None:
+            log.warning("mosquitto auth plugin not available, missing: %s. The devices' listener falls back to "
+                        "certificate-as-identity: a device's SUBSCRIBE to $share/..., $-topics, wildcards or other "
+                        "devices' topics is granted (SUBACK 0x01; the read ACLs still deliver it nothing) instead of "
+                        "refused (0x87), and a username that is not the certificate's CN is ignored instead of "
+                        "refused at CONNECT. Install the C compiler and headers (apt-get install gcc %s) to close "
+                        "both.", build.missing, DEV_PACKAGES)
+            return dataclasses.replace(listener, use_identity_as_username=True)
+        assert self.passwords and (self.workdir / "passwd").is_file()
+        device_passwd = self.workdir / "passwd-devices"  # the hashed lines of the devices only
+        devices = set(self.fleet.devices)
+        lines = [line for line in (self.workdir / "passwd").read_text().splitlines()
+                 if line.split(":", 1)[0] in devices]
+        fd = os.open(device_passwd, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(fd, 0o600)
+            f.write("".join(line + "\n" for line in lines))
+        opts = (("topic_prefix", TOPIC_PREFIX + "/"), ("read_topics", ",".join(device_read_topics())))
+        return dataclasses.replace(listener, password_file=device_passwd, plugin=build.path, plugin_opts=opts)
 
     def start(self) -> DevBroker:
         if self.process is None:

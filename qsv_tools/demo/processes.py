@@ -59,7 +59,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 class DemoStack:
-    """Broker (mutual TLS, certificate = identity, per-device ACLs; or plain TCP with passwords + ACLs) and one
+    """Broker (mutual TLS, certificate CN = username, per-device ACLs; or plain TCP with passwords + ACLs) and one
     verifier worker process. Entering starts the broker and spawns the worker; ``wait_ready`` waits until the worker
     serves (its model load can take minutes, so the caller may do other work first); ``spawn_edge`` starts
     ``qsv edge``."""

@@ -53,7 +53,7 @@ class DemoSession:
         controller, controller_text = controller_settings(args.controller, self.config)
         worker_args = ["--model", profile.target, "--dtype", profile.target_dtype, "--device", "cpu"]
         security = ("plain TCP, passwords + per-device ACLs (--no-tls)" if args.no_tls
-                    else "mutual TLS, certificate = identity, per-device ACLs")
+                    else "mutual TLS, certificate CN = username, per-device ACLs")
         say(f"[demo] starting mosquitto ({security}) and the verifier worker (qsv verifier --model "
             f"{profile.target} --dtype {profile.target_dtype}) ...")
         edge_runs: list[Generation] = []
