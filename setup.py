@@ -12,7 +12,7 @@ setup(
     packages=find_packages(include=["qsv_wire", "qsv_wire.*", "edge_runtime", "edge_runtime.*", "cloud_verifier",
                                     "cloud_verifier.*", "qsv_models", "qsv_models.*", "qsv_tools", "qsv_tools.*",
                                     "experiments", "experiments.*", "qsv", "qsv.*", "firmware_configs"]),
-    package_data={"firmware_configs": ["schema.json", "*.yaml"]},
+    package_data={"firmware_configs": ["schema.json", "*.yaml"], "qsv_tools.broker": ["qsv_auth_plugin.c"]},
     python_requires=">=3.10",
     setup_requires=["cffi>=1.16"],
     cffi_modules=["csrc/build_core.py:ffibuilder"],

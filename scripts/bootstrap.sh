@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# mosquitto-dev, libmosquitto-dev, libssl-dev: headers of the broker's auth plugin (csrc/mosquitto), which
+# mosquitto-dev, libmosquitto-dev, libssl-dev: headers of the broker's auth plugin (qsv_tools/broker/qsv_auth_plugin.c), which
 # `qsv broker` compiles into its workdir (without them it runs with a WARNING and a weaker device listener)
 APT_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libssl-dev gcc socat clang
               libclang-rt-14-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user iproute2 openssl)

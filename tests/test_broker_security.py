@@ -1,6 +1,6 @@
 """Broker hardening against a real mosquitto 2.0 (issue "Hardening", items 1 and 6):
 
-- devices cannot take a share of the verifiers' shared subscription: the auth plugin (csrc/mosquitto) refuses a
+- devices cannot take a share of the verifiers' shared subscription: the auth plugin (qsv_auth_plugin.c) refuses a
   device's SUBSCRIBE to anything but its own readable topics (SUBACK 0x87; mosquitto 2.0.11's acl_file never refuses
   a SUBSCRIBE), and the group name is a verifier secret (the only defence where the plugin could not be built: a
   message the round robin assigns to a member without read access is dropped);

@@ -24,6 +24,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     names = zipfile.ZipFile(wheel).namelist()
     assert "firmware_configs/schema.json" in names and "firmware_configs/raspberry-pi-4.yaml" in names
     assert any(n.startswith("qsv_wire/_qsv_core") for n in names)  # the C core is built into the wheel
+    assert "qsv_tools/broker/qsv_auth_plugin.c" in names  # `qsv broker` builds its auth plugin from the package
     assert not any(n.startswith("tests/") for n in names)  # test doubles stay out of the product
     site = work / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],

@@ -1,4 +1,4 @@
-"""The mosquitto auth plugin of the devices' listener (csrc/mosquitto/qsv_auth_plugin.c): build it into the broker's
+"""The mosquitto auth plugin of the devices' listener (qsv_auth_plugin.c beside this module): build it into the broker's
 workdir, or find a prebuilt one.
 
 The plugin refuses a device's SUBSCRIBE to anything but its own readable topics (SUBACK 0x87: no ``$share/…``, no
@@ -21,10 +21,10 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parents[2] / "csrc" / "mosquitto" / "qsv_auth_plugin.c"
+SOURCE = Path(__file__).resolve().with_name("qsv_auth_plugin.c")  # package data: also in an installed wheel
 PREBUILT_ENV = "QSV_AUTH_PLUGIN"  # path of a prebuilt qsv_auth_plugin.so (an installed package has no csrc/)
 PLUGIN_NAME = "qsv_auth_plugin.so"
-# the same flags as csrc/mosquitto/Makefile
+# the same flags as qsv_tools/broker/Makefile
 CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-fPIC", "-shared")
 LIBS = ("-lcrypto",)
 # header (as the compiler names it when missing) -> the Debian package that has it
@@ -70,8 +70,8 @@ def build_auth_plugin(workdir: Path, source: Path = SOURCE) -> PluginBuild:
             return PluginBuild(path)
         return PluginBuild(None, f"the prebuilt plugin ${PREBUILT_ENV}={prebuilt} (no such file)")
     if not source.is_file():
-        return PluginBuild(None, f"the plugin source {source} (an installed package without the source tree: build "
-                                 f"csrc/mosquitto and set ${PREBUILT_ENV})")
+        return PluginBuild(None, f"the plugin source {source} (an incomplete installation: reinstall qsv, or "
+                                 f"set ${PREBUILT_ENV} to a prebuilt plugin)")
     cc = _compiler()
     if cc is None:
         wanted = os.environ.get("CC") or "cc"

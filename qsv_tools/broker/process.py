@@ -130,7 +130,7 @@ class DevBroker:
     """A secured development broker in ``workdir``, three listeners:
 
     - devices (``tls_port``): mutual TLS against the device CA, plus the device's username and password (the
-      devices' password file); the auth plugin (csrc/mosquitto, built into ``workdir``) refuses a username that is
+      devices' password file); the auth plugin (qsv_auth_plugin.c, built into ``workdir``) refuses a username that is
       not the certificate's CN at CONNECT and every SUBSCRIBE outside the device's own readable topics (SUBACK
       0x87). The username is the client id (a device cannot connect under another client's id); device ACL only.
       One connection per device: a second one with the same certificate takes the first one over. Without the
