@@ -167,12 +167,13 @@ class Stack:
         assert proc.wait(timeout=10) == -signal.SIGKILL
 
     def close(self) -> list[tuple[str, int]]:
-        """Stop everything that still runs; the exit status of each (the board and the workers)."""
+        """Stop everything that still runs; the exit status of each (the board, the workers, mosquitto)."""
         status = [("qsv edge", self.edge.terminate())]
         status += [(w, stop_cleanly(p)) for w, p in self.workers.items()]
         self.spawner.close()
+        mosquitto = self.broker.process.proc
         self.broker.stop()
-        return status
+        return status + [("mosquitto", mosquitto.returncode if mosquitto is not None else 0)]
 
 
 @pytest.fixture(scope="module")
