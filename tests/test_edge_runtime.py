@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
+from edge_stack import EdgeProcess, board_config
 
 from edge_runtime.engine import PipelineChooser
 from edge_runtime.runtime.api import parse_request
@@ -87,64 +87,10 @@ def tiny_drafter_export():
     return export
 
 
-def _board_config(path: Path, broker, export, device: str = "dev-b", static_len: int = 3) -> Path:  # noqa: ANN001
-    ep = broker.endpoint(device, tls=True)
-    secrets = path.parent / f"{device}-secrets"
-    secrets.mkdir(exist_ok=True)
-    (secrets / "username").write_text(device)
-    (secrets / "password").write_text(ep.password)
-    config = {
-        "schema_version": 1,
-        "device": {"id": device, "board": "x86-dev"},
-        "broker": {"url": ep.url, "tls": {"enabled": True, "ca_file": str(ep.ca_file), "cert_file": str(ep.cert_file),
-                                          "key_file": str(ep.key_file)},
-                   "credentials": {"username_file": str(secrets / "username"),
-                                   "password_file": str(secrets / "password")}},
-        "model": {"onnx_path": str(export.directory / "model.onnx"), "onnxruntime": {"intra_op_threads": 1}},
-        "controller": {"mode": "static", "static_L": static_len, "static_ell": 240},
-        "sampling": {"temperature": 0.8, "seed": 0},
-        "logging": {"level": "INFO", "file": f"logs/{device}.log"},  # relative: next to the config file
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-class EdgeProcess:
-    """``python -m qsv edge --config …`` with its stdout lines collected by a thread."""
-
-    def __init__(self, config: Path, socket_path: Path, *extra: str) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.proc = subprocess.Popen([sys.executable, "-m", "qsv", "edge", "--config", str(config), "--socket",
-                                      str(socket_path), "--feedback-timeout", "30", *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_line(self, text: str, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"qsv edge exited {self.proc.returncode}: {self.proc.stderr.read()}")
-            time.sleep(0.05)
-        raise AssertionError(f"no {text!r} from qsv edge; stdout so far: {self.lines}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def test_qsv_edge_serves_generations_reloads_and_stops(tmp_path, mosquitto_broker, spawn_verifier,
                                                        tiny_drafter_export) -> None:
     spawn_verifier(mosquitto_broker, "w-edge", verifier=("--random-model", "tiny"))
-    config = _board_config(tmp_path / "board.yaml", mosquitto_broker, tiny_drafter_export)
+    config = board_config(tmp_path / "board.yaml", mosquitto_broker, tiny_drafter_export)
     socket_path = tmp_path / "run" / "edge.sock"
     edge = EdgeProcess(config, socket_path)
     try:
@@ -174,7 +120,7 @@ def test_qsv_edge_serves_generations_reloads_and_stops(tmp_path, mosquitto_broke
         edge.proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
         assert edge.proc.poll() is None
-        _board_config(config, mosquitto_broker, tiny_drafter_export, static_len=2)
+        board_config(config, mosquitto_broker, tiny_drafter_export, static_len=2)
         assert config.read_text() != good
         edge.proc.send_signal(signal.SIGHUP)
         edge.wait_line("reloaded")
@@ -189,7 +135,7 @@ def test_qsv_edge_serves_generations_reloads_and_stops(tmp_path, mosquitto_broke
         edge.proc.send_signal(signal.SIGTERM)
         assert edge.proc.wait(timeout=30) == 0
         assert not socket_path.exists()
-        assert "reload refused" in edge.proc.stderr.read()
+        assert "reload refused" in edge.stderr
         assert "connected to mqtts://" in (tmp_path / "logs" / "dev-b.log").read_text()  # the config's log file
     finally:
         edge.stop()
@@ -205,7 +151,7 @@ def test_qsv_edge_serves_generations_reloads_and_stops(tmp_path, mosquitto_broke
 ])
 def test_qsv_edge_bad_command_lines_end_in_one_line(tmp_path, mosquitto_broker, tiny_drafter_export, args,
                                                     message) -> None:
-    config = _board_config(tmp_path / "board.yaml", mosquitto_broker, tiny_drafter_export)
+    config = board_config(tmp_path / "board.yaml", mosquitto_broker, tiny_drafter_export)
     broken = tmp_path / "broken.yaml"
     broken.write_text("schema_version: 1\nbroker: {url: 'ftp://x'}\n")
     argv = [a.format(config=config, broken=broken) for a in args]
@@ -225,9 +171,7 @@ def test_qsv_edge_prompt_mode_with_the_real_small_pair(tmp_path, mosquitto_broke
 
     export = export_model("smollm2", int8=True)
     spawn_verifier(mosquitto_broker, f"w-prompt-{output}", verifier=("--model", "smollm2", "--dtype", "fp32"))
-    config = _board_config(tmp_path / "board.yaml", mosquitto_broker, export, device="dev-c")
-    text = config.read_text().replace("model.onnx", "model.int8.onnx")
-    config.write_text(text)
+    config = board_config(tmp_path / "board.yaml", mosquitto_broker, export, device="dev-c", variant="model.int8.onnx")
     out = subprocess.run([sys.executable, "-m", "qsv", "edge", "--config", str(config), "--prompt",
                           "The weather today is", "--max-new-tokens", "12", "--seed", "3", "--format", output,
                           "--socket", str(tmp_path / "s.sock")], capture_output=True, text=True, timeout=600)
