@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args)
     from cloud_verifier.metrics import MetricsServer
     from cloud_verifier.service import ServiceConfig, VerifierService
+    from qsv_wire.protocol import Limits
 
     if args.threads > 0:
         import torch
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     config = ServiceConfig(
         max_sessions=args.max_sessions, memory_budget_bytes=args.memory_budget_mb << 20,
         idle_timeout_s=args.idle_timeout, max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1e3,
-        max_draft_len=args.max_draft_len, max_history=args.max_history, vocab_hash=vocab_hash,
+        limits=Limits(max_draft_len=args.max_draft_len, max_history=args.max_history), vocab_hash=vocab_hash,
         worker_id=args.worker_id,
     )
     service = VerifierService(target, config)

@@ -108,7 +108,10 @@ class ServiceStats:
 
 
 @dataclass(frozen=True)
-class ServiceConfig:
+class WorkerConfig:
+    """The MQTT worker: its identity, its group, the per-device limits it enforces before queueing. What the
+    verification itself may cost (sessions, memory, batching) is the service's :class:`ServiceConfig`."""
+
     worker_id: str
     group: str = topics.DEFAULT_SHARE_GROUP
     idle_timeout_s: float = 60.0
@@ -146,7 +149,7 @@ class _Opening:
 class MqttVerifierService:
     """Runs until ``stop()``; ``start()`` connects and starts the network loop and the worker thread."""
 
-    def __init__(self, handler: VerifierHandler, endpoint: BrokerEndpoint, config: ServiceConfig,
+    def __init__(self, handler: VerifierHandler, endpoint: BrokerEndpoint, config: WorkerConfig,
                  clock: Callable[[], float] = time.monotonic) -> None:
         topics.check_client_id(config.worker_id)
         self.handler = handler
@@ -504,8 +507,7 @@ def _torch_handler(parser: argparse.ArgumentParser,
     """The batching PyTorch VerifierService (cloud_verifier.service), started; with the precision the target runs
     in and its measured pass costs (µs for n = 1, 2, … tokens) for the OPEN replies."""
     from cloud_verifier.cli import random_target
-    from cloud_verifier.service import ServiceConfig as CoreConfig
-    from cloud_verifier.service import VerifierService
+    from cloud_verifier.service import ServiceConfig, VerifierService
 
     if args.threads > 0:
         import torch
@@ -525,8 +527,8 @@ def _torch_handler(parser: argparse.ArgumentParser,
         dtype = "fp32" if args.dtype == "auto" else args.dtype
         target, vocab_hash = random_target(args.random_model, args.device, dtype), None
         precision, pass_us = target.precision, ()
-    core = CoreConfig(idle_timeout_s=max(args.idle_timeout * 2, 1.0), max_batch=args.max_batch,
-                      vocab_hash=vocab_hash, worker_id=args.worker_id)
+    core = ServiceConfig(idle_timeout_s=max(args.idle_timeout * 2, 1.0), max_batch=args.max_batch,
+                         vocab_hash=vocab_hash, worker_id=args.worker_id)
     return VerifierService(target, core).start(), precision, pass_us
 
 
@@ -571,8 +573,8 @@ def main(argv: list[str] | None = None, handler: VerifierHandler | None = None) 
         handler = EchoVerifier()
     elif handler is None:
         handler, precision, pass_us = _torch_handler(p, args)
-    cfg = ServiceConfig(args.worker_id, args.group, args.idle_timeout, args.rate, args.burst, precision=precision,
-                        pass_us=pass_us)
+    cfg = WorkerConfig(args.worker_id, args.group, args.idle_timeout, args.rate, args.burst, precision=precision,
+                       pass_us=pass_us)
     service = MqttVerifierService(handler, endpoint, cfg)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -36,11 +36,11 @@ from cloud_verifier.target import KVState, RoundOutput, TargetModel
 from qsv_wire.lattice import LatticeError, LatticePoint
 from qsv_wire.protocol import (
     CODEC_MODE_QSV1,
-    DEFAULT_LIMITS,
     DraftRound,
     ErrorCode,
     ErrorReply,
     Feedback,
+    Limits,
     OpenSession,
 )
 
@@ -87,9 +87,7 @@ class ServiceConfig:
     idle_timeout_s: float = 300.0
     max_batch: int = 16
     max_wait_s: float = 0.004
-    max_draft_len: int = DEFAULT_LIMITS.max_draft_len  # the protocol's limits table (qsv_wire.protocol.Limits)
-    max_ell: int = DEFAULT_LIMITS.max_ell
-    max_history: int = DEFAULT_LIMITS.max_history
+    limits: Limits = field(default_factory=Limits)  # the protocol's one table (L, ℓ, history, …), the worker's
     vocab_hash: bytes | None = None  # None: only the vocabulary size is checked
     worker_id: str = "verifier-0"
     max_queued_per_device: int = 16  # rounds (and, separately, opens) queued per device; more: RATE_LIMITED
@@ -266,7 +264,7 @@ class VerifierService:
                                f"vocab hash {bytes(msg.vocab_hash).hex()[:12]}… differs from the target's "
                                f"{self.config.vocab_hash.hex()[:12]}…: the board's tokenizer is not the target's", sid)
         history = [int(t) for t in msg.history]
-        max_history = min(self.config.max_history, self.target.max_positions or self.config.max_history)
+        max_history = min(self.config.limits.max_history, self.target.max_positions or self.config.limits.max_history)
         if not 1 <= len(history) <= max_history:
             return self._error(ServiceErrorCode.HISTORY_TOO_LARGE,
                                f"history must hold 1..{max_history} tokens, got {len(history)}", sid)
@@ -438,10 +436,10 @@ class VerifierService:
             return self._error(ServiceErrorCode.OUT_OF_ORDER,
                                f"round at position {msg.position}, session holds {session.position} tokens", sid, seq)
         n = len(msg.tokens)
-        if not 1 <= n <= self.config.max_draft_len:
+        if not 1 <= n <= self.config.limits.max_draft_len:
             return self._error(ServiceErrorCode.ROUND_TOO_LARGE,
-                               f"draft length {n} outside 1..{self.config.max_draft_len}", sid, seq)
-        limit = self.config.max_history
+                               f"draft length {n} outside 1..{self.config.limits.max_draft_len}", sid, seq)
+        limit = self.config.limits.max_history
         if self.target.max_positions:
             limit = min(limit, self.target.max_positions)
         if session.position + n > limit:
@@ -454,9 +452,9 @@ class VerifierService:
         if len(msg.lattice) != n:
             return self._error(ServiceErrorCode.MALFORMED_ROUND, f"{len(msg.lattice)} lattice points, {n} tokens",
                                sid, seq)
-        if not 1 <= msg.ell <= self.config.max_ell:
-            return self._error(ServiceErrorCode.ROUND_TOO_LARGE, f"ell {msg.ell} outside 1..{self.config.max_ell}",
-                               sid, seq)
+        max_ell = self.config.limits.max_ell
+        if not 1 <= msg.ell <= max_ell:
+            return self._error(ServiceErrorCode.ROUND_TOO_LARGE, f"ell {msg.ell} outside 1..{max_ell}", sid, seq)
         if msg.codec_mode != CODEC_MODE_QSV1:
             return self._error(ServiceErrorCode.UNSUPPORTED_CODEC,
                                f"codec mode {msg.codec_mode}: this verifier decodes mode {CODEC_MODE_QSV1} only", sid,

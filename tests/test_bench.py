@@ -137,9 +137,8 @@ def test_remote_end_to_end_through_a_secured_broker_to_a_real_verifier(
 ) -> None:
     """The networked runtime (ONNX drafter + codec + RemoteVerifier) against the batching PyTorch verifier behind
     an MQTT worker, through the password-protected listener of the development broker."""
-    from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
-    from cloud_verifier.service import ServiceConfig as CoreConfig
-    from cloud_verifier.service import VerifierService
+    from cloud_verifier.mqtt_service import MqttVerifierService, WorkerConfig
+    from cloud_verifier.service import ServiceConfig, VerifierService
     from cloud_verifier.target import TargetModel
     from qsv_tools.export.tiny import tiny_causal_lm
 
@@ -158,9 +157,9 @@ def test_remote_end_to_end_through_a_secured_broker_to_a_real_verifier(
     cfg = load_config(cfg_path)
     target = TargetModel(tiny_causal_lm("llama", vocab_size=64, seed=5, layers=1, hidden=16, heads=2, kv_heads=1),
                          "cpu")
-    core = VerifierService(target, CoreConfig(vocab_hash=bytes.fromhex(vocab_hash), worker_id="bench-w",
+    core = VerifierService(target, ServiceConfig(vocab_hash=bytes.fromhex(vocab_hash), worker_id="bench-w",
                                               max_wait_s=0.0005)).start()
-    worker = MqttVerifierService(core, mosquitto_broker.endpoint("verifier"), ServiceConfig("bench-w")).start()
+    worker = MqttVerifierService(core, mosquitto_broker.endpoint("verifier"), WorkerConfig("bench-w")).start()
     try:
         section = bench_remote(cfg, None, tokens=24, timeout_s=15.0)  # generous: the first torch forward is slow
     finally:

@@ -35,7 +35,7 @@ from doubles.toy import (
     reference_generation,
 )
 
-from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
+from cloud_verifier.mqtt_service import MqttVerifierService, WorkerConfig
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
 from qsv_tools.broker.certs import create_ca, issue_cert
 from qsv_tools.broker.fleet import Fleet
@@ -183,7 +183,7 @@ def test_devices_cannot_take_a_share_of_the_verifiers_opens(secure_broker: DevBr
             for topic in shared:
                 assert attacker.subscribe(topic).value == NOT_AUTHORIZED, topic  # the plugin refuses the SUBSCRIBE
         # even a verifier in the well-known group loses no open now: no attacker is a member of any group
-        control = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"), ServiceConfig("w-control")).start()
+        control = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"), WorkerConfig("w-control")).start()
         board = Probe("probe-board", broker.endpoint(BOARD))
         try:
             assert board.subscribe(topics.feedback_topic(BOARD)).value == 1
@@ -193,7 +193,7 @@ def test_devices_cannot_take_a_share_of_the_verifiers_opens(secure_broker: DevBr
             control.stop()
         # the verifier role's secret group, as deployed: the board's 24 opens are all answered by the verifier
         service = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
-                                      ServiceConfig("w-secret", group=broker.share_group)).start()
+                                      WorkerConfig("w-secret", group=broker.share_group)).start()
         try:
             with RemoteVerifier(BOARD, broker.endpoint(BOARD), ONE_SHOT) as remote:
                 for i in range(24):
@@ -233,7 +233,7 @@ def test_without_the_plugin_the_broker_runs_and_the_secret_group_still_protects(
                 assert attacker.subscribe(well_known).value == 1
                 assert attacker.subscribe("#").value == 1
             control = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
-                                          ServiceConfig("w-control")).start()
+                                          WorkerConfig("w-control")).start()
             board = Probe("probe-board", broker.endpoint(BOARD))
             try:
                 board.subscribe(topics.feedback_topic(BOARD))
@@ -242,7 +242,7 @@ def test_without_the_plugin_the_broker_runs_and_the_secret_group_still_protects(
                 board.close()
                 control.stop()
             service = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
-                                          ServiceConfig("w-secret", group=broker.share_group)).start()
+                                          WorkerConfig("w-secret", group=broker.share_group)).start()
             board = Probe("probe-board", broker.endpoint(BOARD))
             try:
                 board.subscribe(topics.feedback_topic(BOARD))
@@ -364,7 +364,7 @@ def test_the_certificate_must_match_the_username_at_connect(secure_broker: DevBr
     assert "New client connected" not in log
     # the board itself still connects and is served
     service = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
-                                  ServiceConfig("w-claim", group=broker.share_group)).start()
+                                  WorkerConfig("w-claim", group=broker.share_group)).start()
     try:
         with RemoteVerifier(BOARD, broker.endpoint(BOARD), PATIENT) as remote:
             assert generate_remote(remote, PROMPT, 12, 3, 240, seed=4) == reference_generation(PROMPT, 12, 3, 240, 4)
@@ -397,7 +397,7 @@ def test_the_devices_password_file_has_only_devices(secure_broker: DevBroker) ->
 def test_client_id_takeover_is_refused(secure_broker: DevBroker) -> None:
     broker = secure_broker
     service = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
-                                  ServiceConfig("w-victim", group=broker.share_group)).start()
+                                  WorkerConfig("w-victim", group=broker.share_group)).start()
     log_path = broker.workdir / "mosquitto.log"
     log_start = log_path.stat().st_size
     victim = RemoteVerifier(BOARD, broker.endpoint(BOARD), PATIENT).connect()

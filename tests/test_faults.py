@@ -36,7 +36,7 @@ from doubles.toy import (
 )
 from edge_stack import SMALL_VERIFIER, EdgeProcess, VerifierSpawner, board_config, dev_broker, stop_cleanly
 
-from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
+from cloud_verifier.mqtt_service import MqttVerifierService, WorkerConfig
 from edge_runtime.runtime.client import EdgeClient, EdgeClientError
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
 from qsv_wire.mqtt_common import LoopDriver, make_client
@@ -357,7 +357,7 @@ class Duplicator:
 def test_duplicate_and_delayed_deliveries(mosquitto_open_broker) -> None:
     broker = mosquitto_open_broker
     service = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier", tls=False),
-                                  ServiceConfig("w-dup")).start()
+                                  WorkerConfig("w-dup")).start()
     try:
         with Duplicator(broker, "dev-c") as dup, \
                 RemoteVerifier("dev-c", broker.endpoint("dev-c", tls=False), FAULTY) as remote:
@@ -375,7 +375,7 @@ def test_duplicate_and_delayed_deliveries(mosquitto_open_broker) -> None:
 
 def test_board_disappears_session_idles_out_then_resumes(mosquitto_broker) -> None:
     service = MqttVerifierService(ToyVerifier(), mosquitto_broker.endpoint("verifier"),
-                                  ServiceConfig("w-idle", group="g-idle", idle_timeout_s=0.4)).start()
+                                  WorkerConfig("w-idle", group="g-idle", idle_timeout_s=0.4)).start()
     try:
         remote = RemoteVerifier("dev-b", mosquitto_broker.endpoint("dev-b"), FAULTY).connect()
         generate_remote(remote, PROMPT, 30, L, ELL, seed=25)

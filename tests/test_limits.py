@@ -267,8 +267,11 @@ def test_an_isolated_devices_round_yields_between_slices() -> None:
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from cloud_verifier.service import ServiceConfig as CoreConfig  # noqa: E402
-from cloud_verifier.service import ServiceErrorCode, VerifierService  # noqa: E402
+from cloud_verifier.service import (  # noqa: E402
+    ServiceConfig,  # noqa: E402
+    ServiceErrorCode,
+    VerifierService,
+)
 from cloud_verifier.target import TargetModel  # noqa: E402
 
 VOCAB = 96
@@ -304,7 +307,7 @@ def one_point_round(sid: int, position: int, seq: int = 0, ell: int = 240, mode:
 
 
 def test_service_refuses_unsupported_codec_modes_and_ell_above_the_limit(target) -> None:
-    service = VerifierService(target, CoreConfig(vocab_hash=HASH))
+    service = VerifierService(target, ServiceConfig(vocab_hash=HASH))
     assert service.open(open_msg(1, [1, 2, 3])) == 3
     for mode, reason in ((CODEC_MODE_TOY, ServiceErrorCode.UNSUPPORTED_CODEC), (7, ServiceErrorCode.UNSUPPORTED_CODEC)):
         reply = service.verify(one_point_round(1, 3, mode=mode))
@@ -319,8 +322,8 @@ def test_service_refuses_unsupported_codec_modes_and_ell_above_the_limit(target)
 def test_sliced_admission_gives_the_same_feedback(target) -> None:
     """An isolated device's rounds are decoded one point per slice here: the feedback is that of a plain service."""
     cfg = dict(vocab_hash=HASH, max_wait_s=0.0)
-    sliced = VerifierService(target, CoreConfig(isolate_admit_s=0.0, admit_slice_s=0.0, **cfg)).start()
-    plain = VerifierService(target, CoreConfig(**cfg))
+    sliced = VerifierService(target, ServiceConfig(isolate_admit_s=0.0, admit_slice_s=0.0, **cfg)).start()
+    plain = VerifierService(target, ServiceConfig(**cfg))
     try:
         replies = []
         for service in (sliced, plain):
@@ -338,7 +341,7 @@ def test_sliced_admission_gives_the_same_feedback(target) -> None:
 def test_chunked_prefill_equals_one_pass_and_runs_off_the_callers_thread(target) -> None:
     history = list(np.random.default_rng(1).integers(0, VOCAB, 300))
     whole = target.prefill(history[:-1])
-    service = VerifierService(target, CoreConfig(vocab_hash=HASH, prefill_chunk_tokens=7)).start()
+    service = VerifierService(target, ServiceConfig(vocab_hash=HASH, prefill_chunk_tokens=7)).start()
     try:
         future = service.submit_open(open_msg(2, history))
         assert service.open(open_msg(3, [4, 5], device="dev-b")) == 2  # another device's open is not stuck behind
@@ -363,8 +366,7 @@ def test_chunked_prefill_equals_one_pass_and_runs_off_the_callers_thread(target)
 # ----------------------------------------------------------------------------------------------------- over MQTT
 paho = pytest.importorskip("paho.mqtt.client")
 
-from cloud_verifier.mqtt_service import MqttVerifierService  # noqa: E402
-from cloud_verifier.mqtt_service import ServiceConfig as MqttConfig  # noqa: E402
+from cloud_verifier.mqtt_service import MqttVerifierService, WorkerConfig  # noqa: E402
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier  # noqa: E402
 from qsv_wire import topics  # noqa: E402
 from qsv_wire.mqtt_common import LoopDriver, make_client, publish_properties  # noqa: E402
@@ -414,8 +416,8 @@ def with_byte(data: bytes, offset: int, value: int) -> bytes:
 
 
 def test_every_limit_is_refused_over_mqtt_and_the_worker_keeps_serving(mosquitto_broker, target) -> None:
-    core = VerifierService(target, CoreConfig(vocab_hash=HASH, max_wait_s=0.0005, prefill_chunk_tokens=8)).start()
-    worker = MqttVerifierService(core, mosquitto_broker.endpoint("verifier"), MqttConfig("w-lim", group="g-lim"))
+    core = VerifierService(target, ServiceConfig(vocab_hash=HASH, max_wait_s=0.0005, prefill_chunk_tokens=8)).start()
+    worker = MqttVerifierService(core, mosquitto_broker.endpoint("verifier"), WorkerConfig("w-lim", group="g-lim"))
     worker.start()
     good = RemoteVerifier("dev-a", mosquitto_broker.endpoint("dev-a"),
                           EdgeTransportConfig(feedback_timeout_s=5.0, open_timeout_s=5.0)).connect()

@@ -17,7 +17,7 @@ from doubles.toy import (
     reference_generation,
 )
 
-from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig
+from cloud_verifier.mqtt_service import MqttVerifierService, WorkerConfig
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
 from qsv_wire import topics
 from qsv_wire.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
@@ -80,7 +80,7 @@ class RawClient:
 def verifier_service(mosquitto_broker):
     handler = ToyVerifier()
     service = MqttVerifierService(handler, mosquitto_broker.endpoint("verifier", tls=True),
-                                  ServiceConfig("w-inproc", group="g-inproc")).start()
+                                  WorkerConfig("w-inproc", group="g-inproc")).start()
     yield service
     service.stop()
 
@@ -88,7 +88,7 @@ def verifier_service(mosquitto_broker):
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
 def test_generation_matches_reference(mosquitto_broker, tls: bool) -> None:
     service = MqttVerifierService(ToyVerifier(), mosquitto_broker.endpoint("verifier", tls),
-                                  ServiceConfig(f"w-{tls}", group=f"g-{tls}")).start()
+                                  WorkerConfig(f"w-{tls}", group=f"g-{tls}")).start()
     try:
         with RemoteVerifier("dev-a", mosquitto_broker.endpoint("dev-a", tls), FAST) as remote:
             out = generate_remote(remote, PROMPT, 80, 4, 240, seed=11)
@@ -105,7 +105,7 @@ def test_requests_carry_response_topic_correlation_and_expiry(mosquitto_open_bro
     """What the board puts on the wire, seen by a third client on an unauthenticated broker."""
     spy = RawClient("spy", mosquitto_open_broker.endpoint("dev-a", tls=False))
     service = MqttVerifierService(ToyVerifier(), mosquitto_open_broker.endpoint("verifier", tls=False),
-                                  ServiceConfig("w-props")).start()
+                                  WorkerConfig("w-props")).start()
     try:
         spy.subscribe("qsv/v1/#")
         with RemoteVerifier("dev-a", mosquitto_open_broker.endpoint("dev-a", tls=False), FAST) as remote:
@@ -202,7 +202,7 @@ def test_bad_input_gets_an_error_reply_and_the_worker_survives(mosquitto_broker,
 
 def test_sessions_per_device_are_bounded(mosquitto_broker) -> None:
     service = MqttVerifierService(ToyVerifier(), mosquitto_broker.endpoint("verifier"),
-                                  ServiceConfig("w-cap", group="g-cap", max_sessions_per_device=2)).start()
+                                  WorkerConfig("w-cap", group="g-cap", max_sessions_per_device=2)).start()
     remotes = [RemoteVerifier("dev-c", mosquitto_broker.endpoint("dev-c"), FAST).connect() for _ in range(3)]
     try:
         for r in remotes:
@@ -220,7 +220,7 @@ def test_sessions_per_device_are_bounded(mosquitto_broker) -> None:
 
 def test_rate_limit_replies_and_the_board_backs_off(mosquitto_broker) -> None:
     service = MqttVerifierService(ToyVerifier(), mosquitto_broker.endpoint("verifier"),
-                                  ServiceConfig("w-rate", group="g-rate", rate_per_s=40.0, rate_burst=3.0)).start()
+                                  WorkerConfig("w-rate", group="g-rate", rate_per_s=40.0, rate_burst=3.0)).start()
     try:
         with RemoteVerifier("dev-b", mosquitto_broker.endpoint("dev-b"), FAST) as remote:
             out = generate_remote(remote, PROMPT, 40, 2, 240, seed=5)

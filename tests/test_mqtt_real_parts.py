@@ -17,9 +17,8 @@ transformers = pytest.importorskip("transformers")
 
 from doubles.toy import ToyModel, ToySLM  # noqa: E402
 
-from cloud_verifier.mqtt_service import MqttVerifierService, ServiceConfig  # noqa: E402
-from cloud_verifier.service import ServiceConfig as CoreConfig  # noqa: E402
-from cloud_verifier.service import VerifierService  # noqa: E402
+from cloud_verifier.mqtt_service import MqttVerifierService, WorkerConfig  # noqa: E402
+from cloud_verifier.service import ServiceConfig, VerifierService  # noqa: E402
 from cloud_verifier.target import TargetModel  # noqa: E402
 from edge_runtime.controller import StaticController  # noqa: E402
 from edge_runtime.drafter import DraftConfig, Drafter  # noqa: E402
@@ -54,8 +53,8 @@ def generate_tokens(drafter: Drafter, remote: RemoteVerifier, max_new_tokens: in
 
 
 def make_worker(broker, target: TargetModel, worker_id: str, group: str) -> MqttVerifierService:  # noqa: ANN001
-    core = VerifierService(target, CoreConfig(vocab_hash=HASH, worker_id=worker_id, max_wait_s=0.0005)).start()
-    return MqttVerifierService(core, broker.endpoint("verifier"), ServiceConfig(worker_id, group=group)).start()
+    core = VerifierService(target, ServiceConfig(vocab_hash=HASH, worker_id=worker_id, max_wait_s=0.0005)).start()
+    return MqttVerifierService(core, broker.endpoint("verifier"), WorkerConfig(worker_id, group=group)).start()
 
 
 def generate(broker, device: str, stop_worker_at: int | None = None, workers=()) -> tuple[list[int], RemoteVerifier]:  # noqa: ANN001
