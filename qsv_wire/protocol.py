@@ -21,6 +21,8 @@ from enum import IntEnum, IntFlag
 
 import numpy as np
 
+from qsv_wire import codec
+
 PROTOCOL_VERSION = 1
 MAGIC = b"QS"
 HEADER = struct.Struct("<2sBBHHI")
@@ -194,69 +196,33 @@ class CloseSession:
 Message = OpenSession | OpenAck | DraftRound | Feedback | ErrorReply | CloseSession
 
 # ------------------------------------------------------------------------------------------------- token packing
+# Token ids travel in the codec's packing (qsv_wire.codec.pack_tokens, the C core; docs/CODEC.md): b = ⌈log2 V⌉ bits
+# each, MSB first, zero-padded to whole bytes. The protocol's V is at least 2, so b >= 1.
 
 
 def token_bits(vocab_size: int) -> int:
-    """⌈log2 V⌉ bits per token id (at least 1)."""
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
-    return max(1, (vocab_size - 1).bit_length())
+    """⌈log2 V⌉ bits per token id (V >= 2 here)."""
+    return codec.token_bits(vocab_size)
 
 
 def packed_size(count: int, vocab_size: int) -> int:
-    return (count * token_bits(vocab_size) + 7) // 8
-
-
-_SMALL = 64  # up to this many ids, Python integers beat numpy
+    return (count * codec.token_bits(vocab_size) + 7) // 8
 
 
 def pack_ids(ids: Sequence[int], vocab_size: int) -> bytes:
-    """Token ids at b = ⌈log2 V⌉ bits each, most significant bit first, zero-padded to whole bytes — the layout
-    of ``qsv_wire.codec.pack_tokens`` (docs/CODEC.md); pure Python here so the protocol needs no native code."""
-    bits = token_bits(vocab_size)
-    n = len(ids)
-    nbytes = packed_size(n, vocab_size)
-    if n <= _SMALL:
-        acc = 0
-        for t in ids:
-            t = int(t)
-            if not 0 <= t < vocab_size:
-                raise ValueError(f"token id {t} out of range for vocab_size {vocab_size}")
-            acc = (acc << bits) | t
-        return (acc << (8 * nbytes - n * bits)).to_bytes(nbytes, "big")
-    arr = np.asarray(ids, dtype=np.int64)
-    if arr.min() < 0 or arr.max() >= vocab_size:
-        raise ValueError(f"token id out of range for vocab_size {vocab_size}")
-    as_bytes = arr.astype(">u4").view(np.uint8).reshape(-1, 4)
-    bit_matrix = np.unpackbits(as_bytes, axis=1)[:, 32 - bits :]
-    return np.packbits(bit_matrix.reshape(-1)).tobytes()
+    """Token ids packed for the wire; an id outside 0..V-1 is MALFORMED."""
+    try:
+        return codec.pack_tokens(np.asarray(ids, dtype=np.int64), vocab_size)
+    except (codec.CodecError, TypeError, OverflowError) as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"token ids: {exc}") from None
 
 
-def unpack_ids(data: bytes, count: int, vocab_size: int) -> tuple[int, ...]:
-    bits = token_bits(vocab_size)
-    nbytes = packed_size(count, vocab_size)
-    if len(data) != nbytes:
-        raise ValueError("packed token data has the wrong length")
-    pad = 8 * nbytes - count * bits
-    if count <= _SMALL:
-        acc = int.from_bytes(data, "big")
-        if acc & ((1 << pad) - 1):
-            raise ValueError("nonzero padding bits after the packed token ids")
-        acc >>= pad
-        mask = (1 << bits) - 1
-        out = tuple([(acc >> shift) & mask for shift in range((count - 1) * bits, -1, -bits)])
-        if out and max(out) >= vocab_size:
-            raise ValueError(f"token id {max(out)} out of range for vocab_size {vocab_size}")
-        return out
-    flat = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
-    if flat[count * bits :].any():
-        raise ValueError("nonzero padding bits after the packed token ids")
-    padded = np.zeros((count, 32), dtype=np.uint8)
-    padded[:, 32 - bits :] = flat[: count * bits].reshape(count, bits)
-    values = np.packbits(padded, axis=1).view(">u4").reshape(-1)
-    if values.size and int(values.max()) >= vocab_size:
-        raise ValueError(f"token id {int(values.max())} out of range for vocab_size {vocab_size}")
-    return tuple(int(v) for v in values)
+def unpack_ids(data: bytes | memoryview, count: int, vocab_size: int) -> tuple[int, ...]:
+    """``count`` ids from exactly their packed bytes; wrong length, nonzero padding or an id >= V is MALFORMED."""
+    try:
+        return tuple(codec.unpack_tokens(data, count, vocab_size).tolist())
+    except codec.CodecError as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"token ids: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------------------------- encoding
@@ -310,13 +276,6 @@ def _check_close_reason(reason: int, session: int) -> None:
         raise ProtocolError(ErrorCode.MALFORMED, f"close reason {reason} is reserved", session)
 
 
-def _pack_checked(ids: Sequence[int], vocab_size: int) -> bytes:
-    try:
-        return pack_ids(ids, vocab_size)
-    except ValueError as exc:
-        raise ProtocolError(ErrorCode.MALFORMED, str(exc)) from exc
-
-
 def _check_precision(raw: bytes) -> bytes:
     """The OPEN_ACK's precision name: 0..16 printable ASCII characters (docs/PROTOCOL.md)."""
     if len(raw) > 16 or not all(0x21 <= c <= 0x7E for c in raw):
@@ -338,7 +297,7 @@ def encode(msg: Message, limits: Limits = DEFAULT_LIMITS) -> bytes:
             _check_u(msg.session_id, 64, "session_id"), msg.vocab_size, _check_u(msg.next_round_seq, 32, "seq"),
             s.temperature, s.top_k, s.top_p, s.seed, len(msg.history), msg.vocab_hash,
         )
-        payload = fixed + bytes([len(device)]) + device + _pack_checked(msg.history, msg.vocab_size)
+        payload = fixed + bytes([len(device)]) + device + pack_ids(msg.history, msg.vocab_size)
         return _frame(MsgType.OPEN, payload, int(Flags.RESYNC) if msg.resync else 0, limits)
     if isinstance(msg, OpenAck):
         worker = _check_id(msg.worker_id, "worker_id", limits)
@@ -364,7 +323,7 @@ def encode(msg: Message, limits: Limits = DEFAULT_LIMITS) -> bytes:
             _check_u(msg.session_id, 64, "session_id"), _check_u(msg.round_seq, 32, "round_seq"),
             _check_u(msg.position, 32, "position"), msg.vocab_size, msg.ell, n, _check_u(msg.codec_mode, 8, "mode"),
         )
-        parts = [fixed, _pack_checked(msg.tokens, msg.vocab_size)]
+        parts = [fixed, pack_ids(msg.tokens, msg.vocab_size)]
         for blob in msg.lattice:
             if not blob:
                 raise ProtocolError(ErrorCode.MALFORMED, "empty lattice point")
