@@ -2,8 +2,9 @@
  * round robin over the variants per call, so all see the same machine state); medians of thread CPU time.
  * Grid: V in {151936 (Qwen), 49152 (SmolLM)}, ell in {8, 64, 256}, T in {0.7, 1.0}, top_k in {0, 50},
  * top_p in {1.0, 0.9}; logits: Gaussian bulk (std 2.5) with 30 strong tokens, as benchmarks/bench_core.py "gauss".
- * Variants: the kernels (whole qsv_quantize_logits calls) and the exp-pass tiers, switched off one at a time by
- * wrapping the kernel's exp pass (this file includes qsv_quant.c to reach it).
+ * Variants: the kernels, whole qsv_quantize_logits calls (this file includes qsv_quant.c to swap kernels in). The
+ * exp-pass tiers this harness also timed (block skip, quartic / cubic exp2) were removed after its run at commit
+ * 'bench: bench_kernels' (BENCHMARKS.md, C core).
  * Build and run: make -C csrc bench-kernels  (or: ./build/bench_kernels [calls])
  */
 #define _POSIX_C_SOURCE 199309L
@@ -16,36 +17,16 @@
 #include "../tests/rng.h"
 #include "bench_util.h"
 
-/* tier switches: the exp pass with its block skip and/or its low-degree polynomials off, or its clamp always on */
-#define WRAP(name, base, skip, store, clampx)                                                                        \
-    static double name(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax, float t_skip, \
-                       float t_store, int clamp, float *e, double *low) {                                            \
-        (void)t_skip, (void)t_store, (void)clamp;                                                            \
-        return base(z, n, m, inv_t, c2, bmax, skip, store, clampx, e, low);                                          \
-    }
-WRAP(vec_nolow, k_exp_vec, t_skip, -INFINITY, clamp)
-WRAP(vec_noskip, k_exp_vec, -INFINITY, -INFINITY, clamp)
-WRAP(vec_clamp, k_exp_vec, t_skip, t_store, 1)
-#ifdef QSV_HAVE_AVX2
-WRAP(avx2_nolow, k_exp_avx2, t_skip, -INFINITY, clamp)
-WRAP(avx2_noskip, k_exp_avx2, -INFINITY, -INFINITY, clamp)
-WRAP(avx2_clamp, k_exp_avx2, t_skip, t_store, 1)
-#endif
-
 typedef struct {
     const char *name;
     int kernel;
-    exp_fn kexp; /* NULL: the kernel's own */
 } variant_t;
 
 static const variant_t VARIANTS[] = {
-    {"scalar", QSV_KERNEL_SCALAR, NULL},       {"vector", QSV_KERNEL_VECTOR, NULL},
-    {"vec-nolow", QSV_KERNEL_VECTOR, vec_nolow}, {"vec-noskip", QSV_KERNEL_VECTOR, vec_noskip},
-    {"vec-clamp", QSV_KERNEL_VECTOR, vec_clamp},
+    {"scalar", QSV_KERNEL_SCALAR},
+    {"vector", QSV_KERNEL_VECTOR},
 #ifdef QSV_HAVE_AVX2
-    {"avx2", QSV_KERNEL_AVX2, NULL},
-    {"avx2-nolow", QSV_KERNEL_AVX2, avx2_nolow}, {"avx2-noskip", QSV_KERNEL_AVX2, avx2_noskip},
-    {"avx2-clamp", QSV_KERNEL_AVX2, avx2_clamp},
+    {"avx2", QSV_KERNEL_AVX2},
 #endif
 };
 enum { NV = sizeof VARIANTS / sizeof VARIANTS[0], BASE = 1 /* ratios against "vector" */ };
@@ -56,7 +37,6 @@ static int run(const variant_t *var, const float *z, uint32_t v, uint32_t ell, d
     kernels_t kern;
     int rc = pick_kernels(var->kernel, &kern);
     if (rc != QSV_OK) return rc;
-    if (var->kexp) kern.kexp = var->kexp;
     ws_t w;
     if ((rc = ws_init(&w, ws, wsz, v)) != QSV_OK) return rc;
     prep_t p;
@@ -66,7 +46,7 @@ static int run(const variant_t *var, const float *z, uint32_t v, uint32_t ell, d
         k = p.nk;
         if ((rc = lattice_fix(w.cx, k, ell, 0, 0.0, w.cb, w.tmp)) != QSV_OK) return rc;
     } else if (p.mode == PREP_DENSE) {
-        if ((rc = dense_fix(&kern, &w, &p, z, v, ell, &k)) != QSV_OK) return rc;
+        if ((rc = dense_fix(&kern, &w, &p, v, ell, &k)) != QSV_OK) return rc;
     } else {
         return -100;
     }
