@@ -1,13 +1,16 @@
 /* QSV core: lattice quantizer (fused softmax and probability paths) and Q-S sampler. See qsv_quant.h.
  *
- * Cost is O(V) with small constants: one vectorized pass for the maximum (with per-block maxima) and the minimum (which
- * tells whether the exp kernels need their clamp), one for the polynomial exp (stored to the workspace) and its sum,
- * then a candidate pass that skips every block whose maximum cannot reach the threshold. The lattice rule runs on the candidates only: with V >> ell, everything with
- * x_i < 0.5 rounds to 0, so the rounding and the d < 0 fix only touch candidates, and the d > 0 fix needs the top-d
- * residuals, taken by quickselect among candidates once the d-th one provably beats every non-candidate (otherwise the
- * threshold drops and the pass repeats). The first threshold, x >= 1/16, sits below the d-th residual of typical
- * distributions (measured on synthetic and real Qwen logits), so one candidate pass is the rule; starting at 0.495
- * failed whenever d > 0, about half the time. The result is exactly the rule applied to all V entries.
+ * Cost is O(V) with small constants: one pass for the maximum (with per-block maxima) and the minimum (which tells
+ * whether the exp kernels need their clamp), one vectorized pass for the polynomial exp (stored to the workspace) and
+ * its sum, then a candidate pass that skips every block whose maximum cannot reach the threshold. The lattice rule runs
+ * on the candidates only: with V >> ell, everything with x_i < 0.5 rounds to 0, so the rounding and the d < 0 fix only
+ * touch candidates, and the d > 0 fix needs the top-d residuals, taken by quickselect among candidates once the d-th
+ * one provably beats every non-candidate (otherwise the threshold drops and the pass repeats). The first threshold,
+ * x >= 1/16, sits below the d-th residual of typical distributions (measured on synthetic and real Qwen logits), so
+ * one candidate pass is the rule; starting at 0.495 failed whenever d > 0, about half the time. The result is exactly
+ * the rule applied to all V entries.
+ * Kernels: SCALAR (the reference), VECTOR (GCC/clang vector extensions: SSE2, NEON) and AVX2 (x86-64, the fastest
+ * there). Timed side by side with make -C csrc bench-kernels (BENCHMARKS.md, C core).
  */
 #include "qsv_quant.h"
 
@@ -568,7 +571,7 @@ static int wselect_desc(double *a, size_t n, double target, double *v_out) {
 
 /* ---- the lattice rule on a candidate set ---- */
 
-enum { FIX_MORE = -1 };
+enum { FIX_MORE = 1 }; /* positive: outside the error space */
 
 /* Applies the rule to candidates (cidx ascending, x in cx). When `outside` is set, the tokens not listed all have
  * x <= bound (< 0.5, so b = 0 there); FIX_MORE asks for more candidates when the d > 0 fix could reach them.
@@ -619,8 +622,10 @@ static int lattice_fix(const double *cx, uint32_t k, uint32_t ell, int outside, 
     return QSV_OK;
 }
 
-static int emit(const uint32_t *cidx, const int32_t *cb, uint32_t k, uint32_t vocab, uint32_t *out_indices,
-                uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz, uint32_t *out_dense) {
+static int emit(const uint32_t *cidx, const int32_t *cb, uint32_t k, uint32_t vocab, qsv_point *out,
+                uint32_t *out_dense) {
+    uint32_t *out_indices = out->indices, *out_counts = out->counts;
+    const uint32_t capacity = out->capacity;
     uint32_t nnz = 0;
     if (out_dense) memset(out_dense, 0, (size_t)vocab * sizeof *out_dense);
     for (uint32_t j = 0; j < k; j++) {
@@ -631,7 +636,7 @@ static int emit(const uint32_t *cidx, const int32_t *cb, uint32_t k, uint32_t vo
         if (out_dense) out_dense[cidx[j]] = (uint32_t)cb[j];
         nnz++;
     }
-    *out_nnz = nnz;
+    out->nnz = nnz;
     return QSV_OK;
 }
 
@@ -700,7 +705,7 @@ static float sampled_threshold(const float *e, uint32_t v, uint64_t want, float 
     rank += rank / 2 + 2;                         /* margin for the sampling error */
     if (rank >= n_s) return fallback;
     float est = (float)kth_smallest(tmp, n_s, n_s - rank);
-    if (!(est > 0.0f)) est = FLT_MIN; /* zeros of skipped blocks: take every nonzero */
+    if (!(est > 0.0f)) est = FLT_MIN; /* e underflowed to 0: take every nonzero */
     return est < current ? est : fallback;
 }
 
@@ -735,8 +740,10 @@ static int exp_needs_clamp(float zmin, float m, float c2) {
     return !(((double)zmin - (double)m) * (double)c2 >= -124.0);
 }
 
-static int check_logit_args(const float *logits, uint32_t v, uint32_t ell, double temperature, double top_p) {
-    if (!logits) return QSV_ERR_NULL;
+static int check_logit_args(const float *logits, uint32_t v, const qsv_quant_params *params) {
+    if (!logits || !params) return QSV_ERR_NULL;
+    const uint32_t ell = params->ell;
+    const double temperature = params->temperature, top_p = params->top_p;
     if (v == 0 || v > QSV_MAX_VOCAB) return QSV_ERR_VOCAB;
     if (ell == 0 || ell > QSV_MAX_ELL) return QSV_ERR_ELL;
     if (!(temperature == 0.0 || (temperature >= 1e-6 && temperature <= 1e6))) return QSV_ERR_TEMPERATURE;
@@ -744,8 +751,10 @@ static int check_logit_args(const float *logits, uint32_t v, uint32_t ell, doubl
     return QSV_OK;
 }
 
-static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperature, uint32_t top_k, double top_p,
-                       const kernels_t *kern, ws_t *w, prep_t *p) {
+static int prep_logits(const float *z, uint32_t v, const qsv_quant_params *params, const kernels_t *kern, ws_t *w,
+                       prep_t *p) {
+    const uint32_t ell = params->ell, top_k = params->top_k;
+    const double temperature = params->temperature, top_p = params->top_p;
     float *bmax = (float *)w->bmax;
     float m, zmin;
     if (!kern->kmax(z, v, bmax, &m, &zmin)) return QSV_ERR_NONFINITE;
@@ -850,20 +859,19 @@ static int dense_fix(const kernels_t *kern, ws_t *w, prep_t *p, uint32_t v, uint
     return rc;
 }
 
-int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature,
-                               uint32_t top_k, double top_p, int kernel, void *workspace, size_t workspace_size,
-                               uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz,
-                               uint32_t *out_dense) {
-    int rc = check_logit_args(logits, vocab_size, ell, temperature, top_p);
+int qsv_quantize_logits(const float *logits, uint32_t vocab_size, const qsv_quant_params *params, qsv_workspace ws,
+                        qsv_point *out, uint32_t *out_dense) {
+    int rc = check_logit_args(logits, vocab_size, params);
     if (rc != QSV_OK) return rc;
-    if (!out_indices || !out_counts || !out_nnz) return QSV_ERR_NULL;
-    if (capacity < (ell < vocab_size ? ell : vocab_size)) return QSV_ERR_CAPACITY;
+    const uint32_t ell = params->ell;
+    if (!out || !out->indices || !out->counts) return QSV_ERR_NULL;
+    if (out->capacity < (ell < vocab_size ? ell : vocab_size)) return QSV_ERR_CAPACITY;
     kernels_t kern;
-    if ((rc = pick_kernels(kernel, &kern)) != QSV_OK) return rc;
+    if ((rc = pick_kernels(params->kernel, &kern)) != QSV_OK) return rc;
     ws_t w;
-    if ((rc = ws_init(&w, workspace, workspace_size, vocab_size)) != QSV_OK) return rc;
+    if ((rc = ws_init(&w, ws.ptr, ws.size, vocab_size)) != QSV_OK) return rc;
     prep_t p;
-    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
+    if ((rc = prep_logits(logits, vocab_size, params, &kern, &w, &p)) != QSV_OK) return rc;
     uint32_t k;
     if (p.mode == PREP_GREEDY) {
         w.cidx[0] = p.argmax;
@@ -876,27 +884,21 @@ int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_
     } else if ((rc = dense_fix(&kern, &w, &p, vocab_size, ell, &k)) != QSV_OK) {
         return rc;
     }
-    return emit(w.cidx, w.cb, k, vocab_size, out_indices, out_counts, capacity, out_nnz, out_dense);
+    return emit(w.cidx, w.cb, k, vocab_size, out, out_dense);
 }
 
-int qsv_quantize_logits(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
-                        double top_p, void *workspace, size_t workspace_size, uint32_t *out_indices,
-                        uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz, uint32_t *out_dense) {
-    return qsv_quantize_logits_kernel(logits, vocab_size, ell, temperature, top_k, top_p, QSV_KERNEL_AUTO, workspace,
-                                      workspace_size, out_indices, out_counts, capacity, out_nnz, out_dense);
-}
-
-int qsv_logits_scaled(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
-                      double top_p, int kernel, void *workspace, size_t workspace_size, double *out_x) {
-    int rc = check_logit_args(logits, vocab_size, ell, temperature, top_p);
+int qsv_logits_scaled(const float *logits, uint32_t vocab_size, const qsv_quant_params *params, qsv_workspace ws,
+                      double *out_x) {
+    int rc = check_logit_args(logits, vocab_size, params);
     if (rc != QSV_OK) return rc;
+    const uint32_t ell = params->ell;
     if (!out_x) return QSV_ERR_NULL;
     kernels_t kern;
-    if ((rc = pick_kernels(kernel, &kern)) != QSV_OK) return rc;
+    if ((rc = pick_kernels(params->kernel, &kern)) != QSV_OK) return rc;
     ws_t w;
-    if ((rc = ws_init(&w, workspace, workspace_size, vocab_size)) != QSV_OK) return rc;
+    if ((rc = ws_init(&w, ws.ptr, ws.size, vocab_size)) != QSV_OK) return rc;
     prep_t p;
-    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
+    if ((rc = prep_logits(logits, vocab_size, params, &kern, &w, &p)) != QSV_OK) return rc;
     if (p.mode == PREP_DENSE) {
         /* the quantizer's x exactly: e of every token and its sum S (p.scale = ell / S) */
         for (uint32_t i = 0; i < vocab_size; i++) out_x[i] = (double)w.e[i] * p.scale;
@@ -991,15 +993,14 @@ static uint32_t collect_q32(const float *q, uint32_t v, const float *bmax, doubl
     return k;
 }
 
-static int quantize_probs(const double *q64, const float *q32, uint32_t v, uint32_t ell, void *workspace,
-                          size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
-                          uint32_t *out_nnz, uint32_t *out_dense) {
-    if (!out_indices || !out_counts || !out_nnz) return QSV_ERR_NULL;
+static int quantize_probs(const double *q64, const float *q32, uint32_t v, uint32_t ell, qsv_workspace ws,
+                          qsv_point *out, uint32_t *out_dense) {
+    if (!out || !out->indices || !out->counts) return QSV_ERR_NULL;
     if (v == 0 || v > QSV_MAX_VOCAB) return QSV_ERR_VOCAB;
     if (ell == 0 || ell > QSV_MAX_ELL) return QSV_ERR_ELL;
-    if (capacity < (ell < v ? ell : v)) return QSV_ERR_CAPACITY;
+    if (out->capacity < (ell < v ? ell : v)) return QSV_ERR_CAPACITY;
     ws_t w;
-    int rc = ws_init(&w, workspace, workspace_size, v);
+    int rc = ws_init(&w, ws.ptr, ws.size, v);
     if (rc != QSV_OK) return rc;
     rc = q64 ? scan_probs_f64(q64, v, (double *)w.bmax) : scan_probs_f32(q32, v, (float *)w.bmax);
     if (rc != QSV_OK) return rc;
@@ -1015,30 +1016,26 @@ static int quantize_probs(const double *q64, const float *q32, uint32_t v, uint3
         if (thr < 1e-300) thr = 0.0;
     }
     if (rc != QSV_OK) return rc;
-    return emit(w.cidx, w.cb, k, v, out_indices, out_counts, capacity, out_nnz, out_dense);
+    return emit(w.cidx, w.cb, k, v, out, out_dense);
 }
 
-int qsv_quantize_probs_f64(const double *probs, uint32_t vocab_size, uint32_t ell, void *workspace,
-                           size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
-                           uint32_t *out_nnz, uint32_t *out_dense) {
+int qsv_quantize_probs_f64(const double *probs, uint32_t vocab_size, uint32_t ell, qsv_workspace ws, qsv_point *out,
+                           uint32_t *out_dense) {
     if (!probs) return QSV_ERR_NULL;
-    return quantize_probs(probs, NULL, vocab_size, ell, workspace, workspace_size, out_indices, out_counts, capacity,
-                          out_nnz, out_dense);
+    return quantize_probs(probs, NULL, vocab_size, ell, ws, out, out_dense);
 }
 
-int qsv_quantize_probs_f32(const float *probs, uint32_t vocab_size, uint32_t ell, void *workspace,
-                           size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
-                           uint32_t *out_nnz, uint32_t *out_dense) {
+int qsv_quantize_probs_f32(const float *probs, uint32_t vocab_size, uint32_t ell, qsv_workspace ws, qsv_point *out,
+                           uint32_t *out_dense) {
     if (!probs) return QSV_ERR_NULL;
-    return quantize_probs(NULL, probs, vocab_size, ell, workspace, workspace_size, out_indices, out_counts, capacity,
-                          out_nnz, out_dense);
+    return quantize_probs(NULL, probs, vocab_size, ell, ws, out, out_dense);
 }
 
 /* ---- sampling ---- */
 
-int qsv_sample(const uint32_t *indices, const uint32_t *counts, uint32_t nnz, uint32_t ell, uint32_t u,
-               uint32_t *out_token) {
-    if (!indices || !counts || !out_token) return QSV_ERR_NULL;
+int qsv_sample(const qsv_point *point, uint32_t ell, uint32_t u) {
+    if (!point || !point->indices || !point->counts) return QSV_ERR_NULL;
+    const uint32_t *indices = point->indices, *counts = point->counts, nnz = point->nnz;
     if (ell == 0 || ell > QSV_MAX_ELL) return QSV_ERR_ELL;
     if (nnz == 0 || u >= ell) return QSV_ERR_SAMPLE;
     uint64_t cum = 0;
@@ -1052,24 +1049,5 @@ int qsv_sample(const uint32_t *indices, const uint32_t *counts, uint32_t nnz, ui
         }
     }
     if (!found || cum != ell) return QSV_ERR_SAMPLE;
-    *out_token = token;
-    return QSV_OK;
-}
-
-const char *qsv_status_message(int status) {
-    switch (status) {
-    case QSV_OK: return "ok";
-    case QSV_ERR_NULL: return "a required pointer is NULL";
-    case QSV_ERR_VOCAB: return "vocabulary size must be in 1..2097152";
-    case QSV_ERR_ELL: return "ell must be in 1..65535";
-    case QSV_ERR_NONFINITE: return "logits / probabilities must be finite";
-    case QSV_ERR_TEMPERATURE: return "temperature must be 0 (greedy) or in [1e-6, 1e6]";
-    case QSV_ERR_TOP_P: return "top_p must be in (0, 1]";
-    case QSV_ERR_WORKSPACE: return "workspace missing or smaller than qsv_quant_workspace_size(V)";
-    case QSV_ERR_CAPACITY: return "output capacity must be at least min(ell, V)";
-    case QSV_ERR_PROBS: return "probabilities must be >= 0 and sum to 1 within 1e-3";
-    case QSV_ERR_SAMPLE: return "u must be in [0, ell) and the counts must sum to ell";
-    case QSV_ERR_KERNEL: return "kernel not available on this CPU / build";
-    default: return "unknown status";
-    }
+    return (int)token; /* < QSV_MAX_VOCAB <= INT_MAX */
 }

@@ -31,7 +31,7 @@ static const variant_t VARIANTS[] = {
 };
 enum { NV = sizeof VARIANTS / sizeof VARIANTS[0], BASE = 1 /* ratios against "vector" */ };
 
-/* qsv_quantize_logits_kernel with the variant's kernels */
+/* qsv_quantize_logits with the variant's kernels */
 static int run(const variant_t *var, const float *z, uint32_t v, uint32_t ell, double temp, uint32_t top_k,
                double top_p, void *ws, size_t wsz, uint32_t *idx, uint32_t *cnt, uint32_t *nnz) {
     kernels_t kern;
@@ -40,7 +40,8 @@ static int run(const variant_t *var, const float *z, uint32_t v, uint32_t ell, d
     ws_t w;
     if ((rc = ws_init(&w, ws, wsz, v)) != QSV_OK) return rc;
     prep_t p;
-    if ((rc = prep_logits(z, v, ell, temp, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
+    const qsv_quant_params params = {ell, temp, top_k, top_p, var->kernel};
+    if ((rc = prep_logits(z, v, &params, &kern, &w, &p)) != QSV_OK) return rc;
     uint32_t k;
     if (p.mode == PREP_SPARSE) {
         k = p.nk;
@@ -50,7 +51,10 @@ static int run(const variant_t *var, const float *z, uint32_t v, uint32_t ell, d
     } else {
         return -100;
     }
-    return emit(w.cidx, w.cb, k, v, idx, cnt, ell, nnz, NULL);
+    qsv_point out = {idx, cnt, ell, 0};
+    rc = emit(w.cidx, w.cb, k, v, &out, NULL);
+    *nnz = out.nnz;
+    return rc;
 }
 
 static void gauss_row(float *z, uint32_t v, uint64_t *s) {
