@@ -54,8 +54,8 @@ enum qsv_kernel {
     QSV_KERNEL_AVX2 = 3      /* x86-64 only: the same vector code compiled for AVX2 + FMA */
 };
 
-/* Parameters of the logits path (the rules above). Zero-initialized fields other than ell and top_p are the usual
- * defaults: greedy would need temperature 0 explicitly, so set every field. */
+/* Parameters of the logits path (the rules above). Set every field: an all-zero struct is invalid (ell 0, top_p 0),
+ * and temperature 0 means greedy. */
 typedef struct qsv_quant_params {
     uint32_t ell;       /* lattice resolution: counts sum to ell; 1..QSV_MAX_ELL */
     double temperature; /* 0 = greedy; otherwise 1e-6..1e6 */
