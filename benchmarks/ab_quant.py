@@ -30,8 +30,8 @@ from bench_core import llm_like_logits, qwen_logit_rows  # noqa: E402
 log = logging.getLogger("ab_quant")
 
 # the public symbols of qsv_quant.c (qsv_quant.h), renamed in the other revision's object
-PUBLIC = ("qsv_quant_workspace_size", "qsv_status_message", "qsv_kernel_available", "qsv_quantize_logits",
-          "qsv_quantize_logits_kernel", "qsv_logits_scaled", "qsv_quantize_probs_f64", "qsv_quantize_probs_f32",
+PUBLIC = ("qsv_quant_workspace_size", "qsv_kernel_available", "qsv_quantize_logits",
+          "qsv_logits_scaled", "qsv_quantize_probs_f64", "qsv_quantize_probs_f32",
           "qsv_sample", "qsv_fast_exp")
 CFLAGS = ["-std=c11", "-O3", "-Wall", "-Wextra", "-Werror"]  # as csrc/build_core.py
 

@@ -79,28 +79,30 @@ class CCalls:
     """Direct cffi calls of the C encoder / decoder with prepared arguments for one (V, ell)."""
 
     def __init__(self, vocab_size: int, ell: int) -> None:
-        self.ws_bytes = int(lib.qsv_codec_workspace_bytes(vocab_size, ell))
-        self.ws = ffi.new("uint8_t[]", self.ws_bytes)
+        ws_bytes = int(lib.qsv_codec_workspace_bytes(vocab_size, ell))
+        self.ws_buf = ffi.new("uint8_t[]", max(1, ws_bytes))
+        self.ws_owner = ffi.new("qsv_workspace *", (self.ws_buf, ws_bytes))
+        self.ws = self.ws_owner[0]
         self.params = ffi.new("qsv_codec_params *")
-        if lib.qsv_codec_params_init(self.params, vocab_size, ell, self.ws, self.ws_bytes) != 0:
+        if lib.qsv_codec_params_init(self.params, vocab_size, ell, self.ws) != 0:
             raise RuntimeError("params_init failed")
         self.cap = int(self.params.max_nnz)
         self.out = ffi.new("uint8_t[]", 16 * self.cap + int(self.params.bound_bits) // 8 + 16)
-        self.out_cap = len(self.out)
-        self.bits = ffi.new("uint64_t *")
-        self.nnz = ffi.new("uint32_t *")
         self.didx = ffi.new("uint32_t[]", self.cap)
         self.dcnt = ffi.new("uint32_t[]", self.cap)
+        self.dpoint = ffi.new("qsv_point *", (self.didx, self.dcnt, self.cap, 0))
 
     def encoder(self, idx: np.ndarray, cnt: np.ndarray, mode: str) -> Callable[[], object]:
-        i, c, n, m = ffi.from_buffer("uint32_t[]", idx), ffi.from_buffer("uint32_t[]", cnt), idx.size, MODE_CODES[mode]
-        p, out, cap, bits, ws, wsb = self.params, self.out, self.out_cap, self.bits, self.ws, self.ws_bytes
-        return lambda: lib.qsv_codec_encode(p, m, i, c, n, out, cap, bits, ffi.NULL, ws, wsb)
+        i, c = ffi.from_buffer("uint32_t[]", idx), ffi.from_buffer("uint32_t[]", cnt)
+        point = ffi.new("qsv_point *", (i, c, idx.size, idx.size))
+        msg = ffi.new("qsv_message *", (self.out, len(self.out), MODE_CODES[mode], 0, 0))
+        p, ws = self.params, self.ws
+        return lambda _arrays=(i, c): lib.qsv_codec_encode(p, point, msg, ws)  # _arrays: what point refers to
 
     def decoder(self, data: bytes) -> Callable[[], object]:
         buf, size = ffi.from_buffer("uint8_t[]", data), len(data)
-        p, di, dc, cap, nnz, ws, wsb = self.params, self.didx, self.dcnt, self.cap, self.nnz, self.ws, self.ws_bytes
-        return lambda: lib.qsv_codec_decode(p, buf, size, di, dc, cap, nnz, ffi.NULL, ws, wsb)
+        p, point, ws = self.params, self.dpoint, self.ws
+        return lambda: lib.qsv_codec_decode(p, buf, size, point, ffi.NULL, ws)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """cffi build of the QSV C core into ``qsv_wire._qsv_core``.
 
 Every public header ``csrc/qsv_*.h`` contributes the declarations between its ``/* CFFI_BEGIN */`` and
-``/* CFFI_END */`` markers (plain C declarations cffi can parse: no macros, no includes); every ``csrc/qsv_*.c`` is
-compiled into the module. Adding a new part of the core means adding a header/source pair, nothing here.
+``/* CFFI_END */`` markers (plain C declarations cffi can parse: no macros, no includes), in include order; every
+``csrc/qsv_*.c`` is compiled into the module. Adding a new part of the core means adding a header/source pair,
+nothing here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,25 @@ def _cdefs(headers: list[Path]) -> str:
     return "\n".join(parts)
 
 
-headers = sorted(CSRC.glob("qsv_*.h"))
+def _in_include_order(headers: list[Path]) -> list[Path]:
+    """Each header after the qsv_*.h headers it includes (cffi needs a type declared before its first use)."""
+    names = {h.name: h for h in headers}
+    done: list[Path] = []
+
+    def visit(h: Path) -> None:
+        if h in done:
+            return
+        for dep in re.findall(r'#include "(qsv_[^"]+\.h)"', h.read_text()):
+            if dep in names and dep != h.name:
+                visit(names[dep])
+        done.append(h)
+
+    for h in headers:
+        visit(h)
+    return done
+
+
+headers = _in_include_order(sorted(CSRC.glob("qsv_*.h")))
 sources = sorted(CSRC.glob("qsv_*.c"))
 
 ffibuilder = FFI()

@@ -20,9 +20,8 @@ static int valid_dims(uint32_t vocab_size, uint32_t ell) {
     return vocab_size >= 1 && vocab_size <= QSV_CODEC_MAX_VOCAB && ell >= 1 && ell <= QSV_CODEC_MAX_ELL;
 }
 
-int qsv_codec_params_init(qsv_codec_params *params, uint32_t vocab_size, uint32_t ell, void *workspace,
-                          size_t workspace_bytes) {
-    if (params == NULL || !valid_dims(vocab_size, ell)) return QSV_CODEC_E_ARG;
+int qsv_codec_params_init(qsv_codec_params *params, uint32_t vocab_size, uint32_t ell, qsv_workspace ws) {
+    if (params == NULL || !valid_dims(vocab_size, ell)) return QSV_ERR_ARG;
     qsv_codec_params p;
     memset(&p, 0, sizeof p);
     p.vocab_size = vocab_size;
@@ -34,7 +33,7 @@ int qsv_codec_params_init(qsv_codec_params *params, uint32_t vocab_size, uint32_
     int certain;
     qsv_enum_bound_float(vocab_size, ell, &p.bound_bits, &certain);
     if (!certain) {
-        int rc = qsv_codec_bound_bits(vocab_size, ell, &p.bound_bits, workspace, workspace_bytes);
+        int rc = qsv_codec_bound_bits(vocab_size, ell, &p.bound_bits, ws);
         if (rc) return rc;
     }
     *params = p;
@@ -43,17 +42,21 @@ int qsv_codec_params_init(qsv_codec_params *params, uint32_t vocab_size, uint32_
 
 static int valid_params(const qsv_codec_params *p) { return p != NULL && valid_dims(p->vocab_size, p->ell); }
 
-int qsv_codec_check_point(const qsv_codec_params *p, const uint32_t *indices, const uint32_t *counts,
-                          uint32_t nnz) {
-    if (!valid_params(p)) return QSV_CODEC_E_ARG;
-    if (nnz == 0 || nnz > p->max_nnz || indices == NULL || counts == NULL) return QSV_CODEC_E_POINT;
+static int check_point(const qsv_codec_params *p, const uint32_t *indices, const uint32_t *counts, uint32_t nnz) {
+    if (!valid_params(p)) return QSV_ERR_ARG;
+    if (nnz == 0 || nnz > p->max_nnz || indices == NULL || counts == NULL) return QSV_ERR_POINT;
     uint64_t sum = 0;
     for (uint32_t j = 0; j < nnz; ++j) {
-        if (indices[j] >= p->vocab_size || counts[j] == 0) return QSV_CODEC_E_POINT;
-        if (j > 0 && indices[j] <= indices[j - 1]) return QSV_CODEC_E_POINT;
+        if (indices[j] >= p->vocab_size || counts[j] == 0) return QSV_ERR_POINT;
+        if (j > 0 && indices[j] <= indices[j - 1]) return QSV_ERR_POINT;
         sum += counts[j];
     }
-    return sum == p->ell ? 0 : QSV_CODEC_E_POINT;
+    return sum == p->ell ? 0 : QSV_ERR_POINT;
+}
+
+int qsv_codec_check_point(const qsv_codec_params *p, const qsv_point *point) {
+    if (point == NULL) return QSV_ERR_NULL;
+    return check_point(p, point->indices, point->counts, point->nnz);
 }
 
 /* ------------------------------------------------------------------ sparse code ---------------------------- */
@@ -287,7 +290,7 @@ static int get_value(qsv_bitreader *r, uint32_t max, unsigned family, unsigned k
         rc = qsv_br_get(r, k, &bits);
         if (rc) return rc;
         uint64_t v = (zeros << k) | bits;
-        if (v > max) return QSV_CODEC_E_MALFORMED;
+        if (v > max) return QSV_ERR_MALFORMED;
         *x = (uint32_t)v;
         return 0;
     }
@@ -297,7 +300,7 @@ static int get_value(qsv_bitreader *r, uint32_t max, unsigned family, unsigned k
     rc = qsv_br_get(r, (unsigned)zeros + k + 1, &bits); /* <= 26 bits, starts with the 1 */
     if (rc) return rc;
     uint32_t v = bits - (1u << k);
-    if (v > max) return QSV_CODEC_E_MALFORMED;
+    if (v > max) return QSV_ERR_MALFORMED;
     *x = v;
     return 0;
 }
@@ -307,16 +310,16 @@ static int sparse_read(const qsv_codec_params *p, qsv_bitreader *r, uint32_t *id
     uint32_t field;
     int rc = qsv_br_get(r, p->nnz_bits, &field);
     if (rc) return rc;
-    if (field >= p->max_nnz) return QSV_CODEC_E_MALFORMED;
+    if (field >= p->max_nnz) return QSV_ERR_MALFORMED;
     const uint32_t m = field + 1;
-    if (m > capacity) return QSV_CODEC_E_SPACE;
+    if (m > capacity) return QSV_ERR_CAPACITY;
     uint32_t gap_family, gap_k, cnt_family = FAMILY_RICE, cnt_k = 0;
     rc = qsv_br_get(r, 1, &gap_family);
     if (!rc) rc = qsv_br_get(r, GAP_K_BITS, &gap_k);
     if (!rc && m >= 2) rc = qsv_br_get(r, CNT_FAMILY_BITS, &cnt_family);
     if (!rc && m >= 2) rc = qsv_br_get(r, CNT_K_BITS, &cnt_k);
     if (rc) return rc;
-    if (gap_k > GAP_K_MAX || cnt_family > FAMILY_EXCESS) return QSV_CODEC_E_MALFORMED;
+    if (gap_k > GAP_K_MAX || cnt_family > FAMILY_EXCESS) return QSV_ERR_MALFORMED;
     const uint32_t V = p->vocab_size, ell = p->ell;
     uint32_t next = 0; /* smallest allowed index */
     for (uint32_t j = 0; j < m; ++j) {
@@ -358,8 +361,8 @@ static int sparse_read(const qsv_codec_params *p, qsv_bitreader *r, uint32_t *id
 static int plan_message(const qsv_codec_params *p, const uint32_t *idx, const uint32_t *cnt, uint32_t nnz,
                         int mode, sparse_plan *plan, uint64_t *bits, int *chosen) {
     if (mode != QSV_CODEC_MODE_AUTO && mode != QSV_CODEC_MODE_ENUM && mode != QSV_CODEC_MODE_SPARSE)
-        return QSV_CODEC_E_ARG;
-    int rc = qsv_codec_check_point(p, idx, cnt, nnz);
+        return QSV_ERR_ARG;
+    int rc = check_point(p, idx, cnt, nnz);
     if (rc) return rc;
     const uint64_t enum_bits = 1u + p->bound_bits;
     if (mode == QSV_CODEC_MODE_ENUM) {
@@ -378,49 +381,48 @@ static int plan_message(const qsv_codec_params *p, const uint32_t *idx, const ui
     return 0;
 }
 
-int qsv_codec_encoded_bits(const qsv_codec_params *p, const uint32_t *indices, const uint32_t *counts,
-                           uint32_t nnz, int mode, uint64_t *bits_out, int *chosen_mode_out) {
-    if (bits_out == NULL) return QSV_CODEC_E_ARG;
+int qsv_codec_encoded_bits(const qsv_codec_params *p, const qsv_point *point, int mode, uint64_t *bits_out,
+                           int *chosen_mode_out) {
+    if (bits_out == NULL || point == NULL) return QSV_ERR_NULL;
     sparse_plan plan;
     int chosen;
-    int rc = plan_message(p, indices, counts, nnz, mode, &plan, bits_out, &chosen);
+    int rc = plan_message(p, point->indices, point->counts, point->nnz, mode, &plan, bits_out, &chosen);
     if (rc) return rc;
     if (chosen_mode_out) *chosen_mode_out = chosen;
     return 0;
 }
 
-int qsv_codec_encode(const qsv_codec_params *p, int mode, const uint32_t *indices, const uint32_t *counts,
-                     uint32_t nnz, uint8_t *out, size_t out_capacity, uint64_t *bits_out, int *chosen_mode_out,
-                     void *workspace, size_t workspace_bytes) {
+int qsv_codec_encode(const qsv_codec_params *p, const qsv_point *point, qsv_message *msg, qsv_workspace ws) {
+    if (point == NULL || msg == NULL) return QSV_ERR_NULL;
+    const uint32_t *indices = point->indices, *counts = point->counts, nnz = point->nnz;
     sparse_plan plan;
     uint64_t bits;
     int chosen;
-    int rc = plan_message(p, indices, counts, nnz, mode, &plan, &bits, &chosen);
+    int rc = plan_message(p, indices, counts, nnz, msg->mode, &plan, &bits, &chosen);
     if (rc) return rc;
     uint64_t bytes = (bits + 7) / 8;
-    if (out == NULL || (uint64_t)out_capacity < bytes) return QSV_CODEC_E_SPACE;
+    if (msg->data == NULL || (uint64_t)msg->capacity < bytes) return QSV_ERR_CAPACITY;
     qsv_bitwriter w;
-    qsv_bw_init(&w, out, (size_t)bytes);
+    qsv_bw_init(&w, msg->data, (size_t)bytes);
     if (chosen == QSV_CODEC_MODE_SPARSE) {
         qsv_bw_put(&w, 1, 1);
         sparse_write(p, indices, counts, nnz, &plan, &w);
     } else {
         qsv_bw_put(&w, 0, 1);
-        rc = qsv_enum_write(p, indices, counts, nnz, &w, workspace, workspace_bytes);
+        rc = qsv_enum_write(p, indices, counts, nnz, &w, ws.ptr, ws.size);
         if (rc) return rc;
     }
     size_t written = qsv_bw_finish(&w);
-    if (w.overflow || written != bytes) return QSV_CODEC_E_INTERNAL;
-    if (bits_out) *bits_out = bits;
-    if (chosen_mode_out) *chosen_mode_out = chosen;
+    if (w.overflow || written != bytes) return QSV_ERR_INTERNAL;
+    msg->bits = bits;
+    msg->chosen_mode = chosen;
     return 0;
 }
 
-int qsv_codec_decode(const qsv_codec_params *p, const uint8_t *in, size_t in_len, uint32_t *indices,
-                     uint32_t *counts, uint32_t capacity, uint32_t *nnz_out, int *mode_out, void *workspace,
-                     size_t workspace_bytes) {
-    if (!valid_params(p) || (in == NULL && in_len > 0) || indices == NULL || counts == NULL || nnz_out == NULL)
-        return QSV_CODEC_E_ARG;
+int qsv_codec_decode(const qsv_codec_params *p, const uint8_t *in, size_t in_len, qsv_point *out, int *mode_out,
+                     qsv_workspace ws) {
+    if (out == NULL || out->indices == NULL || out->counts == NULL || (in == NULL && in_len > 0)) return QSV_ERR_NULL;
+    if (!valid_params(p)) return QSV_ERR_ARG;
     qsv_bitreader r;
     qsv_br_init(&r, in, in_len);
     uint32_t flag;
@@ -428,14 +430,14 @@ int qsv_codec_decode(const qsv_codec_params *p, const uint8_t *in, size_t in_len
     if (rc) return rc;
     uint32_t nnz = 0;
     if (flag) {
-        rc = sparse_read(p, &r, indices, counts, capacity, &nnz);
+        rc = sparse_read(p, &r, out->indices, out->counts, out->capacity, &nnz);
     } else {
-        rc = qsv_enum_read(p, &r, indices, counts, capacity, &nnz, workspace, workspace_bytes);
+        rc = qsv_enum_read(p, &r, out->indices, out->counts, out->capacity, &nnz, ws.ptr, ws.size);
     }
     if (rc) return rc;
     rc = qsv_br_finish(&r);
     if (rc) return rc;
-    *nnz_out = nnz;
+    out->nnz = nnz;
     if (mode_out) *mode_out = flag ? QSV_CODEC_MODE_SPARSE : QSV_CODEC_MODE_ENUM;
     return 0;
 }
@@ -450,27 +452,27 @@ size_t qsv_codec_token_bytes(uint32_t vocab_size, size_t count) {
 
 int qsv_codec_pack_tokens(const uint32_t *ids, size_t count, uint32_t vocab_size, uint8_t *out,
                           size_t out_capacity) {
-    if (vocab_size < 1 || vocab_size > QSV_CODEC_MAX_VOCAB || (ids == NULL && count > 0)) return QSV_CODEC_E_ARG;
+    if (vocab_size < 1 || vocab_size > QSV_CODEC_MAX_VOCAB || (ids == NULL && count > 0)) return QSV_ERR_ARG;
     size_t bytes = qsv_codec_token_bytes(vocab_size, count);
-    if (out_capacity < bytes || (out == NULL && bytes > 0)) return QSV_CODEC_E_SPACE;
+    if (out_capacity < bytes || (out == NULL && bytes > 0)) return QSV_ERR_CAPACITY;
     unsigned w = qsv_bitlen32(vocab_size - 1);
     for (size_t i = 0; i < count; ++i) {
-        if (ids[i] >= vocab_size) return QSV_CODEC_E_RANGE;
+        if (ids[i] >= vocab_size) return QSV_ERR_RANGE;
     }
     qsv_bitwriter bw;
     qsv_bw_init(&bw, out, bytes);
     for (size_t i = 0; i < count; ++i) qsv_bw_put(&bw, ids[i], w);
-    if (qsv_bw_finish(&bw) != bytes || bw.overflow) return QSV_CODEC_E_INTERNAL;
+    if (qsv_bw_finish(&bw) != bytes || bw.overflow) return QSV_ERR_INTERNAL;
     return 0;
 }
 
 int qsv_codec_unpack_tokens(const uint8_t *in, size_t in_len, size_t count, uint32_t vocab_size, uint32_t *ids) {
     if (vocab_size < 1 || vocab_size > QSV_CODEC_MAX_VOCAB || (in == NULL && in_len > 0) ||
         (ids == NULL && count > 0))
-        return QSV_CODEC_E_ARG;
+        return QSV_ERR_ARG;
     size_t bytes = qsv_codec_token_bytes(vocab_size, count);
-    if (in_len < bytes) return QSV_CODEC_E_TRUNCATED;
-    if (in_len > bytes) return QSV_CODEC_E_TRAILING;
+    if (in_len < bytes) return QSV_ERR_TRUNCATED;
+    if (in_len > bytes) return QSV_ERR_TRAILING;
     unsigned w = qsv_bitlen32(vocab_size - 1);
     qsv_bitreader r;
     qsv_br_init(&r, in, in_len);
@@ -478,24 +480,8 @@ int qsv_codec_unpack_tokens(const uint8_t *in, size_t in_len, size_t count, uint
         uint32_t v;
         int rc = qsv_br_get(&r, w, &v);
         if (rc) return rc;
-        if (v >= vocab_size) return QSV_CODEC_E_RANGE;
+        if (v >= vocab_size) return QSV_ERR_RANGE;
         ids[i] = v;
     }
     return qsv_br_finish(&r);
-}
-
-const char *qsv_codec_strerror(int status) {
-    switch (status) {
-    case QSV_CODEC_OK: return "ok";
-    case QSV_CODEC_E_ARG: return "invalid argument (vocab size, ell, mode or pointer)";
-    case QSV_CODEC_E_POINT: return "invalid lattice point (indices not strictly increasing and < V, zero count, "
-                                   "or counts not summing to ell)";
-    case QSV_CODEC_E_SPACE: return "buffer, output arrays or workspace too small";
-    case QSV_CODEC_E_TRUNCATED: return "message truncated";
-    case QSV_CODEC_E_MALFORMED: return "malformed message (field out of range)";
-    case QSV_CODEC_E_RANGE: return "value out of range (enumerative index >= C(ell+V-1, V-1) or token id >= V)";
-    case QSV_CODEC_E_TRAILING: return "trailing bytes or nonzero padding bits after the message";
-    case QSV_CODEC_E_INTERNAL: return "internal codec error";
-    default: return "unknown codec status";
-    }
 }

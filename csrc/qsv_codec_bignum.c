@@ -22,7 +22,7 @@ void qsv_bn_set_u32(qsv_bn *a, uint32_t v) {
 }
 
 int qsv_bn_copy(qsv_bn *dst, const qsv_bn *src) {
-    if (src->n > dst->cap) return QSV_CODEC_E_INTERNAL;
+    if (src->n > dst->cap) return QSV_ERR_INTERNAL;
     if (src->n) memmove(dst->d, src->d, src->n * sizeof(qsv_limb));
     dst->n = src->n;
     return 0;
@@ -49,7 +49,7 @@ int qsv_bn_mul_small(qsv_bn *a, qsv_limb f) {
         carry = (qsv_limb)(p >> LB);
     }
     if (carry) {
-        if (a->n >= a->cap) return QSV_CODEC_E_INTERNAL;
+        if (a->n >= a->cap) return QSV_ERR_INTERNAL;
         d[a->n++] = carry;
     }
     return 0;
@@ -99,7 +99,7 @@ qsv_limb qsv_bn_div_small(qsv_bn *a, qsv_limb dv) {
 
 int qsv_bn_add(qsv_bn *a, const qsv_bn *b) {
     size_t n = a->n > b->n ? a->n : b->n;
-    if (n > a->cap) return QSV_CODEC_E_INTERNAL;
+    if (n > a->cap) return QSV_ERR_INTERNAL;
     for (size_t i = a->n; i < n; ++i) a->d[i] = 0;
     qsv_limb carry = 0;
     size_t i = 0;
@@ -116,7 +116,7 @@ int qsv_bn_add(qsv_bn *a, const qsv_bn *b) {
     }
     a->n = n;
     if (carry) {
-        if (a->n >= a->cap) return QSV_CODEC_E_INTERNAL;
+        if (a->n >= a->cap) return QSV_ERR_INTERNAL;
         a->d[a->n++] = 1;
     }
     return 0;
@@ -146,7 +146,7 @@ int qsv_bn_mul(qsv_bn *c, const qsv_bn *a, const qsv_bn *b) {
         return 0;
     }
     size_t n = a->n + b->n;
-    if (n > c->cap) return QSV_CODEC_E_INTERNAL;
+    if (n > c->cap) return QSV_ERR_INTERNAL;
     memset(c->d, 0, n * sizeof(qsv_limb));
     for (size_t i = 0; i < a->n; ++i) {
         qsv_limb carry = 0;
@@ -166,7 +166,7 @@ int qsv_bn_mul(qsv_bn *c, const qsv_bn *a, const qsv_bn *b) {
 
 int qsv_bn_divmod(qsv_bn *q, qsv_bn *r, const qsv_bn *u, const qsv_bn *v, qsv_bn_scratch *s) {
     size_t n = v->n, m = u->n;
-    if (n == 0) return QSV_CODEC_E_INTERNAL;
+    if (n == 0) return QSV_ERR_INTERNAL;
     if (m < n) {
         q->n = 0;
         return qsv_bn_copy(r, u);
@@ -182,7 +182,7 @@ int qsv_bn_divmod(qsv_bn *q, qsv_bn *r, const qsv_bn *u, const qsv_bn *v, qsv_bn
         }
         return 0;
     }
-    if (m - n + 1 > q->cap || n > r->cap || m > s->cap || n > s->cap) return QSV_CODEC_E_INTERNAL;
+    if (m - n + 1 > q->cap || n > r->cap || m > s->cap || n > s->cap) return QSV_ERR_INTERNAL;
     qsv_limb *un = s->un, *vn = s->vn;
     unsigned sh = LB - qsv_bitlen_limb(v->d[n - 1]); /* 0 .. LB-1 */
     if (sh) {
@@ -284,7 +284,7 @@ int qsv_bn_ratio(qsv_bn *a, uint32_t num, uint32_t den, uint32_t c, qsv_bn_scrat
         qsv_bn_set_u32(&s->num, 1);
         qsv_bn_set_u32(&s->den, 1);
         if ((rc = bn_mul_run(&s->num, num, k)) != 0 || (rc = bn_mul_run(&s->den, den, k)) != 0) return rc;
-        if (s->den.n == 0) return QSV_CODEC_E_INTERNAL; /* a zero denominator */
+        if (s->den.n == 0) return QSV_ERR_INTERNAL; /* a zero denominator */
         if (s->num.n <= 1) {
             rc = qsv_bn_mul_small(a, s->num.n ? s->num.d[0] : 0u);
         } else {
@@ -293,11 +293,11 @@ int qsv_bn_ratio(qsv_bn *a, uint32_t num, uint32_t den, uint32_t c, qsv_bn_scrat
         }
         if (rc) return rc;
         if (s->den.n == 1) {
-            if (qsv_bn_div_small(a, s->den.d[0]) != 0) return QSV_CODEC_E_INTERNAL;
+            if (qsv_bn_div_small(a, s->den.d[0]) != 0) return QSV_ERR_INTERNAL;
         } else {
             rc = qsv_bn_divmod(&s->quo, &s->rem, a, &s->den, s);
             if (rc) return rc;
-            if (s->rem.n != 0) return QSV_CODEC_E_INTERNAL;
+            if (s->rem.n != 0) return QSV_ERR_INTERNAL;
             rc = qsv_bn_copy(a, &s->quo);
             if (rc) return rc;
         }

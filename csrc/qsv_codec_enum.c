@@ -102,7 +102,7 @@ typedef struct enum_ws {
 
 static int ws_layout(uint64_t bits, uint32_t vocab_size, uint32_t ell, void *workspace, size_t workspace_bytes,
                      enum_ws *e) {
-    if (workspace == NULL || workspace_bytes < bytes_for(bits, vocab_size, ell)) return QSV_CODEC_E_SPACE;
+    if (workspace == NULL || workspace_bytes < bytes_for(bits, vocab_size, ell)) return QSV_ERR_WORKSPACE;
     uintptr_t base = (uintptr_t)workspace;
     uintptr_t aligned = (base + 7u) & ~(uintptr_t)7u;
     qsv_limb *p = (qsv_limb *)(void *)((unsigned char *)workspace + (aligned - base));
@@ -151,17 +151,17 @@ int qsv_enum_bound_exact(uint32_t vocab_size, uint32_t ell, uint64_t *bits, qsv_
     return 0;
 }
 
-int qsv_codec_bound_bits(uint32_t vocab_size, uint32_t ell, uint64_t *bits_out, void *workspace,
-                         size_t workspace_bytes) {
-    if (bits_out == NULL || vocab_size < 1 || vocab_size > QSV_CODEC_MAX_VOCAB || ell < 1 ||
+int qsv_codec_bound_bits(uint32_t vocab_size, uint32_t ell, uint64_t *bits_out, qsv_workspace ws) {
+    if (bits_out == NULL) return QSV_ERR_NULL;
+    if (vocab_size < 1 || vocab_size > QSV_CODEC_MAX_VOCAB || ell < 1 ||
         ell > QSV_CODEC_MAX_ELL)
-        return QSV_CODEC_E_ARG;
+        return QSV_ERR_ARG;
     uint64_t bits;
     int certain;
     qsv_enum_bound_float(vocab_size, ell, &bits, &certain);
     if (!certain) {
         enum_ws e;
-        int rc = ws_layout(bits + 1, vocab_size, ell, workspace, workspace_bytes, &e);
+        int rc = ws_layout(bits + 1, vocab_size, ell, ws.ptr, ws.size, &e);
         if (rc) return rc;
         rc = qsv_enum_bound_exact(vocab_size, ell, &bits, &e.bn[0], &e.s);
         if (rc) return rc;
@@ -195,7 +195,7 @@ static int binom_scratch(qsv_bn *b, uint32_t x, uint32_t j, qsv_bn_scratch *s) {
 
 
 static int arena_take(bn_arena *ar, qsv_bn *out, unsigned k) {
-    if (ar->used + k > ar->count) return QSV_CODEC_E_INTERNAL;
+    if (ar->used + k > ar->count) return QSV_ERR_INTERNAL;
     for (unsigned i = 0; i < k; ++i) {
         out[i].d = ar->base + (ar->used + i) * ar->limbs;
         out[i].n = 0;
@@ -223,9 +223,9 @@ static int ratio2(qsv_bn *b, uint32_t n1, uint32_t n2, uint32_t d1, uint32_t d2)
         if (!rc) rc = qsv_bn_mul_small(b, n2);
     }
     if (rc) return rc;
-    if (dp <= QSV_LIMB_MAX) return qsv_bn_div_small(b, (qsv_limb)dp) ? QSV_CODEC_E_INTERNAL : 0;
-    if (qsv_bn_div_small(b, d1) != 0) return QSV_CODEC_E_INTERNAL;
-    return qsv_bn_div_small(b, d2) ? QSV_CODEC_E_INTERNAL : 0;
+    if (dp <= QSV_LIMB_MAX) return qsv_bn_div_small(b, (qsv_limb)dp) ? QSV_ERR_INTERNAL : 0;
+    if (qsv_bn_div_small(b, d1) != 0) return QSV_ERR_INTERNAL;
+    return qsv_bn_div_small(b, d2) ? QSV_ERR_INTERNAL : 0;
 }
 
 /* term(a') -> term(a'+1): * (h-a')/(a'+1) * (m-a')/(nr-m+a'+1); each partial result is an integer. */
@@ -275,13 +275,13 @@ static int subset_rank(const uint32_t *xs, uint32_t m, uint32_t lo, uint32_t n, 
 /* Inverse of subset_rank; r < C(n, m) is consumed. */
 static int subset_unrank(qsv_bn *r, uint32_t m, uint32_t lo, uint32_t n, uint32_t *xs, bn_arena *ar,
                          qsv_bn_scratch *s) {
-    if (m == 0) return r->n == 0 ? 0 : QSV_CODEC_E_INTERNAL;
+    if (m == 0) return r->n == 0 ? 0 : QSV_ERR_INTERNAL;
     if (m == n) {
         for (uint32_t i = 0; i < n; ++i) xs[i] = lo + i;
-        return r->n == 0 ? 0 : QSV_CODEC_E_INTERNAL;
+        return r->n == 0 ? 0 : QSV_ERR_INTERNAL;
     }
     if (m == 1) {
-        if (r->n > 1 || (r->n == 1 && r->d[0] >= n)) return QSV_CODEC_E_INTERNAL;
+        if (r->n > 1 || (r->n == 1 && r->d[0] >= n)) return QSV_ERR_INTERNAL;
         xs[0] = lo + (r->n ? r->d[0] : 0u);
         return 0;
     }
@@ -294,7 +294,7 @@ static int subset_unrank(qsv_bn *r, uint32_t m, uint32_t lo, uint32_t n, uint32_
     rc = first_term(&buf[0], h, nr, m, amin, s);
     while (!rc && qsv_bn_cmp(r, &buf[0]) >= 0) {
         if (a >= amax) {
-            rc = QSV_CODEC_E_INTERNAL; /* r >= C(n, m) */
+            rc = QSV_ERR_INTERNAL; /* r >= C(n, m) */
             break;
         }
         qsv_bn_sub(r, &buf[0]);
@@ -344,7 +344,7 @@ int qsv_enum_write(const qsv_codec_params *p, const uint32_t *indices, const uin
     if (!rc) rc = qsv_bn_add(idx, rank_c);
     if (rc) return rc;
     const uint64_t bits = p->bound_bits;
-    if (qsv_bn_bitlen(idx) > bits) return QSV_CODEC_E_INTERNAL;
+    if (qsv_bn_bitlen(idx) > bits) return QSV_ERR_INTERNAL;
     /* MSB first: bit (bits-1) of the index down to bit 0, 32 bits per put */
     for (uint64_t pos = bits; pos > 0;) {
         unsigned take = pos % 32 ? (unsigned)(pos % 32) : 32u;
@@ -366,7 +366,7 @@ int qsv_enum_read(const qsv_codec_params *p, qsv_bitreader *rd, uint32_t *indice
     const uint32_t V = p->vocab_size, ell = p->ell;
     const uint64_t bits = p->bound_bits;
     size_t total = (size_t)((bits + QSV_LIMB_BITS - 1) / QSV_LIMB_BITS);
-    if (total > r->cap) return QSV_CODEC_E_INTERNAL;
+    if (total > r->cap) return QSV_ERR_INTERNAL;
     for (size_t i = 0; i < total; ++i) r->d[i] = 0;
     for (uint64_t pos = bits; pos > 0;) {
         unsigned take = pos % 32 ? (unsigned)(pos % 32) : 32u;
@@ -382,13 +382,13 @@ int qsv_enum_read(const qsv_codec_params *p, qsv_bitreader *rd, uint32_t *indice
     uint32_t m = 1;
     qsv_bn_set_u32(term, V);
     while (qsv_bn_cmp(r, term) >= 0) {
-        if (m == p->max_nnz) return QSV_CODEC_E_RANGE; /* index >= C(ell+V-1, V-1) */
+        if (m == p->max_nnz) return QSV_ERR_RANGE; /* index >= C(ell+V-1, V-1) */
         qsv_bn_sub(r, term);
         rc = next_term(term, V, ell, m);
         if (rc) return rc;
         ++m;
     }
-    if (m > capacity) return QSV_CODEC_E_SPACE;
+    if (m > capacity) return QSV_ERR_CAPACITY;
     rc = binom_scratch(cl, ell - 1, m - 1, &e.s);
     if (!rc) rc = qsv_bn_divmod(rank_s, rank_c, r, cl, &e.s);
     if (!rc) rc = subset_unrank(rank_s, m, 0, V, indices, &e.arena, &e.s);

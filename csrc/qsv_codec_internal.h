@@ -91,7 +91,7 @@ static inline void qsv_br_refill(qsv_bitreader *r) {
     }
 }
 
-/* Read nbits (0..32) into *value. Returns 0, or QSV_CODEC_E_TRUNCATED. */
+/* Read nbits (0..32) into *value. Returns 0, or QSV_ERR_TRUNCATED. */
 static inline int qsv_br_get(qsv_bitreader *r, unsigned nbits, uint32_t *value) {
     if (nbits == 0) {
         *value = 0;
@@ -99,7 +99,7 @@ static inline int qsv_br_get(qsv_bitreader *r, unsigned nbits, uint32_t *value) 
     }
     if (r->ncache < nbits) {
         qsv_br_refill(r);
-        if (r->ncache < nbits) return QSV_CODEC_E_TRUNCATED;
+        if (r->ncache < nbits) return QSV_ERR_TRUNCATED;
     }
     *value = (uint32_t)(r->cache >> (64 - nbits));
     r->cache <<= nbits;
@@ -108,20 +108,20 @@ static inline int qsv_br_get(qsv_bitreader *r, unsigned nbits, uint32_t *value) 
     return 0;
 }
 
-/* Count zero bits up to the next 1 bit (which is not consumed), giving up with QSV_CODEC_E_MALFORMED when more
- * than max_zeros zeros come first, or QSV_CODEC_E_TRUNCATED when the message ends. */
+/* Count zero bits up to the next 1 bit (which is not consumed), giving up with QSV_ERR_MALFORMED when more
+ * than max_zeros zeros come first, or QSV_ERR_TRUNCATED when the message ends. */
 static inline int qsv_br_zeros(qsv_bitreader *r, uint64_t max_zeros, uint64_t *zeros) {
     uint64_t n = 0;
     for (;;) {
         if (r->ncache == 0) {
             qsv_br_refill(r);
-            if (r->ncache == 0) return QSV_CODEC_E_TRUNCATED;
+            if (r->ncache == 0) return QSV_ERR_TRUNCATED;
         }
         if (r->cache == 0) { /* every cached bit is zero */
             n += r->ncache;
             r->consumed += r->ncache;
             r->ncache = 0;
-            if (n > max_zeros) return QSV_CODEC_E_MALFORMED;
+            if (n > max_zeros) return QSV_ERR_MALFORMED;
             continue;
         }
         unsigned lead = 0;
@@ -131,13 +131,13 @@ static inline int qsv_br_zeros(qsv_bitreader *r, uint64_t max_zeros, uint64_t *z
             ++lead;
         }
         if (lead >= r->ncache) { /* the 1 bit lies beyond the valid part: cannot happen (cache is zero-filled) */
-            return QSV_CODEC_E_INTERNAL;
+            return QSV_ERR_INTERNAL;
         }
         n += lead;
         r->cache = c;
         r->ncache -= lead;
         r->consumed += lead;
-        if (n > max_zeros) return QSV_CODEC_E_MALFORMED;
+        if (n > max_zeros) return QSV_ERR_MALFORMED;
         *zeros = n;
         return 0;
     }
@@ -146,11 +146,11 @@ static inline int qsv_br_zeros(qsv_bitreader *r, uint64_t max_zeros, uint64_t *z
 /* After the last field: the message must be exactly ceil(consumed / 8) bytes with zero padding bits. */
 static inline int qsv_br_finish(const qsv_bitreader *r) {
     uint64_t need = (r->consumed + 7) / 8;
-    if ((uint64_t)r->len != need) return r->len < need ? QSV_CODEC_E_TRUNCATED : QSV_CODEC_E_TRAILING;
+    if ((uint64_t)r->len != need) return r->len < need ? QSV_ERR_TRUNCATED : QSV_ERR_TRAILING;
     unsigned pad = (unsigned)(need * 8 - r->consumed);
     if (pad == 0) return 0;
     uint8_t last = r->buf[r->len - 1];
-    return (last & ((1u << pad) - 1u)) ? QSV_CODEC_E_TRAILING : 0;
+    return (last & ((1u << pad) - 1u)) ? QSV_ERR_TRAILING : 0;
 }
 
 static inline unsigned qsv_bitlen32(uint32_t x) {

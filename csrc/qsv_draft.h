@@ -9,24 +9,26 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "qsv_base.h"
 #include "qsv_codec.h"
+#include "qsv_quant.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 /* CFFI_BEGIN */
-/* Quantizes logits (qsv_quantize_logits: ell, temperature, top_k, top_p, quant workspace, sparse output of capacity
- * >= min(ell, V)), draws the token with the uniform integer u in [0, ell) (qsv_sample) and encodes the lattice point
- * (qsv_codec_encode with `codec` made for the same V and ell, mode, out of out_capacity bytes: (bound_bits + 1 + 7) / 8
- * suffice in AUTO and ENUM mode; SPARSE can be longer, see qsv_codec_encoded_bits). Outputs: *out_nnz, *out_token,
- * *bits_out (message bits; bytes = (bits + 7) / 8).
- * Returns QSV_OK, a qsv_status (> 0) from quantization or sampling, or a qsv_codec_status (< 0) from encoding. */
-int qsv_draft_token(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
-                    double top_p, uint32_t u, void *quant_workspace, size_t quant_workspace_size,
-                    uint32_t *indices, uint32_t *counts, uint32_t capacity, uint32_t *out_nnz, uint32_t *out_token,
-                    const qsv_codec_params *codec, int mode, uint8_t *out, size_t out_capacity, uint64_t *bits_out,
-                    void *codec_workspace, size_t codec_workspace_size);
+/* Workspace bytes for qsv_draft_token with this codec: the larger of the quantizer's (V) and the codec's needs (the
+ * steps run one after the other on the same workspace). 0 if codec is NULL. */
+size_t qsv_draft_workspace_size(const qsv_codec_params *codec);
+
+/* Quantizes logits (qsv_quantize_logits with params; V = codec->vocab_size, params->ell must equal codec->ell) into
+ * point (capacity >= min(ell, V)), draws the token with the uniform integer u in [0, ell) (qsv_sample) and encodes
+ * the point into msg (qsv_codec_encode: msg->mode AUTO or ENUM need at most (bound_bits + 1 + 7) / 8 bytes; SPARSE
+ * can be longer, see qsv_codec_encoded_bits). Returns the token (>= 0) or a negative enum qsv_error from any step
+ * (QSV_ERR_ARG: codec made for another ell). */
+int qsv_draft_token(const float *logits, const qsv_quant_params *params, const qsv_codec_params *codec, uint32_t u,
+                    qsv_workspace ws, qsv_point *point, qsv_message *msg);
 /* CFFI_END */
 
 #ifdef __cplusplus

@@ -1,16 +1,16 @@
 /* QSV core: lattice quantizer (fused softmax and probability paths) and Q-S sampler. See qsv_quant.h.
  *
- * Cost is O(V) with small constants: one vectorized pass for the maximum (with per-block maxima) and the minimum (which
- * tells whether the exp kernels need their clamp), one for the polynomial exp (stored to the workspace where a
- * candidate pass can read it) and its sum, then a candidate pass that skips every block whose maximum cannot reach the
- * threshold. Blocks that no first candidate pass can read are only summed, with a quartic or a cubic instead of the
- * quintic; their error bound is checked against 1e-6 of the sum (else the pass is redone at full precision), and
- * qsv_logits_scaled reports the same sum. The lattice rule runs on the candidates only: with V >> ell, everything with
- * x_i < 0.5 rounds to 0, so the rounding and the d < 0 fix only touch candidates, and the d > 0 fix needs the top-d
- * residuals, taken by quickselect among candidates once the d-th one provably beats every non-candidate (otherwise the
- * threshold drops and the pass repeats). The first threshold, x >= 1/16, sits below the d-th residual of typical
- * distributions (measured on synthetic and real Qwen logits), so one candidate pass is the rule; starting at 0.495
- * failed whenever d > 0, about half the time. The result is exactly the rule applied to all V entries.
+ * Cost is O(V) with small constants: one pass for the maximum (with per-block maxima) and the minimum (which tells
+ * whether the exp kernels need their clamp), one vectorized pass for the polynomial exp (stored to the workspace) and
+ * its sum, then a candidate pass that skips every block whose maximum cannot reach the threshold. The lattice rule runs
+ * on the candidates only: with V >> ell, everything with x_i < 0.5 rounds to 0, so the rounding and the d < 0 fix only
+ * touch candidates, and the d > 0 fix needs the top-d residuals, taken by quickselect among candidates once the d-th
+ * one provably beats every non-candidate (otherwise the threshold drops and the pass repeats). The first threshold,
+ * x >= 1/16, sits below the d-th residual of typical distributions (measured on synthetic and real Qwen logits), so
+ * one candidate pass is the rule; starting at 0.495 failed whenever d > 0, about half the time. The result is exactly
+ * the rule applied to all V entries.
+ * Kernels: SCALAR (the reference), VECTOR (GCC/clang vector extensions: SSE2, NEON) and AVX2 (x86-64, the fastest
+ * there). Timed side by side with make -C csrc bench-kernels (BENCHMARKS.md, C core).
  */
 #include "qsv_quant.h"
 
@@ -38,27 +38,6 @@
 #define QSV_Q2 5.5507336e-02f
 #define QSV_Q3 2.4022242e-01f
 #define QSV_Q4 6.93147e-01f
-
-/* Lower-degree polynomials for the blocks the exp pass only sums (never stored for a candidate pass): p(f) = 1 +
- * f (P1 + f (P2 + f (P3 + f P4))) (quartic) and 1 + f (C1 + f (C2 + f C3)) (cubic), Horner form, fitted for minimax
- * relative error on [-0.5, 0.5] (float32 evaluation: 2.9e-6 and 1.02e-4). Such a block holds at most 64 e^t of the
- * (>= 1) sum; the quartic serves those with t >= LOW_POLY_T, the cubic those below. Their error reaches x only
- * through the sum S: at most EPS_QUARTIC S4 + EPS_CUBIC S3 (S4, S3: the two groups' sums). The pass returns S4 and
- * S3, and the caller redoes it at full precision when that bound exceeds LOW_POLY_BUDGET S (docs: 1e-6 of x). */
-#define QSV_P1 6.93124118e-01f
-#define QSV_P2 2.40241073e-01f
-#define QSV_P3 5.59068300e-02f
-#define QSV_P4 9.58257665e-03f
-#define QSV_C1 6.93282898e-01f
-#define QSV_C2 2.42210975e-01f
-#define QSV_C3 5.50090578e-02f
-#define LOW_POLY_T (-13.0f)
-#define EPS_QUARTIC 3.2e-6
-#define EPS_CUBIC 1.1e-4
-#define LOW_POLY_BUDGET 1e-6
-/* LOW_POLY_T: at -12 the bound failed on 5 of 16 synthetic Gaussian rows at T = 1 (the cubic held ~1 % of the sum;
- * the redo then costs a second pass); at -13 on none of 64 Qwen, 16 Gaussian and 16 Zipf rows at T = 0.4, 0.7, 1. */
-#define QG_LOW 32u /* blocks per float group sum of the low-degree blocks (one block sum per lane each) */
 
 #define THRESH_X 0.0625      /* first candidate threshold on x = ell q: the d > 0 fix rarely needs lower */
 #define LOWER_FACTOR 0.0625  /* threshold drop when the d > 0 fix needs entries below it */
@@ -107,34 +86,6 @@ static inline float fexp2_s(float y) {
     return u2f(f2u(p) + pw);
 }
 
-/* Quartic twin of fexp2_s for the blocks that are only summed (relative error 2.9e-6). */
-static inline float fexp2_4s(float y) {
-    uint32_t pw;
-    const float f = fexp2_split(y, &pw);
-    float p = QSV_P4 * f;
-    p = p + QSV_P3;
-    p = p * f;
-    p = p + QSV_P2;
-    p = p * f;
-    p = p + QSV_P1;
-    p = p * f;
-    p = p + 1.0f;
-    return u2f(f2u(p) + pw);
-}
-
-/* Cubic twin of fexp2_s for the summed blocks with t < LOW_POLY_T (relative error 1.02e-4). */
-static inline float fexp2_3s(float y) {
-    uint32_t pw;
-    const float f = fexp2_split(y, &pw);
-    float p = QSV_C3 * f;
-    p = p + QSV_C2;
-    p = p * f;
-    p = p + QSV_C1;
-    p = p * f;
-    p = p + 1.0f;
-    return u2f(f2u(p) + pw);
-}
-
 /* t of a block's largest logit, computed like the elements' t (a monotone function of z). */
 static inline float block_t(float zmax, float m, float inv_t) {
     float t = zmax - m;
@@ -159,13 +110,8 @@ static int tail_max(const float *z, uint32_t n, uint32_t nb, float *bmax, float 
     return bad == 0.0f;
 }
 
-static double tail_exp(const float *z, uint32_t n, uint32_t nb, float m, float inv_t, float c2, const float *bmax,
-                       float t_skip, float *e) {
+static double tail_exp(const float *z, uint32_t n, uint32_t nb, float m, float c2, float *e) {
     double s = 0.0;
-    if (nb * QB < n && block_t(bmax[nb], m, inv_t) < t_skip) {
-        for (uint32_t i = nb * QB; i < n; i++) e[i] = 0.0f;
-        return 0.0;
-    }
     for (uint32_t i = nb * QB; i < n; i++) {
         float y = z[i] - m;
         y = y * c2;
@@ -250,52 +196,26 @@ static int s_k_max(const float *z, uint32_t n, float *bmax, float *out_m, float 
     return finite;
 }
 
-static double s_k_exp(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax, float t_skip,
-                      float t_store, int clamp, float *e, double *low) {
+static double s_k_exp(const float *z, uint32_t n, float m, float c2, int clamp, float *e) {
     (void)clamp; /* fexp2_s always clamps; the result is the same where clamp = 0 is allowed */
     const uint32_t nb = n / QB;
     double s = 0.0;
     float acc[QL] = {0};
-    float acc4[QL] = {0}, acc3[QL] = {0}; /* lane sums of the quartic and cubic blocks */
-    low[0] = low[1] = 0.0;
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
-        const float tb = block_t(bmax[b], m, inv_t);
-        if (tb < t_skip) {
-            if (tb >= t_store) memset(e + (size_t)b * QB, 0, QB * sizeof *e);
-        } else if (tb >= t_store) {
-            float *eb = e + (size_t)b * QB;
-            for (unsigned v = 0; v < QB / QL; v++) {
-                for (unsigned j = 0; j < QL; j++) {
-                    float y = zb[v * QL + j] - m;
-                    y = y * c2;
-                    const float ev = fexp2_s(y);
-                    eb[v * QL + j] = ev;
-                    acc[j] = acc[j] + ev;
-                }
-            }
-        } else {
-            const int quartic = tb >= LOW_POLY_T;
-            float *a = quartic ? acc4 : acc3;
-            float t[QB];
-            for (unsigned i = 0; i < QB; i++) {
-                float y = zb[i] - m;
+        float *eb = e + (size_t)b * QB;
+        for (unsigned v = 0; v < QB / QL; v++) {
+            for (unsigned j = 0; j < QL; j++) {
+                float y = zb[v * QL + j] - m;
                 y = y * c2;
-                t[i] = quartic ? fexp2_4s(y) : fexp2_3s(y);
-            }
-            for (unsigned j = 0; j < QL; j++) { /* lane j's eight values as a tree, as the vector kernels */
-                const float *l = t + j;
-                a[j] = a[j] + (((l[0] + l[QL]) + (l[2 * QL] + l[3 * QL])) +
-                               ((l[4 * QL] + l[5 * QL]) + (l[6 * QL] + l[7 * QL])));
+                const float ev = fexp2_s(y);
+                eb[v * QL + j] = ev;
+                acc[j] = acc[j] + ev;
             }
         }
         if ((b + 1) % QG == 0 || b + 1 == nb) s += group_sum(acc);
-        if ((b + 1) % QG_LOW == 0 || b + 1 == nb) {
-            low[0] += group_sum(acc4);
-            low[1] += group_sum(acc3);
-        }
     }
-    return s + low[0] + low[1] + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
+    return s + tail_exp(z, n, nb, m, c2, e);
 }
 
 static uint32_t s_k_collect(const float *e, uint32_t n, const float *bmax, float m, float inv_t, float t_skip, float thr,
@@ -331,9 +251,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #define KATTR
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #define VMAXK(a, b) VMAX(a, b)
-#define VMINK(a, b) VMIN(a, b)
 #define VBITSK(m) vbits_(&(m))
-#define VUNORDK(a, b) (((a) != (a)) | ((b) != (b))) /* lanes where a or b is NaN */
 #define VSCALE(t, vm, vc, vmc, fold) (((t) - (vm)) * (vc)) /* as the scalar kernel */
 /* n = round(x) by the 1.5 * 2^23 trick, as the scalar kernel: the low bits of x + MAGIC hold n */
 #define VSPLITK(x, f, pw)                                                                                            \
@@ -348,9 +266,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #undef KATTR
 #undef VFMA
 #undef VMAXK
-#undef VMINK
 #undef VBITSK
-#undef VUNORDK
 #undef VSCALE
 #undef VSPLITK
 
@@ -389,8 +305,7 @@ typedef uint32_t qv_u __attribute__((vector_size(32)));
 #endif
 
 typedef int (*max_fn)(const float *, uint32_t, float *, float *, float *);
-typedef double (*exp_fn)(const float *, uint32_t, float, float, float, const float *, float, float, int, float *,
-                         double *);
+typedef double (*exp_fn)(const float *, uint32_t, float, float, int, float *);
 typedef void (*fexp_fn)(const float *, float *, uint32_t);
 typedef uint32_t (*collect_fn)(const float *, uint32_t, const float *, float, float, float, float, double, uint32_t *,
                                double *);
@@ -437,7 +352,6 @@ static int pick_kernels(int kernel, kernels_t *k) {
     k->kcollect = s_k_collect;
 #ifdef QSV_HAVE_VECTOR
     if (kernel == QSV_KERNEL_VECTOR) {
-        k->kmax = k_max_vec;
         k->kexp = k_exp_vec;
         k->kfexp = k_fexp_vec;
         k->kcollect = k_collect_vec;
@@ -657,7 +571,7 @@ static int wselect_desc(double *a, size_t n, double target, double *v_out) {
 
 /* ---- the lattice rule on a candidate set ---- */
 
-enum { FIX_MORE = -1 };
+enum { FIX_MORE = 1 }; /* positive: outside the error space */
 
 /* Applies the rule to candidates (cidx ascending, x in cx). When `outside` is set, the tokens not listed all have
  * x <= bound (< 0.5, so b = 0 there); FIX_MORE asks for more candidates when the d > 0 fix could reach them.
@@ -708,8 +622,10 @@ static int lattice_fix(const double *cx, uint32_t k, uint32_t ell, int outside, 
     return QSV_OK;
 }
 
-static int emit(const uint32_t *cidx, const int32_t *cb, uint32_t k, uint32_t vocab, uint32_t *out_indices,
-                uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz, uint32_t *out_dense) {
+static int emit(const uint32_t *cidx, const int32_t *cb, uint32_t k, uint32_t vocab, qsv_point *out,
+                uint32_t *out_dense) {
+    uint32_t *out_indices = out->indices, *out_counts = out->counts;
+    const uint32_t capacity = out->capacity;
     uint32_t nnz = 0;
     if (out_dense) memset(out_dense, 0, (size_t)vocab * sizeof *out_dense);
     for (uint32_t j = 0; j < k; j++) {
@@ -720,7 +636,7 @@ static int emit(const uint32_t *cidx, const int32_t *cb, uint32_t k, uint32_t vo
         if (out_dense) out_dense[cidx[j]] = (uint32_t)cb[j];
         nnz++;
     }
-    *out_nnz = nnz;
+    out->nnz = nnz;
     return QSV_OK;
 }
 
@@ -733,7 +649,6 @@ typedef struct {
     uint32_t argmax; /* greedy */
     uint32_t nk;     /* sparse: kept entries in cidx / cx (cx = x) */
     double scale;    /* dense: x_i = e_i * scale */
-    float t_store;   /* dense: e holds the blocks whose largest logit maps to t >= t_store (-inf: all) */
     float m, inv_t, c2; /* c2 = log2(e) / T: the scale of the exp2 kernels */
     int clamp;          /* 0 when every (z - m) c2 >= -124: the exp kernels may skip their clamp */
 } prep_t;
@@ -790,7 +705,7 @@ static float sampled_threshold(const float *e, uint32_t v, uint64_t want, float 
     rank += rank / 2 + 2;                         /* margin for the sampling error */
     if (rank >= n_s) return fallback;
     float est = (float)kth_smallest(tmp, n_s, n_s - rank);
-    if (!(est > 0.0f)) est = FLT_MIN; /* zeros of skipped blocks: take every nonzero */
+    if (!(est > 0.0f)) est = FLT_MIN; /* e underflowed to 0: take every nonzero */
     return est < current ? est : fallback;
 }
 
@@ -819,23 +734,16 @@ static uint32_t top_p_filter(uint32_t *cidx, double *cx, uint32_t k, double targ
     return out;
 }
 
-/* Blocks whose largest logit has t below this are skipped by the exp pass (e = 0): together they hold less than
- * V e^t <= 1e-9 of the (>= 1) sum. */
-static float exp_skip_t(uint32_t v) { return (float)(-log((double)v) - 9.0 * log(10.0)); }
-
-/* Block bound of the first candidate pass, known before the exp pass: x = e ell / S >= THRESH_X needs
- * e >= THRESH_X S / ell >= THRESH_X 0.99 / ell, as S >= 1 (the largest logit's e, within 6e-6). The exp pass keeps e
- * only for blocks that can reach it; the first candidate pass never reads the others. */
-static float first_collect_t(uint32_t ell) { return coll_t((float)(THRESH_X * 0.99 / (double)ell)); }
-
 /* Whether some t = (z - m) c2 of the row may fall below the exp kernels' range without their clamp (-125; one unit
  * of margin for the rounding of t). At T = 1 a row's logits span ~30, so the clamp is rarely needed. */
 static int exp_needs_clamp(float zmin, float m, float c2) {
     return !(((double)zmin - (double)m) * (double)c2 >= -124.0);
 }
 
-static int check_logit_args(const float *logits, uint32_t v, uint32_t ell, double temperature, double top_p) {
-    if (!logits) return QSV_ERR_NULL;
+static int check_logit_args(const float *logits, uint32_t v, const qsv_quant_params *params) {
+    if (!logits || !params) return QSV_ERR_NULL;
+    const uint32_t ell = params->ell;
+    const double temperature = params->temperature, top_p = params->top_p;
     if (v == 0 || v > QSV_MAX_VOCAB) return QSV_ERR_VOCAB;
     if (ell == 0 || ell > QSV_MAX_ELL) return QSV_ERR_ELL;
     if (!(temperature == 0.0 || (temperature >= 1e-6 && temperature <= 1e6))) return QSV_ERR_TEMPERATURE;
@@ -843,8 +751,10 @@ static int check_logit_args(const float *logits, uint32_t v, uint32_t ell, doubl
     return QSV_OK;
 }
 
-static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperature, uint32_t top_k, double top_p,
-                       const kernels_t *kern, ws_t *w, prep_t *p) {
+static int prep_logits(const float *z, uint32_t v, const qsv_quant_params *params, const kernels_t *kern, ws_t *w,
+                       prep_t *p) {
+    const uint32_t ell = params->ell, top_k = params->top_k;
+    const double temperature = params->temperature, top_p = params->top_p;
     float *bmax = (float *)w->bmax;
     float m, zmin;
     if (!kern->kmax(z, v, bmax, &m, &zmin)) return QSV_ERR_NONFINITE;
@@ -862,14 +772,7 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
     const int use_k = top_k > 0 && top_k < v;
     const int use_p = top_p < 1.0;
     if (!use_k && !use_p) {
-        const float t_skip = exp_skip_t(v);
-        p->t_store = first_collect_t(ell);
-        double low[2];
-        double s = kern->kexp(z, v, m, inv_t, c2, bmax, t_skip, p->t_store, p->clamp, w->e, low);
-        if (EPS_QUARTIC * low[0] + EPS_CUBIC * low[1] > LOW_POLY_BUDGET * s) { /* rare: redo at full precision */
-            p->t_store = -INFINITY;
-            s = kern->kexp(z, v, m, inv_t, c2, bmax, t_skip, p->t_store, p->clamp, w->e, low);
-        }
+        const double s = kern->kexp(z, v, m, c2, p->clamp, w->e);
         p->mode = PREP_DENSE;
         p->scale = (double)ell / s;
         return QSV_OK;
@@ -910,8 +813,7 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
         for (uint32_t j = 0; j < k; j++) total += w->cx[j];
     } else {
         /* top-p over all: candidates e >= thr until they hold at least top_p of the mass */
-        double low[2]; /* stays 0: every block is stored at full precision */
-        const double s = kern->kexp(z, v, m, inv_t, c2, bmax, exp_skip_t(v), -INFINITY, p->clamp, w->e, low);
+        const double s = kern->kexp(z, v, m, c2, p->clamp, w->e);
         total = s;
         const double target = top_p * s;
         float thr = 1.0f / 64.0f;
@@ -935,10 +837,8 @@ static int prep_logits(const float *z, uint32_t v, uint32_t ell, double temperat
 }
 
 /* The dense path after the exp pass: candidates with x >= THRESH_X, then the lattice rule; while the d > 0 fix could
- * reach non-candidates, the threshold drops (sampled estimate, then 16x steps; the exp pass is redone first when it
- * kept only some blocks). The candidate count goes to *k_out. */
-static int dense_fix(const kernels_t *kern, ws_t *w, prep_t *p, const float *logits, uint32_t v, uint32_t ell,
-                     uint32_t *k_out) {
+ * reach non-candidates, the threshold drops (sampled estimate, then 16x steps). The candidate count goes to *k_out. */
+static int dense_fix(const kernels_t *kern, ws_t *w, prep_t *p, uint32_t v, uint32_t ell, uint32_t *k_out) {
     float thr = (float)(THRESH_X / p->scale);
     uint32_t k;
     int rc;
@@ -949,12 +849,6 @@ static int dense_fix(const kernels_t *kern, ws_t *w, prep_t *p, const float *log
         if (round == 0) {
             int64_t sum = 0; /* cb holds the rounded counts: d = ell - sum */
             for (uint32_t j = 0; j < k; j++) sum += w->cb[j];
-            if (p->t_store > -INFINITY) { /* lower thresholds read blocks the exp pass did not keep: redo it */
-                p->t_store = -INFINITY;
-                double low[2]; /* the sum keeps its first value (p->scale), as qsv_logits_scaled reports it */
-                (void)kern->kexp(logits, v, p->m, p->inv_t, p->c2, (const float *)w->bmax, exp_skip_t(v), -INFINITY,
-                                 p->clamp, w->e, low);
-            }
             thr = sampled_threshold(w->e, v, (uint64_t)k + 2u * (uint64_t)(ell - sum) + 32u, thr, w->tmp);
         } else {
             thr *= (float)LOWER_FACTOR;
@@ -965,20 +859,19 @@ static int dense_fix(const kernels_t *kern, ws_t *w, prep_t *p, const float *log
     return rc;
 }
 
-int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature,
-                               uint32_t top_k, double top_p, int kernel, void *workspace, size_t workspace_size,
-                               uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz,
-                               uint32_t *out_dense) {
-    int rc = check_logit_args(logits, vocab_size, ell, temperature, top_p);
+int qsv_quantize_logits(const float *logits, uint32_t vocab_size, const qsv_quant_params *params, qsv_workspace ws,
+                        qsv_point *out, uint32_t *out_dense) {
+    int rc = check_logit_args(logits, vocab_size, params);
     if (rc != QSV_OK) return rc;
-    if (!out_indices || !out_counts || !out_nnz) return QSV_ERR_NULL;
-    if (capacity < (ell < vocab_size ? ell : vocab_size)) return QSV_ERR_CAPACITY;
+    const uint32_t ell = params->ell;
+    if (!out || !out->indices || !out->counts) return QSV_ERR_NULL;
+    if (out->capacity < (ell < vocab_size ? ell : vocab_size)) return QSV_ERR_CAPACITY;
     kernels_t kern;
-    if ((rc = pick_kernels(kernel, &kern)) != QSV_OK) return rc;
+    if ((rc = pick_kernels(params->kernel, &kern)) != QSV_OK) return rc;
     ws_t w;
-    if ((rc = ws_init(&w, workspace, workspace_size, vocab_size)) != QSV_OK) return rc;
+    if ((rc = ws_init(&w, ws.ptr, ws.size, vocab_size)) != QSV_OK) return rc;
     prep_t p;
-    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
+    if ((rc = prep_logits(logits, vocab_size, params, &kern, &w, &p)) != QSV_OK) return rc;
     uint32_t k;
     if (p.mode == PREP_GREEDY) {
         w.cidx[0] = p.argmax;
@@ -988,38 +881,26 @@ int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_
         k = p.nk;
         rc = lattice_fix(w.cx, k, ell, 0, 0.0, w.cb, w.tmp);
         if (rc != QSV_OK) return QSV_ERR_PROBS; /* unreachable: a renormalized set always admits the fix */
-    } else if ((rc = dense_fix(&kern, &w, &p, logits, vocab_size, ell, &k)) != QSV_OK) {
+    } else if ((rc = dense_fix(&kern, &w, &p, vocab_size, ell, &k)) != QSV_OK) {
         return rc;
     }
-    return emit(w.cidx, w.cb, k, vocab_size, out_indices, out_counts, capacity, out_nnz, out_dense);
+    return emit(w.cidx, w.cb, k, vocab_size, out, out_dense);
 }
 
-int qsv_quantize_logits(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
-                        double top_p, void *workspace, size_t workspace_size, uint32_t *out_indices,
-                        uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz, uint32_t *out_dense) {
-    return qsv_quantize_logits_kernel(logits, vocab_size, ell, temperature, top_k, top_p, QSV_KERNEL_AUTO, workspace,
-                                      workspace_size, out_indices, out_counts, capacity, out_nnz, out_dense);
-}
-
-int qsv_logits_scaled(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
-                      double top_p, int kernel, void *workspace, size_t workspace_size, double *out_x) {
-    int rc = check_logit_args(logits, vocab_size, ell, temperature, top_p);
+int qsv_logits_scaled(const float *logits, uint32_t vocab_size, const qsv_quant_params *params, qsv_workspace ws,
+                      double *out_x) {
+    int rc = check_logit_args(logits, vocab_size, params);
     if (rc != QSV_OK) return rc;
+    const uint32_t ell = params->ell;
     if (!out_x) return QSV_ERR_NULL;
     kernels_t kern;
-    if ((rc = pick_kernels(kernel, &kern)) != QSV_OK) return rc;
+    if ((rc = pick_kernels(params->kernel, &kern)) != QSV_OK) return rc;
     ws_t w;
-    if ((rc = ws_init(&w, workspace, workspace_size, vocab_size)) != QSV_OK) return rc;
+    if ((rc = ws_init(&w, ws.ptr, ws.size, vocab_size)) != QSV_OK) return rc;
     prep_t p;
-    if ((rc = prep_logits(logits, vocab_size, ell, temperature, top_k, top_p, &kern, &w, &p)) != QSV_OK) return rc;
+    if ((rc = prep_logits(logits, vocab_size, params, &kern, &w, &p)) != QSV_OK) return rc;
     if (p.mode == PREP_DENSE) {
-        /* the quantizer's x exactly: its sum S (p.scale = ell / S), and e of every block at full precision (the
-         * blocks the exp pass only summed are recomputed, as the quantizer's lower thresholds do) */
-        if (p.t_store > -INFINITY) {
-            double low[2];
-            (void)kern.kexp(logits, vocab_size, p.m, p.inv_t, p.c2, (const float *)w.bmax, exp_skip_t(vocab_size),
-                            -INFINITY, p.clamp, w.e, low);
-        }
+        /* the quantizer's x exactly: e of every token and its sum S (p.scale = ell / S) */
         for (uint32_t i = 0; i < vocab_size; i++) out_x[i] = (double)w.e[i] * p.scale;
         return QSV_OK;
     }
@@ -1112,15 +993,14 @@ static uint32_t collect_q32(const float *q, uint32_t v, const float *bmax, doubl
     return k;
 }
 
-static int quantize_probs(const double *q64, const float *q32, uint32_t v, uint32_t ell, void *workspace,
-                          size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
-                          uint32_t *out_nnz, uint32_t *out_dense) {
-    if (!out_indices || !out_counts || !out_nnz) return QSV_ERR_NULL;
+static int quantize_probs(const double *q64, const float *q32, uint32_t v, uint32_t ell, qsv_workspace ws,
+                          qsv_point *out, uint32_t *out_dense) {
+    if (!out || !out->indices || !out->counts) return QSV_ERR_NULL;
     if (v == 0 || v > QSV_MAX_VOCAB) return QSV_ERR_VOCAB;
     if (ell == 0 || ell > QSV_MAX_ELL) return QSV_ERR_ELL;
-    if (capacity < (ell < v ? ell : v)) return QSV_ERR_CAPACITY;
+    if (out->capacity < (ell < v ? ell : v)) return QSV_ERR_CAPACITY;
     ws_t w;
-    int rc = ws_init(&w, workspace, workspace_size, v);
+    int rc = ws_init(&w, ws.ptr, ws.size, v);
     if (rc != QSV_OK) return rc;
     rc = q64 ? scan_probs_f64(q64, v, (double *)w.bmax) : scan_probs_f32(q32, v, (float *)w.bmax);
     if (rc != QSV_OK) return rc;
@@ -1136,30 +1016,26 @@ static int quantize_probs(const double *q64, const float *q32, uint32_t v, uint3
         if (thr < 1e-300) thr = 0.0;
     }
     if (rc != QSV_OK) return rc;
-    return emit(w.cidx, w.cb, k, v, out_indices, out_counts, capacity, out_nnz, out_dense);
+    return emit(w.cidx, w.cb, k, v, out, out_dense);
 }
 
-int qsv_quantize_probs_f64(const double *probs, uint32_t vocab_size, uint32_t ell, void *workspace,
-                           size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
-                           uint32_t *out_nnz, uint32_t *out_dense) {
+int qsv_quantize_probs_f64(const double *probs, uint32_t vocab_size, uint32_t ell, qsv_workspace ws, qsv_point *out,
+                           uint32_t *out_dense) {
     if (!probs) return QSV_ERR_NULL;
-    return quantize_probs(probs, NULL, vocab_size, ell, workspace, workspace_size, out_indices, out_counts, capacity,
-                          out_nnz, out_dense);
+    return quantize_probs(probs, NULL, vocab_size, ell, ws, out, out_dense);
 }
 
-int qsv_quantize_probs_f32(const float *probs, uint32_t vocab_size, uint32_t ell, void *workspace,
-                           size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
-                           uint32_t *out_nnz, uint32_t *out_dense) {
+int qsv_quantize_probs_f32(const float *probs, uint32_t vocab_size, uint32_t ell, qsv_workspace ws, qsv_point *out,
+                           uint32_t *out_dense) {
     if (!probs) return QSV_ERR_NULL;
-    return quantize_probs(NULL, probs, vocab_size, ell, workspace, workspace_size, out_indices, out_counts, capacity,
-                          out_nnz, out_dense);
+    return quantize_probs(NULL, probs, vocab_size, ell, ws, out, out_dense);
 }
 
 /* ---- sampling ---- */
 
-int qsv_sample(const uint32_t *indices, const uint32_t *counts, uint32_t nnz, uint32_t ell, uint32_t u,
-               uint32_t *out_token) {
-    if (!indices || !counts || !out_token) return QSV_ERR_NULL;
+int qsv_sample(const qsv_point *point, uint32_t ell, uint32_t u) {
+    if (!point || !point->indices || !point->counts) return QSV_ERR_NULL;
+    const uint32_t *indices = point->indices, *counts = point->counts, nnz = point->nnz;
     if (ell == 0 || ell > QSV_MAX_ELL) return QSV_ERR_ELL;
     if (nnz == 0 || u >= ell) return QSV_ERR_SAMPLE;
     uint64_t cum = 0;
@@ -1173,24 +1049,5 @@ int qsv_sample(const uint32_t *indices, const uint32_t *counts, uint32_t nnz, ui
         }
     }
     if (!found || cum != ell) return QSV_ERR_SAMPLE;
-    *out_token = token;
-    return QSV_OK;
-}
-
-const char *qsv_status_message(int status) {
-    switch (status) {
-    case QSV_OK: return "ok";
-    case QSV_ERR_NULL: return "a required pointer is NULL";
-    case QSV_ERR_VOCAB: return "vocabulary size must be in 1..2097152";
-    case QSV_ERR_ELL: return "ell must be in 1..65535";
-    case QSV_ERR_NONFINITE: return "logits / probabilities must be finite";
-    case QSV_ERR_TEMPERATURE: return "temperature must be 0 (greedy) or in [1e-6, 1e6]";
-    case QSV_ERR_TOP_P: return "top_p must be in (0, 1]";
-    case QSV_ERR_WORKSPACE: return "workspace missing or smaller than qsv_quant_workspace_size(V)";
-    case QSV_ERR_CAPACITY: return "output capacity must be at least min(ell, V)";
-    case QSV_ERR_PROBS: return "probabilities must be >= 0 and sum to 1 within 1e-3";
-    case QSV_ERR_SAMPLE: return "u must be in [0, ell) and the counts must sum to ell";
-    case QSV_ERR_KERNEL: return "kernel not available on this CPU / build";
-    default: return "unknown status";
-    }
+    return (int)token; /* < QSV_MAX_VOCAB <= INT_MAX */
 }

@@ -11,11 +11,7 @@
  *
  * Fused logits path: logits (float32) -> temperature -> top-k -> top-p -> softmax -> lattice rule. The softmax runs in
  * float32 with a polynomial exp2 (e^t = 2^(t log2 e), log2 e folded into 1/T; relative error of 2^y at most
- * 1.9e-7 on [-125, 0], inputs below clamped) and a double-accumulated sum; blocks of 64 logits whose largest
- * t = (z - max) / T is below -ln(V) - 9 ln(10) are not exponentiated (e = 0: together under 1e-9 of the mass). Blocks
- * too small to hold a candidate of the first pass only enter the sum S, through a quartic or cubic exp2 (relative
- * error 2.9e-6, 1.02e-4) whose bound on the error of S is checked to stay within 1e-6 S (else they are redone at full
- * precision). The lattice rule is then applied exactly to
+ * 1.9e-7 on [-125, 0], inputs below clamped) and a double-accumulated sum S. The lattice rule is then applied exactly to
  * x_i = e_i * (ell / S). Relative to a float64 softmax, |x_i - ell q_i| <= 1e-5 * ell q_i + 1e-9 * ell / V (tested;
  * observed relative error ~1e-6), so the fused output equals the exact rule applied to probabilities
  * within that tolerance of the float64 ones: results can differ from a float64 computation only for entries whose
@@ -27,17 +23,19 @@
  *          the shortest prefix whose cumulative probability reaches top_p survives (cumulated in double).
  *   Survivors are renormalized before quantization. Non-finite logits are rejected.
  *
- * Calling convention: no globals, no allocation; every buffer belongs to the caller. A workspace of
- * qsv_quant_workspace_size(V) bytes (any alignment) is scratch for one call at a time: threads need their own
- * workspace, otherwise all functions are reentrant. Sparse output: out_indices ascending token ids, out_counts >= 1,
- * *out_nnz entries; capacity must be >= min(ell, V) (nnz never exceeds it). out_dense (optional, V entries) receives
- * the dense counts. Returns QSV_OK or an error code (outputs are then unspecified).
+ * Calling convention (qsv_base.h): no globals, no allocation; every buffer belongs to the caller. A workspace of
+ * qsv_quant_workspace_size(V) bytes is scratch for one call at a time: threads need their own workspace, otherwise
+ * all functions are reentrant. Sparse output: a qsv_point whose capacity is >= min(ell, V) (nnz never exceeds it);
+ * out_dense (optional, NULL or V entries) receives the dense counts. Returns QSV_OK or a negative enum qsv_error
+ * (outputs are then unspecified); qsv_sample returns the token instead of QSV_OK.
  */
 #ifndef QSV_QUANT_H
 #define QSV_QUANT_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "qsv_base.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -49,21 +47,6 @@ enum qsv_quant_limits {
     QSV_MAX_VOCAB = 2097152
 };
 
-enum qsv_status {
-    QSV_OK = 0,
-    QSV_ERR_NULL = 1,        /* a required pointer is NULL */
-    QSV_ERR_VOCAB = 2,       /* vocab size is 0 or above QSV_MAX_VOCAB */
-    QSV_ERR_ELL = 3,         /* ell outside 1..QSV_MAX_ELL */
-    QSV_ERR_NONFINITE = 4,   /* NaN or infinite logit / probability */
-    QSV_ERR_TEMPERATURE = 5, /* temperature not 0 and not in [1e-6, 1e6] (or not finite) */
-    QSV_ERR_TOP_P = 6,       /* top_p not in (0, 1] */
-    QSV_ERR_WORKSPACE = 7,   /* workspace NULL or smaller than qsv_quant_workspace_size(V) */
-    QSV_ERR_CAPACITY = 8,    /* sparse output capacity below min(ell, V) */
-    QSV_ERR_PROBS = 9,       /* negative probability, or the sum is not within 1e-3 of 1 */
-    QSV_ERR_SAMPLE = 10,     /* u >= ell, counts that do not sum to ell, or an empty point */
-    QSV_ERR_KERNEL = 11      /* the requested kernel is not available on this CPU / build */
-};
-
 enum qsv_kernel {
     QSV_KERNEL_AUTO = 0,     /* best available: AVX2 on x86-64 CPUs that have it, else VECTOR */
     QSV_KERNEL_SCALAR = 1,   /* portable C, no vector extensions */
@@ -71,37 +54,39 @@ enum qsv_kernel {
     QSV_KERNEL_AVX2 = 3      /* x86-64 only: the same vector code compiled for AVX2 + FMA */
 };
 
+/* Parameters of the logits path (the rules above). Set every field: an all-zero struct is invalid (ell 0, top_p 0),
+ * and temperature 0 means greedy. */
+typedef struct qsv_quant_params {
+    uint32_t ell;       /* lattice resolution: counts sum to ell; 1..QSV_MAX_ELL */
+    double temperature; /* 0 = greedy; otherwise 1e-6..1e6 */
+    uint32_t top_k;     /* 0 (or >= V) disables; else keep the k largest logits */
+    double top_p;       /* 1.0 disables; else in (0, 1): keep the shortest prefix reaching top_p */
+    int kernel;         /* enum qsv_kernel; QSV_KERNEL_AUTO (0) = the best available. SCALAR and VECTOR give
+                         * bit-identical results; AVX2 fuses multiply-adds (x may differ in the last bits, within the
+                         * tolerance above) */
+} qsv_quant_params;
+
 size_t qsv_quant_workspace_size(uint32_t vocab_size);
-const char *qsv_status_message(int status);
 int qsv_kernel_available(int kernel);
 
-int qsv_quantize_logits(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
-                        double top_p, void *workspace, size_t workspace_size, uint32_t *out_indices,
-                        uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz, uint32_t *out_dense);
+/* The fused path: the lattice point of the logits under params into out (out->capacity >= min(ell, V)). */
+int qsv_quantize_logits(const float *logits, uint32_t vocab_size, const qsv_quant_params *params, qsv_workspace ws,
+                        qsv_point *out, uint32_t *out_dense);
 
-/* Same with an explicit kernel (used by tests and benchmarks). SCALAR and VECTOR give bit-identical results; AVX2
- * uses fused multiply-adds, so its x may differ in the last bits (within the tolerance above). */
-int qsv_quantize_logits_kernel(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature,
-                               uint32_t top_k, double top_p, int kernel, void *workspace, size_t workspace_size,
-                               uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity, uint32_t *out_nnz,
-                               uint32_t *out_dense);
-
-/* The x_i = ell * q_i (dense, V doubles) the fused path feeds into the lattice rule, bit for bit (the same sum S; e of
- * every token at full precision); for tests of the float path. */
-int qsv_logits_scaled(const float *logits, uint32_t vocab_size, uint32_t ell, double temperature, uint32_t top_k,
-                      double top_p, int kernel, void *workspace, size_t workspace_size, double *out_x);
+/* The x_i = ell * q_i (dense, V doubles) the fused path feeds into the lattice rule, bit for bit (the same sum S and
+ * e); for tests of the float path. */
+int qsv_logits_scaled(const float *logits, uint32_t vocab_size, const qsv_quant_params *params, qsv_workspace ws,
+                      double *out_x);
 
 /* Integer-steps path from probabilities (no softmax): finite, >= 0, sum within 1e-3 of 1 (not renormalized). */
-int qsv_quantize_probs_f64(const double *probs, uint32_t vocab_size, uint32_t ell, void *workspace,
-                           size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
-                           uint32_t *out_nnz, uint32_t *out_dense);
-int qsv_quantize_probs_f32(const float *probs, uint32_t vocab_size, uint32_t ell, void *workspace,
-                           size_t workspace_size, uint32_t *out_indices, uint32_t *out_counts, uint32_t capacity,
-                           uint32_t *out_nnz, uint32_t *out_dense);
+int qsv_quantize_probs_f64(const double *probs, uint32_t vocab_size, uint32_t ell, qsv_workspace ws, qsv_point *out,
+                           uint32_t *out_dense);
+int qsv_quantize_probs_f32(const float *probs, uint32_t vocab_size, uint32_t ell, qsv_workspace ws, qsv_point *out,
+                           uint32_t *out_dense);
 
-/* Q-S sampling: the token t with cum(t-1) <= u < cum(t), cumulating counts in index order; u in [0, ell). */
-int qsv_sample(const uint32_t *indices, const uint32_t *counts, uint32_t nnz, uint32_t ell, uint32_t u,
-               uint32_t *out_token);
+/* Q-S sampling: the token t with cum(t-1) <= u < cum(t), cumulating point->counts in index order; u in [0, ell).
+ * Returns the token (>= 0) or a negative error. */
+int qsv_sample(const qsv_point *point, uint32_t ell, uint32_t u);
 
 /* e^x through the exp2 polynomial of the fused path (x in [-inf, 0]; error <= 2e-7 + 1e-7 |x| relative above -86.5);
  * for accuracy tests. */

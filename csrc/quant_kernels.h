@@ -14,8 +14,6 @@
 #define VLD(v, p) memcpy(&(v), (p), sizeof(v))
 #define VST(p, v) memcpy((p), &(v), sizeof(v))
 #define VSPLAT(c) ((qv_f){(c), (c), (c), (c), (c), (c), (c), (c)})
-/* a < b ? a : b per lane */
-#define VMIN(a, b) ((qv_f)(((qv_i)(a) & ((a) < (b))) | ((qv_i)(b) & ~((a) < (b)))))
 /* a > b ? a : b per lane */
 #define VMAX(a, b) ((qv_f)(((qv_i)(a) & ((a) > (b))) | ((qv_i)(b) & ~((a) > (b)))))
 /* largest lane of a vector without NaN (exact: any order gives the same value) */
@@ -53,59 +51,10 @@
         (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
     } while (0)
 
-/* The lower-degree twins of VEXP2 for the blocks that are only summed: fexp2_4s and fexp2_3s lane-wise (Horner). */
-#define VEXP2_4(x, clamp)                                                                                            \
-    do {                                                                                                             \
-        qv_u pw_;                                                                                                    \
-        qv_f f_;                                                                                                     \
-        VEXP2_SPLIT(x, clamp, f_, pw_);                                                                              \
-        qv_f p_ = VFMA(VSPLAT(QSV_P4), f_, VSPLAT(QSV_P3));                                                          \
-        p_ = VFMA(p_, f_, VSPLAT(QSV_P2));                                                                           \
-        p_ = VFMA(p_, f_, VSPLAT(QSV_P1));                                                                           \
-        p_ = VFMA(p_, f_, VSPLAT(1.0f));                                                                             \
-        (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
-    } while (0)
-#define VEXP2_3(x, clamp)                                                                                            \
-    do {                                                                                                             \
-        qv_u pw_;                                                                                                    \
-        qv_f f_;                                                                                                     \
-        VEXP2_SPLIT(x, clamp, f_, pw_);                                                                              \
-        qv_f p_ = VFMA(VSPLAT(QSV_C3), f_, VSPLAT(QSV_C2));                                                          \
-        p_ = VFMA(p_, f_, VSPLAT(QSV_C1));                                                                           \
-        p_ = VFMA(p_, f_, VSPLAT(1.0f));                                                                             \
-        (x) = (qv_f)((qv_u)p_ + pw_);                                                                                \
-    } while (0)
-/* Sum of a summed-only block: its eight vectors through EXPK, added as a tree (as s_k_exp), into acc_. */
-#define VSUM_BLOCK(EXPK, clamp, acc_)                                                                                \
-    do {                                                                                                             \
-        qv_f u0, u1, u2, u3, u4, u5, u6, u7;                                                                         \
-        VLD(u0, zb);                                                                                                 \
-        VLD(u1, zb + QL);                                                                                            \
-        VLD(u2, zb + 2 * QL);                                                                                        \
-        VLD(u3, zb + 3 * QL);                                                                                        \
-        VLD(u4, zb + 4 * QL);                                                                                        \
-        VLD(u5, zb + 5 * QL);                                                                                        \
-        VLD(u6, zb + 6 * QL);                                                                                        \
-        VLD(u7, zb + 7 * QL);                                                                                        \
-        u0 = VSCALE(u0, vm, vc, vmc, fold);                                                                          \
-        u1 = VSCALE(u1, vm, vc, vmc, fold);                                                                          \
-        u2 = VSCALE(u2, vm, vc, vmc, fold);                                                                          \
-        u3 = VSCALE(u3, vm, vc, vmc, fold);                                                                          \
-        u4 = VSCALE(u4, vm, vc, vmc, fold);                                                                          \
-        u5 = VSCALE(u5, vm, vc, vmc, fold);                                                                          \
-        u6 = VSCALE(u6, vm, vc, vmc, fold);                                                                          \
-        u7 = VSCALE(u7, vm, vc, vmc, fold);                                                                          \
-        EXPK(u0, clamp);                                                                                             \
-        EXPK(u1, clamp);                                                                                             \
-        EXPK(u2, clamp);                                                                                             \
-        EXPK(u3, clamp);                                                                                             \
-        EXPK(u4, clamp);                                                                                             \
-        EXPK(u5, clamp);                                                                                             \
-        EXPK(u6, clamp);                                                                                             \
-        EXPK(u7, clamp);                                                                                             \
-        (acc_) = (acc_) + (((u0 + u1) + (u2 + u3)) + ((u4 + u5) + (u6 + u7)));                                       \
-    } while (0)
-
+/* Only where the target has native max / min / unordered compares (VUNORDK defined: AVX2). The portable vector
+ * build takes the scalar k_max: its compare-and-select lanes compile to per-lane scalar code on 128-bit SSE2 and NEON
+ * (2.1x slower than the scalar loop on x86-64 SSE2; BENCHMARKS.md). */
+#ifdef VUNORDK
 /* Maximum and minimum of z, per-block maxima (blocks of QB) into bmax; returns 0 when some value is not finite. The
  * block's eight vectors are reduced as trees (max, min and the NaN detector: unordered compares of vector pairs), so
  * no long dependency chain runs through the pass; +inf and -inf show in the maximum and the minimum. Maxima and
@@ -150,15 +99,11 @@ static KATTR int KN(k_max)(const float *z, uint32_t n, float *bmax, float *out_m
     *out_min = zmin;
     return finite;
 }
+#endif
 
-/* The blocks of k_exp; `fold` and `clamp` are constants at each call, so each caller gets its own loop. Blocks at
- * t >= t_store: VEXP2, stored to e, lane sums over QG blocks; blocks below (only summed): VEXP2_4 from LOW_POLY_T up,
- * VEXP2_3 under it, their sums into low[0] and low[1] (lane sums over QG_LOW blocks). */
-static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const float *z, uint32_t nb, float m,
-                                                                          float inv_t, float c2, const float *bmax,
-                                                                          float t_skip, float t_store, float *e,
-                                                                          double *low, const int fold,
-                                                                          const int clamp) {
+/* The blocks of k_exp; `fold` and `clamp` are constants at each call, so each caller gets its own loop. */
+static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const float *z, uint32_t nb, float m, float c2,
+                                                                          float *e, const int fold, const int clamp) {
     const qv_f vm = VSPLAT(m);
     const qv_f vc = VSPLAT(c2);
     const qv_f vmc = VSPLAT(-(m * c2)); /* used by VSCALE on FMA targets only */
@@ -167,27 +112,16 @@ static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const f
     (void)fold;
     double s = 0.0;
     qv_f acc = VSPLAT(0.0f); /* lane sums over a group of QG blocks, then added to s in double */
-    qv_f acc4 = VSPLAT(0.0f), acc3 = VSPLAT(0.0f); /* the same for the quartic and cubic blocks, over QG_LOW */
-    low[0] = low[1] = 0.0;
     for (uint32_t b = 0; b < nb; b++) {
         const float *zb = z + (size_t)b * QB;
-        const float tb = block_t(bmax[b], m, inv_t);
-        if (tb < t_skip) {
-            if (tb >= t_store) memset(e + (size_t)b * QB, 0, QB * sizeof *e);
-        } else if (tb >= t_store) {
-            float *eb = e + (size_t)b * QB;
-            for (unsigned v = 0; v < QB / QL; v++) {
-                qv_f t;
-                VLD(t, zb + v * QL);
-                t = VSCALE(t, vm, vc, vmc, fold);
-                VEXP2(t, clamp);
-                VST(eb + v * QL, t);
-                acc = acc + t;
-            }
-        } else if (tb >= LOW_POLY_T) {
-            VSUM_BLOCK(VEXP2_4, clamp, acc4);
-        } else {
-            VSUM_BLOCK(VEXP2_3, clamp, acc3);
+        float *eb = e + (size_t)b * QB;
+        for (unsigned v = 0; v < QB / QL; v++) {
+            qv_f t;
+            VLD(t, zb + v * QL);
+            t = VSCALE(t, vm, vc, vmc, fold);
+            VEXP2(t, clamp);
+            VST(eb + v * QL, t);
+            acc = acc + t;
         }
         if ((b + 1) % QG == 0 || b + 1 == nb) {
             float l[QL];
@@ -195,35 +129,21 @@ static KATTR inline __attribute__((always_inline)) double KN(exp_blocks)(const f
             s += group_sum(l);
             acc = VSPLAT(0.0f);
         }
-        if ((b + 1) % QG_LOW == 0 || b + 1 == nb) {
-            float l[QL];
-            memcpy(l, &acc4, sizeof l);
-            low[0] += group_sum(l);
-            memcpy(l, &acc3, sizeof l);
-            low[1] += group_sum(l);
-            acc4 = acc3 = VSPLAT(0.0f);
-        }
     }
-    return s + low[0] + low[1];
+    return s;
 }
 
-/* e_i = fexp((z_i - m) * inv_t); returns the sum (8 float lanes over QG blocks, group sums in double). Blocks whose
- * largest logit maps below t_skip count as e = 0; only blocks whose largest logit maps to t >= t_store are written
- * to e (t_store = -inf: all of them, all at full precision); the others are summed with the lower-degree
- * polynomials, low[0] = their quartic part, low[1] = their cubic part (for the caller's error bound). clamp = 0
+/* e_i = fexp((z_i - m) c2) into e; returns the sum (8 float lanes over QG blocks, group sums in double). clamp = 0
  * promises (z - m) c2 >= -124 for every z (no clamp needed). */
-static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float inv_t, float c2, const float *bmax,
-                                float t_skip, float t_store, int clamp, float *e, double *low) {
+static KATTR double KN(k_exp)(const float *z, uint32_t n, float m, float c2, int clamp, float *e) {
     const uint32_t nb = n / QB;
     const int fold = fabsf(m * c2) < 256.0f;
     double s;
     if (fold)
-        s = clamp ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, low, 1, 1)
-                  : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, low, 1, 0);
+        s = clamp ? KN(exp_blocks)(z, nb, m, c2, e, 1, 1) : KN(exp_blocks)(z, nb, m, c2, e, 1, 0);
     else
-        s = clamp ? KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, low, 0, 1)
-                  : KN(exp_blocks)(z, nb, m, inv_t, c2, bmax, t_skip, t_store, e, low, 0, 0);
-    return s + tail_exp(z, n, nb, m, inv_t, c2, bmax, t_skip, e);
+        s = clamp ? KN(exp_blocks)(z, nb, m, c2, e, 0, 1) : KN(exp_blocks)(z, nb, m, c2, e, 0, 0);
+    return s + tail_exp(z, n, nb, m, c2, e);
 }
 
 /* Tokens with e >= thr (thr = 0 takes all) into cidx, e * scale into cx; blocks whose largest logit maps below t_skip
@@ -274,10 +194,6 @@ static KATTR void KN(k_fexp)(const float *in, float *out, uint32_t n) {
 #undef VST
 #undef VSPLAT
 #undef VMAX
-#undef VMIN
 #undef VHMAX
 #undef VEXP2
 #undef VEXP2_SPLIT
-#undef VEXP2_4
-#undef VEXP2_3
-#undef VSUM_BLOCK

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from qsv_wire._qsv_core import ffi, lib
+from qsv_wire._native import CodecError, check, ffi, lib
 from qsv_wire.lattice import LatticePoint
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "encoded_bits",
     "encoder_handle",
     "EncoderHandle",
-    "status_check",
     "message_mode",
     "pack_tokens",
     "token_bits",
@@ -59,14 +58,8 @@ MODES = {
 _MODE_NAMES = {lib.QSV_CODEC_MODE_ENUM: "enum", lib.QSV_CODEC_MODE_SPARSE: "sparse"}
 
 
-class CodecError(ValueError):
-    """Malformed, truncated or out-of-range data, or arguments that do not fit together (V, ell, mode)."""
-
-
 def _status(rc: int, what: str) -> None:
-    if rc != lib.QSV_CODEC_OK:
-        reason = ffi.string(lib.qsv_codec_strerror(rc)).decode()
-        raise CodecError(f"{what}: {reason} (status {rc})")
+    check(rc, what, CodecError)
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> int:
@@ -88,17 +81,19 @@ class _Codec:
         self.params = ffi.new("qsv_codec_params *")
         self._local = threading.local()
         _status(
-            lib.qsv_codec_params_init(self.params, vocab_size, ell, self.workspace(), self.workspace_bytes),
+            lib.qsv_codec_params_init(self.params, vocab_size, ell, self.workspace()[0]),
             f"codec parameters for V={vocab_size}, ell={ell}",
         )
         self.bound_bits = int(self.params.bound_bits)
         self.max_nnz = int(self.params.max_nnz)
 
     def workspace(self) -> Any:
+        """This thread's workspace as a ``qsv_workspace *`` (pass ``[0]``: the C functions take it by value)."""
         ws = getattr(self._local, "ws", None)
         if ws is None:
-            ws = ffi.new("uint8_t[]", self.workspace_bytes)
-            self._local.ws = ws
+            buf = ffi.new("uint8_t[]", max(1, self.workspace_bytes))
+            ws = ffi.new("qsv_workspace *", (buf, self.workspace_bytes))
+            self._local.ws, self._local.buf = ws, buf
         return ws
 
 
@@ -120,32 +115,28 @@ def _mode(mode: str) -> int:
 
 @dataclass(frozen=True)
 class EncoderHandle:
-    """What a C caller of ``qsv_codec_encode`` needs for one (V, ell, mode): the parameter struct, the mode code, an
-    output capacity that always suffices, and a workspace of its own (one caller at a time). Used by
+    """What a C caller of ``qsv_codec_encode`` needs for one (V, ell, mode): the parameter struct, the mode code and
+    an output capacity that always suffices (the caller brings the workspace: ``qsv_draft_workspace_size``). Used by
     ``core.Quantizer.draft_token``."""
 
     params: Any
     mode_code: int
     capacity: int
-    workspace: Any
-    workspace_bytes: int
 
 
 def encoder_handle(vocab_size: int, ell: int, mode: str = "auto") -> EncoderHandle:
-    """Encoder state for one (V, ell) in "auto" or "enum" mode, with its own workspace: messages of these modes never
+    """Encoder state for one (V, ell) in "auto" or "enum" mode: messages of these modes never
     exceed 1 + bound_bits bits, so the capacity is known before the point ("sparse" alone can be longer)."""
     codec = _get(vocab_size, ell)
     mode_code = _mode(mode)
     if mode_code == lib.QSV_CODEC_MODE_SPARSE:
         raise CodecError("encoder_handle serves the bounded modes 'auto' and 'enum'; use encode_arrays for 'sparse'")
     capacity = (codec.bound_bits + 1 + 7) // 8
-    workspace = ffi.new("uint8_t[]", max(1, codec.workspace_bytes))
-    return EncoderHandle(codec.params, mode_code, capacity, workspace, codec.workspace_bytes)
+    return EncoderHandle(codec.params, mode_code, capacity)
 
 
-def status_check(rc: int, what: str) -> None:
-    """Raise CodecError for a nonzero qsv_codec_status (for callers of C functions that return one)."""
-    _status(rc, what)
+def _c_point(idx: Any, cnt: Any, nnz: int) -> Any:
+    return ffi.new("qsv_point *", (idx, cnt, nnz, nnz))
 
 
 def _point_arrays(point: LatticePoint, codec: _Codec) -> tuple[Any, Any, int]:
@@ -183,7 +174,8 @@ def encoded_bits(point: LatticePoint, vocab_size: int, ell: int, mode: str = "au
     codec = _get(vocab_size, ell)
     idx, cnt, nnz = _point_arrays(point, codec)
     bits = ffi.new("uint64_t *")
-    _status(lib.qsv_codec_encoded_bits(codec.params, idx, cnt, nnz, _mode(mode), bits, ffi.NULL), "encoded_bits")
+    _status(lib.qsv_codec_encoded_bits(codec.params, _c_point(idx, cnt, nnz), _mode(mode), bits, ffi.NULL),
+            "encoded_bits")
     return int(bits[0])
 
 
@@ -208,29 +200,18 @@ def encode_arrays(indices: np.ndarray, counts: np.ndarray, vocab_size: int, ell:
 
 
 def _encode(codec: _Codec, idx: Any, cnt: Any, nnz: int, mode_code: int) -> bytes:
+    point = _c_point(idx, cnt, nnz)
     if mode_code == lib.QSV_CODEC_MODE_SPARSE:
         bits = ffi.new("uint64_t *")
-        _status(lib.qsv_codec_encoded_bits(codec.params, idx, cnt, nnz, mode_code, bits, ffi.NULL), "encode")
+        _status(lib.qsv_codec_encoded_bits(codec.params, point, mode_code, bits, ffi.NULL), "encode")
         capacity = (int(bits[0]) + 7) // 8
     else:
         capacity = (codec.bound_bits + 1 + 7) // 8
     out = bytearray(capacity)
-    bits_out = ffi.new("uint64_t *")
-    rc = lib.qsv_codec_encode(
-        codec.params,
-        mode_code,
-        idx,
-        cnt,
-        nnz,
-        ffi.from_buffer("uint8_t[]", out),
-        capacity,
-        bits_out,
-        ffi.NULL,
-        codec.workspace(),
-        codec.workspace_bytes,
-    )
-    _status(rc, "encode")
-    size = (int(bits_out[0]) + 7) // 8
+    out_ptr = ffi.from_buffer("uint8_t[]", out)
+    msg = ffi.new("qsv_message *", (out_ptr, capacity, mode_code, 0, 0))
+    _status(lib.qsv_codec_encode(codec.params, point, msg, codec.workspace()[0]), "encode")
+    size = (int(msg.bits) + 7) // 8
     return bytes(out[:size]) if size != capacity else bytes(out)
 
 
@@ -254,21 +235,11 @@ def decode_arrays(data: bytes | bytearray | memoryview, vocab_size: int, ell: in
     buf = _as_buffer(data)
     indices = np.empty(codec.max_nnz, dtype=np.uint32)
     counts = np.empty(codec.max_nnz, dtype=np.uint32)
-    nnz = ffi.new("uint32_t *")
-    rc = lib.qsv_codec_decode(
-        codec.params,
-        buf,
-        len(buf),
-        ffi.from_buffer("uint32_t[]", indices),
-        ffi.from_buffer("uint32_t[]", counts),
-        codec.max_nnz,
-        nnz,
-        ffi.NULL,
-        codec.workspace(),
-        codec.workspace_bytes,
-    )
+    idx, cnt = ffi.from_buffer("uint32_t[]", indices), ffi.from_buffer("uint32_t[]", counts)
+    point = ffi.new("qsv_point *", (idx, cnt, codec.max_nnz, 0))
+    rc = lib.qsv_codec_decode(codec.params, buf, len(buf), point, ffi.NULL, codec.workspace()[0])
     _status(rc, f"decode ({len(buf)} bytes, V={vocab_size}, ell={ell})")
-    n = int(nnz[0])
+    n = int(point.nnz)
     return indices[:n].copy(), counts[:n].copy()
 
 

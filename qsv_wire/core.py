@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from qsv_wire import codec as codec_module
-from qsv_wire._qsv_core import ffi, lib
+from qsv_wire._native import CoreError, check, ffi, lib
 from qsv_wire.codec import bound_bits, decode, encode  # noqa: F401  (re-exported: the public core API)
 from qsv_wire.lattice import LatticePoint
 
@@ -51,17 +51,8 @@ __all__ = [
 ]
 
 
-class CoreError(ValueError):
-    """Invalid input for the C core (bad value), or a status code from it."""
-
-
 class CoreTypeError(TypeError):
     """Input of the wrong type, dtype, shape or memory layout."""
-
-
-def _raise_status(rc: int, what: str) -> None:
-    if rc != lib.QSV_OK:
-        raise CoreError(f"{what}: {ffi.string(lib.qsv_status_message(rc)).decode()} (status {rc})")
 
 
 def _check_array(arr: Any, name: str, dtypes: tuple[type, ...]) -> np.ndarray:
@@ -119,19 +110,20 @@ class Quantizer:
 
     def __init__(self, vocab_size: int) -> None:
         self.vocab_size = _check_int(vocab_size, "vocab_size", 1, MAX_VOCAB)
-        self._ws = np.empty(lib.qsv_quant_workspace_size(self.vocab_size), dtype=np.uint8)
+        ws = np.empty(lib.qsv_quant_workspace_size(self.vocab_size), dtype=np.uint8)
         cap = min(self.vocab_size, MAX_ELL)
         self.indices = np.zeros(cap, dtype=np.uint32)
         self.counts = np.zeros(cap, dtype=np.uint32)
         self.nnz = 0
         self.ell = 0
-        self._ws_ptr = ffi.from_buffer("uint8_t[]", self._ws, require_writable=True)
-        self._ws_size = self._ws.nbytes
+        self._ws_ptr = ffi.from_buffer("uint8_t[]", ws, require_writable=True)
+        self._ws_owner = ffi.new("qsv_workspace *", (self._ws_ptr, ws.nbytes))
+        self._ws = self._ws_owner[0]  # the struct the C functions take by value (a view of _ws_owner)
         self._idx_ptr = ffi.from_buffer("uint32_t[]", self.indices, require_writable=True)
         self._cnt_ptr = ffi.from_buffer("uint32_t[]", self.counts, require_writable=True)
-        self._nnz = ffi.new("uint32_t *")
-        self._token = ffi.new("uint32_t *")
-        self._bits = ffi.new("uint64_t *")
+        self._point = ffi.new("qsv_point *", (self._idx_ptr, self._cnt_ptr, cap, 0))
+        self._params = ffi.new("qsv_quant_params *")
+        self._buffers = (self._ws_ptr, self._idx_ptr, self._cnt_ptr)  # the memory the structs point into
         self._draft_settings: tuple | None = None  # draft_token: last validated (ell, T, top_k, top_p, mode) ...
         self._draft_args: tuple = ()  # ... and what it needs for them (codec handle, message buffer)
         self._draft_logits: np.ndarray | None = None  # ... and the last logits array with its cffi buffer
@@ -163,13 +155,13 @@ class Quantizer:
         _check_array(logits, "logits", (np.float32,))
         self._check_vocab(logits, "logits")
         ell, temperature, top_k, top_p = _check_params(ell, temperature, top_k, top_p)
-        rc = lib.qsv_quantize_logits_kernel(
-            ffi.from_buffer("float[]", logits), logits.size, ell, temperature, top_k, top_p, _kernel_id(kernel),
-            self._ws_ptr, self._ws_size, self._idx_ptr, self._cnt_ptr, self.indices.size, self._nnz,
-            self._dense_ptr(dense_out),
-        )  # fmt: skip
-        _raise_status(rc, "quantize_logits")
-        self.nnz, self.ell = int(self._nnz[0]), ell
+        params = self._params
+        params.ell, params.temperature, params.top_k, params.top_p = ell, temperature, top_k, top_p
+        params.kernel = _kernel_id(kernel)
+        rc = lib.qsv_quantize_logits(ffi.from_buffer("float[]", logits), logits.size, params, self._ws, self._point,
+                                     self._dense_ptr(dense_out))  # fmt: skip
+        check(rc, "quantize_logits")
+        self.nnz, self.ell = int(self._point.nnz), ell
         return self.nnz
 
     def quantize_probs_into(self, probs: np.ndarray, ell: int, dense_out: np.ndarray | None = None) -> int:
@@ -181,10 +173,8 @@ class Quantizer:
             fn, ptr = lib.qsv_quantize_probs_f64, ffi.from_buffer("double[]", probs)
         else:
             fn, ptr = lib.qsv_quantize_probs_f32, ffi.from_buffer("float[]", probs)
-        rc = fn(ptr, probs.size, ell, self._ws_ptr, self._ws_size, self._idx_ptr, self._cnt_ptr, self.indices.size,
-                self._nnz, self._dense_ptr(dense_out))  # fmt: skip
-        _raise_status(rc, "quantize_probs")
-        self.nnz, self.ell = int(self._nnz[0]), ell
+        check(fn(ptr, probs.size, ell, self._ws, self._point, self._dense_ptr(dense_out)), "quantize_probs")
+        self.nnz, self.ell = int(self._point.nnz), ell
         return self.nnz
 
     def draft_token(
@@ -213,26 +203,30 @@ class Quantizer:
         elif logits.dtype != np.float32 or logits.size != self.vocab_size:  # changed in place since
             self._draft_logits = None
             return self.draft_token(logits, ell, u, temperature, top_k, top_p, mode)
-        ell_i, temp_f, top_k_i, top_p_f, handle, out, out_ptr = self._draft_args
+        ell_i, params, handle, out, msg, ws = self._draft_args
         if type(u) is not int or not 0 <= u < ell_i:
             u = _check_int(u, "u", 0, ell_i - 1)
-        rc = lib.qsv_draft_token(
-            self._draft_logits_ptr, self.vocab_size, ell_i, temp_f, top_k_i, top_p_f, u, self._ws_ptr, self._ws_size,
-            self._idx_ptr, self._cnt_ptr, self.indices.size, self._nnz, self._token, handle.params, handle.mode_code,
-            out_ptr, handle.capacity, self._bits, handle.workspace, handle.workspace_bytes,
-        )  # fmt: skip
-        if rc != 0:
-            if rc < 0:
-                codec_module.status_check(rc, "draft_token: encode")
-            _raise_status(rc, "draft_token")
-        self.nnz, self.ell = self._nnz[0], ell_i
-        return self._token[0], bytes(out[: (self._bits[0] + 7) >> 3])
+        token = lib.qsv_draft_token(self._draft_logits_ptr, params, handle.params, u, ws, self._point, msg)
+        if token < 0:
+            check(token, "draft_token")
+        self.nnz, self.ell = self._point.nnz, ell_i
+        return token, bytes(out[: (msg.bits + 7) >> 3])
 
     def _draft_setup(self, ell: Any, temperature: Any, top_k: Any, top_p: Any, mode: str) -> tuple:
         ell, temperature, top_k, top_p = _check_params(ell, temperature, top_k, top_p)
         handle = codec_module.encoder_handle(self.vocab_size, ell, mode)
+        params = ffi.new("qsv_quant_params *", (ell, temperature, top_k, top_p, lib.QSV_KERNEL_AUTO))
         out = bytearray(handle.capacity)
-        return ell, temperature, top_k, top_p, handle, out, ffi.from_buffer("uint8_t[]", out, require_writable=True)
+        out_ptr = ffi.from_buffer("uint8_t[]", out, require_writable=True)
+        msg = ffi.new("qsv_message *", (out_ptr, handle.capacity, handle.mode_code, 0, 0))
+        ws = self._ws
+        if lib.qsv_draft_workspace_size(handle.params) > ws.size:  # the codec needs more scratch than the quantizer
+            buf = ffi.new("uint8_t[]", lib.qsv_draft_workspace_size(handle.params))
+            owner = ffi.new("qsv_workspace *", (buf, len(buf)))
+            ws = owner[0]
+            self._buffers += (buf, owner)
+        self._buffers += (out_ptr,)
+        return ell, params, handle, out, msg, ws
 
     def point(self) -> LatticePoint:
         """The last result as a LatticePoint (copies the buffers; no re-validation of the C output)."""
@@ -246,9 +240,8 @@ class Quantizer:
         if self.nnz == 0:
             raise CoreError("nothing quantized yet")
         u = _check_int(u, "u", 0, self.ell - 1)
-        rc = lib.qsv_sample(self._idx_ptr, self._cnt_ptr, self.nnz, self.ell, u, self._token)
-        _raise_status(rc, "sample")
-        return int(self._token[0])
+        self._point.nnz = self.nnz
+        return check(lib.qsv_sample(self._point, self.ell, u), "sample")
 
     def quantize_logits(self, logits: np.ndarray, ell: int, temperature: float = 1.0, top_k: int = 0,
                         top_p: float = 1.0, kernel: str = "auto") -> LatticePoint:  # fmt: skip
@@ -294,13 +287,9 @@ def sample(point: LatticePoint, u: int) -> int:
     if not isinstance(point, LatticePoint):
         raise CoreTypeError(f"point must be a LatticePoint, got {type(point).__name__}")
     u = _check_int(u, "u", 0, point.ell - 1)
-    token = ffi.new("uint32_t *")
-    rc = lib.qsv_sample(
-        ffi.from_buffer("uint32_t[]", point.indices), ffi.from_buffer("uint32_t[]", point.counts), point.nnz,
-        point.ell, u, token,
-    )  # fmt: skip
-    _raise_status(rc, "sample")
-    return int(token[0])
+    idx, cnt = ffi.from_buffer("uint32_t[]", point.indices), ffi.from_buffer("uint32_t[]", point.counts)
+    c_point = ffi.new("qsv_point *", (idx, cnt, point.nnz, point.nnz))
+    return check(lib.qsv_sample(c_point, point.ell, u), "sample")
 
 
 def logits_scaled(
@@ -311,9 +300,8 @@ def logits_scaled(
     ell, temperature, top_k, top_p = _check_params(ell, temperature, top_k, top_p)
     q = _quantizer(logits.size)
     out = np.empty(logits.size, dtype=np.float64)
-    rc = lib.qsv_logits_scaled(
-        ffi.from_buffer("float[]", logits), logits.size, ell, temperature, top_k, top_p, _kernel_id(kernel),
-        q._ws_ptr, q._ws_size, ffi.from_buffer("double[]", out, require_writable=True),
-    )  # fmt: skip
-    _raise_status(rc, "logits_scaled")
+    params = ffi.new("qsv_quant_params *", (ell, temperature, top_k, top_p, _kernel_id(kernel)))
+    rc = lib.qsv_logits_scaled(ffi.from_buffer("float[]", logits), logits.size, params, q._ws,
+                               ffi.from_buffer("double[]", out, require_writable=True))  # fmt: skip
+    check(rc, "logits_scaled")
     return out

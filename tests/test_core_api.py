@@ -7,7 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from qsv_wire import core
+from edge_runtime import core
+from qsv_wire import codec
+from qsv_wire import core as wire_core
 from qsv_wire import reference as ref
 
 RNG_SEED = 2024
@@ -154,7 +156,7 @@ def test_the_c_extension_is_built_and_loaded() -> None:
 
     ext = importlib.import_module("qsv_wire._qsv_core")
     assert ext.lib.qsv_quant_workspace_size(1000) > 0
-    assert core.lib is ext.lib
+    assert wire_core.lib is ext.lib  # edge_runtime.core re-exports qsv_wire.core, which loads it
 
 
 def test_codec_reexport() -> None:
@@ -219,3 +221,37 @@ def test_draft_token_rejects_bad_input_and_keeps_working() -> None:
     with pytest.raises(core.CoreError, match="finite"):
         q.draft_token(bad, ell, 3)
     assert q.draft_token(z, ell, 3) == ok  # nothing above left state behind
+
+
+def test_the_loaded_c_core_is_the_version_the_binding_expects() -> None:
+    import re
+    from pathlib import Path
+
+    from qsv_wire._qsv_core import lib
+
+    from qsv_wire import _native
+
+    header = (Path(__file__).resolve().parents[1] / "csrc" / "qsv_base.h").read_text()
+    major, minor, patch = (int(re.search(rf"#define QSV_VERSION_{p}\s+(\d+)", header).group(1))
+                           for p in ("MAJOR", "MINOR", "PATCH"))  # fmt: skip
+    assert lib.qsv_version_number() == _native.EXPECTED_VERSION == major * 10000 + minor * 100 + patch
+    _native.check_version(_native.EXPECTED_VERSION)
+    with pytest.raises(ImportError, match=r"stale.*pip install -e \."):
+        _native.check_version(_native.EXPECTED_VERSION + 1)
+
+
+def test_one_error_space() -> None:
+    from qsv_wire._qsv_core import lib
+
+    from qsv_wire import _native
+
+    codes = [getattr(lib, k) for k in dir(lib) if k.startswith("QSV_ERR_")]
+    assert len(codes) == 18 and len(codes) == len(set(codes)) and all(c < 0 for c in codes) and lib.QSV_OK == 0
+    assert all(lib.qsv_is_error(c) for c in codes) and not lib.qsv_is_error(lib.QSV_OK)
+    names = {_native.error_name(c) for c in codes}
+    assert len(names) == len(codes) and _native.error_name(-999) == "unknown error code"
+    with pytest.raises(core.CoreError, match="error -4"):
+        _native.check(lib.QSV_ERR_ELL, "x")
+    with pytest.raises(codec.CodecError):
+        _native.check(lib.QSV_ERR_TRUNCATED, "x")
+    assert _native.check(7, "x") == 7  # values >= 0 (a token) pass through

@@ -137,7 +137,9 @@ RESERVED_FIELDS = {
 def test_reserved_codec_fields_are_refused(name: str) -> None:
     assert codec.decode(_bits(SPARSE_OK), 10, 5) == LatticePoint.trusted(
         np.array([3, 9], np.uint32), np.array([2, 3], np.uint32), 5, 10)
-    with pytest.raises(codec.CodecError, match="status -5"):  # MALFORMED
+    from qsv_wire._qsv_core import lib
+
+    with pytest.raises(codec.CodecError, match=f"error {lib.QSV_ERR_MALFORMED}"):
         codec.decode(_bits(RESERVED_FIELDS[name]), 10, 5)
 
 
@@ -148,9 +150,9 @@ def test_reserved_encoder_modes_are_refused_by_the_c_core(mode: int) -> None:
     idx, cnt = np.array([3, 9], np.uint32), np.array([2, 3], np.uint32)
     bits = ffi.new("uint64_t *")
     params = codec._get(10, 5).params
-    rc = lib.qsv_codec_encoded_bits(params, ffi.from_buffer("uint32_t[]", idx), ffi.from_buffer("uint32_t[]", cnt),
-                                    2, mode, bits, ffi.NULL)
-    assert rc == lib.QSV_CODEC_E_ARG
+    point = ffi.new("qsv_point *", (ffi.from_buffer("uint32_t[]", idx), ffi.from_buffer("uint32_t[]", cnt), 2, 2))
+    rc = lib.qsv_codec_encoded_bits(params, point, mode, bits, ffi.NULL)
+    assert rc == lib.QSV_ERR_ARG
     with pytest.raises(codec.CodecError):
         codec.encode(LatticePoint.trusted(idx, cnt, 5, 10), 10, 5, mode=str(mode))
 

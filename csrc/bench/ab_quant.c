@@ -14,8 +14,9 @@
 #include "qsv_quant.h"
 #include "bench_util.h"
 
-int old_qsv_quantize_logits(const float *, uint32_t, uint32_t, double, uint32_t, double, void *, size_t, uint32_t *,
-                            uint32_t *, uint32_t, uint32_t *, uint32_t *);
+/* both builds have the C API of qsv_base.h (QSV_VERSION 1.x); older revisions need this file from their own tree */
+int old_qsv_quantize_logits(const float *, uint32_t, const qsv_quant_params *, qsv_workspace, qsv_point *,
+                            uint32_t *);
 size_t old_qsv_quant_workspace_size(uint32_t);
 
 int main(int argc, char **argv) {
@@ -44,7 +45,7 @@ int main(int argc, char **argv) {
     float *z = malloc(sizeof *z * v);
     const size_t ws_old = old_qsv_quant_workspace_size(v), ws_new = qsv_quant_workspace_size(v);
     void *w_old = malloc(ws_old), *w_new = malloc(ws_new);
-    uint32_t *idx = malloc(sizeof *idx * ell), *cnt = malloc(sizeof *cnt * ell), nnz = 0;
+    uint32_t *idx = malloc(sizeof *idx * ell), *cnt = malloc(sizeof *cnt * ell);
     double *t[2] = {malloc(sizeof(double) * (size_t)calls), malloc(sizeof(double) * (size_t)calls)};
     double *ratio = malloc(sizeof(double) * (size_t)calls);
     for (int r = -4; r < calls; r++) { /* four warm-up pairs */
@@ -52,10 +53,10 @@ int main(int argc, char **argv) {
             const int which = ((r & 1) + j) & 1; /* 0 = old, 1 = new; the order alternates */
             memcpy(z, rows + (size_t)((unsigned)(r + 4) % nrows) * v, sizeof *z * v);
             const double t0 = now_us();
-            const int rc = which == 0 ? old_qsv_quantize_logits(z, v, ell, temp, 0, 1.0, w_old, ws_old, idx, cnt, ell,
-                                                                &nnz, NULL)
-                                      : qsv_quantize_logits(z, v, ell, temp, 0, 1.0, w_new, ws_new, idx, cnt, ell,
-                                                            &nnz, NULL);
+            const qsv_quant_params params = {ell, temp, 0, 1.0, QSV_KERNEL_AUTO};
+            qsv_point pt = {idx, cnt, ell, 0};
+            const int rc = which == 0 ? old_qsv_quantize_logits(z, v, &params, (qsv_workspace){w_old, ws_old}, &pt, NULL)
+                                      : qsv_quantize_logits(z, v, &params, (qsv_workspace){w_new, ws_new}, &pt, NULL);
             const double dt = now_us() - t0;
             if (rc != 0) {
                 fprintf(stderr, "ab_quant: %s build returned %d\n", which ? "new" : "old", rc);

@@ -70,14 +70,17 @@ int main(int argc, char **argv) {
         for (int j = 0; j < 30; j++) z[rng_next(&s) % v] += (float)(6.0 + 8.0 * rng_unit(&s));
     const size_t wsz = qsv_quant_workspace_size(v);
     void *wsm = malloc(wsz);
-    uint32_t *idx = malloc(sizeof *idx * ell), *cnt = malloc(sizeof *cnt * ell), nnz = 0, tok = 0;
+    uint32_t *idx = malloc(sizeof *idx * ell), *cnt = malloc(sizeof *cnt * ell), nnz = 0;
     series_t whole = {malloc(sizeof(double) * (size_t)calls), calls};
     series_t with_s = {malloc(sizeof(double) * (size_t)calls), calls};
     series_t draft = {malloc(sizeof(double) * (size_t)calls), calls};
     qsv_codec_params params;
     const size_t cwsz = qsv_codec_workspace_bytes(v, ell);
     void *cws = malloc(cwsz ? cwsz : 1);
-    if (qsv_codec_params_init(&params, v, ell, cws, cwsz) != QSV_CODEC_OK) return 2;
+    if (qsv_codec_params_init(&params, v, ell, (qsv_workspace){cws, cwsz}) != QSV_OK) return 2;
+    const size_t dwsz = qsv_draft_workspace_size(&params);
+    void *dws = malloc(dwsz);
+    const qsv_quant_params qp = {ell, temp, 0, 1.0, QSV_KERNEL_AUTO};
     const size_t msg_cap = (size_t)((params.bound_bits + 1 + 7) / 8);
     uint8_t *msg = malloc(msg_cap);
     uint64_t msg_bits = 0;
@@ -88,13 +91,16 @@ int main(int argc, char **argv) {
     for (int r = -3; r < calls; r++) { /* three warm-up calls */
         if (rows) memcpy(z, rows + (size_t)((unsigned)(r + 3) % nrows) * v, sizeof *z * v);
         const double t0 = now_us();
-        rc |= qsv_quantize_logits(z, v, ell, temp, 0, 1.0, wsm, wsz, idx, cnt, ell, &nnz, NULL);
+        qsv_point pt = {idx, cnt, ell, 0};
+        rc |= qsv_quantize_logits(z, v, &qp, (qsv_workspace){wsm, wsz}, &pt, NULL);
         const double t1 = now_us();
-        rc |= qsv_sample(idx, cnt, nnz, ell, (uint32_t)(r < 0 ? 0 : r) % ell, &tok);
+        rc |= qsv_sample(&pt, ell, (uint32_t)(r < 0 ? 0 : r) % ell) < 0;
         const double t2 = now_us();
-        rc |= qsv_draft_token(z, v, ell, temp, 0, 1.0, (uint32_t)(r < 0 ? 0 : r) % ell, wsm, wsz, idx, cnt, ell, &nnz,
-                              &tok, &params, QSV_CODEC_MODE_AUTO, msg, msg_cap, &msg_bits, cws, cwsz) != 0;
+        qsv_message m = {msg, msg_cap, QSV_CODEC_MODE_AUTO, 0, 0};
+        rc |= qsv_draft_token(z, &qp, &params, (uint32_t)(r < 0 ? 0 : r) % ell, (qsv_workspace){dws, dwsz}, &pt, &m) < 0;
         const double t3 = now_us();
+        nnz = pt.nnz;
+        msg_bits = m.bits;
         if (r >= 0) {
             whole.t[r] = t1 - t0;
             with_s.t[r] = t2 - t0;
@@ -112,16 +118,12 @@ int main(int argc, char **argv) {
         const double t0 = now_us();
         rc |= !kern.kmax(z, v, (float *)w.bmax, &m, &zmin);
         const double t1 = now_us();
-        const float t_store = first_collect_t(ell);
         const int clamp = exp_needs_clamp(zmin, m, c2);
-        double low[2];
-        const double sum = kern.kexp(z, v, m, inv_t, c2, (const float *)w.bmax, exp_skip_t(v), t_store, clamp, w.e,
-                                     low);
+        const double sum = kern.kexp(z, v, m, c2, clamp, w.e);
         const double t2 = now_us();
-        prep_t p = {.mode = PREP_DENSE, .scale = (double)ell / sum, .t_store = t_store, .m = m, .inv_t = inv_t,
-                    .c2 = c2, .clamp = clamp};
+        prep_t p = {.mode = PREP_DENSE, .scale = (double)ell / sum, .m = m, .inv_t = inv_t, .c2 = c2, .clamp = clamp};
         uint32_t k;
-        rc |= dense_fix(&kern, &w, &p, z, v, ell, &k) != QSV_OK;
+        rc |= dense_fix(&kern, &w, &p, v, ell, &k) != QSV_OK;
         const double t3 = now_us();
         ph[0].t[r] = t1 - t0;
         ph[1].t[r] = t2 - t1;
@@ -144,6 +146,7 @@ int main(int argc, char **argv) {
     free(with_s.t);
     free(draft.t);
     free(cws);
+    free(dws);
     free(msg);
     for (int j = 0; j < 3; j++) free(ph[j].t);
     return rc != 0;

@@ -9,6 +9,34 @@
 
 #include "qsv_codec.h"
 
+/* The codec calls with the point and buffers as separate arguments (the shape these tests were written in). */
+static inline int t_encoded_bits(const qsv_codec_params *p, const uint32_t *idx, const uint32_t *cnt, uint32_t nnz,
+                                 int mode, uint64_t *bits, int *chosen) {
+    const qsv_point pt = {(uint32_t *)idx, (uint32_t *)cnt, nnz, nnz};
+    return qsv_codec_encoded_bits(p, &pt, mode, bits, chosen);
+}
+static inline int t_check_point(const qsv_codec_params *p, const uint32_t *idx, const uint32_t *cnt, uint32_t nnz) {
+    const qsv_point pt = {(uint32_t *)idx, (uint32_t *)cnt, nnz, nnz};
+    return qsv_codec_check_point(p, &pt);
+}
+static inline int t_encode(const qsv_codec_params *p, int mode, const uint32_t *idx, const uint32_t *cnt,
+                           uint32_t nnz, uint8_t *out, size_t cap, uint64_t *bits, int *chosen, void *ws,
+                           size_t ws_bytes) {
+    const qsv_point pt = {(uint32_t *)idx, (uint32_t *)cnt, nnz, nnz};
+    qsv_message msg = {out, cap, mode, -1, 0};
+    const int rc = qsv_codec_encode(p, &pt, &msg, (qsv_workspace){ws, ws_bytes});
+    if (rc == QSV_OK && bits) *bits = msg.bits;
+    if (rc == QSV_OK && chosen) *chosen = msg.chosen_mode;
+    return rc;
+}
+static inline int t_decode(const qsv_codec_params *p, const uint8_t *in, size_t len, uint32_t *idx, uint32_t *cnt,
+                           uint32_t cap, uint32_t *nnz, int *mode, void *ws, size_t ws_bytes) {
+    qsv_point pt = {idx, cnt, cap, 0};
+    const int rc = qsv_codec_decode(p, in, len, &pt, mode, (qsv_workspace){ws, ws_bytes});
+    if (rc == QSV_OK) *nnz = pt.nnz;
+    return rc;
+}
+
 #define FUZZ_REQUIRE(cond)                                                                                       \
     do {                                                                                                         \
         if (!(cond)) {                                                                                           \
@@ -44,14 +72,14 @@ static inline int fuzz_ctx_init(fuzz_ctx *c, const uint8_t *data, uint32_t max_e
     /* the workspace (up to ~10 MB) only where the enumerative coder runs: keeps the executions fast */
     c->ws = NULL;
     c->ws_bytes = 0;
-    int rc = qsv_codec_params_init(&c->p, V, ell, NULL, 0);
-    if (rc == QSV_CODEC_E_SPACE || (rc == QSV_CODEC_OK && c->p.bound_bits <= FUZZ_MAX_ENUM_BITS)) {
+    int rc = qsv_codec_params_init(&c->p, V, ell, (qsv_workspace){NULL, 0});
+    if (rc == QSV_ERR_WORKSPACE || (rc == QSV_OK && c->p.bound_bits <= FUZZ_MAX_ENUM_BITS)) {
         c->ws_bytes = qsv_codec_workspace_bytes(V, ell);
         c->ws = malloc(c->ws_bytes);
         FUZZ_REQUIRE(c->ws);
-        rc = qsv_codec_params_init(&c->p, V, ell, c->ws, c->ws_bytes);
+        rc = qsv_codec_params_init(&c->p, V, ell, (qsv_workspace){c->ws, c->ws_bytes});
     }
-    FUZZ_REQUIRE(rc == QSV_CODEC_OK);
+    FUZZ_REQUIRE(rc == QSV_OK);
     c->out_cap = 16u + (size_t)n * 16u + (size_t)ell * 4u + (size_t)(c->p.bound_bits / 8);
     c->out = malloc(c->out_cap);
     FUZZ_REQUIRE(c->out);
@@ -72,27 +100,27 @@ static inline void fuzz_ctx_free(fuzz_ctx *c) {
 static inline void fuzz_check_message(fuzz_ctx *c, const uint8_t *msg, size_t len) {
     uint32_t nnz = 0;
     int mode = -1;
-    int rc = qsv_codec_decode(&c->p, msg, len, c->idx, c->cnt, c->p.max_nnz, &nnz, &mode, c->ws, c->ws_bytes);
-    FUZZ_REQUIRE(rc <= 0 && rc > QSV_CODEC_E_INTERNAL);
-    if (rc != QSV_CODEC_OK) return;
-    FUZZ_REQUIRE(qsv_codec_check_point(&c->p, c->idx, c->cnt, nnz) == QSV_CODEC_OK);
+    int rc = t_decode(&c->p, msg, len, c->idx, c->cnt, c->p.max_nnz, &nnz, &mode, c->ws, c->ws_bytes);
+    FUZZ_REQUIRE(rc <= 0 && rc != QSV_ERR_INTERNAL);
+    if (rc != QSV_OK) return;
+    FUZZ_REQUIRE(t_check_point(&c->p, c->idx, c->cnt, nnz) == QSV_OK);
     static const int modes[3] = {QSV_CODEC_MODE_AUTO, QSV_CODEC_MODE_ENUM, QSV_CODEC_MODE_SPARSE};
     for (int i = 0; i < 3; ++i) {
         if (modes[i] != QSV_CODEC_MODE_SPARSE && c->p.bound_bits > FUZZ_MAX_ENUM_BITS) continue;
         uint64_t bits = 0;
         int chosen = -1;
-        rc = qsv_codec_encode(&c->p, modes[i], c->idx, c->cnt, nnz, c->out, c->out_cap, &bits, &chosen, c->ws,
+        rc = t_encode(&c->p, modes[i], c->idx, c->cnt, nnz, c->out, c->out_cap, &bits, &chosen, c->ws,
                               c->ws_bytes);
-        FUZZ_REQUIRE(rc == QSV_CODEC_OK);
+        FUZZ_REQUIRE(rc == QSV_OK);
         size_t bytes = (size_t)((bits + 7) / 8);
         if (modes[i] == QSV_CODEC_MODE_AUTO) FUZZ_REQUIRE(bits <= c->p.bound_bits + 1);
         if (modes[i] == QSV_CODEC_MODE_ENUM && mode == QSV_CODEC_MODE_ENUM)
             FUZZ_REQUIRE(bytes == len && memcmp(c->out, msg, len) == 0);
         uint32_t nnz2 = 0;
         int mode2 = -1;
-        rc = qsv_codec_decode(&c->p, c->out, bytes, c->idx2, c->cnt2, c->p.max_nnz, &nnz2, &mode2, c->ws,
+        rc = t_decode(&c->p, c->out, bytes, c->idx2, c->cnt2, c->p.max_nnz, &nnz2, &mode2, c->ws,
                               c->ws_bytes);
-        FUZZ_REQUIRE(rc == QSV_CODEC_OK && mode2 == chosen && nnz2 == nnz);
+        FUZZ_REQUIRE(rc == QSV_OK && mode2 == chosen && nnz2 == nnz);
         FUZZ_REQUIRE(memcmp(c->idx, c->idx2, nnz * sizeof(uint32_t)) == 0);
         FUZZ_REQUIRE(memcmp(c->cnt, c->cnt2, nnz * sizeof(uint32_t)) == 0);
     }

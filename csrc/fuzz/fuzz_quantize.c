@@ -24,8 +24,9 @@ static void check_point(const uint32_t *idx, const uint32_t *cnt, uint32_t nnz, 
     for (uint32_t i = 0; i < v; i++) nz += dense[i] != 0;
     if (nz != nnz) abort();
     for (uint32_t u = 0; u < ell; u += 1 + ell / 64) {
-        uint32_t tok;
-        if (qsv_sample(idx, cnt, nnz, ell, u, &tok) != QSV_OK || dense[tok] == 0) abort();
+        const qsv_point pt = {(uint32_t *)idx, (uint32_t *)cnt, nnz, nnz};
+        const int tok = qsv_sample(&pt, ell, u);
+        if (tok < 0 || dense[tok] == 0) abort();
     }
 }
 
@@ -56,8 +57,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!(mode & 1)) {
         int finite = 1;
         for (uint32_t i = 0; i < v; i++) finite &= isfinite(z[i]) != 0;
-        const int rc = qsv_quantize_logits_kernel(z, v, ell, temperature, top_k, top_p, kernel, ws, wsz, idx, cnt,
-                                                  cap, &nnz, dense);
+        const qsv_quant_params params = {ell, temperature, top_k, top_p, kernel};
+        qsv_point pt = {idx, cnt, cap, 0};
+        const int rc = qsv_quantize_logits(z, v, &params, (qsv_workspace){ws, wsz}, &pt, dense);
+        nnz = pt.nnz;
         if (rc == QSV_OK) {
             if (!finite) abort();
             check_point(idx, cnt, nnz, dense, v, ell);
@@ -74,7 +77,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         if (s > 0.0) {
             for (uint32_t i = 0; i < v; i++) q[i] /= s;
-            const int rc = qsv_quantize_probs_f64(q, v, ell, ws, wsz, idx, cnt, cap, &nnz, dense);
+            qsv_point pt = {idx, cnt, cap, 0};
+            const int rc = qsv_quantize_probs_f64(q, v, ell, (qsv_workspace){ws, wsz}, &pt, dense);
+            nnz = pt.nnz;
             if (rc == QSV_OK) {
                 check_point(idx, cnt, nnz, dense, v, ell);
                 int64_t *b = malloc(sizeof *b * v);

@@ -19,7 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint32_t *ids = malloc((count ? count : 1) * sizeof(uint32_t));
     if (!ids) abort();
     int rc = qsv_codec_unpack_tokens(msg, len, count, V, ids);
-    if (rc == QSV_CODEC_OK) {
+    if (rc == QSV_OK) {
         size_t bytes = qsv_codec_token_bytes(V, count);
         if (bytes != len) abort();
         uint8_t *again = malloc(bytes ? bytes : 1);
@@ -27,10 +27,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         for (size_t i = 0; i < count; ++i) {
             if (ids[i] >= V) abort();
         }
-        if (qsv_codec_pack_tokens(ids, count, V, again, bytes) != QSV_CODEC_OK) abort();
+        if (qsv_codec_pack_tokens(ids, count, V, again, bytes) != QSV_OK) abort();
         if (bytes && memcmp(again, msg, bytes) != 0) abort();
         free(again);
-    } else if (rc != QSV_CODEC_E_TRUNCATED && rc != QSV_CODEC_E_TRAILING && rc != QSV_CODEC_E_RANGE) {
+    } else if (rc != QSV_ERR_TRUNCATED && rc != QSV_ERR_TRAILING && rc != QSV_ERR_RANGE) {
         abort();
     }
     free(ids);

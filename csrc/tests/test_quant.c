@@ -25,6 +25,31 @@ static void out_alloc(out_t *o, uint32_t v) {
     o->ws = malloc(o->wsz);
 }
 
+/* the public calls on o's buffers (capacity cap); o->nnz receives the point's size */
+static int q_logits(out_t *o, const float *z, uint32_t v, uint32_t ell, double temp, uint32_t top_k, double top_p,
+                    int kernel, uint32_t cap, uint32_t *dense) {
+    const qsv_quant_params params = {ell, temp, top_k, top_p, kernel};
+    qsv_point pt = {o->idx, o->cnt, cap, 0};
+    const int rc = qsv_quantize_logits(z, v, &params, (qsv_workspace){o->ws, o->wsz}, &pt, dense);
+    o->nnz = pt.nnz;
+    return rc;
+}
+
+static int q_scaled(out_t *o, const float *z, uint32_t v, uint32_t ell, double temp, uint32_t top_k, double top_p,
+                    int kernel, double *x) {
+    const qsv_quant_params params = {ell, temp, top_k, top_p, kernel};
+    return qsv_logits_scaled(z, v, &params, (qsv_workspace){o->ws, o->wsz}, x);
+}
+
+static int q_probs(out_t *o, const double *q64, const float *q32, uint32_t v, uint32_t ell, uint32_t *dense) {
+    qsv_point pt = {o->idx, o->cnt, v, 0};
+    const qsv_workspace ws = {o->ws, o->wsz};
+    const int rc = q64 ? qsv_quantize_probs_f64(q64, v, ell, ws, &pt, dense)
+                       : qsv_quantize_probs_f32(q32, v, ell, ws, &pt, dense);
+    o->nnz = pt.nnz;
+    return rc;
+}
+
 static void out_free(out_t *o) {
     free(o->idx);
     free(o->cnt);
@@ -62,8 +87,8 @@ static int equal_to_ref(const out_t *o, const double *x, uint32_t v, uint32_t el
 }
 
 static void probs_case(const double *q, uint32_t v, uint32_t ell, out_t *o, const char *what) {
-    const int rc = qsv_quantize_probs_f64(q, v, ell, o->ws, o->wsz, o->idx, o->cnt, v, &o->nnz, o->dense);
-    CHECK(rc == QSV_OK, "%s: rc=%d (%s)", what, rc, qsv_status_message(rc));
+    const int rc = q_probs(o, q, NULL, v, ell, o->dense);
+    CHECK(rc == QSV_OK, "%s: rc=%d (%s)", what, rc, qsv_error_name(rc));
     if (rc != QSV_OK) return;
     if (!check_point(o, v, ell, what)) return;
     double *x = malloc(sizeof *x * v);
@@ -139,8 +164,7 @@ static void test_huge_logits(void) {
         if (!qsv_kernel_available(kernel)) continue;
         for (int t = 0; t < 3; t++) {
             const double temp = t == 0 ? 1.0 : t == 1 ? 1e-6 : 1e6;
-            const int rc = qsv_quantize_logits_kernel(z, v, 47031, temp, 0, 1.0, kernel, o.ws, o.wsz, o.idx, o.cnt, v,
-                                                      &o.nnz, NULL);
+            const int rc = q_logits(&o, z, v, 47031, temp, 0, 1.0, kernel, v, NULL);
             CHECK(rc == QSV_OK, "huge logits, kernel %d, T=%g: rc %d", kernel, temp, rc);
             if (rc != QSV_OK) continue;
             /* two equal maxima share everything (e of the others underflows at these T, or is < 1e-30 at 1e6) */
@@ -181,7 +205,7 @@ static void test_probs_f32(void) {
     double sum = 0.0;
     for (uint32_t i = 0; i < v; i++) sum += (q[i] = (float)exp(2.0 * rng_gauss(&s)));
     for (uint32_t i = 0; i < v; i++) q[i] = (float)(q[i] / sum);
-    const int rc = qsv_quantize_probs_f32(q, v, ell, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    const int rc = q_probs(&o, NULL, q, v, ell, o.dense);
     CHECK(rc == QSV_OK, "f32 rc=%d", rc);
     for (uint32_t i = 0; i < v; i++) x[i] = (double)ell * (double)q[i];
     if (rc == QSV_OK && check_point(&o, v, ell, "f32")) equal_to_ref(&o, x, v, ell, "f32");
@@ -257,12 +281,11 @@ static void test_logits(void) {
                 for (int kernel = QSV_KERNEL_SCALAR; kernel <= QSV_KERNEL_AVX2; kernel++) {
                     if (!qsv_kernel_available(kernel)) continue;
                     snprintf(what, sizeof what, "logits V=%u ell=%u T=%g kernel=%d", v, ell, temps[t], kernel);
-                    int rc = qsv_quantize_logits_kernel(z, v, ell, temps[t], 0, 1.0, kernel, o.ws, o.wsz, o.idx,
-                                                        o.cnt, v, &o.nnz, o.dense);
+                    int rc = q_logits(&o, z, v, ell, temps[t], 0, 1.0, kernel, v, o.dense);
                     CHECK(rc == QSV_OK, "%s: rc=%d", what, rc);
                     if (rc != QSV_OK || !check_point(&o, v, ell, what)) continue;
                     /* the fused output is exactly the rule on the x it computed */
-                    rc = qsv_logits_scaled(z, v, ell, temps[t], 0, 1.0, kernel, o.ws, o.wsz, x);
+                    rc = q_scaled(&o, z, v, ell, temps[t], 0, 1.0, kernel, x);
                     CHECK(rc == QSV_OK, "%s: scaled rc=%d", what, rc);
                     equal_to_ref(&o, x, v, ell, what);
                     /* and that x is within tolerance of a float64 softmax */
@@ -302,40 +325,44 @@ static void test_filters(void) {
     out_t o;
     out_alloc(&o, v);
     /* greedy: all ell on the first argmax */
-    int rc = qsv_quantize_logits(z, v, 7, 0.0, 0, 1.0, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    int rc = q_logits(&o, z, v, 7, 0.0, 0, 1.0, QSV_KERNEL_AUTO, v, o.dense);
     CHECK(rc == QSV_OK && o.nnz == 1 && o.idx[0] == 1 && o.cnt[0] == 7, "greedy");
     /* top-k = 2 among four tied maxima keeps the two lowest indices (1, 2) */
-    rc = qsv_quantize_logits(z, v, 10, 1.0, 2, 1.0, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    rc = q_logits(&o, z, v, 10, 1.0, 2, 1.0, QSV_KERNEL_AUTO, v, o.dense);
     CHECK(rc == QSV_OK && o.nnz == 2 && o.idx[0] == 1 && o.idx[1] == 2 && o.cnt[0] == 5 && o.cnt[1] == 5, "top-k");
     /* top-k = 5: four 3.0 plus the first 2.0 (index 3) */
-    rc = qsv_quantize_logits(z, v, 65535, 1.0, 5, 1.0, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    rc = q_logits(&o, z, v, 65535, 1.0, 5, 1.0, QSV_KERNEL_AUTO, v, o.dense);
     CHECK(rc == QSV_OK && o.nnz == 5 && o.idx[0] == 1 && o.idx[1] == 2 && o.idx[2] == 3 && o.idx[3] == 4 &&
               o.idx[4] == 8,
           "top-k ties");
     /* top-p = 0.5 with four equal top tokens (each ~0.21 of the mass): three survive (1, 2, 4) */
-    rc = qsv_quantize_logits(z, v, 3, 1.0, 0, 0.5, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    rc = q_logits(&o, z, v, 3, 1.0, 0, 0.5, QSV_KERNEL_AUTO, v, o.dense);
     CHECK(rc == QSV_OK && o.nnz == 3 && o.idx[0] == 1 && o.idx[1] == 2 && o.idx[2] == 4, "top-p");
     /* top-p tiny keeps exactly the first argmax */
-    rc = qsv_quantize_logits(z, v, 9, 1.0, 0, 1e-9, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    rc = q_logits(&o, z, v, 9, 1.0, 0, 1e-9, QSV_KERNEL_AUTO, v, o.dense);
     CHECK(rc == QSV_OK && o.nnz == 1 && o.idx[0] == 1 && o.cnt[0] == 9, "top-p tiny");
     /* top-k then top-p */
-    rc = qsv_quantize_logits(z, v, 4, 1.0, 6, 0.99, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, o.dense);
+    rc = q_logits(&o, z, v, 4, 1.0, 6, 0.99, QSV_KERNEL_AUTO, v, o.dense);
     CHECK(rc == QSV_OK && check_point(&o, v, 4, "top-k+top-p"), "top-k+top-p rc=%d", rc);
     out_free(&o);
 }
 
 static void test_sample(void) {
     const uint32_t idx[4] = {3, 9, 10, 200}, cnt[4] = {2, 1, 4, 3};
-    uint32_t tok = 0;
-    const uint32_t want[10] = {3, 3, 9, 10, 10, 10, 10, 200, 200, 200};
+    const qsv_point pt = {(uint32_t *)idx, (uint32_t *)cnt, 4, 4}, empty = {(uint32_t *)idx, (uint32_t *)cnt, 4, 0};
+    const qsv_point null_idx = {NULL, (uint32_t *)cnt, 4, 4};
+    int tok = 0;
+    const int want[10] = {3, 3, 9, 10, 10, 10, 10, 200, 200, 200};
     for (uint32_t u = 0; u < 10; u++) {
-        CHECK(qsv_sample(idx, cnt, 4, 10, u, &tok) == QSV_OK && tok == want[u], "sample u=%u -> %u", u, tok);
+        tok = qsv_sample(&pt, 10, u);
+        CHECK(tok == want[u], "sample u=%u -> %d", u, tok);
     }
-    CHECK(qsv_sample(idx, cnt, 4, 10, 10, &tok) == QSV_ERR_SAMPLE, "u = ell rejected");
-    CHECK(qsv_sample(idx, cnt, 4, 11, 3, &tok) == QSV_ERR_SAMPLE, "sum != ell rejected");
-    CHECK(qsv_sample(idx, cnt, 0, 10, 3, &tok) == QSV_ERR_SAMPLE, "empty rejected");
-    CHECK(qsv_sample(NULL, cnt, 4, 10, 3, &tok) == QSV_ERR_NULL, "NULL rejected");
-    CHECK(qsv_sample(idx, cnt, 4, 0, 0, &tok) == QSV_ERR_ELL, "ell 0 rejected");
+    CHECK(qsv_sample(&pt, 10, 10) == QSV_ERR_SAMPLE, "u = ell rejected");
+    CHECK(qsv_sample(&pt, 11, 3) == QSV_ERR_SAMPLE, "sum != ell rejected");
+    CHECK(qsv_sample(&empty, 10, 3) == QSV_ERR_SAMPLE, "empty rejected");
+    CHECK(qsv_sample(&null_idx, 10, 3) == QSV_ERR_NULL, "NULL rejected");
+    CHECK(qsv_sample(NULL, 10, 3) == QSV_ERR_NULL, "NULL point rejected");
+    CHECK(qsv_sample(&pt, 0, 0) == QSV_ERR_ELL, "ell 0 rejected");
 }
 
 static void test_errors(void) {
@@ -345,7 +372,8 @@ static void test_errors(void) {
     out_t o;
     out_alloc(&o, v);
 #define QL_(zz, vv, ell, t, k, p, ws, wsz, cap)                                                                      \
-    qsv_quantize_logits(zz, vv, ell, t, k, p, ws, wsz, o.idx, o.cnt, cap, &o.nnz, NULL)
+    qsv_quantize_logits(zz, vv, &(qsv_quant_params){ell, t, k, p, 0}, (qsv_workspace){ws, wsz},                      \
+                        &(qsv_point){o.idx, o.cnt, cap, 0}, NULL)
     CHECK(QL_(NULL, v, 4, 1.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_NULL, "null logits");
     CHECK(QL_(z, 0, 4, 1.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_VOCAB, "V=0");
     CHECK(QL_(z, v, 0, 1.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_ELL, "ell=0");
@@ -365,17 +393,19 @@ static void test_errors(void) {
     z[5] = INFINITY;
     CHECK(QL_(z, v, 4, 0.0, 0, 1.0, o.ws, o.wsz, v) == QSV_ERR_NONFINITE, "+inf logit (greedy)");
 #undef QL_
-    CHECK(qsv_quantize_probs_f64(q, v, 4, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, NULL) == QSV_OK, "probs ok");
+    CHECK(q_probs(&o, q, NULL, v, 4, NULL) == QSV_OK, "probs ok");
     q[0] = 0.2;
-    CHECK(qsv_quantize_probs_f64(q, v, 4, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, NULL) == QSV_ERR_PROBS, "sum");
+    CHECK(q_probs(&o, q, NULL, v, 4, NULL) == QSV_ERR_PROBS, "sum");
     q[0] = -0.125;
     q[1] = 0.375;
-    CHECK(qsv_quantize_probs_f64(q, v, 4, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, NULL) == QSV_ERR_PROBS, "neg");
+    CHECK(q_probs(&o, q, NULL, v, 4, NULL) == QSV_ERR_PROBS, "neg");
     q[0] = INFINITY;
-    CHECK(qsv_quantize_probs_f64(q, v, 4, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz, NULL) == QSV_ERR_NONFINITE, "inf");
+    CHECK(q_probs(&o, q, NULL, v, 4, NULL) == QSV_ERR_NONFINITE, "inf");
     CHECK(qsv_quant_workspace_size(0) == 0 && qsv_quant_workspace_size(QSV_MAX_VOCAB + 1u) == 0, "ws size");
     CHECK(qsv_kernel_available(99) == 0, "unknown kernel");
-    CHECK(strcmp(qsv_status_message(QSV_ERR_ELL), "ell must be in 1..65535") == 0, "message");
+    CHECK(strcmp(qsv_error_name(QSV_ERR_ELL), "ell must be in 1..65535") == 0, "message");
+    CHECK(strcmp(qsv_error_name(12345), "unknown error code") == 0 && qsv_is_error(QSV_ERR_ELL) && !qsv_is_error(0),
+          "unknown code");
     out_free(&o);
 }
 
@@ -404,12 +434,12 @@ static void test_clamp_boundary(void) {
         /* every block of 64 holds a value near the top (no block is skipped) and values down to -span */
         for (uint32_t i = 0; i < v; i++) z[i] = i % 64 == 0 ? -1.0f : (float)(-spans[si] * (double)(i % 64) / 63.0);
         z[17] = 0.5f;
-        int rc = qsv_logits_scaled(z, v, 720, 1.0, 0, 1.0, QSV_KERNEL_SCALAR, o.ws, o.wsz, xs);
+        int rc = q_scaled(&o, z, v, 720, 1.0, 0, 1.0, QSV_KERNEL_SCALAR, xs);
         CHECK(rc == QSV_OK, "clamp boundary span %g: scalar rc %d", spans[si], rc);
         CHECK(xs[63] > 0.0 && xs[63] < 1e-30, "clamp boundary span %g: smallest x %g", spans[si], xs[63]);
         for (int kernel = QSV_KERNEL_VECTOR; kernel <= QSV_KERNEL_AVX2; kernel++) {
             if (!qsv_kernel_available(kernel)) continue;
-            rc = qsv_logits_scaled(z, v, 720, 1.0, 0, 1.0, kernel, o.ws, o.wsz, xk);
+            rc = q_scaled(&o, z, v, 720, 1.0, 0, 1.0, kernel, xk);
             CHECK(rc == QSV_OK, "clamp boundary span %g kernel %d: rc %d", spans[si], kernel, rc);
             const double worst = max_rel_diff(xk, xs, v);
             if (kernel == QSV_KERNEL_VECTOR)
@@ -451,12 +481,11 @@ static void test_low_poly_tiers(void) {
         for (int kernel = QSV_KERNEL_SCALAR; kernel <= QSV_KERNEL_AVX2; kernel++) {
             if (!qsv_kernel_available(kernel)) continue;
             double *x = kernel == QSV_KERNEL_SCALAR ? xs : xk;
-            int rc = qsv_logits_scaled(z, v, ell, 1.0, 0, 1.0, kernel, o.ws, o.wsz, x);
+            int rc = q_scaled(&o, z, v, ell, 1.0, 0, 1.0, kernel, x);
             CHECK(rc == QSV_OK, "tiers %s kernel %d: rc %d", names[c], kernel, rc);
             const double rel = fabs(x[0] - x_ref) / x_ref;
             CHECK(rel <= 1.5e-6, "tiers %s kernel %d: top x off float64 by %.3g (> 1.5e-6)", names[c], kernel, rel);
-            rc = qsv_quantize_logits_kernel(z, v, ell, 1.0, 0, 1.0, kernel, o.ws, o.wsz, o.idx, o.cnt, v, &o.nnz,
-                                            o.dense);
+            rc = q_logits(&o, z, v, ell, 1.0, 0, 1.0, kernel, v, o.dense);
             CHECK(rc == QSV_OK && check_point(&o, v, ell, names[c]), "tiers %s kernel %d: quantize", names[c], kernel);
             equal_to_ref(&o, x, v, ell, names[c]);
             if (kernel == QSV_KERNEL_SCALAR) continue;
