@@ -34,7 +34,7 @@ import numpy as np
 
 from edge_runtime.slm import DraftModel
 from qsv_wire import codec, core, reference
-from qsv_wire.lattice import LatticePoint
+from qsv_wire.lattice import MAX_ELL, LatticePoint
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class DraftConfig:
     def __post_init__(self) -> None:
         if self.mode not in (QS, SQ):
             raise ValueError(f"mode must be {QS!r} or {SQ!r}, got {self.mode!r}")
-        if not 1 <= self.ell <= 65535:
-            raise ValueError(f"ell must be in 1..65535, got {self.ell}")
+        if not 1 <= self.ell <= MAX_ELL:
+            raise ValueError(f"ell must be in 1..{MAX_ELL}, got {self.ell}")
         if not np.isfinite(self.temperature) or self.temperature < 0:
             raise ValueError(f"temperature must be finite and >= 0, got {self.temperature}")
         if self.top_k < 0 or not 0.0 < self.top_p <= 1.0:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from qsv_wire._native import CodecError, check, ffi, lib
-from qsv_wire.lattice import LatticePoint
+from qsv_wire.lattice import MAX_ELL, LatticePoint
 
 __all__ = [
     "CodecError",
@@ -48,8 +48,7 @@ __all__ = [
     "workspace_bytes",
 ]
 
-MAX_VOCAB = 1 << 24
-MAX_ELL = 65535
+MAX_VOCAB = 1 << 24  # the codec's capacity (QSV_CODEC_MAX_VOCAB); drafts come from the quantizer's 2^21
 MODES = {
     "auto": lib.QSV_CODEC_MODE_AUTO,
     "enum": lib.QSV_CODEC_MODE_ENUM,

@@ -23,10 +23,8 @@ import numpy as np
 from qsv_wire import codec as codec_module
 from qsv_wire._native import CoreError, check, ffi, lib
 from qsv_wire.codec import bound_bits, decode, encode  # noqa: F401  (re-exported: the public core API)
-from qsv_wire.lattice import LatticePoint
+from qsv_wire.lattice import MAX_ELL, MAX_VOCAB, LatticePoint
 
-MAX_ELL = int(lib.QSV_MAX_ELL)
-MAX_VOCAB = int(lib.QSV_MAX_VOCAB)
 KERNELS = {
     "auto": lib.QSV_KERNEL_AUTO,
     "scalar": lib.QSV_KERNEL_SCALAR,

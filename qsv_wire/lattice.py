@@ -9,6 +9,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from qsv_wire._native import lib
+
+# The lattice's and the quantizer's ranges, defined once (csrc/qsv_quant.h) and read from the loaded C core.
+MAX_ELL = int(lib.QSV_MAX_ELL)  # ℓ: 1..MAX_ELL
+MAX_VOCAB = int(lib.QSV_MAX_VOCAB)  # the largest vocabulary the quantizer takes (the codec carries up to 2^24)
+
 
 class LatticeError(ValueError):
     """A lattice point that breaks its invariants."""
@@ -33,8 +39,8 @@ class LatticePoint:
         self.validate()
 
     def validate(self) -> None:
-        if not 1 <= self.ell <= 65535:
-            raise LatticeError(f"ell must be in 1..65535, got {self.ell}")
+        if not 1 <= self.ell <= MAX_ELL:
+            raise LatticeError(f"ell must be in 1..{MAX_ELL}, got {self.ell}")
         if self.vocab_size < 1:
             raise LatticeError(f"vocab_size must be positive, got {self.vocab_size}")
         if self.indices.ndim != 1 or self.indices.shape != self.counts.shape:

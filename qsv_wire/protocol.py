@@ -22,6 +22,7 @@ from enum import IntEnum, IntFlag
 import numpy as np
 
 from qsv_wire import codec
+from qsv_wire.lattice import MAX_ELL, MAX_VOCAB
 
 PROTOCOL_VERSION = 1
 MAGIC = b"QS"
@@ -72,7 +73,7 @@ class Limits:
     max_draft_len: int = 32  # L: draft tokens (and lattice points) per DRAFT
     max_ell: int = 1024  # ℓ: worst enumerative decode ∝ ℓ²·log V: ≈ 60 ms per maximal DRAFT at V = 49,152
     max_history: int = 32768  # OPEN history (prompt + committed tokens on RESYNC) = the session's token limit
-    max_vocab_size: int = 1 << 21  # = the C quantizer's QSV_MAX_VOCAB: every draft comes from it (codec: up to 2^24)
+    max_vocab_size: int = MAX_VOCAB  # the C quantizer's QSV_MAX_VOCAB: every draft comes from it (codec: up to 2^24)
     max_id_chars: int = 64
     max_error_chars: int = 1024
     device_rate_per_s: float = 200.0  # messages per second per device (token bucket on each worker)
@@ -262,8 +263,8 @@ def _check_vocab(vocab_size: int, limits: Limits) -> None:
 
 def _check_round_shape(ell: int, codec_mode: int, limits: Limits, session: int = 0, seq: int = 0) -> None:
     """A DRAFT's ℓ and codec mode: ℓ above the limit is TOO_LARGE (a cost limit), a reserved mode BAD_PARAMS."""
-    if not 1 <= ell <= 65535:
-        raise ProtocolError(ErrorCode.BAD_PARAMS, f"ell must be in 1..65535, got {ell}", session, seq)
+    if not 1 <= ell <= MAX_ELL:
+        raise ProtocolError(ErrorCode.BAD_PARAMS, f"ell must be in 1..{MAX_ELL}, got {ell}", session, seq)
     if ell > limits.max_ell:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"ell {ell} exceeds the limit {limits.max_ell}", session, seq)
     if codec_mode not in CODEC_MODES:

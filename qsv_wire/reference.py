@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from qsv_wire.lattice import LatticePoint
+from qsv_wire.lattice import MAX_ELL, MAX_VOCAB, LatticePoint  # noqa: F401  (MAX_*: re-exported)
 
-MAX_ELL = 65535
-MAX_VOCAB = 2_097_152
 PROB_SUM_TOL = 1e-3
 FUSED_REL_TOL = 1e-5
 FUSED_ABS_TOL = 1e-9

@@ -335,6 +335,9 @@ def test_sliced_admission_gives_the_same_feedback(target) -> None:
             replies.append((first, second))
         assert [dataclasses.replace(r, queue_us=0, verify_us=0) for r in replies[0]] == \
             [dataclasses.replace(r, queue_us=0, verify_us=0) for r in replies[1]]
+        deadline = time.monotonic() + 5.0  # the scheduler counts a batch just after its futures are resolved
+        while sliced.scheduler.items < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
         assert sliced.scheduler.isolated_batches >= 8 and sliced.scheduler.items == 2
     finally:
         sliced.stop()
