@@ -48,7 +48,7 @@ PROMPT_TEXT = "Once upon a time, in a small village by the sea,"
 MAX_NEW = 48  # about 16 rounds of L = 3 with the small pair
 FAULT_AFTER = 4  # the fault is injected once the board has streamed this many rounds' verdicts
 FEEDBACK_TIMEOUT_S = 1.5  # the board resends a round after this, and resyncs after one more
-REPLACEMENT_DELAY_S = 3.0  # kill -9 → the replacement worker is started this much later
+REPLACEMENT_DELAY_S = 30.0  # kill -9 → the replacement worker starts this much later (the issue: a restart of ≥ 30 s)
 DEADLINE_S = 4.0  # the recovery deadline of the board that no verifier ever comes back to
 
 
