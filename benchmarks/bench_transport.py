@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{m:8s}{s['median']:12.0f}{s['p90']:10.0f}{s['p99']:10.0f}{s['mean']:10.0f}")
     print("CPU time per round (µs): " + ", ".join(f"{k} {v:.0f}" for k, v in cpu_us.items()))
     print(f"TLS / plain median ratio: {med['tls']['median'] / med['plain']['median']:.2f}")
-    print(f"done-when (TLS median <= 1000 µs): {'PASS' if med['tls']['median'] <= 1000 else 'FAIL'}")
+    print(f"target (TLS median <= 1000 µs): {'PASS' if med['tls']['median'] <= 1000 else 'FAIL'}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -6,16 +6,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 import numpy as np
 
-from qsv_wire import core
-
-try:
-    from qsv_wire import codec
-except ImportError:  # pragma: no cover - the codec lands separately
-    codec = None  # type: ignore[assignment]
+from qsv_wire import codec, core
 
 
 def synthetic_logits(rng: np.random.Generator, vocab: int) -> np.ndarray:
@@ -57,15 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"Q-S draws (u uniform in [0, {args.ell})): {draws}")
 
     fp16_bits = 16 * args.vocab_size
-    if codec is not None:
-        bits = 8 * len(codec.encode(point, args.vocab_size, args.ell, mode="auto"))
-        bound = codec.bound_bits(args.vocab_size, args.ell)
-        print(f"uplink: {bits} bits encoded (auto) vs bound ceil(log2 C(ell+V-1, V-1)) = {bound} bits "
-              f"vs fp16 vector {fp16_bits} bits")  # fmt: skip
-    else:
-        v = args.vocab_size
-        bound = math.ceil((math.lgamma(args.ell + v) - math.lgamma(args.ell + 1) - math.lgamma(v)) / math.log(2))
-        print(f"uplink bound ceil(log2 C(ell+V-1, V-1)) = {bound} bits vs fp16 vector {fp16_bits} bits (no codec yet)")
+    bits = 8 * len(codec.encode(point, args.vocab_size, args.ell, mode="auto"))
+    bound = codec.bound_bits(args.vocab_size, args.ell)
+    print(f"uplink: {bits} bits encoded (auto) vs bound ceil(log2 C(ell+V-1, V-1)) = {bound} bits "
+          f"vs fp16 vector {fp16_bits} bits")
 
 
 if __name__ == "__main__":
