@@ -157,7 +157,7 @@ def test_eviction_and_resync_loses_and_duplicates_nothing(target, drafter) -> No
 
     def evict_now_and_then(board: Board) -> None:
         rounds["n"] += 1
-        if rounds["n"] % 3 == 0:  # another board opens: with max_sessions=1 this evicts session 7
+        if rounds["n"] % 3 == 0:  # another board opens: with max_sessions=1 this evicts session id 7
             assert service.open(other.open_msg()) == 3
 
     board = Board(drafter, 7, PROMPT, params, seed=11)
