@@ -51,7 +51,9 @@ def target_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     """Turn target logits (..., V) into the probability rows p the verifier checks against.
 
     Order: temperature, then top-k, then top-p (nucleus, keeping the smallest prefix of the sorted distribution whose
-    mass reaches top_p; the top token is always kept). temperature 0 gives a one-hot argmax (ties → lowest id).
+    mass reaches top_p; the top token is always kept). temperature 0 gives a one-hot argmax (ties → lowest id). The
+    tie rules are the board's (csrc/qsv_quant.h): top-k keeps exactly k, ties to the lower ids; top-p orders equal
+    probabilities by id.
     Output is float64 so acceptance ratios are not spoiled by bf16/fp32 rounding.
     """
     logits = logits.to(torch.float64)
@@ -61,12 +63,15 @@ def target_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
         return out
     scaled = logits / params.temperature
     vocab = scaled.shape[-1]
-    if 0 < params.top_k < vocab:
+    if 0 < params.top_k < vocab:  # exactly k survive; ties at the k-th value go to the lower ids (the C core's rule)
         kth = torch.topk(scaled, params.top_k, dim=-1).values[..., -1:]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        above, tied = scaled > kth, scaled == kth
+        room = params.top_k - above.sum(dim=-1, keepdim=True)
+        keep = above | (tied & (torch.cumsum(tied, dim=-1) <= room))
+        scaled = scaled.masked_fill(~keep, float("-inf"))
     probs = torch.softmax(scaled, dim=-1)
-    if params.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+    if params.top_p < 1.0:  # probability descending, ties: lower id first (a stable sort)
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True, stable=True)
         mass_before = torch.cumsum(sorted_p, dim=-1) - sorted_p
         drop_sorted = mass_before >= params.top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)

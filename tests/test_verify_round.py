@@ -135,3 +135,20 @@ def test_target_probs_agree_with_the_edge_q_distribution(params: SamplingParams)
     for row in range(4):
         edge = q_distribution(logits[row].numpy(), params.temperature, params.top_k, params.top_p)
         np.testing.assert_allclose(cloud[row], edge, atol=1e-6)
+
+
+@pytest.mark.parametrize("params", [SamplingParams(1.0, top_k=5), SamplingParams(0.7, top_k=17),
+                                    SamplingParams(1.0, top_p=0.5), SamplingParams(0.9, top_k=9, top_p=0.7)])
+def test_target_probs_break_ties_as_the_edge_does(params: SamplingParams) -> None:
+    """Logits with many equal values: top-k keeps exactly k (ties to the lower ids) and top-p orders equal
+    probabilities by id, on both sides (torch.topk alone would keep every token tied with the k-th)."""
+    from edge_runtime.drafter import q_distribution
+
+    logits = torch.randint(0, 4, (6, 40), generator=torch.Generator().manual_seed(11)).float()
+    cloud = target_probs(logits, params).numpy()
+    for row in range(logits.shape[0]):
+        edge = q_distribution(logits[row].numpy(), params.temperature, params.top_k, params.top_p)
+        assert ((cloud[row] > 0) == (edge > 0)).all(), row
+        if params.top_p == 1.0:
+            assert int((cloud[row] > 0).sum()) == params.top_k
+        np.testing.assert_allclose(cloud[row], edge, atol=1e-9)
