@@ -1,7 +1,8 @@
 """Verifier sessions: per-board state (token history, KV cache, round sequence), statistics, eviction.
 
-A session is evicted when it has been idle longer than the idle timeout, or least-recently-used first when the
-number of sessions or the total KV-cache bytes exceed their limits. The manager remembers why a session went away
+A session is evicted when it has been idle longer than the idle timeout, or when the number of sessions or the total
+KV-cache bytes exceed their limits: then the device holding the most pays first, with its least recently used
+session, so one device's sessions cannot push out another's. The manager remembers why a session went away
 (bounded), so a board whose session was evicted is told EVICTED (and resyncs by reopening with its full history)
 rather than UNKNOWN_SESSION.
 """
@@ -162,23 +163,38 @@ class SessionManager:
         return session
 
     def enforce_limits(self, protect: Iterable[int] = ()) -> list[int]:
-        """Evict least-recently-used sessions until count and memory fit; protected ones go last."""
+        """Evict sessions until count and memory fit. The device holding the most (KV bytes when over the memory
+        budget, sessions when over the count) pays first, its least recently used session; so one device's large
+        sessions never push out another device's. Protected sessions go last."""
         protected = set(protect)
         evicted: list[int] = []
         total = self.kv_bytes
         while self._sessions and (len(self._sessions) > self.max_sessions or total > self.memory_budget_bytes):
-            victim = next((sid for sid in self._sessions if sid not in protected), None)
-            if victim is None:
-                victim = next(iter(self._sessions))
-            why = "memory budget" if total > self.memory_budget_bytes else "session limit"
+            over_memory = total > self.memory_budget_bytes
+            victim = self._victim(protected, over_memory)
+            why = "memory budget" if over_memory else "session limit"
             session = self.remove(victim, f"evicted ({why})")
             assert session is not None
             total -= session.kv.nbytes
             evicted.append(victim)
             self.evictions += 1
-            log.info("session %#x evicted (%s); %d sessions, %d KV bytes left", victim, why, len(self._sessions),
-                     total)
+            log.info("session %#x of %s evicted (%s); %d sessions, %d KV bytes left", victim, session.device_id, why,
+                     len(self._sessions), total)
         return evicted
+
+    def _victim(self, protected: set[int], by_memory: bool) -> int:
+        """The least recently used unprotected session of the heaviest device (any session if all are protected)."""
+        held: dict[str, int] = {}
+        oldest: dict[str, int] = {}  # device -> its least recently used unprotected session (dict keeps LRU order)
+        for sid, s in self._sessions.items():
+            held[s.device_id] = held.get(s.device_id, 0) + (s.kv.nbytes if by_memory else 1)
+            if sid not in protected:
+                oldest.setdefault(s.device_id, sid)
+        if not oldest:
+            return next(iter(self._sessions))
+        rank = {sid: i for i, sid in enumerate(self._sessions)}
+        device = max(oldest, key=lambda d: (held[d], -rank[oldest[d]]))
+        return oldest[device]
 
     def expire_idle(self, now: float | None = None) -> list[int]:
         now = self.clock() if now is None else now

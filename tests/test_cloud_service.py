@@ -56,8 +56,8 @@ class Board:
     travel codec-encoded, as on the wire."""
 
     def __init__(self, drafter_model: LlamaForCausalLM, session_id: int, prompt: list[int], params: SamplingParams,
-                 seed: int, draft_len: int = 3, ell: int = 16) -> None:
-        self.session_id, self.params, self.seed = session_id, params, seed
+                 seed: int, draft_len: int = 3, ell: int = 16, device: str = "board-1") -> None:
+        self.session_id, self.params, self.seed, self.device = session_id, params, seed, device
         self.draft_len, self.ell = draft_len, ell
         config = DraftConfig(ell=ell, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
                              record_stats=False)
@@ -71,7 +71,7 @@ class Board:
 
     def open_msg(self, resync: bool = False) -> OpenSession:
         wire = WireSampling(self.params.temperature, self.params.top_k, self.params.top_p, self.seed)
-        return OpenSession("board-1", self.session_id, tuple(self.history), wire, VOCAB, HASH, self.seq, resync)
+        return OpenSession(self.device, self.session_id, tuple(self.history), wire, VOCAB, HASH, self.seq, resync)
 
     def draft(self) -> DraftRound:
         rnd = self.drafter.draft(self.draft_len)
@@ -309,6 +309,22 @@ def test_memory_budget_evicts_least_recently_used(target, drafter) -> None:
     assert service.sessions.kv_bytes <= 2.5 * one
     reply = service.verify(Board(drafter, 1, PROMPT, SamplingParams(), seed=1).draft())
     assert reply.reason is ServiceErrorCode.EVICTED and "memory" in reply.message
+
+
+@pytest.mark.parametrize("limit", ["memory", "count"])
+def test_the_heaviest_device_pays_for_eviction(target, drafter, limit: str) -> None:
+    """A quiet device's older session survives another device opening more than fits: that device's own least
+    recently used session goes (plain LRU would evict the quiet one)."""
+    one = target.prefill(PROMPT[:-1]).nbytes
+    limits = {"memory_budget_bytes": int(3.5 * one)} if limit == "memory" else {"max_sessions": 3}
+    service = make_service(target, **limits)
+    service.open(Board(drafter, 10, PROMPT, SamplingParams(), seed=10, device="quiet").open_msg())
+    for sid in (1, 2, 3):
+        service.open(Board(drafter, sid, PROMPT, SamplingParams(), seed=sid, device="heavy").open_msg())
+    assert 10 in service.sessions and 1 not in service.sessions
+    assert 2 in service.sessions and 3 in service.sessions
+    reply = service.verify(Board(drafter, 1, PROMPT, SamplingParams(), seed=1, device="heavy").draft())
+    assert reply.reason is ServiceErrorCode.EVICTED
 
 
 def test_bad_round_inside_a_batch_leaves_the_others_exact(target, drafter) -> None:
