@@ -61,7 +61,7 @@ class Device:
 
     def __init__(self, name: str, endpoint: BrokerEndpoint, listen: bool = True) -> None:
         self.name = name
-        self.client = make_client(f"bench-{name}-{os.getpid()}", endpoint)
+        self.client = make_client(topics.device_client_id(name, f"flood-{os.getpid()}"), endpoint)
         self.client.max_inflight_messages_set(1000)
         self.loop = LoopDriver(self.client, endpoint)
         self.replies: list = []

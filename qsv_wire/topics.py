@@ -14,6 +14,17 @@ def check_client_id(name: str) -> str:
     return name
 
 
+def device_client_id(device: str, role: str) -> str:
+    """The MQTT client id of one of a device's connections: ``<device>:<role>`` (role: 1..64 chars of
+    [A-Za-z0-9_.-]). The devices' listener admits a client id only when it is the username or starts with
+    ``<username>:`` (the auth plugin), so a device may hold several connections at once (its runtime, a bench) and
+    no other client can take one of them over. ':' is not allowed in ids, so one device's prefix is never another's."""
+    check_client_id(device)
+    if not role or len(role) > 64 or not set(role) <= _ALLOWED:
+        raise ValueError(f"invalid connection role {role!r}: use 1..64 chars of [A-Za-z0-9_.-]")
+    return f"{device}:{role}"
+
+
 def open_topic(device: str) -> str:
     """Session opens (and resyncs) go here; verifier workers share it (shared subscription)."""
     return f"{TOPIC_PREFIX}/{device}/draft"

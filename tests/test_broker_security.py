@@ -7,7 +7,8 @@
 - a mutual-TLS broker has no plain listener unless it is asked for (``--insecure-dev``);
 - the client certificate binds the username (CN = username, checked at CONNECT), then the password file decides:
   another device's username or password gives no connection (without the plugin: no rights);
-- the client id is bound to the username on the devices' listener: no session takeover of a board or a worker;
+- client ids are bound to the username on the devices' listener (``<username>`` or ``<username>:<role>``): no
+  session takeover of a board or a worker, and a device's runtime and bench connect side by side;
 - ``kill -9`` of ``qsv broker`` leaves no mosquitto behind.
 """
 
@@ -55,9 +56,11 @@ NOT_AUTHORIZED = 0x87
 
 
 class Probe:
-    """A bare MQTT 5 client with a chosen client id: records SUBACKs, PUBACKs, messages and disconnect reasons."""
+    """A bare MQTT 5 client: records SUBACKs, PUBACKs, messages and disconnect reasons. Its client id is
+    ``<username>:<role>`` (a device's connection), or ``client_id`` when given."""
 
-    def __init__(self, client_id: str, endpoint: BrokerEndpoint) -> None:
+    def __init__(self, role: str, endpoint: BrokerEndpoint, client_id: str | None = None) -> None:
+        client_id = client_id or (topics.device_client_id(endpoint.username, role) if endpoint.username else role)
         self.client = make_client(client_id, endpoint)
         self.loop = LoopDriver(self.client, endpoint)
         self.messages: collections.deque[mqtt.MQTTMessage] = collections.deque()
@@ -331,7 +334,7 @@ def test_certificates_carry_the_username_as_cn(secure_broker: DevBroker) -> None
 def test_the_certificate_must_match_the_username_at_connect(secure_broker: DevBroker, tmp_path: Path) -> None:
     broker = secure_broker
     own = broker.endpoint(ATTACKERS[0])
-    # the device's own certificate, username (= its CN) and password: connected, client id bound to the username
+    # the device's own certificate, username (= its CN) and password: connected (client id <username>:probe-own)
     probe = Probe("probe-own", own)
     try:
         assert probe.subscribe(topics.feedback_topic(ATTACKERS[0])).value == 1
@@ -388,28 +391,30 @@ def test_the_devices_password_file_has_only_devices(secure_broker: DevBroker) ->
     conf = (secure_broker.workdir / "mosquitto.conf").read_text()
     device_block = conf.split("\nlistener ")[1]
     assert f"password_file {passwd}" in device_block and f"plugin {secure_broker.auth_plugin}" in device_block
-    assert "use_identity_as_username" not in device_block and "use_username_as_clientid true" in device_block
+    assert "use_identity_as_username" not in device_block and "use_username_as_clientid" not in device_block
     assert "plugin_opt_topic_prefix qsv/v1/\nplugin_opt_read_topics feedback,bench/#" in device_block
     assert "\nplugin" not in conf.split("\nlistener ")[2]  # the verifiers' listener: certificate = identity
 
 
-# ----------------------------------------------------------------------------------------- (d) client id = username
+# ------------------------------------------------------------------------- (d) client ids bound to the username
 def test_client_id_takeover_is_refused(secure_broker: DevBroker) -> None:
+    """Another device's credentials with a stolen client id (the board's connection, the board's name, the worker's)
+    are refused at CONNECT; the victims keep their connections and the board's session goes on."""
     broker = secure_broker
     service = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
                                   WorkerConfig("w-victim", group=broker.share_group)).start()
     log_path = broker.workdir / "mosquitto.log"
     log_start = log_path.stat().st_size
     victim = RemoteVerifier(BOARD, broker.endpoint(BOARD), PATIENT).connect()
-    attackers: list[Probe] = []
     try:
         victim.open(PROMPT, SamplingParams(seed=9), 64, TOY_VOCAB_HASH)
-        board_id = victim.client._client_id.decode()  # noqa: SLF001 - the id the victim asked for
-        for i, stolen in enumerate((board_id, BOARD, f"qsv-verifier-{service.config.worker_id}", "verifier")):
-            attackers.append(Probe(stolen, broker.endpoint(ATTACKERS[i])))  # connects, under its own name
-        for attacker in attackers:
-            attacker.pump(0.1)
-            assert attacker.client.is_connected() and not attacker.disconnects
+        board_id = victim.client._client_id.decode()  # noqa: SLF001 - the id the victim connected with
+        assert board_id.startswith(BOARD + ":edge-")
+        stolen_ids = (board_id, BOARD, f"{BOARD}:bench-1", f"qsv-verifier-{service.config.worker_id}", "verifier",
+                      f"{ATTACKERS[0]}-x", f"{ATTACKERS[0]}:", f"{ATTACKERS[0]}:a:b")
+        for stolen in stolen_ids:
+            with pytest.raises(ConnectionError, match="Not authorized"):
+                Probe("-", broker.endpoint(ATTACKERS[0]), client_id=stolen)
         drafter = ToyDrafter()
         for seq in range(3):  # the victim's session goes on undisturbed, on the same connection
             tokens, blobs = drafter.draft(victim.history, 3, 240, 9)
@@ -420,12 +425,35 @@ def test_client_id_takeover_is_refused(secure_broker: DevBroker) -> None:
             f.seek(log_start)
             log = f.read()
         assert "already connected, closing old connection" not in log
-        for i in range(len(attackers)):
-            assert f"as {ATTACKERS[i]} (" in log  # the broker replaced each stolen id with the username
+        for stolen in stolen_ids:
+            assert f"client id '{stolen}' is neither the username" in log
     finally:
-        for attacker in attackers:
-            attacker.close()
         victim.disconnect()
+        service.stop()
+
+
+def test_a_device_connects_its_runtime_and_its_bench_side_by_side(secure_broker: DevBroker) -> None:
+    """Two connections of one device (``<device>:<role>`` ids) coexist: a bench echo runs while the runtime's session
+    goes on, and neither is taken over."""
+    broker = secure_broker
+    service = MqttVerifierService(ToyVerifier(), broker.endpoint("verifier"),
+                                  WorkerConfig("w-side", group=broker.share_group)).start()
+    runtime = RemoteVerifier(BOARD, broker.endpoint(BOARD), PATIENT).connect()
+    bench = Probe("bench-side", broker.endpoint(BOARD))
+    try:
+        runtime.open(PROMPT, SamplingParams(seed=4), 64, TOY_VOCAB_HASH)
+        echo = f"{topics.TOPIC_PREFIX}/{BOARD}/bench/side"
+        assert bench.subscribe(echo).value == 1
+        drafter = ToyDrafter()
+        for seq in range(3):
+            assert not bench.publish(echo, b"ping %d" % seq).is_failure
+            tokens, blobs = drafter.draft(runtime.history, 3, 240, 4)
+            assert runtime.verify(tokens, blobs, 240, TOY_CODEC_MODE).round_seq == seq
+        assert bench.loop.pump_until(lambda: len(bench.messages) >= 3, 5.0)
+        assert runtime.loop.connection_losses == 0 and bench.client.is_connected() and not bench.disconnects
+    finally:
+        bench.close()
+        runtime.disconnect()
         service.stop()
 
 

@@ -381,7 +381,7 @@ class Raw:
     """A bare device client: publishes raw payloads, collects its feedback topic."""
 
     def __init__(self, device: str, endpoint) -> None:  # noqa: ANN001
-        self.client = make_client(f"raw-{device}-{time.monotonic_ns() % 10**9}", endpoint)
+        self.client = make_client(topics.device_client_id(device, f"raw-{time.monotonic_ns() % 10**9}"), endpoint)
         self.loop = LoopDriver(self.client, endpoint)
         self.replies: collections.deque = collections.deque()
         self.ready = False

@@ -40,7 +40,7 @@ class RawClient:
     """A bare MQTT 5 client for probing the broker: records acks and received messages."""
 
     def __init__(self, name: str, endpoint: BrokerEndpoint) -> None:
-        self.client = make_client(f"raw-{name}-{time.monotonic_ns() % 10**9}", endpoint)
+        self.client = make_client(topics.device_client_id(name, f"raw-{time.monotonic_ns() % 10**9}"), endpoint)
         self.loop = LoopDriver(self.client, endpoint)
         self.messages: collections.deque[mqtt.MQTTMessage] = collections.deque()
         self.pubacks: dict[int, mqtt.ReasonCode] = {}

@@ -153,14 +153,17 @@ def bench_mqtt(cfg: BoardConfig, count: int = 50, timeout_s: float = 5.0, topic:
     endpoint, reason = broker_endpoint(cfg)
     if endpoint is None:
         return Section.unavailable("mqtt", reason)
+    from qsv_wire import topics
+
     # the echo topic lives under the device's own prefix; secured brokers need an ACL entry allowing it
-    topic = topic or f"qsv/v1/{cfg.device.id}/bench/{uuid.uuid4().hex[:8]}"
+    topic = topic or f"{topics.TOPIC_PREFIX}/{cfg.device.id}/bench/{uuid.uuid4().hex[:8]}"
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
 
     def on_connect(client: Any) -> None:
         client.subscribe(topic, qos=1)
 
-    client = common.make_client(f"{cfg.device.id}-bench-{uuid.uuid4().hex[:6]}", endpoint, on_connect)
+    client = common.make_client(topics.device_client_id(cfg.device.id, f"bench-{uuid.uuid4().hex[:6]}"), endpoint,
+                                on_connect)
     if broker.use_tls and endpoint.ca_file is None:
         client.tls_set()  # system CA store
     if broker.use_tls and tls.insecure_skip_verify:

@@ -120,8 +120,8 @@ class RemoteVerifier:
         self._feedback_topic = topics.feedback_topic(device_id)
         self._inflight: _InFlight | None = None
         self._refused: mqtt.ReasonCode | None = None
-        self.client = make_client(f"qsv-edge-{device_id}-{self.session_id & 0xFFFFFF:06x}", endpoint,
-                                  on_connect=self._on_connect, on_refused=self._on_refused)
+        client_id = topics.device_client_id(device_id, f"edge-{self.session_id & 0xFFFFFF:06x}")
+        self.client = make_client(client_id, endpoint, on_connect=self._on_connect, on_refused=self._on_refused)
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.loop = LoopDriver(self.client, endpoint)

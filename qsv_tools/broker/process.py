@@ -131,11 +131,12 @@ class DevBroker:
 
     - devices (``tls_port``): mutual TLS against the device CA, plus the device's username and password (the
       devices' password file); the auth plugin (qsv_auth_plugin.c, built into ``workdir``) refuses a username that is
-      not the certificate's CN at CONNECT and every SUBSCRIBE outside the device's own readable topics (SUBACK
-      0x87). The username is the client id (a device cannot connect under another client's id); device ACL only.
-      One connection per device: a second one with the same certificate takes the first one over. Without the
-      plugin (no compiler or headers: a WARNING) the certificate's CN is the username and a username or password the
-      client sends is ignored.
+      not the certificate's CN, and a client id that is neither the username nor ``<username>:<role>``, at CONNECT
+      (nobody can connect under another client's id; a device's runtime and its bench connect side by side), and
+      every SUBSCRIBE outside the device's own readable topics (SUBACK 0x87); device ACL only. Without the plugin
+      (no compiler or headers: a WARNING) the certificate's CN is the username, a username or password the client
+      sends is ignored, and the username is the client id (one connection per device: a second one takes the first
+      over).
     - verifiers (``verifier_port``): mutual TLS against the verifier CA (device certificates are refused in the
       handshake); CN = username; client ids are free, so one verifier identity can run many workers; verifier ACL.
     - plain (``plain_port``), only with ``insecure_dev``: no TLS, passwords + the combined ACL (``plain_auth``
@@ -182,8 +183,7 @@ class DevBroker:
         server = pki.server
         listeners = [
             self._device_listener(ListenerConfig(self.tls_port, self.host, cafile=pki.ca.cert, certfile=server.cert,
-                                                 keyfile=server.key, acl_file=self.workdir / "acl-devices",
-                                                 use_username_as_clientid=True)),
+                                                 keyfile=server.key, acl_file=self.workdir / "acl-devices")),
             ListenerConfig(self.verifier_port, self.host, cafile=pki.verifier_ca.cert, certfile=server.cert,
                            keyfile=server.key, acl_file=self.workdir / "acl-verifiers", use_identity_as_username=True),
         ]
@@ -210,9 +210,10 @@ class DevBroker:
                         "certificate-as-identity: a device's SUBSCRIBE to $share/..., $-topics, wildcards or other "
                         "devices' topics is granted (SUBACK 0x01; the read ACLs still deliver it nothing) instead of "
                         "refused (0x87), and a username that is not the certificate's CN is ignored instead of "
-                        "refused at CONNECT. Install the C compiler and headers (apt-get install gcc %s) to close "
-                        "both.", build.missing, DEV_PACKAGES)
-            return dataclasses.replace(listener, use_identity_as_username=True)
+                        "refused at CONNECT; a device has one connection at a time (its client id is its username). "
+                        "Install the C compiler and headers (apt-get install gcc %s) to close these gaps.",
+                        build.missing, DEV_PACKAGES)
+            return dataclasses.replace(listener, use_identity_as_username=True, use_username_as_clientid=True)
         assert self.passwords and (self.workdir / "passwd").is_file()
         device_passwd = self.workdir / "passwd-devices"  # the hashed lines of the devices only
         devices = set(self.fleet.devices)
@@ -223,6 +224,7 @@ class DevBroker:
             os.fchmod(fd, 0o600)
             f.write("".join(line + "\n" for line in lines))
         opts = (("topic_prefix", TOPIC_PREFIX + "/"), ("read_topics", ",".join(device_read_topics())))
+        # no use_username_as_clientid: the plugin binds client ids to "<username>" / "<username>:<role>"
         return dataclasses.replace(listener, password_file=device_passwd, plugin=build.path, plugin_opts=opts)
 
     def start(self) -> DevBroker:

@@ -25,7 +25,14 @@
  *    real broker by tests/test_broker_security.py: matching CN + wrong password is refused, so the password file
  *    ran after this plugin deferred; mismatching CN + that user's correct password is refused, so this plugin ran
  *    before the password file accepted. No username: refused, not bound to the CN: a device must send its name
- *    (the same as its certificate's CN) and its password; use_username_as_clientid then binds the client id.
+ *    (the same as its certificate's CN) and its password.
+ *
+ * 3. Client ids bound to the username at CONNECT, with room for several connections per device: the client id must
+ *    be the username or "<username>:<role>" (role: 1..64 chars of [A-Za-z0-9_.-]; qsv_wire.topics.device_client_id),
+ *    so nobody can connect under (and take over) another client's id, and a device's runtime and its bench connect
+ *    side by side. ':' is not allowed in usernames of the fleet, so one device's prefix is never another's. The
+ *    listener therefore runs without use_username_as_clientid (which would give all of a device's connections the
+ *    same id: each would take the previous one over).
  *
  * Options (plugin_opt_<key> <value> in mosquitto.conf, after the plugin line of the listener):
  *    topic_prefix   the devices' topic prefix including the trailing '/', e.g. "qsv/v1/"          (required)
@@ -138,6 +145,20 @@ static bool qsv_subscribe_allowed(const struct qsv_auth *st, const char *usernam
 	return false;
 }
 
+/* Whether a device `username` may connect with `client_id`: the username itself or "<username>:<role>". */
+static bool qsv_client_id_allowed(const char *username, const char *client_id)
+{
+	if(client_id == NULL) return false;
+	size_t ulen = strlen(username);
+	if(strncmp(client_id, username, ulen) != 0) return false;
+	const char *role = client_id + ulen;
+	if(role[0] == '\0') return true;
+	if(role[0] != ':') return false;
+	role++;
+	size_t n = strspn(role, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-");
+	return n >= 1 && n <= 64 && role[n] == '\0';
+}
+
 /* The subject's CN as a NUL-terminated UTF-8 string in out (size QSV_MAX_CN); false unless exactly one CN without
  * embedded NUL. */
 static bool qsv_certificate_cn(X509 *cert, char *out)
@@ -190,7 +211,14 @@ static int qsv_on_basic_auth(int event, void *event_data, void *userdata)
 		                     "not the username", ed->username, address, cn);
 		return MOSQ_ERR_AUTH;
 	}
-	return MOSQ_ERR_PLUGIN_DEFER; /* the certificate matches: the password_file decides */
+	const char *client_id = mosquitto_client_id(ed->client);
+	if(!qsv_client_id_allowed(ed->username, client_id)){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "qsv_auth: refused CONNECT of '%s' from %s: client id '%s' is neither "
+		                     "the username nor '<username>:<role>'", ed->username, address,
+		                     client_id ? client_id : "(none)");
+		return MOSQ_ERR_AUTH;
+	}
+	return MOSQ_ERR_PLUGIN_DEFER; /* certificate and client id match: the password_file decides */
 }
 
 static int qsv_on_acl_check(int event, void *event_data, void *userdata)
