@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from qsv_wire import __version__  # noqa: F401  (one version for every role)
 
 __all__ = [
     "EXACT_ORDER",

@@ -2,4 +2,4 @@
 engine, the adaptive controller, the MQTT link to the verifier, board configs, serial flashing and the on-device
 bench. The wire format it speaks lives in :mod:`qsv_wire`."""
 
-__version__ = "0.1.0"
+from qsv_wire import __version__  # noqa: F401  (one version for every role)

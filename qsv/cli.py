@@ -9,6 +9,7 @@ arguments (``module.main(argv)``), so ``qsv --help`` and ``qsv <command> --help`
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -52,7 +53,7 @@ GROUPS = {"run": "services", "setup": "setup and provisioning", "try": "try it",
 
 
 def _version() -> str:
-    from edge_runtime import __version__
+    from qsv_wire import __version__
 
     return __version__
 
@@ -101,6 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         func = resolve(head)
     except ModuleNotFoundError as exc:
+        top = COMMANDS[head].module.split(".")[0]
+        if importlib.util.find_spec(top) is None:
+            return _fail(f"{head}: not part of this installation ({top} is not installed: qsv was installed for one "
+                         "role, QSV_ROLE=edge or cloud); install qsv without QSV_ROLE for every command")
         return _fail(f"{head}: {COMMANDS[head].module} cannot be imported ({exc}); is this checkout complete and "
                      "installed (pip install -e .)?")
     rc = func(rest)

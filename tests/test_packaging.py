@@ -60,3 +60,47 @@ def test_qsv_edge_help_from_the_wheel_imports_no_torch(installed: Path, tmp_path
              "assert 'torch' not in sys.modules, 'torch imported'\nprint('no torch')\n")
     out = _run(installed, tmp_path, "-c", probe)
     assert out.returncode == 0 and "no torch" in out.stdout and "--config" in out.stdout, out.stderr
+
+
+@pytest.fixture(scope="module")
+def edge_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
+    """The board's package (QSV_ROLE=edge): its file names, and the wheel installed into a folder of its own."""
+    work = tmp_path_factory.mktemp("edge-wheel")
+    env = dict(os.environ, QSV_ROLE="edge")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(work / "dist"), str(ROOT)], check=True, timeout=600, env=env)
+    (wheel,) = (work / "dist").glob("qsv-*.whl")
+    site = work / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, timeout=600)
+    return zipfile.ZipFile(wheel).namelist(), site
+
+
+def test_the_board_package_holds_the_runtime_and_the_wire_format_only(edge_wheel: tuple[list[str], Path],
+                                                                      tmp_path: Path) -> None:
+    names, site = edge_wheel
+    tops = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info" not in n}
+    assert tops == {"qsv_wire", "edge_runtime", "firmware_configs", "qsv"}, tops
+    assert any(n.startswith("qsv_wire/_qsv_core") for n in names) and "firmware_configs/schema.json" in names
+    def qsv(*args: str) -> subprocess.CompletedProcess:  # this venv's editable install of the checkout left out
+        probe = ("import runpy, sys\n"
+                 "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]\n"
+                 f"sys.argv = ['qsv', *{list(args)!r}]\n"
+                 "runpy.run_module('qsv', run_name='__main__')\n")
+        return _run(site, tmp_path, "-c", probe)
+
+    edge = qsv("edge", "--help")
+    assert edge.returncode == 0 and "--config" in edge.stdout, edge.stderr
+    for command in ("demo", "verifier", "broker"):  # other roles' commands: a one-line answer, no traceback
+        other = qsv(command, "--help")
+        assert other.returncode == 2 and "not part of this installation" in other.stderr, other.stderr
+        assert "Traceback" not in other.stderr
+    version = qsv("--version")
+    assert version.returncode == 0 and version.stdout.startswith("qsv "), version.stderr
+
+
+def test_an_unknown_role_is_refused_before_building(tmp_path: Path) -> None:
+    env = dict(os.environ, QSV_ROLE="fridge")
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                          str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode != 0 and "QSV_ROLE='fridge'" in out.stdout + out.stderr

@@ -163,21 +163,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         sys.stderr.write(f"qsv bench: {exc}\n")
         return 2
-    from edge_runtime.bench.report import write_png  # matplotlib
-
     rows, unmatched = compare(all_metrics(sections), baseline, args.threshold) if baseline else ([], [])
     args.out.mkdir(parents=True, exist_ok=True)
     doc = to_json(sections, meta, rows if baseline else None, unmatched, args.threshold)
     json_path, png_path = args.out / f"{args.name}.json", args.out / f"{args.name}.png"
     json_path.write_text(json.dumps(doc, indent=2, ensure_ascii=False))
-    write_png(png_path, sections, meta, rows, args.threshold)
+    try:
+        from edge_runtime.bench.report import write_png  # matplotlib: optional on a board
+    except ImportError as exc:
+        log.warning("PNG report skipped: %s (pip install matplotlib); the JSON has every figure", exc)
+        png_path = None
+    else:
+        write_png(png_path, sections, meta, rows, args.threshold)
     if baseline:
         sys.stdout.write(f"baseline {args.baseline} (threshold {args.threshold * 100:.0f}%):\n")
         for row in rows:
             sys.stdout.write(f"  {row.line()}\n")
         if unmatched:
             sys.stdout.write(f"  not compared (in only one run): {', '.join(unmatched)}\n")
-    sys.stdout.write(f"wrote {json_path} and {png_path}\n")
+    sys.stdout.write(f"wrote {json_path}" + (f" and {png_path}" if png_path else "") + "\n")
     regressions = [r for r in rows if r.regression]
     if regressions:
         sys.stdout.write(f"{len(regressions)} regression(s): {', '.join(r.name for r in regressions)}\n")
