@@ -33,7 +33,7 @@ check_version(lib.qsv_version_number())
 class CoreError(ValueError):
     """Invalid input for the C core (bad value), or an error code from it."""
 
-    __module__ = "edge_runtime.core"
+    __module__ = "qsv_wire.core"  # public as edge_runtime.core too (re-exported)
 
 
 class CodecError(ValueError):
