@@ -62,26 +62,36 @@ def test_qsv_edge_help_from_the_wheel_imports_no_torch(installed: Path, tmp_path
     assert out.returncode == 0 and "no torch" in out.stdout and "--config" in out.stdout, out.stderr
 
 
-@pytest.fixture(scope="module")
-def edge_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], Path]:
-    """The board's package (QSV_ROLE=edge): its file names, and the wheel installed into a folder of its own."""
-    work = tmp_path_factory.mktemp("edge-wheel")
-    env = dict(os.environ, QSV_ROLE="edge")
+ROLES = {  # role: (its top-level packages, a command it has, commands of the other roles)
+    "edge": ({"qsv_wire", "edge_runtime", "firmware_configs", "qsv"}, "edge", ("demo", "verifier", "broker")),
+    "cloud": ({"qsv_wire", "cloud_verifier", "qsv_models", "qsv"}, "verifier", ("edge", "demo", "flash")),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(ROLES))
+def role_wheel(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+               ) -> tuple[str, list[str], Path]:
+    """One role's package (QSV_ROLE=edge / cloud): the role, its file names, the wheel installed in a folder."""
+    role = request.param
+    work = tmp_path_factory.mktemp(f"{role}-wheel")
+    env = dict(os.environ, QSV_ROLE=role)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                     str(work / "dist"), str(ROOT)], check=True, timeout=600, env=env)
     (wheel,) = (work / "dist").glob("qsv-*.whl")
     site = work / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, timeout=600)
-    return zipfile.ZipFile(wheel).namelist(), site
+    return role, zipfile.ZipFile(wheel).namelist(), site
 
 
-def test_the_board_package_holds_the_runtime_and_the_wire_format_only(edge_wheel: tuple[list[str], Path],
-                                                                      tmp_path: Path) -> None:
-    names, site = edge_wheel
+def test_a_role_package_holds_that_role_and_the_wire_format_only(role_wheel: tuple[str, list[str], Path],
+                                                                 tmp_path: Path) -> None:
+    role, names, site = role_wheel
+    packages, own, others = ROLES[role]
     tops = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info" not in n}
-    assert tops == {"qsv_wire", "edge_runtime", "firmware_configs", "qsv"}, tops
-    assert any(n.startswith("qsv_wire/_qsv_core") for n in names) and "firmware_configs/schema.json" in names
+    assert tops == packages, tops
+    assert any(n.startswith("qsv_wire/_qsv_core") for n in names)
+
     def qsv(*args: str) -> subprocess.CompletedProcess:  # this venv's editable install of the checkout left out
         probe = ("import runpy, sys\n"
                  "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in getattr(f, '__module__', '')]\n"
@@ -89,9 +99,9 @@ def test_the_board_package_holds_the_runtime_and_the_wire_format_only(edge_wheel
                  "runpy.run_module('qsv', run_name='__main__')\n")
         return _run(site, tmp_path, "-c", probe)
 
-    edge = qsv("edge", "--help")
-    assert edge.returncode == 0 and "--config" in edge.stdout, edge.stderr
-    for command in ("demo", "verifier", "broker"):  # other roles' commands: a one-line answer, no traceback
+    mine = qsv(own, "--help")
+    assert mine.returncode == 0 and "usage: qsv " + own in mine.stdout, mine.stderr
+    for command in others:  # other roles' commands: a one-line answer, no traceback
         other = qsv(command, "--help")
         assert other.returncode == 2 and "not part of this installation" in other.stderr, other.stderr
         assert "Traceback" not in other.stderr
