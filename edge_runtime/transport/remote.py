@@ -152,7 +152,11 @@ class RemoteVerifier:
         if self._refused is not None or self.loop.connection_losses:
             self.loop.close()
             why = self._refused or "connection closed during the handshake (client certificate refused?)"
-            raise RemoteVerifierError(f"{self.device_id}: broker refused the connection: {why}")
+            hint = ""
+            if self._refused is not None and int(self._refused.value) in (0x86, 0x87):  # credentials, authorization
+                hint = (f" (a device logs in with its certificate, the username {self.device_id!r} = the certificate's "
+                        "CN, and its password: broker.credentials in the board config)")
+            raise RemoteVerifierError(f"{self.device_id}: broker refused the connection: {why}{hint}")
         if not ok:
             raise RemoteVerifierError(f"{self.device_id}: no feedback subscription after "
                                       f"{self.config.connect_timeout_s}s (broker down or not authorized)")
