@@ -157,6 +157,9 @@ def test_tls_listener_refuses_bad_clients_and_sets_nodelay(mosquitto_broker, tmp
         with pytest.raises((RemoteVerifierError, OSError)):  # noqa: PT012
             RemoteVerifier("dev-a", ep, QUICK).connect()
             pytest.fail(f"connected with {why}")
+    if mosquitto_broker.auth_plugin is not None:  # a wrong password on the devices' listener: refused, with the why
+        with pytest.raises(RemoteVerifierError, match="username 'dev-a' = the certificate's CN, and its password"):
+            RemoteVerifier("dev-a", dataclasses.replace(good, password="wrong"), QUICK).connect()
     plain = mosquitto_broker.endpoint("dev-a", tls=False)  # this broker opted in to the plain listener
     for ep in (dataclasses.replace(plain, username=None, password=None), dataclasses.replace(plain, password="x")):
         with pytest.raises((RemoteVerifierError, OSError)):
