@@ -146,10 +146,11 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from edge_runtime.slm import OnnxSLM, SessionConfig, TorchSLM
+    from edge_runtime.slm import OnnxSLM, SessionConfig
     from qsv_models.bbc import bbc_prompts
     from qsv_models.hf import load_causal_lm
     from qsv_tools.export.onnx_export import export_model
+    from qsv_tools.torch_slm import TorchSLM
 
     report: dict = {"threads": args.threads, "load_avg_start": os.getloadavg(), "cpus": os.cpu_count()}
     export = export_model("qwen-draft", int8=True)
