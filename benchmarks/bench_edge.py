@@ -108,11 +108,12 @@ def acceptance(export_dir: Path, threads: int, prompts: list[list[int]], tempera
         for index, ids in enumerate(prompts):
             drafter = Drafter(slm, DraftConfig(ell=ell, temperature=temperature), seed=index)
             result = run_local_loop(drafter, target, ids, max_new_tokens, draft_length,
-                                    torch.Generator().manual_seed(index), eos_token_ids=slm.eos_token_ids)
+                                    torch.Generator().manual_seed(index))
             drafted, accepted = drafted + result.drafted, accepted + result.accepted
             rounds += len(result.rounds)
-            emitted += sum(v.emitted for _, v in result.rounds)
-            draft_s, verify_s = draft_s + result.draft_seconds, verify_s + result.verify_seconds
+            emitted += sum(r.accepted + 1 for r in result.rounds)
+            draft_s += sum(r.draft_s for r in result.rounds)
+            verify_s += sum(r.verify_s for r in result.rounds)
             log.info("T=%.1f prompt %d: %r", temperature, index, slm.decode(result.tokens))
         rows.append({"temperature": temperature, "prompts": len(prompts), "draft_variant": variant,
                      "draft_length": draft_length, "ell": ell,
