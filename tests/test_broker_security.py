@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import os
 import signal
@@ -25,7 +24,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from doubles.toy import (
     TOY_CODEC_MODE,
@@ -35,6 +33,7 @@ from doubles.toy import (
     generate_remote,
     reference_generation,
 )
+from mqtt_probe import Probe
 
 from cloud_verifier.mqtt_service import MqttVerifierService, WorkerConfig
 from edge_runtime.transport.remote import EdgeTransportConfig, RemoteVerifier
@@ -42,7 +41,7 @@ from qsv_tools.broker.certs import create_ca, issue_cert
 from qsv_tools.broker.fleet import Fleet
 from qsv_tools.broker.process import DevBroker, free_port
 from qsv_wire import topics
-from qsv_wire.mqtt_common import BrokerEndpoint, LoopDriver, make_client, publish_properties
+from qsv_wire.mqtt_common import BrokerEndpoint
 from qsv_wire.protocol import OpenAck, OpenSession, SamplingParams, decode, encode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,56 +52,6 @@ ONE_SHOT = EdgeTransportConfig(open_timeout_s=2.0, feedback_timeout_s=2.0, max_r
                                recovery_deadline_s=2.0)  # an open that is not answered at once raises
 PATIENT = EdgeTransportConfig(open_timeout_s=2.0, feedback_timeout_s=2.0)
 NOT_AUTHORIZED = 0x87
-
-
-class Probe:
-    """A bare MQTT 5 client: records SUBACKs, PUBACKs, messages and disconnect reasons. Its client id is
-    ``<username>:<role>`` (a device's connection), or ``client_id`` when given."""
-
-    def __init__(self, role: str, endpoint: BrokerEndpoint, client_id: str | None = None) -> None:
-        client_id = client_id or (topics.device_client_id(endpoint.username, role) if endpoint.username else role)
-        self.client = make_client(client_id, endpoint)
-        self.loop = LoopDriver(self.client, endpoint)
-        self.messages: collections.deque[mqtt.MQTTMessage] = collections.deque()
-        self.subacks: list[list[mqtt.ReasonCode]] = []
-        self.pubacks: dict[int, mqtt.ReasonCode] = {}
-        self.disconnects: list[mqtt.ReasonCode] = []
-        self.connected = False
-        self.refused: mqtt.ReasonCode | None = None
-        self.client.on_message = lambda c, u, m: self.messages.append(m)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.append(rcs)
-        self.client.on_publish = lambda c, u, mid, rc, p: self.pubacks.__setitem__(mid, rc)
-        self.client.on_disconnect = lambda c, u, f, rc, p: self.disconnects.append(rc)
-
-        def on_connect(c, u, f, rc, p) -> None:  # noqa: ANN001
-            self.connected = not rc.is_failure
-            self.refused = rc if rc.is_failure else None
-
-        self.client.on_connect = on_connect
-        self.loop.connect()
-        settled = lambda: self.connected or self.refused is not None or self.loop.connection_losses > 0  # noqa: E731
-        if not self.loop.pump_until(settled, 5.0) or not self.connected:
-            self.close()
-            raise ConnectionError(f"{client_id}: not connected ({self.refused})")
-
-    def subscribe(self, topic: str) -> mqtt.ReasonCode:
-        n = len(self.subacks)
-        self.client.subscribe(topic, qos=1)
-        assert self.loop.pump_until(lambda: len(self.subacks) > n, 5.0)
-        return self.subacks[-1][0]
-
-    def publish(self, topic: str, payload: bytes, corr: bytes = b"c") -> mqtt.ReasonCode:
-        info = self.client.publish(topic, payload, qos=1, properties=publish_properties(None, corr, 10))
-        assert self.loop.pump_until(lambda: info.mid in self.pubacks, 5.0)
-        return self.pubacks[info.mid]
-
-    def pump(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.loop.pump(0.02)
-
-    def close(self) -> None:
-        self.loop.close()
 
 
 @pytest.fixture(scope="module")
