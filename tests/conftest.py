@@ -7,6 +7,8 @@ MQTT (issue 5): real mosquitto brokers started from generated configs on free po
 - ``mosquitto_broker_fresh``: one per test (for tests that kill or restart the broker), TLS only.
 - ``mosquitto_open_broker``: one per test, plus a plain listener without authentication (for tests that inject
   traffic).
+- ``one_torch_thread``: torch on one intra-op thread for a module of tiny models (threads cost more than they save
+  there, ~10x on a loaded shared CPU); restored afterwards. Use: ``pytest.mark.usefixtures("one_torch_thread")``.
 - ``spawn_verifier``: start verifier worker processes that the test may kill -9 (the toy verifier of
   ``tests/doubles/toy.py`` by default, through ``tests/doubles/toy_worker.py``); all are killed at teardown.
 """
@@ -18,6 +20,16 @@ from pathlib import Path
 
 import pytest
 from edge_stack import VerifierSpawner, dev_broker
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,8 @@ from qsv_wire.core import quantize_probs
 from qsv_wire.protocol import DraftRound, ErrorCode, Feedback, OpenSession
 from qsv_wire.protocol import SamplingParams as WireSampling
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)
+
 VOCAB = 96
 HASH = hashlib.sha256(b"tiny-vocab").digest()
 
@@ -127,14 +129,6 @@ def make_service(target: TargetModel, **overrides) -> VerifierService:
 
 PROMPT = [5, 17, 33, 2, 71, 40]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded CPU they cost ~10x; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_greedy_verification_reproduces_target_greedy_text(target, drafter) -> None:

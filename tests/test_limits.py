@@ -40,6 +40,8 @@ from qsv_wire.protocol import (
     encode,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models (tests/conftest.py)
+
 LOOSE = Limits(max_message_bytes=4 << 20, max_draft_len=255, max_ell=65535, max_history=1 << 20)
 
 
@@ -287,13 +289,6 @@ def target() -> TargetModel:
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192)
     return TargetModel(transformers.LlamaForCausalLM(cfg).eval(), "cpu")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def open_msg(sid: int, history, device: str = "dev-a", seq: int = 0) -> OpenSession:  # noqa: ANN001

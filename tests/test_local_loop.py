@@ -13,18 +13,10 @@ from edge_runtime.slm import OnnxSLM
 from qsv_tools.export.tiny import tiny_causal_lm, tiny_export
 from qsv_tools.local_loop import run_local_loop, target_greedy
 
-pytestmark = pytest.mark.filterwarnings("ignore")
+pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.usefixtures("one_torch_thread")]
 
 PROMPT = [5, 3, 8, 1, 9, 2]
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models: thread start-up costs more than it saves (and the CI machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def two_token_law(model, vocab: int) -> np.ndarray:
