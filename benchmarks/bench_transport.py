@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 from edge_runtime.transport.remote import RemoteVerifier  # noqa: E402
 from qsv_tools.broker.fleet import Fleet  # noqa: E402
 from qsv_tools.broker.process import DevBroker  # noqa: E402
+from qsv_wire import codec  # noqa: E402
 from qsv_wire.mqtt_common import BrokerEndpoint  # noqa: E402
-from qsv_wire.protocol import SamplingParams, packed_size  # noqa: E402
+from qsv_wire.protocol import SamplingParams  # noqa: E402
 
 VOCAB = 50272
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                 w.wait(timeout=5)
             for b in brokers.values():
                 b.stop()
-    draft_bytes = 12 + 24 + packed_size(args.draft_len, VOCAB) + args.draft_len * (4 + len(blob))
+    draft_bytes = 12 + 24 + codec.token_bytes(args.draft_len, VOCAB) + args.draft_len * (4 + len(blob))
     result = {"rounds": args.rounds, "nice": args.nice, "rt": args.rt, "loadavg_1min": os.getloadavg()[0],
               "draft_len": args.draft_len, "ell": args.ell, "draft_message_bytes": draft_bytes,
               "overhead_us": {m: percentiles(v) for m, v in overhead.items()},

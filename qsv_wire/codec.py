@@ -44,6 +44,7 @@ __all__ = [
     "message_mode",
     "pack_tokens",
     "token_bits",
+    "token_bytes",
     "unpack_tokens",
     "workspace_bytes",
 ]
@@ -248,6 +249,12 @@ def message_mode(data: bytes | bytearray | memoryview) -> str:
     if view.nbytes == 0:
         raise CodecError("empty message")
     return "sparse" if view.cast("B")[0] & 0x80 else "enum"
+
+
+def token_bytes(count: int, vocab_size: int) -> int:
+    """Bytes of ``count`` packed token ids: ceil(count * token_bits(V) / 8)."""
+    vocab_size = _check_int("vocab_size", vocab_size, 1, MAX_VOCAB)
+    return int(lib.qsv_codec_token_bytes(vocab_size, _check_int("count", count, 0, 1 << 40)))
 
 
 def pack_tokens(ids: Sequence[int] | np.ndarray, vocab_size: int) -> bytes:

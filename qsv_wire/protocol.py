@@ -201,15 +201,6 @@ Message = OpenSession | OpenAck | DraftRound | Feedback | ErrorReply | CloseSess
 # each, MSB first, zero-padded to whole bytes. The protocol's V is at least 2, so b >= 1.
 
 
-def token_bits(vocab_size: int) -> int:
-    """⌈log2 V⌉ bits per token id (V >= 2 here)."""
-    return codec.token_bits(vocab_size)
-
-
-def packed_size(count: int, vocab_size: int) -> int:
-    return (count * codec.token_bits(vocab_size) + 7) // 8
-
-
 def pack_ids(ids: Sequence[int], vocab_size: int) -> bytes:
     """Token ids packed for the wire; an id outside 0..V-1 is MALFORMED."""
     try:
@@ -444,7 +435,7 @@ def _decode(data: bytes | bytearray | memoryview, limits: Limits) -> Message:
             raise ProtocolError(ErrorCode.TOO_LARGE, f"history of {n_hist} tokens (limit {limits.max_history})",
                                 session)
         device = r.ident("device_id", limits)
-        history = unpack_ids(bytes(r.take(packed_size(n_hist, vocab), "history")), n_hist, vocab)
+        history = unpack_ids(bytes(r.take(codec.token_bytes(n_hist, vocab), "history")), n_hist, vocab)
         r.done()
         try:
             sampling = SamplingParams(float(temp), int(top_k), float(top_p), int(seed))
@@ -502,7 +493,7 @@ def _decode_draft(buf: bytes, limits: Limits) -> DraftRound:
     if not 1 <= n <= limits.max_draft_len:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"draft length {n} (limit {limits.max_draft_len})", session, seq)
     _check_round_shape(ell, mode, limits, session, seq)
-    token_end = off + packed_size(n, vocab)
+    token_end = off + codec.token_bytes(n, vocab)
     if token_end > end:
         raise ProtocolError(ErrorCode.MALFORMED, "truncated message while reading draft tokens", session, seq)
     tokens = unpack_ids(buf[off:token_end], n, vocab)

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from qsv_wire import codec
 from qsv_wire.protocol import (
     HEADER_SIZE,
     CloseSession,
@@ -22,8 +23,6 @@ from qsv_wire.protocol import (
     encode,
     error_reply_for,
     pack_ids,
-    packed_size,
-    token_bits,
     unpack_ids,
 )
 
@@ -99,7 +98,7 @@ def test_token_packing_round_trip(vocab: int, count: int) -> None:
     ids = [rng.randrange(vocab) for _ in range(count)]
     ids[0] = vocab - 1
     data = pack_ids(ids, vocab)
-    assert len(data) == packed_size(count, vocab) == (count * token_bits(vocab) + 7) // 8
+    assert len(data) == codec.token_bytes(count, vocab) == (count * codec.token_bits(vocab) + 7) // 8
     assert unpack_ids(data, count, vocab) == tuple(ids)
 
 
@@ -111,7 +110,7 @@ def test_nonzero_padding_bits_are_malformed() -> None:
 
 
 def test_token_bits() -> None:
-    assert [token_bits(v) for v in (2, 3, 4, 5, 50272, 65536, 65537, 151936)] == [1, 2, 2, 3, 16, 16, 17, 18]
+    assert [codec.token_bits(v) for v in (2, 3, 4, 5, 50272, 65536, 65537, 151936)] == [1, 2, 2, 3, 16, 16, 17, 18]
 
 
 def test_packing_rejects_out_of_range_ids() -> None:
@@ -151,7 +150,7 @@ def test_malformed_inputs() -> None:
     _reject(bytes(resync_on_draft), ErrorCode.MALFORMED)
     # lattice length pointing past the end, consistent header length
     payload = bytearray(good[HEADER_SIZE:])
-    off = 24 + packed_size(3, 50272)
+    off = 24 + codec.token_bytes(3, 50272)
     payload[off : off + 4] = struct.pack("<I", 1 << 30)
     _reject(good[:8] + struct.pack("<I", len(payload)) + bytes(payload), ErrorCode.MALFORMED)
 
